@@ -1,0 +1,239 @@
+//! The HTTP push and admin API (PROTOCOL.md §5): push to a client id, publish to a channel,
+//! broadcast, list and close sessions. Request `data` is kept as raw JSON text end to end.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::Error;
+use crate::handshake::query_param;
+use crate::http::{Body, error_response, json};
+use crate::protocol::{self, json_str, timestamp};
+use crate::server::State;
+
+/// Largest API request body.
+pub const API_BODY_MAX: usize = 1024 * 1024;
+
+/// `POST /api/v1/push`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushBody<'a> {
+    #[serde(borrow)]
+    client_id: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// `POST /api/v1/broadcast`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastBody<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// `POST /api/v1/publish`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// Answers one `/api/*` request.
+pub async fn handle(st: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let endpoint = endpoint_name(&path);
+    let result = match authorize(st, &req) {
+        Ok(()) => dispatch(st, req, &path).await,
+        Err(e) => Err(e),
+    };
+    let (res, label) = match result {
+        Ok(r) => (r, "ok"),
+        Err(e) => {
+            log::debug!("api {path} from {peer}: {} ({})", e.code(), e.message());
+            (error_response(&e), e.code())
+        }
+    };
+    st.metrics.api(endpoint, label);
+    res
+}
+
+fn endpoint_name(path: &str) -> &'static str {
+    match path {
+        "/api/v1/push" => "push",
+        "/api/v1/broadcast" => "broadcast",
+        "/api/v1/publish" => "publish",
+        p if p.starts_with("/api/v1/sessions") => "sessions",
+        _ => "other",
+    }
+}
+
+fn authorize(st: &State, req: &Request<Incoming>) -> Result<(), Error> {
+    let Some(key) = &st.config.api_key else {
+        return Ok(());
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(given, key.0.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Error::Unauthorized)
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of the key matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..b.len() {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b[i];
+    }
+    diff == 0
+}
+
+async fn dispatch(st: &State, req: Request<Incoming>, path: &str) -> Result<Response<Body>, Error> {
+    let method = req.method().clone();
+    match path {
+        "/api/v1/push" | "/api/v1/broadcast" | "/api/v1/publish" => {
+            if method != Method::POST {
+                return Err(Error::MethodNotAllowed("POST"));
+            }
+            let body = read_body(req).await?;
+            let n = match path {
+                "/api/v1/push" => {
+                    let b: PushBody<'_> = parse(&body)?;
+                    if b.client_id.is_empty() {
+                        return Err(Error::InvalidBody("`client_id` must not be empty".into()));
+                    }
+                    st.handle
+                        .push(&b.client_id, &b.kind, b.data.map(RawValue::get))
+                        .ok_or(Error::NoSession)?
+                }
+                "/api/v1/broadcast" => {
+                    let b: BroadcastBody<'_> = parse(&body)?;
+                    st.handle.broadcast(&b.kind, b.data.map(RawValue::get))
+                }
+                _ => {
+                    let b: PublishBody<'_> = parse(&body)?;
+                    protocol::valid_channel(&b.channel).map_err(Error::InvalidBody)?;
+                    st.handle
+                        .publish(&b.channel, &b.kind, b.data.map(RawValue::get))
+                }
+            };
+            Ok(json(StatusCode::OK, format!("{{\"delivered\":{n}}}")))
+        }
+        "/api/v1/sessions" => {
+            if method != Method::GET {
+                return Err(Error::MethodNotAllowed("GET"));
+            }
+            let filter = match req.uri().query().and_then(|q| query_param(q, "client_id")) {
+                Some(Ok(c)) => Some(c.into_owned()),
+                Some(Err(())) => {
+                    return Err(Error::InvalidBody("client_id is not valid UTF-8".into()));
+                }
+                None => None,
+            };
+            Ok(json(StatusCode::OK, list_sessions(st, filter.as_deref())))
+        }
+        p if p.starts_with("/api/v1/sessions/") => {
+            if method != Method::DELETE {
+                return Err(Error::MethodNotAllowed("DELETE"));
+            }
+            let id = &p["/api/v1/sessions/".len()..];
+            if st.handle.disconnect(id) {
+                Ok(json(
+                    StatusCode::OK,
+                    format!("{{\"session_id\":{},\"closed\":true}}", json_str(id)),
+                ))
+            } else {
+                Err(Error::UnknownSession)
+            }
+        }
+        _ => Err(Error::NotFound),
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, Error> {
+    match Limited::new(req.into_body(), API_BODY_MAX).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Error::BodyTooLarge(API_BODY_MAX))
+        }
+        Err(e) => Err(Error::InvalidBody(format!("could not read the body: {e}"))),
+    }
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Error> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| Error::InvalidJson("the body is not UTF-8".into()))?;
+    if text.trim().is_empty() {
+        return Err(Error::InvalidJson("the body is empty".into()));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            Error::InvalidBody(e.to_string())
+        } else {
+            Error::InvalidJson(e.to_string())
+        }
+    })
+}
+
+fn list_sessions(st: &State, client_id: Option<&str>) -> String {
+    let now = st.registry.now_ms();
+    let mut sessions = st.registry.snapshot(client_id);
+    sessions.sort_by_key(|h| h.id);
+    let mut out = String::from("[");
+    for (i, h) in sessions.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let remote = if h.remote.port() == 0 {
+            h.remote.ip().to_string()
+        } else {
+            h.remote.to_string()
+        };
+        let channels: Vec<String> = h.channel_list().iter().map(|c| json_str(c)).collect();
+        out.push_str(&format!(
+            "{{\"session_id\":\"{}\",\"client_id\":{},\"remote_addr\":{},\"connected_at\":\"{}\",\"last_seen_ms_ago\":{},\"channels\":[{}]}}",
+            h.id,
+            json_str(&h.client_id),
+            json_str(&remote),
+            timestamp(h.connected_at),
+            now.saturating_sub(h.last_seen()),
+            channels.join(",")
+        ));
+    }
+    out.push(']');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secreT", b"secret"));
+        assert!(!constant_time_eq(b"secret1", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
+        assert!(!constant_time_eq(b"secre", b"secret"));
+    }
+}

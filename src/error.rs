@@ -1,0 +1,139 @@
+//! The one error type of the HTTP side (upgrade refusals and API errors), with exhaustive maps to
+//! HTTP status and JSON error code, so each refusal has exactly one status and one code.
+
+use hyper::StatusCode;
+
+use crate::protocol::json_str;
+
+/// A refusal or API error, answered as `{"error":{"code","message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Not a valid WebSocket upgrade; the string says which check failed.
+    BadHandshake(&'static str),
+    /// No client id and `require_client_id` is on.
+    MissingClientId,
+    /// The client id is empty, too long or has control characters.
+    BadClientId(&'static str),
+    /// API key missing or wrong.
+    Unauthorized,
+    /// `Origin` not in `allowed_origins`.
+    OriginNotAllowed,
+    /// `Sec-WebSocket-Version` is not 13.
+    UnsupportedVersion,
+    /// Per-address connection limit reached.
+    TooManyConnections,
+    /// `max_connections` reached.
+    ServerFull,
+    /// Shutting down.
+    Draining,
+    /// The request body is not JSON.
+    InvalidJson(String),
+    /// The JSON body lacks a field or has a wrong type; the string names it.
+    InvalidBody(String),
+    /// The request body is larger than the API accepts.
+    BodyTooLarge(usize),
+    /// No route for this path.
+    NotFound,
+    /// The route exists but not for this method.
+    MethodNotAllowed(&'static str),
+    /// The client id has no live session.
+    NoSession,
+    /// No session with this id.
+    UnknownSession,
+}
+
+impl Error {
+    /// HTTP status of the response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadHandshake(_) | Error::MissingClientId | Error::BadClientId(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::InvalidJson(_) | Error::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Error::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
+            Error::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+            Error::ServerFull | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NotFound | Error::NoSession | Error::UnknownSession => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// Machine-readable snake_case code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::BadHandshake(_) => "bad_handshake",
+            Error::MissingClientId => "missing_client_id",
+            Error::BadClientId(_) => "bad_client_id",
+            Error::Unauthorized => "unauthorized",
+            Error::OriginNotAllowed => "origin_not_allowed",
+            Error::UnsupportedVersion => "unsupported_version",
+            Error::TooManyConnections => "too_many_connections",
+            Error::ServerFull => "server_full",
+            Error::Draining => "draining",
+            Error::InvalidJson(_) => "invalid_json",
+            Error::InvalidBody(_) => "invalid_body",
+            Error::BodyTooLarge(_) => "body_too_large",
+            Error::NotFound => "not_found",
+            Error::MethodNotAllowed(_) => "method_not_allowed",
+            Error::NoSession => "no_session",
+            Error::UnknownSession => "unknown_session",
+        }
+    }
+
+    /// Human sentence.
+    pub fn message(&self) -> String {
+        match self {
+            Error::BadHandshake(why) => format!("not a valid WebSocket upgrade: {why}"),
+            Error::MissingClientId => {
+                "a client id is required: pass ?client_id=<id> or the X-Client-Id header".into()
+            }
+            Error::BadClientId(why) => format!("bad client id: {why}"),
+            Error::Unauthorized => {
+                "missing or wrong credentials: send Authorization: Bearer <api_key>".into()
+            }
+            Error::OriginNotAllowed => "this Origin is not allowed to connect".into(),
+            Error::UnsupportedVersion => {
+                "unsupported WebSocket version: send Sec-WebSocket-Version: 13".into()
+            }
+            Error::TooManyConnections => "too many connections from this address".into(),
+            Error::ServerFull => {
+                "the server is at its connection limit, try another node or later".into()
+            }
+            Error::Draining => "the server is shutting down, reconnect to another node".into(),
+            Error::InvalidJson(e) => format!("the body is not valid JSON: {e}"),
+            Error::InvalidBody(e) => format!("bad request body: {e}"),
+            Error::BodyTooLarge(max) => format!("the body is larger than {max} bytes"),
+            Error::NotFound => "no such path".into(),
+            Error::MethodNotAllowed(allowed) => format!("method not allowed here; use {allowed}"),
+            Error::NoSession => "that client id has no live session".into(),
+            Error::UnknownSession => "no session with that id".into(),
+        }
+    }
+
+    /// The JSON body `{"error":{"code","message"}}`.
+    pub fn body(&self) -> String {
+        format!(
+            "{{\"error\":{{\"code\":{},\"message\":{}}}}}",
+            json_str(self.code()),
+            json_str(&self.message())
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_json_with_code_and_message() {
+        let e = Error::InvalidBody("missing field `type`".into());
+        let v: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
+        assert_eq!(v["error"]["code"], "invalid_body");
+        assert!(v["error"]["message"].as_str().unwrap().contains("`type`"));
+        assert_eq!(Error::UnsupportedVersion.status().as_u16(), 426);
+        assert_eq!(Error::Draining.status().as_u16(), 503);
+    }
+}

@@ -1,0 +1,138 @@
+//! The embedding surface: a [`Handler`] for application message types and a cloneable [`Handle`]
+//! to push from application code. The HTTP API is built on the same [`Handle`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::outbox::{Enqueued, SessionHandle, SessionId};
+use crate::protocol::envelope;
+use crate::registry::{Delivery, Registry};
+
+/// Whether a handler took care of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// The handler dealt with it.
+    Yes,
+    /// Fall through to tether's default (`error` `unknown_type` / `binary_not_supported`).
+    No,
+}
+
+/// Application callbacks. All have defaults; they run on the session's task, so keep them short
+/// and spawn for slow work (use a [`Handle`] to reply later).
+pub trait Handler: Send + Sync + 'static {
+    /// A session completed its handshake and got `welcome`.
+    fn on_connect(&self, _session: &Session<'_>) {}
+    /// Any text frame, before tether reads it as an envelope; return `Yes` to take it over raw.
+    fn on_text(&self, _session: &Session<'_>, _text: &str) -> Handled {
+        Handled::No
+    }
+    /// An envelope whose `type` is not built in; `data` is the raw JSON text.
+    fn on_message(&self, _session: &Session<'_>, _kind: &str, _data: Option<&RawValue>) -> Handled {
+        Handled::No
+    }
+    /// A binary frame.
+    fn on_binary(&self, _session: &Session<'_>, _data: &Bytes) -> Handled {
+        Handled::No
+    }
+    /// The session ended; `code` is the close code sent or received (0 when the socket just died).
+    fn on_disconnect(&self, _session: &Session<'_>, _code: u16) {}
+}
+
+/// The handler used when the application installs none.
+pub(crate) struct NoHandler;
+
+impl Handler for NoHandler {}
+
+/// One session, as seen from a [`Handler`] callback.
+pub struct Session<'a> {
+    /// The session's shared state.
+    pub(crate) handle: &'a Arc<SessionHandle>,
+    /// Queue bound, for replies.
+    pub(crate) send_queue: usize,
+}
+
+impl Session<'_> {
+    /// The server-generated session id.
+    pub fn id(&self) -> String {
+        self.handle.id.to_string()
+    }
+    /// The client id the session connected with.
+    pub fn client_id(&self) -> &str {
+        &self.handle.client_id
+    }
+    /// The client address (forwarded address when behind a trusted proxy).
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.handle.remote
+    }
+    /// Sends an envelope of `kind` with raw JSON `data` to this session only.
+    pub fn send(&self, kind: &str, data: Option<&str>) -> bool {
+        self.send_message(Message::Text(envelope(kind, None, None, data)))
+    }
+    /// Sends a text frame exactly as given (no envelope).
+    pub fn send_text(&self, text: &str) -> bool {
+        self.send_message(Message::text(text))
+    }
+    /// Sends a binary frame.
+    pub fn send_binary(&self, data: Bytes) -> bool {
+        self.send_message(Message::Binary(data))
+    }
+    fn send_message(&self, m: Message) -> bool {
+        self.handle.enqueue(m, self.send_queue) == Enqueued::Queued
+    }
+}
+
+/// A cheap, cloneable handle for pushing from application code.
+#[derive(Clone)]
+pub struct Handle {
+    /// The server's registry.
+    pub(crate) registry: Arc<Registry>,
+}
+
+impl Handle {
+    /// Pushes to every session of `client_id`; `None` when it has no session.
+    pub fn push(&self, client_id: &str, kind: &str, data: Option<&str>) -> Option<usize> {
+        let m = Message::Text(envelope(kind, None, None, data));
+        self.registry
+            .send_to_client(client_id, &m)
+            .map(|d| d.delivered)
+    }
+    /// Pushes to every live session; returns how many queued it.
+    pub fn broadcast(&self, kind: &str, data: Option<&str>) -> usize {
+        let m = Message::Text(envelope(kind, None, None, data));
+        self.registry.broadcast(&m).delivered
+    }
+    /// Pushes to the subscribers of `channel`; returns how many queued it.
+    pub fn publish(&self, channel: &str, kind: &str, data: Option<&str>) -> usize {
+        self.publish_delivery(channel, kind, data).delivered
+    }
+    pub(crate) fn publish_delivery(
+        &self,
+        channel: &str,
+        kind: &str,
+        data: Option<&str>,
+    ) -> Delivery {
+        let m = Message::Text(envelope(kind, Some(channel), None, data));
+        self.registry.publish(channel, &m)
+    }
+    /// Closes a session with 4002 (admin close); false when it is unknown.
+    pub fn disconnect(&self, session_id: &str) -> bool {
+        let Some(id) = SessionId::parse(session_id) else {
+            return false;
+        };
+        match self.registry.get(id) {
+            Some(h) => {
+                h.request_close(crate::protocol::close::ADMIN, "closed by admin");
+                true
+            }
+            None => false,
+        }
+    }
+    /// Live sessions.
+    pub fn connections(&self) -> usize {
+        self.registry.len()
+    }
+}

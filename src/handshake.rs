@@ -1,0 +1,276 @@
+//! The WebSocket upgrade: every check has a named refusal (PROTOCOL.md §1), then admission, then
+//! the 101 answer and the hand-over of the upgraded socket to a session task.
+//!
+//! Nothing of the request is kept past this point: the session gets its client id, its address
+//! and the upgraded IO, so idle sessions do not carry headers around.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use crate::error::Error;
+use crate::http::{Body, empty, error_response};
+use crate::registry::AdmitError;
+use crate::server::State;
+use crate::session;
+
+/// Longest client id accepted, in bytes.
+pub const CLIENT_ID_MAX: usize = 256;
+
+/// Answers an upgrade request on the WebSocket path.
+pub fn upgrade(st: &Arc<State>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let remote = client_addr(st, req.headers(), peer);
+    let checked = validate(st, &req).and_then(|key| {
+        let client_id = client_id(st, &req)?;
+        let admission = st.registry.admit(remote.ip()).map_err(|e| match e {
+            AdmitError::Full => Error::ServerFull,
+            AdmitError::PerIp => Error::TooManyConnections,
+        })?;
+        Ok((key, client_id, admission))
+    });
+    let (key, client_id, admission) = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            st.metrics.refused(e.code());
+            log::debug!(
+                "upgrade refused for {remote}: {} ({})",
+                e.code(),
+                e.message()
+            );
+            return error_response(&e);
+        }
+    };
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    drop(req);
+    let st2 = Arc::clone(st);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(session::ws_config(st2.config.max_message_size)),
+                )
+                .await;
+                session::run(ws, st2, client_id, remote, admission).await;
+            }
+            Err(e) => log::debug!("upgrade from {remote} failed after 101: {e}"),
+        }
+    });
+
+    let mut res = empty(StatusCode::SWITCHING_PROTOCOLS);
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+/// RFC 6455 §4.2.1 checks, then policy; returns the client's key.
+fn validate(st: &State, req: &Request<Incoming>) -> Result<String, Error> {
+    if req.method() != Method::GET {
+        return Err(Error::BadHandshake("the method must be GET"));
+    }
+    if req.version() != Version::HTTP_11 {
+        return Err(Error::BadHandshake("HTTP/1.1 is required"));
+    }
+    let h = req.headers();
+    if !has_token(h, header::UPGRADE, "websocket") {
+        return Err(Error::BadHandshake("missing `Upgrade: websocket`"));
+    }
+    if !has_token(h, header::CONNECTION, "upgrade") {
+        return Err(Error::BadHandshake("missing `Connection: Upgrade`"));
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return Err(Error::UnsupportedVersion);
+    }
+    let key = h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| valid_key(k))
+        .ok_or(Error::BadHandshake(
+            "missing or malformed Sec-WebSocket-Key",
+        ))?;
+    if st.is_draining() {
+        return Err(Error::Draining);
+    }
+    if !st.config.allowed_origins.is_empty() {
+        let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        if !origin.is_some_and(|o| st.config.allowed_origins.iter().any(|a| a == o)) {
+            return Err(Error::OriginNotAllowed);
+        }
+    }
+    Ok(key.to_string())
+}
+
+/// A Sec-WebSocket-Key is 16 bytes in base64: 22 characters and `==`.
+fn valid_key(k: &str) -> bool {
+    let b = k.as_bytes();
+    b.len() == 24
+        && b[22..] == *b"=="
+        && b[..22]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+}
+
+fn has_token(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    h.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// The client id from the query (`client_id`) or the `X-Client-Id` header.
+fn client_id(st: &State, req: &Request<Incoming>) -> Result<Option<Arc<str>>, Error> {
+    let from_query = match req.uri().query().and_then(|q| query_param(q, "client_id")) {
+        Some(Ok(v)) => Some(v),
+        Some(Err(())) => {
+            return Err(Error::BadClientId(
+                "the client_id parameter is not valid UTF-8",
+            ));
+        }
+        None => None,
+    };
+    let from_header = || {
+        req.headers()
+            .get("x-client-id")
+            .map(|v| v.to_str().map(|s| Cow::Borrowed(s.trim())))
+    };
+    let id = match from_query {
+        Some(v) => v,
+        None => match from_header() {
+            Some(Ok(v)) => v,
+            Some(Err(_)) => return Err(Error::BadClientId("X-Client-Id is not visible ASCII")),
+            None => Cow::Borrowed(""),
+        },
+    };
+    if id.is_empty() {
+        return if st.config.require_client_id {
+            Err(Error::MissingClientId)
+        } else {
+            Ok(None)
+        };
+    }
+    if id.len() > CLIENT_ID_MAX {
+        return Err(Error::BadClientId("longer than 256 bytes"));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(Error::BadClientId("contains control characters"));
+    }
+    Ok(Some(Arc::from(id.as_ref())))
+}
+
+/// The value of `name` in a query string, percent-decoded; `Err` when it is not UTF-8.
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<Result<Cow<'a, str>, ()>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> Result<Cow<'_, str>, ()> {
+    if !s.contains(['%', '+']) {
+        return Ok(Cow::Borrowed(s));
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() && hex_pair(b[i + 1], b[i + 2]).is_some() => {
+                out.extend(hex_pair(b[i + 1], b[i + 2]));
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map(Cow::Owned).map_err(|_| ())
+}
+
+fn hex_pair(hi: u8, lo: u8) -> Option<u8> {
+    let d = |c: u8| (c as char).to_digit(16);
+    Some((d(hi)? * 16 + d(lo)?) as u8)
+}
+
+/// The client's address: forwarded headers count only when the TCP peer is a trusted proxy.
+pub fn client_addr(st: &State, h: &HeaderMap, peer: SocketAddr) -> SocketAddr {
+    let proxies = &st.config.trusted_proxies;
+    if proxies.is_empty() || !proxies.iter().any(|p| p.contains(peer.ip())) {
+        return peer;
+    }
+    // The rightmost address that is not a trusted proxy is the one the last trusted hop saw;
+    // anything left of it was written by the client and may be forged.
+    let forwarded = h
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    let ip = forwarded
+        .iter()
+        .rev()
+        .find(|ip| !proxies.iter().any(|p| p.contains(**ip)))
+        .copied()
+        .or_else(|| {
+            h.get("x-real-ip")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.trim().parse().ok())
+        });
+    match ip {
+        Some(ip) => SocketAddr::new(ip, 0),
+        None => peer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        assert_eq!(
+            query_param("a=1&client_id=al%20ice", "client_id"),
+            Some(Ok("al ice".into()))
+        );
+        assert_eq!(
+            query_param("client_id=b+c", "client_id"),
+            Some(Ok("b c".into()))
+        );
+        assert_eq!(
+            query_param("client_id=%C3%A9", "client_id"),
+            Some(Ok("é".into()))
+        );
+        assert_eq!(query_param("client_id=%FF", "client_id"), Some(Err(())));
+        assert_eq!(
+            query_param("client_id=%4", "client_id"),
+            Some(Ok("%4".into()))
+        );
+        assert_eq!(query_param("x=1", "client_id"), None);
+    }
+
+    #[test]
+    fn keys() {
+        assert!(valid_key("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!valid_key("short=="));
+        assert!(!valid_key("dGhlIHNhbXBsZSBub25jZQ!="));
+    }
+}

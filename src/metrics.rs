@@ -1,0 +1,225 @@
+//! Counters behind `/metrics` (Prometheus text exposition) and `/health`.
+//!
+//! Hot-path counters are plain atomics; labelled families with low event rates (refusals, closes,
+//! API results) sit behind a small mutex.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+/// Server-wide counters.
+#[derive(Default)]
+pub struct Metrics {
+    /// WebSocket sessions established.
+    accepted: AtomicU64,
+    /// Sessions evicted for silence (4001).
+    evicted: AtomicU64,
+    /// Client frames received (any kind).
+    received: AtomicU64,
+    /// Frames enqueued to clients.
+    sent: AtomicU64,
+    /// Sessions closed as slow consumers.
+    slow_consumers: AtomicU64,
+    /// Frames dropped because the recipient was already closing.
+    dropped: AtomicU64,
+    /// Upgrade refusals by error code.
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
+    /// Session ends by close code (0 = connection lost without a close frame).
+    closes: Mutex<BTreeMap<u16, u64>>,
+    /// API requests by endpoint and result.
+    api: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+fn inc(a: &AtomicU64, n: u64) {
+    a.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// A session was established.
+    pub fn accepted(&self) {
+        inc(&self.accepted, 1);
+    }
+    /// A session was evicted for silence.
+    pub fn evicted(&self) {
+        inc(&self.evicted, 1);
+    }
+    /// A client frame arrived.
+    pub fn received(&self) {
+        inc(&self.received, 1);
+    }
+    /// `n` frames were queued to clients.
+    pub fn add_sent(&self, n: u64) {
+        inc(&self.sent, n);
+    }
+    /// A session overflowed its queue.
+    pub fn slow_consumer(&self) {
+        inc(&self.slow_consumers, 1);
+    }
+    /// A frame was dropped because its recipient was closing.
+    pub fn dropped(&self) {
+        inc(&self.dropped, 1);
+    }
+    /// An upgrade was refused with `code`.
+    pub fn refused(&self, code: &'static str) {
+        *self.refusals.lock().entry(code).or_default() += 1;
+    }
+    /// A session ended with close `code` (0 when no close frame was exchanged).
+    pub fn closed(&self, code: u16) {
+        *self.closes.lock().entry(code).or_default() += 1;
+    }
+    /// An API call on `endpoint` ended with `result`.
+    pub fn api(&self, endpoint: &'static str, result: &'static str) {
+        *self.api.lock().entry((endpoint, result)).or_default() += 1;
+    }
+
+    /// Sessions accepted so far.
+    pub fn accepted_total(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+    /// Sessions evicted so far.
+    pub fn evicted_total(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, connections: usize, draining: bool) -> String {
+        let mut o = String::with_capacity(2048);
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        gauge(
+            &mut o,
+            "tether_connections",
+            "Live WebSocket sessions.",
+            connections as u64,
+        );
+        gauge(
+            &mut o,
+            "tether_draining",
+            "1 while the server is shutting down.",
+            u64::from(draining),
+        );
+        counter(
+            &mut o,
+            "tether_connections_accepted_total",
+            "WebSocket sessions established.",
+            ld(&self.accepted),
+        );
+        counter(
+            &mut o,
+            "tether_evictions_total",
+            "Sessions evicted for heartbeat timeout (close 4001).",
+            ld(&self.evicted),
+        );
+        counter(
+            &mut o,
+            "tether_messages_received_total",
+            "Frames received from clients.",
+            ld(&self.received),
+        );
+        counter(
+            &mut o,
+            "tether_messages_sent_total",
+            "Frames queued to clients.",
+            ld(&self.sent),
+        );
+        counter(
+            &mut o,
+            "tether_slow_consumer_closes_total",
+            "Sessions closed because their send queue was full (close 4003).",
+            ld(&self.slow_consumers),
+        );
+        counter(
+            &mut o,
+            "tether_send_queue_drops_total",
+            "Frames dropped because the recipient was already closing.",
+            ld(&self.dropped),
+        );
+        family(
+            &mut o,
+            "tether_refusals_total",
+            "Upgrade requests refused, by error code.",
+            &["code"],
+            self.refusals
+                .lock()
+                .iter()
+                .map(|(k, v)| (vec![k.to_string()], *v)),
+        );
+        family(
+            &mut o,
+            "tether_closes_total",
+            "Sessions ended, by close code (0 = no close frame).",
+            &["code"],
+            self.closes
+                .lock()
+                .iter()
+                .map(|(k, v)| (vec![k.to_string()], *v)),
+        );
+        family(
+            &mut o,
+            "tether_api_requests_total",
+            "HTTP API requests, by endpoint and result.",
+            &["endpoint", "result"],
+            self.api
+                .lock()
+                .iter()
+                .map(|((e, r), v)| (vec![e.to_string(), r.to_string()], *v)),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP tether_build_info Build information.\n# TYPE tether_build_info gauge"
+        );
+        let _ = writeln!(
+            o,
+            "tether_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        o
+    }
+}
+
+fn gauge(o: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+fn counter(o: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+}
+
+fn family(
+    o: &mut String,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    rows: impl Iterator<Item = (Vec<String>, u64)>,
+) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (values, v) in rows {
+        let pairs: Vec<String> = labels
+            .iter()
+            .zip(values)
+            .map(|(l, val)| format!("{l}=\"{}\"", val.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        let _ = writeln!(o, "{name}{{{}}} {v}", pairs.join(","));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_help_type_and_labels() {
+        let m = Metrics::default();
+        m.accepted();
+        m.refused("server_full");
+        m.closed(4001);
+        m.api("push", "ok");
+        let text = m.render(3, false);
+        assert!(text.contains("# TYPE tether_connections gauge\ntether_connections 3\n"));
+        assert!(text.contains("tether_connections_accepted_total 1\n"));
+        assert!(text.contains("tether_refusals_total{code=\"server_full\"} 1\n"));
+        assert!(text.contains("tether_closes_total{code=\"4001\"} 1\n"));
+        assert!(text.contains("tether_api_requests_total{endpoint=\"push\",result=\"ok\"} 1\n"));
+    }
+}

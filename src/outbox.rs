@@ -1,0 +1,272 @@
+//! The shared half of a session: identity, liveness stamp and the bounded outbound queue.
+//!
+//! The session task owns the socket; everyone else (API, reaper, other sessions) reaches it only
+//! through [`SessionHandle::enqueue`] and [`SessionHandle::request_close`], which never block and
+//! never touch the socket. The queue is a plain `VecDeque` behind a short lock rather than a channel
+//! because an idle session must cost almost nothing: an empty `VecDeque` allocates no memory.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Server-generated identifier of one connection: a per-process random prefix and a counter.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl SessionId {
+    /// Parses the 16-hex-digit form produced by `Display`.
+    pub fn parse(s: &str) -> Option<SessionId> {
+        if s.len() != 16 {
+            return None;
+        }
+        u64::from_str_radix(s, 16).ok().map(SessionId)
+    }
+}
+
+/// A close the session task should perform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseRequest {
+    /// WebSocket close code.
+    pub code: u16,
+    /// Close reason sent to the peer.
+    pub reason: &'static str,
+}
+
+/// What happened to one enqueued frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// The frame is in the queue.
+    Queued,
+    /// The session is already closing; the frame was dropped.
+    Closing,
+    /// The queue was full: the session is now being closed as a slow consumer (4003).
+    Overflow,
+}
+
+/// The part of the outbox protected by the lock.
+#[derive(Default)]
+struct Outbox {
+    /// Frames waiting for the writer, oldest first.
+    queue: VecDeque<Message>,
+    /// The reaper asked for a Ping.
+    ping: bool,
+    /// The first close requested wins; nothing is queued after it.
+    close: Option<CloseRequest>,
+}
+
+/// What the writer takes out of the outbox in one go.
+pub struct Batch {
+    /// Frames to write, in order.
+    pub frames: VecDeque<Message>,
+    /// Send a Ping after the frames.
+    pub ping: bool,
+    /// Close after the frames.
+    pub close: Option<CloseRequest>,
+}
+
+/// One live session as the rest of the server sees it.
+pub struct SessionHandle {
+    /// Session id, unique in this process.
+    pub id: SessionId,
+    /// Who connected (user, device or business id).
+    pub client_id: Arc<str>,
+    /// Client address: the TCP peer, or the forwarded address from a trusted proxy.
+    pub remote: SocketAddr,
+    /// Wall-clock connection time, for listings.
+    pub connected_at: SystemTime,
+    /// Last frame from the peer, in milliseconds since the registry's epoch.
+    last_seen: AtomicU64,
+    /// Bounded outbound queue, drained by the session's writer.
+    outbox: Mutex<Outbox>,
+    /// Wakes the writer: new frames, a ping or a close.
+    wake: Notify,
+    /// Channels this session is subscribed to, for listings and cleanup.
+    pub(crate) channels: Mutex<Vec<Arc<str>>>,
+}
+
+impl SessionHandle {
+    /// A new handle whose queue already holds `first` (the welcome frame).
+    pub fn new(
+        id: SessionId,
+        client_id: Arc<str>,
+        remote: SocketAddr,
+        now_ms: u64,
+        first: Message,
+    ) -> SessionHandle {
+        let mut outbox = Outbox::default();
+        outbox.queue.push_back(first);
+        let h = SessionHandle {
+            id,
+            client_id,
+            remote,
+            connected_at: SystemTime::now(),
+            last_seen: AtomicU64::new(now_ms),
+            outbox: Mutex::new(outbox),
+            wake: Notify::new(),
+            channels: Mutex::new(Vec::new()),
+        };
+        h.wake.notify_one();
+        h
+    }
+
+    /// Records that the peer sent something.
+    pub fn touch(&self, now_ms: u64) {
+        // Relaxed is enough: the reaper only needs an eventually fresh, monotone-ish value.
+        self.last_seen.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// When the peer last sent a frame (registry epoch milliseconds).
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Queues one frame without blocking; a full queue turns into a 4003 close.
+    pub fn enqueue(&self, msg: Message, limit: usize) -> Enqueued {
+        let result = {
+            let mut ob = self.outbox.lock();
+            if ob.close.is_some() {
+                return Enqueued::Closing;
+            }
+            if ob.queue.len() >= limit {
+                // The queued backlog is useless to a peer that is being disconnected.
+                ob.queue = VecDeque::new();
+                ob.close = Some(CloseRequest {
+                    code: crate::protocol::close::SLOW_CONSUMER,
+                    reason: "slow consumer",
+                });
+                Enqueued::Overflow
+            } else {
+                ob.queue.push_back(msg);
+                Enqueued::Queued
+            }
+        };
+        self.wake.notify_one();
+        result
+    }
+
+    /// Asks the writer to send a Ping.
+    pub fn request_ping(&self) {
+        self.outbox.lock().ping = true;
+        self.wake.notify_one();
+    }
+
+    /// Asks the session to close with `code`; returns false when a close was already requested.
+    pub fn request_close(&self, code: u16, reason: &'static str) -> bool {
+        let first = {
+            let mut ob = self.outbox.lock();
+            if ob.close.is_some() {
+                false
+            } else {
+                ob.close = Some(CloseRequest { code, reason });
+                true
+            }
+        };
+        self.wake.notify_one();
+        first
+    }
+
+    /// The close requested so far, if any.
+    pub fn close_requested(&self) -> Option<CloseRequest> {
+        self.outbox.lock().close
+    }
+
+    /// Takes everything queued; an empty batch means there is nothing to do.
+    pub fn take_batch(&self) -> Batch {
+        let mut ob = self.outbox.lock();
+        let frames = std::mem::take(&mut ob.queue);
+        Batch {
+            frames,
+            ping: std::mem::take(&mut ob.ping),
+            close: ob.close,
+        }
+    }
+
+    /// Gives back the (emptied) buffer of a large batch so a burst does not pin memory forever.
+    pub fn recycle(&self, mut frames: VecDeque<Message>) {
+        frames.clear();
+        if frames.capacity() > 64 {
+            return;
+        }
+        let mut ob = self.outbox.lock();
+        if ob.queue.is_empty() && ob.queue.capacity() == 0 {
+            ob.queue = frames;
+        }
+    }
+
+    /// Waits until something is queued or requested.
+    pub async fn wait(&self) {
+        self.wake.notified().await
+    }
+
+    /// Snapshot of the subscribed channels.
+    pub fn channel_list(&self) -> Vec<Arc<str>> {
+        self.channels.lock().clone()
+    }
+}
+
+impl Batch {
+    /// True when the writer has nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty() && !self.ping && self.close.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle() -> SessionHandle {
+        SessionHandle::new(
+            SessionId(1),
+            Arc::from("c"),
+            "127.0.0.1:1".parse().unwrap(),
+            0,
+            Message::text("welcome"),
+        )
+    }
+
+    #[test]
+    fn overflow_turns_into_slow_consumer_close() {
+        let h = handle();
+        assert_eq!(h.enqueue(Message::text("a"), 2), Enqueued::Queued);
+        assert_eq!(h.enqueue(Message::text("b"), 2), Enqueued::Overflow);
+        assert_eq!(h.enqueue(Message::text("c"), 2), Enqueued::Closing);
+        let b = h.take_batch();
+        assert!(b.frames.is_empty());
+        assert_eq!(b.close.map(|c| c.code), Some(4003));
+    }
+
+    #[test]
+    fn first_close_wins() {
+        let h = handle();
+        assert!(h.request_close(4001, "heartbeat timeout"));
+        assert!(!h.request_close(1001, "going away"));
+        assert_eq!(h.close_requested().map(|c| c.code), Some(4001));
+    }
+
+    #[test]
+    fn session_id_round_trips() {
+        let id = SessionId(0xdead_beef_0000_0001);
+        assert_eq!(SessionId::parse(&id.to_string()), Some(id));
+        assert_eq!(SessionId::parse("xyz"), None);
+    }
+}

@@ -1,0 +1,313 @@
+//! The wire protocol: the JSON envelope, message and error codes, close codes (PROTOCOL.md §2, §4).
+//!
+//! Outbound envelopes are written by hand around the caller's raw `data` so that `data` reaches
+//! clients byte for byte (no round trip through a generic JSON value) and each message is
+//! serialized exactly once, whatever the number of recipients.
+
+use std::borrow::Cow;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// WebSocket close codes used by tether.
+pub mod close {
+    /// Normal close.
+    pub const NORMAL: u16 = 1000;
+    /// Server going away: the drain finished.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Policy violation.
+    pub const POLICY: u16 = 1008;
+    /// Message too big.
+    pub const TOO_BIG: u16 = 1009;
+    /// Internal error.
+    pub const INTERNAL: u16 = 1011;
+    /// Service restart: reconnect now, to any node.
+    pub const RESTART: u16 = 1012;
+    /// Heartbeat timeout: the session was silent too long.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4001;
+    /// Closed by the admin API.
+    pub const ADMIN: u16 = 4002;
+    /// Slow consumer: the send queue was full.
+    pub const SLOW_CONSUMER: u16 = 4003;
+}
+
+/// Error codes carried in `error` messages to clients.
+pub mod err {
+    /// The frame is not a JSON object.
+    pub const INVALID_JSON: &str = "invalid_json";
+    /// The envelope has no string `type`.
+    pub const MISSING_TYPE: &str = "missing_type";
+    /// `data` does not have the shape the message type needs.
+    pub const INVALID_DATA: &str = "invalid_data";
+    /// Nobody handles this message type.
+    pub const UNKNOWN_TYPE: &str = "unknown_type";
+    /// The client may not do this (e.g. `publish` with `client_publish = false`).
+    pub const FORBIDDEN: &str = "forbidden";
+    /// Binary frames are not handled.
+    pub const BINARY_NOT_SUPPORTED: &str = "binary_not_supported";
+}
+
+/// Longest part of an offending frame echoed back in `error.data.original`.
+pub const ORIGINAL_MAX: usize = 256;
+/// Longest channel name accepted.
+pub const CHANNEL_MAX: usize = 256;
+
+/// A client envelope, borrowed from the frame text.
+#[derive(Debug, Deserialize)]
+pub struct Inbound<'a> {
+    /// Message type; required.
+    #[serde(rename = "type", borrow)]
+    pub kind: Option<Cow<'a, str>>,
+    /// Client correlation id, echoed in replies.
+    #[serde(borrow, default)]
+    pub id: Option<&'a RawValue>,
+    /// Message payload, kept as raw JSON text.
+    #[serde(borrow, default)]
+    pub data: Option<&'a RawValue>,
+}
+
+/// Why an inbound frame could not be read as an envelope.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadFrame {
+    /// One of [`err`].
+    pub code: &'static str,
+    /// Human sentence.
+    pub message: String,
+}
+
+/// Parses a text frame into an envelope.
+pub fn parse_inbound(text: &str) -> Result<Inbound<'_>, BadFrame> {
+    // serde would also read a JSON array positionally into the struct; the contract says object.
+    if !text.trim_start().starts_with('{') {
+        return Err(BadFrame {
+            code: err::INVALID_JSON,
+            message: "frame is not a JSON object".into(),
+        });
+    }
+    let env: Inbound<'_> = serde_json::from_str(text).map_err(|e| {
+        let code = if e.is_data() {
+            err::MISSING_TYPE
+        } else {
+            err::INVALID_JSON
+        };
+        BadFrame {
+            code,
+            message: format!("cannot read the envelope: {e}"),
+        }
+    })?;
+    match &env.kind {
+        Some(k) if !k.is_empty() => Ok(env),
+        _ => Err(BadFrame {
+            code: err::MISSING_TYPE,
+            message: "the envelope needs a non-empty string `type`".into(),
+        }),
+    }
+}
+
+/// `data` of `subscribe` / `unsubscribe`.
+#[derive(Deserialize)]
+pub struct ChannelData<'a> {
+    /// Channel name.
+    #[serde(borrow)]
+    pub channel: Cow<'a, str>,
+}
+
+/// `data` of a client `publish`.
+#[derive(Deserialize)]
+pub struct PublishData<'a> {
+    /// Target channel.
+    #[serde(borrow)]
+    pub channel: Cow<'a, str>,
+    /// Type of the message delivered to subscribers.
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    /// Payload delivered unchanged.
+    #[serde(borrow, default)]
+    pub data: Option<&'a RawValue>,
+}
+
+/// Checks a channel name: non-empty, bounded, no control characters.
+pub fn valid_channel(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > CHANNEL_MAX {
+        return Err(format!("channel names are 1 to {CHANNEL_MAX} bytes"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("channel names may not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// Builds one server envelope; `data` and `id` are raw JSON text inserted unchanged.
+pub fn envelope(
+    kind: &str,
+    channel: Option<&str>,
+    id: Option<&str>,
+    data: Option<&str>,
+) -> Utf8Bytes {
+    let mut out = String::with_capacity(64 + kind.len() + data.map_or(0, str::len));
+    out.push_str("{\"type\":");
+    push_json_str(&mut out, kind);
+    out.push_str(",\"timestamp\":\"");
+    push_timestamp(&mut out, SystemTime::now());
+    out.push('"');
+    if let Some(c) = channel {
+        out.push_str(",\"channel\":");
+        push_json_str(&mut out, c);
+    }
+    if let Some(id) = id {
+        out.push_str(",\"id\":");
+        out.push_str(id);
+    }
+    if let Some(d) = data {
+        out.push_str(",\"data\":");
+        out.push_str(d);
+    }
+    out.push('}');
+    Utf8Bytes::from(out)
+}
+
+/// Builds an `error` envelope echoing the correlation id and the (cut) offending frame.
+pub fn error_envelope(
+    code: &str,
+    message: &str,
+    original: Option<&str>,
+    id: Option<&str>,
+) -> Utf8Bytes {
+    let mut data = String::with_capacity(96 + message.len());
+    data.push_str("{\"code\":");
+    push_json_str(&mut data, code);
+    data.push_str(",\"message\":");
+    push_json_str(&mut data, message);
+    if let Some(o) = original {
+        data.push_str(",\"original\":");
+        push_json_str(&mut data, cut(o, ORIGINAL_MAX));
+    }
+    data.push('}');
+    envelope("error", None, id, Some(&data))
+}
+
+/// The longest prefix of `s` no longer than `max` bytes that ends on a char boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn push_json_str(out: &mut String, s: &str) {
+    match serde_json::to_string(s) {
+        Ok(lit) => out.push_str(&lit),
+        // Serializing a &str cannot fail; keep the envelope valid regardless.
+        Err(_) => out.push_str("\"\""),
+    }
+}
+
+/// A JSON string literal for `s`.
+pub fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    push_json_str(&mut out, s);
+    out
+}
+
+/// Appends an RFC 3339 UTC timestamp with milliseconds, e.g. `2026-11-22T10:00:00.123Z`.
+pub fn push_timestamp(out: &mut String, t: SystemTime) {
+    use std::fmt::Write;
+    let ms = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (y, m, d) = civil_from_days(days);
+    let (h, mi, s, milli) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z"
+    );
+}
+
+/// An RFC 3339 UTC timestamp with milliseconds.
+pub fn timestamp(t: SystemTime) -> String {
+    let mut s = String::with_capacity(24);
+    push_timestamp(&mut s, t);
+    s
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    // Howard Hinnant's algorithm, shifted so eras start on March 1st.
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_rfc3339_millis() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_341_600_123);
+        assert_eq!(timestamp(t), "2026-11-22T10:00:00.123Z");
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(timestamp(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn envelope_keeps_data_bytes() {
+        let data = r#"{"b":1,"a":12345678901234567890,"s":"é\u00e9"}"#;
+        let e = envelope("notify", Some("room"), Some("7"), Some(data));
+        let s = e.as_str();
+        assert!(s.starts_with(r#"{"type":"notify","timestamp":""#));
+        assert!(s.ends_with(&format!(r#","channel":"room","id":7,"data":{data}}}"#)));
+        let v: serde_json::Value = serde_json::from_str(s).unwrap();
+        assert_eq!(v["type"], "notify");
+    }
+
+    #[test]
+    fn inbound_errors_are_named() {
+        assert_eq!(parse_inbound("nope").unwrap_err().code, err::INVALID_JSON);
+        assert_eq!(parse_inbound("[1]").unwrap_err().code, err::INVALID_JSON);
+        assert_eq!(
+            parse_inbound("{\"a\":1").unwrap_err().code,
+            err::INVALID_JSON
+        );
+        assert_eq!(parse_inbound("{}").unwrap_err().code, err::MISSING_TYPE);
+        assert_eq!(
+            parse_inbound("{\"type\":3}").unwrap_err().code,
+            err::MISSING_TYPE
+        );
+        let ok = parse_inbound(r#"{"type":"heartbeat","id":"x1"}"#).unwrap();
+        assert_eq!(ok.kind.as_deref(), Some("heartbeat"));
+        assert_eq!(ok.id.map(|r| r.get()), Some("\"x1\""));
+    }
+
+    #[test]
+    fn cut_respects_char_boundaries() {
+        assert_eq!(cut("héllo", 2), "h");
+        assert_eq!(cut("abc", 10), "abc");
+        let e = error_envelope("x", "m", Some(&"é".repeat(300)), None);
+        let v: serde_json::Value = serde_json::from_str(e.as_str()).unwrap();
+        assert!(v["data"]["original"].as_str().unwrap().len() <= ORIGINAL_MAX);
+    }
+}

@@ -1,0 +1,382 @@
+//! Who is connected: sessions by id, by client id and by channel, plus admission counting.
+//!
+//! The registry is the only shared mutable state. Its lock is never held across an `.await` or a
+//! socket write: fan-out only appends to each recipient's in-memory queue.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::metrics::Metrics;
+use crate::outbox::{Enqueued, SessionHandle, SessionId};
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmitError {
+    /// `max_connections` reached.
+    Full,
+    /// `max_connections_per_ip` reached for this address.
+    PerIp,
+}
+
+/// The indexes, under one lock so they never disagree.
+#[derive(Default)]
+struct Indexes {
+    /// Every live session.
+    by_id: HashMap<SessionId, Arc<SessionHandle>>,
+    /// Sessions of each client id (tabs, devices).
+    by_client: HashMap<Arc<str>, Vec<Arc<SessionHandle>>>,
+    /// Subscribers of each channel.
+    by_channel: HashMap<Arc<str>, HashMap<SessionId, Arc<SessionHandle>>>,
+}
+
+/// Fan-out result: how many sessions took the message, and how many overflowed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Sessions whose queue accepted the message.
+    pub delivered: usize,
+    /// Sessions closed as slow consumers by this send.
+    pub overflowed: usize,
+}
+
+/// The session registry.
+pub struct Registry {
+    /// Session indexes.
+    idx: RwLock<Indexes>,
+    /// Admitted connections, including ones still completing their upgrade.
+    admitted: AtomicUsize,
+    /// Admitted connections per client address, only tracked when a per-address limit is set.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Signalled when the last admitted connection leaves (shutdown waits on it).
+    emptied: Notify,
+    /// Origin of the millisecond clock used for liveness stamps.
+    epoch: Instant,
+    /// Random high half of session ids, so ids from different processes differ.
+    id_prefix: u64,
+    /// Low half of session ids.
+    id_counter: AtomicU64,
+    /// Frames a session may have queued before it is a slow consumer.
+    pub(crate) send_queue: usize,
+    /// Global connection cap.
+    max_connections: usize,
+    /// Per-address cap; 0 = none.
+    max_per_ip: usize,
+    /// Counters shared with `/metrics`.
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// A reserved connection slot; released on drop unless the session takes it over.
+pub struct Admission {
+    /// Registry the slot belongs to.
+    reg: Arc<Registry>,
+    /// Address charged for the per-address limit.
+    ip: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.reg.release(self.ip);
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(
+        send_queue: usize,
+        max_connections: usize,
+        max_per_ip: usize,
+        metrics: Arc<Metrics>,
+    ) -> Registry {
+        let mut b = [0u8; 4];
+        // Without OS randomness ids are still unique within this process.
+        let _ = getrandom::fill(&mut b);
+        Registry {
+            idx: RwLock::new(Indexes::default()),
+            admitted: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            emptied: Notify::new(),
+            epoch: Instant::now(),
+            id_prefix: u64::from(u32::from_le_bytes(b)) << 32,
+            id_counter: AtomicU64::new(1),
+            send_queue,
+            max_connections,
+            max_per_ip,
+            metrics,
+        }
+    }
+
+    /// Milliseconds since the registry was made: the coarse clock of liveness stamps.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// A fresh session id.
+    pub fn next_id(&self) -> SessionId {
+        let n = self.id_counter.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
+        SessionId(self.id_prefix | n)
+    }
+
+    /// Reserves a connection slot for `ip`, or says which limit refuses it.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, AdmitError> {
+        let prev = self.admitted.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.max_connections {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return Err(AdmitError::Full);
+        }
+        if self.max_per_ip > 0 {
+            let mut per = self.per_ip.lock();
+            let n = per.entry(ip).or_insert(0);
+            if *n >= self.max_per_ip {
+                drop(per);
+                self.admitted.fetch_sub(1, Ordering::AcqRel);
+                return Err(AdmitError::PerIp);
+            }
+            *n += 1;
+        }
+        Ok(Admission {
+            reg: Arc::clone(self),
+            ip,
+        })
+    }
+
+    fn release(&self, ip: IpAddr) {
+        if self.max_per_ip > 0 {
+            let mut per = self.per_ip.lock();
+            if let Some(n) = per.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per.remove(&ip);
+                }
+            }
+        }
+        if self.admitted.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.emptied.notify_waiters();
+        }
+    }
+
+    /// Admitted connections (live sessions plus upgrades in progress).
+    pub fn admitted(&self) -> usize {
+        self.admitted.load(Ordering::Acquire)
+    }
+
+    /// Live sessions.
+    pub fn len(&self) -> usize {
+        self.idx.read().by_id.len()
+    }
+
+    /// Waits until no connection is admitted.
+    pub async fn wait_empty(&self) {
+        loop {
+            let notified = self.emptied.notified();
+            if self.admitted() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Adds a session to the indexes.
+    pub fn insert(&self, h: Arc<SessionHandle>) {
+        let mut idx = self.idx.write();
+        idx.by_client
+            .entry(Arc::clone(&h.client_id))
+            .or_default()
+            .push(Arc::clone(&h));
+        idx.by_id.insert(h.id, h);
+    }
+
+    /// Removes a session from every index (its channels included).
+    pub fn remove(&self, h: &SessionHandle) {
+        let channels = std::mem::take(&mut *h.channels.lock());
+        let mut idx = self.idx.write();
+        idx.by_id.remove(&h.id);
+        if let Some(list) = idx.by_client.get_mut(&h.client_id) {
+            list.retain(|s| s.id != h.id);
+            if list.is_empty() {
+                idx.by_client.remove(&h.client_id);
+            }
+        }
+        for ch in channels {
+            if let Some(subs) = idx.by_channel.get_mut(&ch) {
+                subs.remove(&h.id);
+                if subs.is_empty() {
+                    idx.by_channel.remove(&ch);
+                }
+            }
+        }
+    }
+
+    /// Subscribes a live session; false when it already was subscribed.
+    pub fn subscribe(&self, h: &Arc<SessionHandle>, channel: &str) -> bool {
+        let mut idx = self.idx.write();
+        if !idx.by_id.contains_key(&h.id) {
+            return false;
+        }
+        let key: Arc<str> = match idx.by_channel.get_key_value(channel) {
+            Some((k, _)) => Arc::clone(k),
+            None => Arc::from(channel),
+        };
+        let fresh = idx
+            .by_channel
+            .entry(Arc::clone(&key))
+            .or_default()
+            .insert(h.id, Arc::clone(h))
+            .is_none();
+        if fresh {
+            h.channels.lock().push(key);
+        }
+        fresh
+    }
+
+    /// Unsubscribes; false when the session was not subscribed.
+    pub fn unsubscribe(&self, h: &SessionHandle, channel: &str) -> bool {
+        let mut idx = self.idx.write();
+        let Some(subs) = idx.by_channel.get_mut(channel) else {
+            return false;
+        };
+        let removed = subs.remove(&h.id).is_some();
+        if subs.is_empty() {
+            idx.by_channel.remove(channel);
+        }
+        drop(idx);
+        if removed {
+            h.channels.lock().retain(|c| &**c != channel);
+        }
+        removed
+    }
+
+    /// Looks a session up by id.
+    pub fn get(&self, id: SessionId) -> Option<Arc<SessionHandle>> {
+        self.idx.read().by_id.get(&id).cloned()
+    }
+
+    /// Every live session, or those of one client id.
+    pub fn snapshot(&self, client_id: Option<&str>) -> Vec<Arc<SessionHandle>> {
+        let idx = self.idx.read();
+        match client_id {
+            Some(c) => idx.by_client.get(c).cloned().unwrap_or_default(),
+            None => idx.by_id.values().cloned().collect(),
+        }
+    }
+
+    fn fan_out<'a>(
+        &self,
+        targets: impl Iterator<Item = &'a Arc<SessionHandle>>,
+        msg: &Message,
+    ) -> Delivery {
+        let mut d = Delivery::default();
+        for h in targets {
+            match h.enqueue(msg.clone(), self.send_queue) {
+                Enqueued::Queued => d.delivered += 1,
+                Enqueued::Closing => {}
+                Enqueued::Overflow => {
+                    d.overflowed += 1;
+                    self.metrics.slow_consumer();
+                    log::warn!(
+                        "session {} client {} peer {}: send queue full ({} frames), closing 4003",
+                        h.id,
+                        h.client_id,
+                        h.remote,
+                        self.send_queue
+                    );
+                }
+            }
+        }
+        self.metrics.add_sent(d.delivered as u64);
+        d
+    }
+
+    /// Queues `msg` to every session of `client_id`; `None` when the id has no session.
+    pub fn send_to_client(&self, client_id: &str, msg: &Message) -> Option<Delivery> {
+        let idx = self.idx.read();
+        let list = idx.by_client.get(client_id)?;
+        Some(self.fan_out(list.iter(), msg))
+    }
+
+    /// Queues `msg` to every live session.
+    pub fn broadcast(&self, msg: &Message) -> Delivery {
+        let idx = self.idx.read();
+        self.fan_out(idx.by_id.values(), msg)
+    }
+
+    /// Queues `msg` to every subscriber of `channel`.
+    pub fn publish(&self, channel: &str, msg: &Message) -> Delivery {
+        let idx = self.idx.read();
+        match idx.by_channel.get(channel) {
+            Some(subs) => self.fan_out(subs.values(), msg),
+            None => Delivery::default(),
+        }
+    }
+
+    /// Calls `f` on every live session while holding the read lock (no awaits inside).
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<SessionHandle>)) {
+        let idx = self.idx.read();
+        for h in idx.by_id.values() {
+            f(h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(max: usize, per_ip: usize) -> Arc<Registry> {
+        Arc::new(Registry::new(4, max, per_ip, Arc::new(Metrics::default())))
+    }
+
+    fn session(r: &Registry, client: &str) -> Arc<SessionHandle> {
+        let h = Arc::new(SessionHandle::new(
+            r.next_id(),
+            Arc::from(client),
+            "127.0.0.1:9".parse().unwrap(),
+            0,
+            Message::text("w"),
+        ));
+        r.insert(Arc::clone(&h));
+        h
+    }
+
+    #[test]
+    fn admission_limits_and_release() {
+        let r = reg(2, 1);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        let a = r.admit(ip).unwrap();
+        assert_eq!(r.admit(ip).err(), Some(AdmitError::PerIp));
+        let _b = r.admit(other).unwrap();
+        assert_eq!(
+            r.admit("127.0.0.3".parse().unwrap()).err(),
+            Some(AdmitError::Full)
+        );
+        drop(a);
+        assert!(r.admit(ip).is_ok());
+    }
+
+    #[test]
+    fn indexes_follow_subscriptions_and_removal() {
+        let r = reg(10, 0);
+        let a1 = session(&r, "alice");
+        let _a2 = session(&r, "alice");
+        let b = session(&r, "bob");
+        assert!(r.subscribe(&a1, "news"));
+        assert!(!r.subscribe(&a1, "news"));
+        assert!(r.subscribe(&b, "news"));
+        let m = Message::text("x");
+        assert_eq!(r.send_to_client("alice", &m).map(|d| d.delivered), Some(2));
+        assert_eq!(r.publish("news", &m).delivered, 2);
+        assert_eq!(r.broadcast(&m).delivered, 3);
+        r.remove(&a1);
+        assert_eq!(r.publish("news", &m).delivered, 1);
+        assert!(r.unsubscribe(&b, "news"));
+        assert_eq!(r.publish("news", &m).delivered, 0);
+        assert_eq!(r.send_to_client("alice", &m).map(|d| d.delivered), Some(1));
+        assert!(r.send_to_client("carol", &m).is_none());
+    }
+}

@@ -1,0 +1,227 @@
+//! Test harness: a real server on 127.0.0.1:0, real WebSocket clients, raw HTTP over TCP.
+//! Readiness is the bound listener; every wait is bounded.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tether::shutdown::Trigger;
+use tether::{Config, Handle, Handler, Server, Stopped};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+/// Longest any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub trigger: Trigger,
+    pub join: JoinHandle<std::io::Result<Stopped>>,
+    pub handle: Handle,
+}
+
+/// A config with loopback port 0 and the given tweaks applied via the public setter.
+pub fn config(pairs: &[(&str, &str)]) -> Config {
+    let mut c = Config::default();
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    for (k, v) in pairs {
+        c.set(k, &tether::config::Raw::Str(v.to_string())).unwrap();
+    }
+    c.validate().unwrap();
+    c
+}
+
+pub async fn start(c: Config) -> TestServer {
+    launch(Server::new(c.clone()).unwrap(), c).await
+}
+
+pub async fn start_with(c: Config, handler: impl Handler) -> TestServer {
+    launch(Server::with_handler(c.clone(), handler).unwrap(), c).await
+}
+
+async fn launch(server: Server, c: Config) -> TestServer {
+    let listener = tether::bind(c.listen).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = server.handle();
+    let (trigger, signal) = tether::shutdown::channel();
+    let join = tokio::spawn(server.run(listener, signal));
+    TestServer {
+        addr,
+        trigger,
+        join,
+        handle,
+    }
+}
+
+/// Connects as `client_id` and returns the socket and the welcome envelope.
+pub async fn connect(addr: SocketAddr, client_id: &str) -> (Ws, Value) {
+    let mut ws = connect_raw(addr, &format!("/ws?client_id={client_id}"))
+        .await
+        .unwrap();
+    let welcome = recv_json(&mut ws).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    (ws, welcome)
+}
+
+pub async fn connect_raw(
+    addr: SocketAddr,
+    path: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let url = format!("ws://{addr}{path}");
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, tcp))
+        .await
+        .expect("handshake timed out")?;
+    Ok(ws)
+}
+
+/// Next text frame as JSON (pings are answered by tungstenite on the way).
+pub async fn recv_json(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no message in time")
+            .expect("stream ended")
+            .expect("read error");
+        match m {
+            Message::Text(t) => {
+                return serde_json::from_str(t.as_str()).expect("server sent invalid JSON");
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Next text frame, raw.
+pub async fn recv_text(ws: &mut Ws) -> String {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no message in time")
+        {
+            Some(Ok(Message::Text(t))) => return t.as_str().to_string(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server's close frame; returns its code (None if the socket ended without one).
+pub async fn recv_close(ws: &mut Ws, within: Duration) -> Option<CloseFrame> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("no close in time")
+        {
+            Some(Ok(Message::Close(f))) => return f,
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+pub async fn send_json(ws: &mut Ws, v: &str) {
+    ws.send(Message::text(v)).await.unwrap();
+}
+
+/// A raw HTTP/1.1 exchange (Connection: close); returns status, head and body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    raw_exchange(addr, req.as_bytes()).await
+}
+
+/// Sends raw bytes and reads the response head and body until the server closes.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut buf = Vec::new();
+    let read = async {
+        // A refused upgrade may leave the connection open (keep-alive): stop at the full body.
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = find(&buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                if let Some(len) = head.lines().find_map(|l| l.strip_prefix("content-length:")) {
+                    let len: usize = len.trim().parse().unwrap();
+                    if buf.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("no HTTP response in time");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("no status line");
+    (status, head.to_string(), body.to_string())
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+pub fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Tears a test server down at once (two stop requests); shutdown itself is tested in shutdown.rs.
+pub async fn stop(s: TestServer) -> Stopped {
+    s.trigger.signal();
+    s.trigger.signal();
+    tokio::time::timeout(WAIT, s.join)
+        .await
+        .expect("server did not stop")
+        .unwrap()
+        .unwrap()
+}
+
+/// Polls `/health` until `connections` equals `n` (bounded).
+pub async fn wait_connections(addr: SocketAddr, n: u64) {
+    for _ in 0..200 {
+        let (_, _, body) = http(addr, "GET", "/health", &[], "").await;
+        if json(&body)["connections"] == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("connections never reached {n}");
+}
