@@ -75,9 +75,22 @@ pub async fn connect_raw(
     addr: SocketAddr,
     path: &str,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    connect_with_headers(addr, path, &[]).await
+}
+
+/// A WebSocket handshake carrying extra request headers.
+pub async fn connect_with_headers(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&'static str, &str)],
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let url = format!("ws://{addr}{path}");
-    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, tcp))
+    let mut req = format!("ws://{addr}{path}").into_client_request()?;
+    for (k, v) in headers {
+        req.headers_mut().insert(*k, v.parse().unwrap());
+    }
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(req, tcp))
         .await
         .expect("handshake timed out")?;
     Ok(ws)
@@ -173,6 +186,9 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> (u16, String, Strin
             buf.extend_from_slice(&chunk[..n]);
             if let Some(end) = find(&buf, b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                if head.starts_with("http/1.1 101") {
+                    break;
+                }
                 if let Some(len) = head.lines().find_map(|l| l.strip_prefix("content-length:")) {
                     let len: usize = len.trim().parse().unwrap();
                     if buf.len() >= end + 4 + len {

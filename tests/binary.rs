@@ -1,0 +1,165 @@
+//! The `tether` binary: configuration precedence (file < env < flag), field-named config errors,
+//! `--help`, and exit status on SIGTERM (0 when clean, 130 when a second signal cuts the drain).
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn tether() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tether"));
+    c.env_clear()
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+/// Starts the binary and reads its stderr until the "listening" line; returns the address.
+async fn spawn(mut cmd: Command) -> (Child, std::net::SocketAddr) {
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("tether listening on ws://").nth(1) {
+                let addr = rest.split('/').next().unwrap();
+                return addr.parse().unwrap();
+            }
+        }
+        panic!("tether exited before listening");
+    })
+    .await
+    .expect("no listening line in time");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+fn signal(child: &Child, sig: i32) {
+    let pid = child.id().expect("child running") as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
+async fn exit_code(mut child: Child) -> i32 {
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("did not exit in time")
+        .unwrap();
+    status.code().expect("exited by signal")
+}
+
+async fn advertised_interval(mut cmd: Command) -> u64 {
+    cmd.arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--shutdown-mode")
+        .arg("restart");
+    let (child, addr) = spawn(cmd).await;
+    let (ws, welcome) = connect(addr, "cfg").await;
+    drop(ws);
+    signal(&child, libc::SIGTERM);
+    assert_eq!(exit_code(child).await, 0, "clean shutdown exits 0");
+    welcome["data"]["heartbeat_interval_ms"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn precedence_is_file_then_env_then_flag() {
+    let dir = std::env::temp_dir().join(format!("tether-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tether.toml");
+    std::fs::write(
+        &file,
+        "heartbeat_interval = \"5s\"\nheartbeat_timeout = \"60s\"\n",
+    )
+    .unwrap();
+
+    let mut c = tether();
+    c.arg("--config").arg(&file);
+    assert_eq!(advertised_interval(c).await, 5000, "file over default");
+
+    let mut c = tether();
+    c.arg("--config")
+        .arg(&file)
+        .env("TETHER_HEARTBEAT_INTERVAL", "6s");
+    assert_eq!(advertised_interval(c).await, 6000, "env over file");
+
+    let mut c = tether();
+    c.arg("--config")
+        .arg(&file)
+        .env("TETHER_HEARTBEAT_INTERVAL", "6s")
+        .arg("--heartbeat-interval")
+        .arg("7s");
+    assert_eq!(advertised_interval(c).await, 7000, "flag over env");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn startup_error(mut cmd: Command) -> String {
+    let out = tokio::time::timeout(WAIT, cmd.output())
+        .await
+        .expect("did not exit")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "config errors exit 2");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[tokio::test]
+async fn unknown_keys_and_bad_values_stop_startup_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("tether-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "heartbeat_timout = \"5s\"\n").unwrap();
+    let mut c = tether();
+    c.arg("--config").arg(&file);
+    assert!(startup_error(c).await.contains("heartbeat_timout"));
+
+    let mut c = tether();
+    c.arg("--heartbeat-timeout").arg("soon");
+    assert!(startup_error(c).await.contains("heartbeat_timeout"));
+
+    let mut c = tether();
+    c.env("TETHER_SEND_QUEUE", "lots");
+    assert!(startup_error(c).await.contains("send_queue"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn help_documents_every_key() {
+    let out = tether()
+        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .arg("--help")
+        .output()
+        .await
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for key in tether::config::KEYS {
+        let flag = format!("--{}", key.replace('_', "-"));
+        assert!(help.contains(&flag), "--help lacks {flag}");
+    }
+}
+
+#[tokio::test]
+async fn second_signal_during_drain_exits_130() {
+    let mut c = tether();
+    c.arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--shutdown-timeout")
+        .arg("60s");
+    let (child, addr) = spawn(c).await;
+    let (mut ws, _) = connect(addr, "stubborn").await;
+    signal(&child, libc::SIGTERM);
+    assert_eq!(recv_json(&mut ws).await["type"], "shutdown");
+    signal(&child, libc::SIGINT);
+    assert_eq!(exit_code(child).await, 130);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        recv_close(&mut ws, Duration::from_secs(1)),
+    )
+    .await;
+}

@@ -1,0 +1,111 @@
+//! Shutdown (PROTOCOL §6): drain and restart modes, /health and upgrades while draining, and a
+//! second stop request cutting the drain short.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tether::Stopped;
+
+#[tokio::test]
+async fn drain_tells_clients_refuses_newcomers_then_closes_the_rest_1001() {
+    let s = start(config(&[("shutdown_timeout", "1500ms")])).await;
+    let (mut leaver, _) = connect(s.addr, "leaver").await;
+    let (mut stayer, _) = connect(s.addr, "stayer").await;
+    let TestServer {
+        addr,
+        trigger,
+        join,
+        ..
+    } = s;
+    let began = Instant::now();
+    trigger.signal();
+
+    let m = recv_json(&mut leaver).await;
+    assert_eq!(m["type"], "shutdown");
+    assert_eq!(m["data"]["mode"], "drain");
+    assert!(m["data"]["reconnect_after_ms"].is_u64());
+    assert_eq!(recv_json(&mut stayer).await["type"], "shutdown");
+
+    let (status, _, body) = http(addr, "GET", "/health", &[], "").await;
+    assert_eq!(status, 503);
+    assert_eq!(json(&body)["status"], "draining");
+    let refused = connect_raw(addr, "/ws?client_id=late").await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status().as_u16(), 503);
+            let body = String::from_utf8(r.body().clone().unwrap_or_default()).unwrap();
+            assert_eq!(json(&body)["error"]["code"], "draining");
+        }
+        other => panic!("expected a 503 refusal, got {:?}", other.map(|_| ())),
+    }
+
+    leaver.close(None).await.unwrap();
+    let close = recv_close(&mut stayer, WAIT).await.expect("close frame");
+    assert_eq!(u16::from(close.code), 1001);
+    assert!(
+        began.elapsed() >= Duration::from_millis(1500),
+        "closed before the drain timeout"
+    );
+    drop(stayer);
+    let stopped = tokio::time::timeout(WAIT, join)
+        .await
+        .expect("run did not return")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped, Stopped::Clean);
+}
+
+#[tokio::test]
+async fn drain_ends_early_when_everyone_left() {
+    let s = start(config(&[("shutdown_timeout", "30s")])).await;
+    let (mut ws, _) = connect(s.addr, "a").await;
+    let TestServer { trigger, join, .. } = s;
+    let began = Instant::now();
+    trigger.signal();
+    assert_eq!(recv_json(&mut ws).await["type"], "shutdown");
+    ws.close(None).await.unwrap();
+    let stopped = tokio::time::timeout(WAIT, join)
+        .await
+        .expect("run did not return")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped, Stopped::Clean);
+    assert!(began.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn restart_closes_everyone_at_once_with_1012() {
+    let s = start(config(&[("shutdown_mode", "restart")])).await;
+    let (mut a, _) = connect(s.addr, "a").await;
+    let (mut b, _) = connect(s.addr, "b").await;
+    let TestServer { trigger, join, .. } = s;
+    trigger.signal();
+    for ws in [&mut a, &mut b] {
+        let close = recv_close(ws, WAIT).await.expect("close frame");
+        assert_eq!(u16::from(close.code), 1012);
+    }
+    drop((a, b));
+    let stopped = tokio::time::timeout(WAIT, join)
+        .await
+        .expect("run did not return")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped, Stopped::Clean);
+}
+
+#[tokio::test]
+async fn second_stop_request_exits_at_once() {
+    let s = start(config(&[("shutdown_timeout", "60s")])).await;
+    let (_ws, _) = connect(s.addr, "stubborn").await;
+    let TestServer { trigger, join, .. } = s;
+    trigger.signal();
+    trigger.signal();
+    let stopped = tokio::time::timeout(Duration::from_secs(5), join)
+        .await
+        .expect("run did not return")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped, Stopped::Forced);
+}
