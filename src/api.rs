@@ -102,8 +102,8 @@ fn authorize(st: &State, req: &Request<Incoming>) -> Result<(), Error> {
 /// Compares without an early exit, so timing does not reveal how much of the key matched.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = u8::from(a.len() != b.len());
-    for i in 0..b.len() {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b[i];
+    for (i, expected) in b.iter().enumerate() {
+        diff |= a.get(i).copied().unwrap_or(0) ^ expected;
     }
     diff == 0
 }

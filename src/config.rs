@@ -473,7 +473,7 @@ fn fd_limit() -> Option<u64> {
     };
     // SAFETY: getrlimit only writes into the struct we pass.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    (rc == 0).then_some(lim.rlim_cur as u64)
+    (rc == 0).then_some(lim.rlim_cur)
 }
 
 #[cfg(test)]
@@ -529,16 +529,20 @@ mod tests {
 
     #[test]
     fn validation_relations() {
-        let mut c = Config::default();
-        c.heartbeat_interval = Duration::from_secs(60);
+        let c = Config {
+            heartbeat_interval: Duration::from_secs(60),
+            ..Config::default()
+        };
         assert!(
             c.validate()
                 .unwrap_err()
                 .0
                 .starts_with("heartbeat_interval")
         );
-        let mut c = Config::default();
-        c.tls_cert = Some("a.pem".into());
+        let c = Config {
+            tls_cert: Some("a.pem".into()),
+            ..Config::default()
+        };
         assert!(c.validate().unwrap_err().0.starts_with("tls_key"));
         assert!(Config::default().validate().is_ok());
     }

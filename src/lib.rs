@@ -30,6 +30,7 @@
 //! ```
 
 mod api;
+pub mod bench;
 pub mod config;
 mod error;
 mod handler;

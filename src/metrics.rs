@@ -18,7 +18,7 @@ pub struct Metrics {
     evicted: AtomicU64,
     /// Client frames received (any kind).
     received: AtomicU64,
-    /// Frames enqueued to clients.
+    /// Frames written to client sockets.
     sent: AtomicU64,
     /// Sessions closed as slow consumers.
     slow_consumers: AtomicU64,
@@ -49,7 +49,7 @@ impl Metrics {
     pub fn received(&self) {
         inc(&self.received, 1);
     }
-    /// `n` frames were queued to clients.
+    /// `n` frames were written to a client.
     pub fn add_sent(&self, n: u64) {
         inc(&self.sent, n);
     }
@@ -120,7 +120,7 @@ impl Metrics {
         counter(
             &mut o,
             "tether_messages_sent_total",
-            "Frames queued to clients.",
+            "Frames written to clients (welcome, replies and pushes).",
             ld(&self.sent),
         );
         counter(

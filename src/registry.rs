@@ -288,7 +288,6 @@ impl Registry {
                 }
             }
         }
-        self.metrics.add_sent(d.delivered as u64);
         d
     }
 

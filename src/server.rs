@@ -269,12 +269,13 @@ async fn stop(st: &State, signal: &mut Signal) -> Stopped {
     );
     let phase = async {
         if mode == ShutdownMode::Drain {
-            let data = format!("{{\"mode\":\"drain\",\"reconnect_after_ms\":0}}");
+            // Another node can take the client right away; client backoff jitter spreads the wave.
+            let data = r#"{"mode":"drain","reconnect_after_ms":0}"#;
             st.registry.broadcast(&Message::Text(envelope(
                 "shutdown",
                 None,
                 None,
-                Some(&data),
+                Some(data),
             )));
             let t = st.config.shutdown_timeout;
             if tokio::time::timeout(t, st.registry.wait_empty())

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::handler::{Handled, Session};
+use crate::metrics::Metrics;
 use crate::outbox::{CloseRequest, SessionHandle};
 use crate::protocol::{self, close, envelope, err, error_envelope, json_str};
 use crate::registry::Admission;
@@ -139,7 +140,7 @@ pub async fn run<S>(
     let (mut sink, mut stream) = ws.split();
     let first = {
         let reader = read_loop(&mut stream, &handle, &st);
-        let writer = write_loop(&mut sink, &handle);
+        let writer = write_loop(&mut sink, &handle, &st.metrics);
         tokio::pin!(reader, writer);
         tokio::select! {
             r = &mut reader => Err(r),
@@ -225,7 +226,7 @@ where
     ReadEnd::Lost
 }
 
-async fn write_loop<S>(sink: &mut Sink<S>, h: &SessionHandle) -> WriteEnd
+async fn write_loop<S>(sink: &mut Sink<S>, h: &SessionHandle, metrics: &Metrics) -> WriteEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -236,6 +237,7 @@ where
             continue;
         }
         let frames = &mut batch.frames;
+        let count = frames.len() as u64;
         let ping = batch.ping;
         let io = async {
             while let Some(f) = frames.pop_front() {
@@ -256,7 +258,10 @@ where
         let close = match outcome {
             Err(_) => return WriteEnd::Lost,
             Ok(Some(c)) => Some(c),
-            Ok(None) => batch.close,
+            Ok(None) => {
+                metrics.add_sent(count);
+                batch.close
+            }
         };
         if let Some(c) = close {
             send_close(sink, c.code, c.reason).await;

@@ -7,8 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 fn tether() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tether"));
@@ -19,40 +18,6 @@ fn tether() -> Command {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     c
-}
-
-/// Starts the binary and reads its stderr until the "listening" line; returns the address.
-async fn spawn(mut cmd: Command) -> (Child, std::net::SocketAddr) {
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.split("tether listening on ws://").nth(1) {
-                let addr = rest.split('/').next().unwrap();
-                return addr.parse().unwrap();
-            }
-        }
-        panic!("tether exited before listening");
-    })
-    .await
-    .expect("no listening line in time");
-    // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
-}
-
-fn signal(child: &Child, sig: i32) {
-    let pid = child.id().expect("child running") as i32;
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-}
-
-async fn exit_code(mut child: Child) -> i32 {
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("did not exit in time")
-        .unwrap();
-    status.code().expect("exited by signal")
 }
 
 async fn advertised_interval(mut cmd: Command) -> u64 {

@@ -30,8 +30,10 @@ pub struct TestServer {
 
 /// A config with loopback port 0 and the given tweaks applied via the public setter.
 pub fn config(pairs: &[(&str, &str)]) -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
     for (k, v) in pairs {
         c.set(k, &tether::config::Raw::Str(v.to_string())).unwrap();
     }
@@ -240,4 +242,67 @@ pub async fn wait_connections(addr: SocketAddr, n: u64) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("connections never reached {n}");
+}
+
+// ---- child processes (the binary, the examples) ----
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Starts the binary and reads its stderr until the "listening" line; returns the address.
+pub async fn spawn(mut cmd: Command) -> (Child, std::net::SocketAddr) {
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("tether listening on ws://").nth(1) {
+                let addr = rest.split('/').next().unwrap();
+                return addr.parse().unwrap();
+            }
+        }
+        panic!("tether exited before listening");
+    })
+    .await
+    .expect("no listening line in time");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+pub fn signal(child: &Child, sig: i32) {
+    let pid = child.id().expect("child running") as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
+pub async fn exit_code(mut child: Child) -> i32 {
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("did not exit in time")
+        .unwrap();
+    status.code().expect("exited by signal")
+}
+
+/// Path of a cargo example built next to this test binary (`cargo test` builds examples).
+pub fn example(name: &str) -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("examples");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test` (it builds the examples) or `cargo build --examples`",
+        path.display()
+    );
+    let mut c = Command::new(path);
+    c.env_clear()
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    c
 }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the outside programs the test suite drives (Debian packages), only when missing.
+# Idempotent; a no-op on a machine that already has them.
+set -euo pipefail
+need=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing ${need[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "need root to apt-get install ${need[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Every test tether has: formatting, lints, the Rust unit and integration tests (real servers on
+# loopback, real nginx and Chromium where a feature involves them), and the browser client's tests.
+# On a fresh machine it first installs what those tests need (see scripts/install-test-deps.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-test-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test (unit, integration, examples)"
+cargo test --all-targets 2>&1 | tee /tmp/tether-cargo-test.log
+echo "== browser client (node --test)"
+node --test clients/js/test/
