@@ -12,6 +12,6 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test (unit, integration, examples)"
-cargo test --all-targets 2>&1 | tee /tmp/tether-cargo-test.log
+cargo test
 echo "== browser client (node --test)"
 node --test clients/js/test/

@@ -8,19 +8,22 @@ use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::error::Error;
 use crate::http::{Body, empty, error_response};
-use crate::registry::AdmitError;
+use crate::registry::{Admission, AdmitError};
 use crate::server::State;
-use crate::session;
+use crate::{session, tls};
 
 /// Longest client id accepted, in bytes.
 pub const CLIENT_ID_MAX: usize = 256;
@@ -51,18 +54,10 @@ pub fn upgrade(st: &Arc<State>, mut req: Request<Incoming>, peer: SocketAddr) ->
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
-    let st2 = Arc::clone(st);
+    let st = Arc::clone(st);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(session::ws_config(st2.config.max_message_size)),
-                )
-                .await;
-                session::run(ws, st2, client_id, remote, admission).await;
-            }
+            Ok(upgraded) => spawn_session(upgraded, st, client_id, remote, admission),
             Err(e) => log::debug!("upgrade from {remote} failed after 101: {e}"),
         }
     });
@@ -75,6 +70,57 @@ pub fn upgrade(st: &Arc<State>, mut req: Request<Incoming>, peer: SocketAddr) ->
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     res
+}
+
+/// Spawns the session on the socket underneath hyper's `Upgraded` when its type is known, so the
+/// session does not keep hyper's boxed IO wrapper alive for its whole life. Each stream type gets
+/// its own task, sized for that type alone (a TLS stream is far larger than a TCP one).
+fn spawn_session(
+    upgraded: Upgraded,
+    st: Arc<State>,
+    client_id: Option<Arc<str>>,
+    remote: SocketAddr,
+    admission: Admission,
+) {
+    let max = st.config.max_message_size;
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let ws = socket(parts.io.into_inner(), parts.read_buf, max);
+            tokio::spawn(ws.then(move |ws| session::run(ws, st, client_id, remote, admission)));
+            return;
+        }
+        Err(u) => u,
+    };
+    let upgraded = match upgraded.downcast::<TokioIo<tls::Stream>>() {
+        Ok(parts) => {
+            let ws = socket(parts.io.into_inner(), parts.read_buf, max);
+            tokio::spawn(ws.then(move |ws| session::run(ws, st, client_id, remote, admission)));
+            return;
+        }
+        Err(u) => u,
+    };
+    let ws = socket(TokioIo::new(upgraded), bytes::Bytes::new(), max);
+    tokio::spawn(ws.then(move |ws| session::run(ws, st, client_id, remote, admission)));
+}
+
+/// A server-side WebSocket over `io`, starting with any bytes hyper read past the request.
+fn socket<S>(
+    io: S,
+    read_buf: bytes::Bytes,
+    max_message: usize,
+) -> impl Future<Output = WebSocketStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let cfg = Some(session::ws_config(max_message));
+    // An empty `read_buf` may still point into hyper's 8 KiB read buffer: never keep it.
+    let part = (!read_buf.is_empty()).then(|| read_buf.to_vec());
+    async move {
+        match part {
+            None => WebSocketStream::from_raw_socket(io, Role::Server, cfg).await,
+            Some(p) => WebSocketStream::from_partially_read(io, p, Role::Server, cfg).await,
+        }
+    }
 }
 
 /// RFC 6455 §4.2.1 checks, then policy; returns the client's key.

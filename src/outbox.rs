@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use std::task::Waker;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Server-generated identifier of one connection: a per-process random prefix and a counter.
@@ -79,8 +80,6 @@ pub struct Batch {
     pub frames: VecDeque<Message>,
     /// Send a Ping after the frames.
     pub ping: bool,
-    /// Close after the frames.
-    pub close: Option<CloseRequest>,
 }
 
 /// One live session as the rest of the server sees it.
@@ -97,8 +96,9 @@ pub struct SessionHandle {
     last_seen: AtomicU64,
     /// Bounded outbound queue, drained by the session's writer.
     outbox: Mutex<Outbox>,
-    /// Wakes the writer: new frames, a ping or a close.
-    wake: Notify,
+    /// Wakes the session task: new frames, a ping or a close. Lighter than a `Notify`, and the
+    /// task needs no `Notified` future of its own while it waits.
+    wake: AtomicWaker,
     /// Channels this session is subscribed to, for listings and cleanup.
     pub(crate) channels: Mutex<Vec<Arc<str>>>,
 }
@@ -114,18 +114,16 @@ impl SessionHandle {
     ) -> SessionHandle {
         let mut outbox = Outbox::default();
         outbox.queue.push_back(first);
-        let h = SessionHandle {
+        SessionHandle {
             id,
             client_id,
             remote,
             connected_at: SystemTime::now(),
             last_seen: AtomicU64::new(now_ms),
             outbox: Mutex::new(outbox),
-            wake: Notify::new(),
+            wake: AtomicWaker::new(),
             channels: Mutex::new(Vec::new()),
-        };
-        h.wake.notify_one();
-        h
+        }
     }
 
     /// Records that the peer sent something.
@@ -159,14 +157,14 @@ impl SessionHandle {
                 Enqueued::Queued
             }
         };
-        self.wake.notify_one();
+        self.wake.wake();
         result
     }
 
     /// Asks the writer to send a Ping.
     pub fn request_ping(&self) {
         self.outbox.lock().ping = true;
-        self.wake.notify_one();
+        self.wake.wake();
     }
 
     /// Asks the session to close with `code`; returns false when a close was already requested.
@@ -180,7 +178,7 @@ impl SessionHandle {
                 true
             }
         };
-        self.wake.notify_one();
+        self.wake.wake();
         first
     }
 
@@ -189,44 +187,24 @@ impl SessionHandle {
         self.outbox.lock().close
     }
 
-    /// Takes everything queued; an empty batch means there is nothing to do.
+    /// Takes the queued frames and the ping request (a close is read by `close_requested`).
     pub fn take_batch(&self) -> Batch {
         let mut ob = self.outbox.lock();
-        let frames = std::mem::take(&mut ob.queue);
         Batch {
-            frames,
+            frames: std::mem::take(&mut ob.queue),
             ping: std::mem::take(&mut ob.ping),
-            close: ob.close,
         }
     }
 
-    /// Gives back the (emptied) buffer of a large batch so a burst does not pin memory forever.
-    pub fn recycle(&self, mut frames: VecDeque<Message>) {
-        frames.clear();
-        if frames.capacity() > 64 {
-            return;
-        }
-        let mut ob = self.outbox.lock();
-        if ob.queue.is_empty() && ob.queue.capacity() == 0 {
-            ob.queue = frames;
-        }
-    }
-
-    /// Waits until something is queued or requested.
-    pub async fn wait(&self) {
-        self.wake.notified().await
+    /// Registers the session task to be woken by the next enqueue, ping or close request.
+    /// Register first, then look at the outbox, so no wake-up can fall in between.
+    pub fn register(&self, waker: &Waker) {
+        self.wake.register(waker);
     }
 
     /// Snapshot of the subscribed channels.
     pub fn channel_list(&self) -> Vec<Arc<str>> {
         self.channels.lock().clone()
-    }
-}
-
-impl Batch {
-    /// True when the writer has nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.frames.is_empty() && !self.ping && self.close.is_none()
     }
 }
 
@@ -251,8 +229,8 @@ mod tests {
         assert_eq!(h.enqueue(Message::text("b"), 2), Enqueued::Overflow);
         assert_eq!(h.enqueue(Message::text("c"), 2), Enqueued::Closing);
         let b = h.take_batch();
-        assert!(b.frames.is_empty());
-        assert_eq!(b.close.map(|c| c.code), Some(4003));
+        assert!(b.frames.is_empty(), "a slow consumer's backlog is dropped");
+        assert_eq!(h.close_requested().map(|c| c.code), Some(4003));
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub enum Stopped {
 /// A configured server, ready to run on a bound listener.
 pub struct Server {
     /// Shared state.
-    state: Arc<State>,
+    pub(crate) state: Arc<State>,
 }
 
 impl Server {
@@ -271,12 +271,8 @@ async fn stop(st: &State, signal: &mut Signal) -> Stopped {
         if mode == ShutdownMode::Drain {
             // Another node can take the client right away; client backoff jitter spreads the wave.
             let data = r#"{"mode":"drain","reconnect_after_ms":0}"#;
-            st.registry.broadcast(&Message::Text(envelope(
-                "shutdown",
-                None,
-                None,
-                Some(data),
-            )));
+            st.registry
+                .broadcast(&Message::Text(envelope("shutdown", None, None, Some(data))));
             let t = st.config.shutdown_timeout;
             if tokio::time::timeout(t, st.registry.wait_empty())
                 .await

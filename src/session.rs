@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt, ready};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -28,7 +31,7 @@ use crate::server::State;
 /// How long a closing session waits for the peer's close reply or for a stuck write.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Initial read buffer per connection; it grows only for frames larger than this.
-const READ_BUFFER: usize = 512;
+const READ_BUFFER: usize = 128;
 /// Outgoing bytes gathered before a write; also the most a batch leaves allocated afterwards.
 const WRITE_BUFFER: usize = 4096;
 
@@ -42,10 +45,12 @@ pub fn ws_config(max_message: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message))
 }
 
-/// How the reader half ended.
-enum ReadEnd {
+/// Why the session's main loop ended.
+enum End {
+    /// Someone asked for a close (eviction, admin, slow consumer, shutdown).
+    Requested(CloseRequest),
     /// The peer sent a close frame with this code (1005 when it had none).
-    Closed(u16),
+    PeerClosed(u16),
     /// A frame or message exceeded `max_message_size`.
     TooBig,
     /// The peer broke the protocol (1002) or sent invalid UTF-8 text (1007).
@@ -54,12 +59,20 @@ enum ReadEnd {
     Lost,
 }
 
-/// How the writer half ended.
-enum WriteEnd {
-    /// A close frame was sent with this code.
-    Closed(u16),
-    /// Writing failed; the connection is gone.
-    Lost,
+/// Frames read in one poll before the task yields, so one chatty peer cannot hog a worker.
+const READS_PER_POLL: usize = 32;
+
+/// Writer state kept between polls: a few words inside the session's future.
+#[derive(Default)]
+struct Out {
+    /// Frames taken from the outbox and not yet handed to the sink.
+    pending: VecDeque<Message>,
+    /// A Ping still to hand to the sink.
+    ping: bool,
+    /// Messages handed to the sink since the last flush (counted once flushed).
+    unflushed: u64,
+    /// Anything (message or ping) handed to the sink since the last flush.
+    dirty: bool,
 }
 
 type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
@@ -96,14 +109,18 @@ impl Drop for Guard {
     }
 }
 
-/// Runs a session from the upgraded socket to its end.
-pub async fn run<S>(
+/// Registers a session for the upgraded socket and returns the future that runs it to its end.
+///
+/// Setup is synchronous so the returned future captures only the socket halves and the guard:
+/// every byte captured here is paid by every idle connection for its whole life.
+pub fn run<S>(
     ws: WebSocketStream<S>,
     st: Arc<State>,
     client_id: Option<Arc<str>>,
     remote: SocketAddr,
     admission: Admission,
-) where
+) -> impl Future<Output = ()> + Send
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let id = st.registry.next_id();
@@ -118,12 +135,6 @@ pub async fn run<S>(
     ));
     st.registry.insert(Arc::clone(&handle));
     st.metrics.accepted();
-    let mut guard = Guard {
-        st: Arc::clone(&st),
-        handle: Arc::clone(&handle),
-        code: 0,
-        _admission: admission,
-    };
     log::debug!(
         "session {id} client {} peer {remote}: open",
         handle.client_id
@@ -136,40 +147,156 @@ pub async fn run<S>(
         handle: &handle,
         send_queue: st.registry.send_queue,
     });
-
-    let (mut sink, mut stream) = ws.split();
-    let first = {
-        let reader = read_loop(&mut stream, &handle, &st);
-        let writer = write_loop(&mut sink, &handle, &st.metrics);
-        tokio::pin!(reader, writer);
-        tokio::select! {
-            r = &mut reader => Err(r),
-            w = &mut writer => {
-                if let WriteEnd::Closed(_) = w {
-                    // Give the peer a moment to answer our close; a dead one is dropped after it.
-                    let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
-                }
-                Ok(w)
-            }
-        }
+    let guard = Guard {
+        st,
+        handle,
+        code: 0,
+        _admission: admission,
     };
-    guard.code = match first {
-        Ok(WriteEnd::Closed(code)) => code,
-        Ok(WriteEnd::Lost) | Err(ReadEnd::Lost) => 0,
-        Err(ReadEnd::Closed(code)) => {
+    let (sink, stream) = ws.split();
+    drive(sink, stream, guard)
+}
+
+async fn drive<S>(mut sink: Sink<S>, mut stream: Stream<S>, mut guard: Guard)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let end = {
+        let (h, st) = (&guard.handle, &*guard.st);
+        let mut out = Out::default();
+        poll_fn(|cx| poll_session(cx, &mut sink, &mut stream, h, st, &mut out)).await
+    };
+    // The close phase is boxed: only closing sessions pay for its timers and buffers.
+    guard.code = match end {
+        End::Requested(c) => {
+            let handshake = async {
+                if send_frame(&mut sink, c.code, c.reason).await {
+                    // Wait for the peer's answer (tungstenite ends the stream after it).
+                    while let Some(Ok(_)) = stream.next().await {}
+                }
+            };
+            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, handshake)).await;
+            c.code
+        }
+        End::PeerClosed(code) => {
             // tungstenite queued the close reply; flush it, but never wait on a dead peer for long.
-            let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
+            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, sink.close())).await;
             code
         }
-        Err(ReadEnd::TooBig) => {
+        End::TooBig => {
             send_close(&mut sink, close::TOO_BIG, "message too big").await;
             close::TOO_BIG
         }
-        Err(ReadEnd::Violation(code)) => {
+        End::Violation(code) => {
             send_close(&mut sink, code, "protocol error").await;
             code
         }
+        End::Lost => 0,
     };
+}
+
+/// One poll of the session: read what arrived, then write what is queued. Returns when it ends.
+fn poll_session<S>(
+    cx: &mut Context<'_>,
+    sink: &mut Sink<S>,
+    stream: &mut Stream<S>,
+    h: &Arc<SessionHandle>,
+    st: &State,
+    out: &mut Out,
+) -> Poll<End>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    h.register(cx.waker());
+    if let Some(c) = h.close_requested() {
+        return Poll::Ready(End::Requested(c));
+    }
+    for i in 0..READS_PER_POLL {
+        match stream.poll_next_unpin(cx) {
+            Poll::Pending => break,
+            Poll::Ready(None) => return Poll::Ready(End::Lost),
+            Poll::Ready(Some(Err(e))) => {
+                return Poll::Ready(match e {
+                    WsError::Capacity(_) => End::TooBig,
+                    WsError::Protocol(_) => End::Violation(1002),
+                    WsError::Utf8(_) => End::Violation(1007),
+                    _ => End::Lost,
+                });
+            }
+            Poll::Ready(Some(Ok(msg))) => {
+                if let Some(end) = on_frame(msg, h, st) {
+                    return Poll::Ready(end);
+                }
+            }
+        }
+        if i + 1 == READS_PER_POLL {
+            cx.waker().wake_by_ref();
+        }
+    }
+    // Handling frames may have queued replies or asked for a close.
+    if let Some(c) = h.close_requested() {
+        return Poll::Ready(End::Requested(c));
+    }
+    match poll_write(cx, sink, h, &st.metrics, out) {
+        Poll::Ready(Err(_)) => Poll::Ready(End::Lost),
+        _ => Poll::Pending,
+    }
+}
+
+/// Hands queued frames to the sink and flushes once the outbox is empty: one flush per batch.
+fn poll_write<S>(
+    cx: &mut Context<'_>,
+    sink: &mut Sink<S>,
+    h: &SessionHandle,
+    metrics: &Metrics,
+    out: &mut Out,
+) -> Poll<Result<(), WsError>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        if out.pending.is_empty() && !out.ping {
+            let batch = h.take_batch();
+            if batch.frames.is_empty() && !batch.ping {
+                // Idle sessions keep no queue allocation.
+                out.pending = VecDeque::new();
+                if out.dirty {
+                    ready!(sink.poll_flush_unpin(cx))?;
+                    metrics.add_sent(out.unflushed);
+                    out.unflushed = 0;
+                    out.dirty = false;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            out.pending = batch.frames;
+            out.ping = batch.ping;
+        }
+        ready!(sink.poll_ready_unpin(cx))?;
+        if let Some(m) = out.pending.pop_front() {
+            sink.start_send_unpin(m)?;
+            out.unflushed += 1;
+        } else {
+            sink.start_send_unpin(Message::Ping(Bytes::new()))?;
+            out.ping = false;
+        }
+        out.dirty = true;
+    }
+}
+
+/// Handles one frame from the peer; `Some` when it ends the session.
+fn on_frame(msg: Message, h: &Arc<SessionHandle>, st: &State) -> Option<End> {
+    h.touch(st.registry.now_ms());
+    st.metrics.received();
+    match msg {
+        Message::Text(t) => on_text(t.as_str(), h, st),
+        Message::Binary(b) => on_binary(&b, h, st),
+        Message::Close(frame) => {
+            return Some(End::PeerClosed(frame.map_or(1005, |f| u16::from(f.code))));
+        }
+        // Pings are answered by tungstenite; pings and pongs only count as liveness.
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+    }
+    None
 }
 
 /// The first frame of every session.
@@ -188,7 +315,8 @@ fn welcome(
     envelope("welcome", None, None, Some(&data))
 }
 
-async fn send_close<S>(sink: &mut Sink<S>, code: u16, reason: &'static str)
+/// Sends a close frame and flushes it; false when the socket is gone. Not bounded: callers are.
+async fn send_frame<S>(sink: &mut Sink<S>, code: u16, reason: &'static str) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -196,87 +324,19 @@ where
         code: CloseCode::from(code),
         reason: reason.into(),
     };
-    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
+    sink.send(Message::Close(Some(frame))).await.is_ok()
 }
 
-async fn read_loop<S>(stream: &mut Stream<S>, h: &Arc<SessionHandle>, st: &State) -> ReadEnd
+/// Sends a close frame, giving up after [`CLOSE_GRACE`]; the caller drops the socket after it.
+async fn send_close<S>(sink: &mut Sink<S>, code: u16, reason: &'static str)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    while let Some(item) = stream.next().await {
-        let msg = match item {
-            Ok(m) => m,
-            Err(WsError::Capacity(_)) => return ReadEnd::TooBig,
-            Err(WsError::Protocol(_)) => return ReadEnd::Violation(1002),
-            Err(WsError::Utf8(_)) => return ReadEnd::Violation(1007),
-            Err(_) => return ReadEnd::Lost,
-        };
-        h.touch(st.registry.now_ms());
-        st.metrics.received();
-        match msg {
-            Message::Text(t) => on_text(t.as_str(), h, st),
-            Message::Binary(b) => on_binary(&b, h, st),
-            Message::Close(frame) => {
-                return ReadEnd::Closed(frame.map_or(1005, |f| u16::from(f.code)));
-            }
-            // Pings are answered by tungstenite; pings and pongs only count as liveness.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-        }
-    }
-    ReadEnd::Lost
-}
-
-async fn write_loop<S>(sink: &mut Sink<S>, h: &SessionHandle, metrics: &Metrics) -> WriteEnd
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    loop {
-        let mut batch = h.take_batch();
-        if batch.is_empty() {
-            h.wait().await;
-            continue;
-        }
-        let frames = &mut batch.frames;
-        let count = frames.len() as u64;
-        let ping = batch.ping;
-        let io = async {
-            while let Some(f) = frames.pop_front() {
-                sink.feed(f).await?;
-            }
-            if ping {
-                sink.feed(Message::Ping(Bytes::new())).await?;
-            }
-            sink.flush().await
-        };
-        // A peer that stopped reading parks the write forever; a close request (slow consumer,
-        // eviction, admin, shutdown) must still get through, so the write races against it.
-        let outcome = tokio::select! {
-            r = io => r.map(|_| None),
-            c = close_requested(h) => Ok(Some(c)),
-        };
-        h.recycle(batch.frames);
-        let close = match outcome {
-            Err(_) => return WriteEnd::Lost,
-            Ok(Some(c)) => Some(c),
-            Ok(None) => {
-                metrics.add_sent(count);
-                batch.close
-            }
-        };
-        if let Some(c) = close {
-            send_close(sink, c.code, c.reason).await;
-            return WriteEnd::Closed(c.code);
-        }
-    }
-}
-
-async fn close_requested(h: &SessionHandle) -> CloseRequest {
-    loop {
-        if let Some(c) = h.close_requested() {
-            return c;
-        }
-        h.wait().await;
-    }
+    let _ = Box::pin(tokio::time::timeout(
+        CLOSE_GRACE,
+        send_frame(sink, code, reason),
+    ))
+    .await;
 }
 
 fn reply(h: &SessionHandle, st: &State, msg: tokio_tungstenite::tungstenite::Utf8Bytes) {
@@ -384,5 +444,34 @@ fn on_text(text: &str, h: &Arc<SessionHandle>, st: &State) {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle connection pays for its session future and handle: keep them small.
+    #[tokio::test]
+    async fn idle_session_footprint_stays_small() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let role = tokio_tungstenite::tungstenite::protocol::Role::Server;
+        let ws = WebSocketStream::from_raw_socket(c, role, Some(ws_config(65536))).await;
+        let st = crate::Server::new(crate::Config::default()).unwrap().state;
+        let a = st.registry.admit("127.0.0.1".parse().unwrap()).unwrap();
+        let f = Box::pin(run(
+            ws,
+            Arc::clone(&st),
+            None,
+            "127.0.0.1:1".parse().unwrap(),
+            a,
+        ));
+        let future = std::mem::size_of_val(&*f);
+        assert!(future <= 400, "session future grew to {future} bytes");
+        let handle = std::mem::size_of::<SessionHandle>();
+        assert!(handle <= 224, "SessionHandle grew to {handle} bytes");
     }
 }

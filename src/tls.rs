@@ -8,6 +8,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 
+/// A server-side TLS connection.
+pub type Stream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
 /// The acceptor handed to the accept loop.
 pub type Acceptor = tokio_rustls::TlsAcceptor;
 
