@@ -204,10 +204,11 @@ fn list_sessions(st: &State, client_id: Option<&str>) -> String {
         if i > 0 {
             out.push(',');
         }
-        let remote = if h.remote.port() == 0 {
-            h.remote.ip().to_string()
+        let addr = h.remote();
+        let remote = if addr.port() == 0 {
+            addr.ip().to_string()
         } else {
-            h.remote.to_string()
+            addr.to_string()
         };
         let channels: Vec<String> = h.channel_list().iter().map(|c| json_str(c)).collect();
         out.push_str(&format!(
@@ -215,7 +216,7 @@ fn list_sessions(st: &State, client_id: Option<&str>) -> String {
             h.id,
             json_str(&h.client_id),
             json_str(&remote),
-            timestamp(h.connected_at),
+            timestamp(h.connected_at()),
             now.saturating_sub(h.last_seen()),
             channels.join(",")
         ));

@@ -66,7 +66,7 @@ impl Session<'_> {
     }
     /// The client address (forwarded address when behind a trusted proxy).
     pub fn remote_addr(&self) -> SocketAddr {
-        self.handle.remote
+        self.handle.remote()
     }
     /// Sends an envelope of `kind` with raw JSON `data` to this session only.
     pub fn send(&self, kind: &str, data: Option<&str>) -> bool {
@@ -125,7 +125,7 @@ impl Handle {
         };
         match self.registry.get(id) {
             Some(h) => {
-                h.request_close(crate::protocol::close::ADMIN, "closed by admin");
+                h.request_close(crate::protocol::close::ADMIN);
                 true
             }
             None => false,

@@ -86,21 +86,44 @@ fn spawn_session(
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let ws = socket(parts.io.into_inner(), parts.read_buf, max);
-            tokio::spawn(ws.then(move |ws| session::run(ws, st, client_id, remote, admission)));
-            return;
+            return spawn_on(ws, st, client_id, remote, admission);
         }
         Err(u) => u,
     };
     let upgraded = match upgraded.downcast::<TokioIo<tls::Stream>>() {
         Ok(parts) => {
             let ws = socket(parts.io.into_inner(), parts.read_buf, max);
-            tokio::spawn(ws.then(move |ws| session::run(ws, st, client_id, remote, admission)));
-            return;
+            return spawn_on(ws, st, client_id, remote, admission);
         }
         Err(u) => u,
     };
     let ws = socket(TokioIo::new(upgraded), bytes::Bytes::new(), max);
-    tokio::spawn(ws.then(move |ws| session::run(ws, st, client_id, remote, admission)));
+    spawn_on(ws, st, client_id, remote, admission);
+}
+
+/// Spawns the session task. Making the WebSocket object needs a task context but no I/O, so it
+/// is polled once here: the session task then holds only the session, not the setup as well.
+fn spawn_on<S, F>(
+    ws: F,
+    st: Arc<State>,
+    client_id: Option<Arc<str>>,
+    remote: SocketAddr,
+    admission: Admission,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Future<Output = WebSocketStream<S>> + Send + 'static,
+{
+    let mut ws = Box::pin(ws);
+    let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+    match ws.as_mut().poll(&mut cx) {
+        // The no-op waker stored at creation is replaced by the session's on its first poll.
+        std::task::Poll::Ready(ws) => {
+            tokio::spawn(session::run(ws, st, client_id, remote, admission));
+        }
+        std::task::Poll::Pending => {
+            tokio::spawn(ws.then(move |ws| session::run(ws, st, client_id, remote, admission)));
+        }
+    }
 }
 
 /// A server-side WebSocket over `io`, starting with any bytes hyper read past the request.

@@ -7,10 +7,10 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
@@ -46,10 +46,23 @@ impl SessionId {
 /// A close the session task should perform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloseRequest {
-    /// WebSocket close code.
+    /// WebSocket close code; the reason text is derived from it, so a request costs two bytes.
     pub code: u16,
-    /// Close reason sent to the peer.
-    pub reason: &'static str,
+}
+
+impl CloseRequest {
+    /// The close reason sent to the peer.
+    pub fn reason(self) -> &'static str {
+        use crate::protocol::close;
+        match self.code {
+            close::HEARTBEAT_TIMEOUT => "heartbeat timeout",
+            close::ADMIN => "closed by admin",
+            close::SLOW_CONSUMER => "slow consumer",
+            close::GOING_AWAY | close::RESTART => "server shutting down",
+            close::TOO_BIG => "message too big",
+            _ => "",
+        }
+    }
 }
 
 /// What happened to one enqueued frame.
@@ -88,10 +101,12 @@ pub struct SessionHandle {
     pub id: SessionId,
     /// Who connected (user, device or business id).
     pub client_id: Arc<str>,
-    /// Client address: the TCP peer, or the forwarded address from a trusted proxy.
-    pub remote: SocketAddr,
-    /// Wall-clock connection time, for listings.
-    pub connected_at: SystemTime,
+    /// Client address: the TCP peer, or the forwarded address from a trusted proxy (port 0).
+    remote_ip: IpAddr,
+    /// Client port; 0 when the address came from a forwarded header.
+    remote_port: u16,
+    /// Wall-clock connection time in Unix milliseconds, for listings.
+    connected_at_ms: u64,
     /// Last frame from the peer, in milliseconds since the registry's epoch.
     last_seen: AtomicU64,
     /// Bounded outbound queue, drained by the session's writer.
@@ -117,13 +132,26 @@ impl SessionHandle {
         SessionHandle {
             id,
             client_id,
-            remote,
-            connected_at: SystemTime::now(),
+            remote_ip: remote.ip(),
+            remote_port: remote.port(),
+            connected_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             last_seen: AtomicU64::new(now_ms),
             outbox: Mutex::new(outbox),
             wake: AtomicWaker::new(),
             channels: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Client address (port 0 when it came from a trusted proxy's forwarded header).
+    pub fn remote(&self) -> SocketAddr {
+        SocketAddr::new(self.remote_ip, self.remote_port)
+    }
+
+    /// Wall-clock connection time.
+    pub fn connected_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.connected_at_ms)
     }
 
     /// Records that the peer sent something.
@@ -149,7 +177,6 @@ impl SessionHandle {
                 ob.queue = VecDeque::new();
                 ob.close = Some(CloseRequest {
                     code: crate::protocol::close::SLOW_CONSUMER,
-                    reason: "slow consumer",
                 });
                 Enqueued::Overflow
             } else {
@@ -168,13 +195,13 @@ impl SessionHandle {
     }
 
     /// Asks the session to close with `code`; returns false when a close was already requested.
-    pub fn request_close(&self, code: u16, reason: &'static str) -> bool {
+    pub fn request_close(&self, code: u16) -> bool {
         let first = {
             let mut ob = self.outbox.lock();
             if ob.close.is_some() {
                 false
             } else {
-                ob.close = Some(CloseRequest { code, reason });
+                ob.close = Some(CloseRequest { code });
                 true
             }
         };
@@ -236,8 +263,12 @@ mod tests {
     #[test]
     fn first_close_wins() {
         let h = handle();
-        assert!(h.request_close(4001, "heartbeat timeout"));
-        assert!(!h.request_close(1001, "going away"));
+        assert!(h.request_close(4001));
+        assert!(!h.request_close(1001));
+        assert_eq!(
+            h.close_requested().map(|c| c.reason()),
+            Some("heartbeat timeout")
+        );
         assert_eq!(h.close_requested().map(|c| c.code), Some(4001));
     }
 

@@ -15,14 +15,14 @@ pub fn evict_silent(reg: &Registry, now_ms: u64, timeout_ms: u64) -> usize {
     let mut evicted = 0;
     reg.for_each(|h| {
         let silent = now_ms.saturating_sub(h.last_seen());
-        if silent > timeout_ms && h.request_close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout") {
+        if silent > timeout_ms && h.request_close(close::HEARTBEAT_TIMEOUT) {
             evicted += 1;
             reg.metrics.evicted();
             log::debug!(
                 "session {} client {} peer {}: evicted after {silent} ms of silence",
                 h.id,
                 h.client_id,
-                h.remote
+                h.remote()
             );
         }
     });

@@ -31,9 +31,49 @@ struct Indexes {
     /// Every live session.
     by_id: HashMap<SessionId, Arc<SessionHandle>>,
     /// Sessions of each client id (tabs, devices).
-    by_client: HashMap<Arc<str>, Vec<Arc<SessionHandle>>>,
+    by_client: HashMap<Arc<str>, ClientSessions>,
     /// Subscribers of each channel.
     by_channel: HashMap<Arc<str>, HashMap<SessionId, Arc<SessionHandle>>>,
+}
+
+/// The sessions of one client id. Most clients have one, which then needs no allocation.
+enum ClientSessions {
+    /// The common case.
+    One(Arc<SessionHandle>),
+    /// Several tabs or devices.
+    Many(Vec<Arc<SessionHandle>>),
+}
+
+impl ClientSessions {
+    fn add(&mut self, h: Arc<SessionHandle>) {
+        match self {
+            ClientSessions::One(first) => *self = ClientSessions::Many(vec![Arc::clone(first), h]),
+            ClientSessions::Many(v) => v.push(h),
+        }
+    }
+
+    /// Removes `id`; true when no session is left.
+    fn remove(&mut self, id: SessionId) -> bool {
+        match self {
+            ClientSessions::One(h) => h.id == id,
+            ClientSessions::Many(v) => {
+                v.retain(|s| s.id != id);
+                let last = (v.len() == 1).then(|| v.remove(0));
+                let empty = v.is_empty() && last.is_none();
+                if let Some(h) = last {
+                    *self = ClientSessions::One(h);
+                }
+                empty
+            }
+        }
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Arc<SessionHandle>> {
+        match self {
+            ClientSessions::One(h) => std::slice::from_ref(h).iter(),
+            ClientSessions::Many(v) => v.iter(),
+        }
+    }
 }
 
 /// Fan-out result: how many sessions took the message, and how many overflowed.
@@ -184,10 +224,15 @@ impl Registry {
     /// Adds a session to the indexes.
     pub fn insert(&self, h: Arc<SessionHandle>) {
         let mut idx = self.idx.write();
-        idx.by_client
-            .entry(Arc::clone(&h.client_id))
-            .or_default()
-            .push(Arc::clone(&h));
+        match idx.by_client.get_mut(&h.client_id) {
+            Some(list) => list.add(Arc::clone(&h)),
+            None => {
+                idx.by_client.insert(
+                    Arc::clone(&h.client_id),
+                    ClientSessions::One(Arc::clone(&h)),
+                );
+            }
+        }
         idx.by_id.insert(h.id, h);
     }
 
@@ -196,11 +241,12 @@ impl Registry {
         let channels = std::mem::take(&mut *h.channels.lock());
         let mut idx = self.idx.write();
         idx.by_id.remove(&h.id);
-        if let Some(list) = idx.by_client.get_mut(&h.client_id) {
-            list.retain(|s| s.id != h.id);
-            if list.is_empty() {
-                idx.by_client.remove(&h.client_id);
-            }
+        if idx
+            .by_client
+            .get_mut(&h.client_id)
+            .is_some_and(|list| list.remove(h.id))
+        {
+            idx.by_client.remove(&h.client_id);
         }
         for ch in channels {
             if let Some(subs) = idx.by_channel.get_mut(&ch) {
@@ -260,7 +306,11 @@ impl Registry {
     pub fn snapshot(&self, client_id: Option<&str>) -> Vec<Arc<SessionHandle>> {
         let idx = self.idx.read();
         match client_id {
-            Some(c) => idx.by_client.get(c).cloned().unwrap_or_default(),
+            Some(c) => idx
+                .by_client
+                .get(c)
+                .map(|l| l.iter().cloned().collect())
+                .unwrap_or_default(),
             None => idx.by_id.values().cloned().collect(),
         }
     }
@@ -282,7 +332,7 @@ impl Registry {
                         "session {} client {} peer {}: send queue full ({} frames), closing 4003",
                         h.id,
                         h.client_id,
-                        h.remote,
+                        h.remote(),
                         self.send_queue
                     );
                 }

@@ -286,7 +286,7 @@ async fn stop(st: &State, signal: &mut Signal) -> Stopped {
         }
         let code = st.shutdown_close_code();
         st.registry.for_each(|h| {
-            h.request_close(code, "server shutting down");
+            h.request_close(code);
         });
         // Each session bounds its own close; this only guards against the unexpected.
         if tokio::time::timeout(CLOSE_GRACE * 3, st.registry.wait_empty())

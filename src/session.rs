@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt, ready};
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -75,8 +74,8 @@ struct Out {
     dirty: bool,
 }
 
-type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
-type Stream<S> = SplitStream<WebSocketStream<S>>;
+/// The socket: one object read and written by the same poll loop (no split, no lock).
+type Ws<S> = WebSocketStream<S>;
 
 /// Removes the session from the registry however the task ends (even by panic).
 struct Guard {
@@ -88,6 +87,13 @@ struct Guard {
     code: u16,
     /// Keeps the connection counted until the session is gone.
     _admission: Admission,
+}
+
+impl Guard {
+    /// Records how the session ended; dropping the guard then unregisters it.
+    fn end(mut self, code: u16) {
+        self.code = code;
+    }
 }
 
 impl Drop for Guard {
@@ -103,7 +109,7 @@ impl Drop for Guard {
             "session {} client {} peer {}: closed ({})",
             self.handle.id,
             self.handle.client_id,
-            self.handle.remote,
+            self.handle.remote(),
             self.code
         );
     }
@@ -141,7 +147,7 @@ where
     );
     if st.is_draining() {
         // Upgraded while shutdown began: shutdown already fanned out, so close it here.
-        handle.request_close(st.shutdown_close_code(), "server shutting down");
+        handle.request_close(st.shutdown_close_code());
     }
     st.handler.on_connect(&Session {
         handle: &handle,
@@ -153,53 +159,70 @@ where
         code: 0,
         _admission: admission,
     };
-    let (sink, stream) = ws.split();
-    drive(sink, stream, guard)
+    drive(ws, guard)
 }
 
-async fn drive<S>(mut sink: Sink<S>, mut stream: Stream<S>, mut guard: Guard)
+/// The session's life as a future. An `async move` block, not an `async fn`: rustc stores an
+/// async fn's arguments twice (as captures and as body locals), which would cost every idle
+/// session another copy of its socket.
+#[allow(clippy::manual_async_fn)] // deliberate, see above
+fn drive<S>(mut ws: Ws<S>, guard: Guard) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let end = {
-        let (h, st) = (&guard.handle, &*guard.st);
-        let mut out = Out::default();
-        poll_fn(|cx| poll_session(cx, &mut sink, &mut stream, h, st, &mut out)).await
-    };
-    // The close phase is boxed: only closing sessions pay for its timers and buffers.
-    guard.code = match end {
+    async move {
+        let end = {
+            let (h, st) = (&guard.handle, &*guard.st);
+            let mut out = Out::default();
+            poll_fn(|cx| poll_session(cx, &mut ws, h, st, &mut out)).await
+        };
+        // Boxed: only closing sessions pay for the close phase's timers and state.
+        let code = Box::pin(finish(&mut ws, end)).await;
+        guard.end(code);
+    }
+}
+
+/// Ends the WebSocket as `end` requires, bounded by [`CLOSE_GRACE`]; returns the close code.
+async fn finish<S>(ws: &mut Ws<S>, end: End) -> u16
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match end {
         End::Requested(c) => {
             let handshake = async {
-                if send_frame(&mut sink, c.code, c.reason).await {
+                if send_frame(ws, c.code, c.reason()).await {
                     // Wait for the peer's answer (tungstenite ends the stream after it).
-                    while let Some(Ok(_)) = stream.next().await {}
+                    while let Some(Ok(_)) = ws.next().await {}
                 }
             };
-            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, handshake)).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, handshake).await;
             c.code
         }
         End::PeerClosed(code) => {
             // tungstenite queued the close reply; flush it, but never wait on a dead peer for long.
-            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, sink.close())).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, SinkExt::close(ws)).await;
             code
         }
         End::TooBig => {
-            send_close(&mut sink, close::TOO_BIG, "message too big").await;
+            let _ = tokio::time::timeout(
+                CLOSE_GRACE,
+                send_frame(ws, close::TOO_BIG, "message too big"),
+            )
+            .await;
             close::TOO_BIG
         }
         End::Violation(code) => {
-            send_close(&mut sink, code, "protocol error").await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, send_frame(ws, code, "protocol error")).await;
             code
         }
         End::Lost => 0,
-    };
+    }
 }
 
 /// One poll of the session: read what arrived, then write what is queued. Returns when it ends.
 fn poll_session<S>(
     cx: &mut Context<'_>,
-    sink: &mut Sink<S>,
-    stream: &mut Stream<S>,
+    ws: &mut Ws<S>,
     h: &Arc<SessionHandle>,
     st: &State,
     out: &mut Out,
@@ -212,7 +235,7 @@ where
         return Poll::Ready(End::Requested(c));
     }
     for i in 0..READS_PER_POLL {
-        match stream.poll_next_unpin(cx) {
+        match ws.poll_next_unpin(cx) {
             Poll::Pending => break,
             Poll::Ready(None) => return Poll::Ready(End::Lost),
             Poll::Ready(Some(Err(e))) => {
@@ -237,16 +260,16 @@ where
     if let Some(c) = h.close_requested() {
         return Poll::Ready(End::Requested(c));
     }
-    match poll_write(cx, sink, h, &st.metrics, out) {
+    match poll_write(cx, ws, h, &st.metrics, out) {
         Poll::Ready(Err(_)) => Poll::Ready(End::Lost),
         _ => Poll::Pending,
     }
 }
 
-/// Hands queued frames to the sink and flushes once the outbox is empty: one flush per batch.
+/// Hands queued frames to the socket and flushes once the outbox is empty: one flush per batch.
 fn poll_write<S>(
     cx: &mut Context<'_>,
-    sink: &mut Sink<S>,
+    ws: &mut Ws<S>,
     h: &SessionHandle,
     metrics: &Metrics,
     out: &mut Out,
@@ -261,7 +284,7 @@ where
                 // Idle sessions keep no queue allocation.
                 out.pending = VecDeque::new();
                 if out.dirty {
-                    ready!(sink.poll_flush_unpin(cx))?;
+                    ready!(ws.poll_flush_unpin(cx))?;
                     metrics.add_sent(out.unflushed);
                     out.unflushed = 0;
                     out.dirty = false;
@@ -271,12 +294,12 @@ where
             out.pending = batch.frames;
             out.ping = batch.ping;
         }
-        ready!(sink.poll_ready_unpin(cx))?;
+        ready!(ws.poll_ready_unpin(cx))?;
         if let Some(m) = out.pending.pop_front() {
-            sink.start_send_unpin(m)?;
+            ws.start_send_unpin(m)?;
             out.unflushed += 1;
         } else {
-            sink.start_send_unpin(Message::Ping(Bytes::new()))?;
+            ws.start_send_unpin(Message::Ping(Bytes::new()))?;
             out.ping = false;
         }
         out.dirty = true;
@@ -316,7 +339,7 @@ fn welcome(
 }
 
 /// Sends a close frame and flushes it; false when the socket is gone. Not bounded: callers are.
-async fn send_frame<S>(sink: &mut Sink<S>, code: u16, reason: &'static str) -> bool
+async fn send_frame<S>(ws: &mut Ws<S>, code: u16, reason: &'static str) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -324,19 +347,7 @@ where
         code: CloseCode::from(code),
         reason: reason.into(),
     };
-    sink.send(Message::Close(Some(frame))).await.is_ok()
-}
-
-/// Sends a close frame, giving up after [`CLOSE_GRACE`]; the caller drops the socket after it.
-async fn send_close<S>(sink: &mut Sink<S>, code: u16, reason: &'static str)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let _ = Box::pin(tokio::time::timeout(
-        CLOSE_GRACE,
-        send_frame(sink, code, reason),
-    ))
-    .await;
+    ws.send(Message::Close(Some(frame))).await.is_ok()
 }
 
 fn reply(h: &SessionHandle, st: &State, msg: tokio_tungstenite::tungstenite::Utf8Bytes) {
@@ -470,7 +481,8 @@ mod tests {
             a,
         ));
         let future = std::mem::size_of_val(&*f);
-        assert!(future <= 400, "session future grew to {future} bytes");
+        // The WebSocket object itself (312 bytes) lives inside the future.
+        assert!(future <= 480, "session future grew to {future} bytes");
         let handle = std::mem::size_of::<SessionHandle>();
         assert!(handle <= 224, "SessionHandle grew to {handle} bytes");
     }
