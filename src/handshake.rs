@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::http::{Body, empty, error_response};
 use crate::registry::{Admission, AdmitError};
 use crate::server::State;
+use crate::socket::TcpWs;
 use crate::{session, tls};
 
 /// Longest client id accepted, in bytes.
@@ -74,7 +75,8 @@ pub fn upgrade(st: &Arc<State>, mut req: Request<Incoming>, peer: SocketAddr) ->
 
 /// Spawns the session on the socket underneath hyper's `Upgraded` when its type is known, so the
 /// session does not keep hyper's boxed IO wrapper alive for its whole life. Each stream type gets
-/// its own task, sized for that type alone (a TLS stream is far larger than a TCP one).
+/// its own task, sized for that type alone (a TLS stream is far larger than a TCP one); plain
+/// TCP, the common case, skips tokio-tungstenite's adapter (see `socket.rs`).
 fn spawn_session(
     upgraded: Upgraded,
     st: Arc<State>,
@@ -85,8 +87,11 @@ fn spawn_session(
     let max = st.config.max_message_size;
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
-            let ws = socket(parts.io.into_inner(), parts.read_buf, max);
-            return spawn_on(ws, st, client_id, remote, admission);
+            // An empty `read_buf` may still point into hyper's 8 KiB read buffer: never keep it.
+            let part = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
+            let ws = TcpWs::new(parts.io.into_inner(), part, session::ws_config(max));
+            tokio::spawn(session::run(ws, st, client_id, remote, admission));
+            return;
         }
         Err(u) => u,
     };

@@ -7,6 +7,7 @@
 //! - `server`: accept loop, per-connection hyper serving, shutdown orchestration.
 //! - `http` / `api`: routing, `/health`, `/metrics`, the push and admin API.
 //! - `handshake`: upgrade checks with one named refusal each, client identity, admission.
+//! - `socket`: tungstenite driven directly on a TCP socket (no waker proxies).
 //! - `session`: one connection's task: reader stamps liveness, writer drains the bounded queue.
 //! - `outbox`: the shared half of a session (liveness stamp, queue, close request).
 //! - `registry`: sessions by id, client id and channel; fan-out.
@@ -44,6 +45,7 @@ mod registry;
 mod server;
 mod session;
 pub mod shutdown;
+mod socket;
 mod tls;
 
 pub use config::Config;

@@ -111,17 +111,27 @@ pub struct Registry {
     pub(crate) metrics: Arc<Metrics>,
 }
 
-/// A reserved connection slot; released on drop unless the session takes it over.
+/// A reserved connection slot; released on drop unless a session takes it over.
 pub struct Admission {
-    /// Registry the slot belongs to.
-    reg: Arc<Registry>,
+    /// Registry the slot belongs to; `None` once a session owns the slot.
+    reg: Option<Arc<Registry>>,
     /// Address charged for the per-address limit.
     ip: IpAddr,
 }
 
+impl Admission {
+    /// Hands the slot to a session, which must call [`Registry::release`] with the same address
+    /// when it ends (its guard does). Saves every session an `Arc` it already has elsewhere.
+    pub fn transfer(mut self) {
+        self.reg = None;
+    }
+}
+
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.reg.release(self.ip);
+        if let Some(reg) = &self.reg {
+            reg.release(self.ip);
+        }
     }
 }
 
@@ -180,12 +190,13 @@ impl Registry {
             *n += 1;
         }
         Ok(Admission {
-            reg: Arc::clone(self),
+            reg: Some(Arc::clone(self)),
             ip,
         })
     }
 
-    fn release(&self, ip: IpAddr) {
+    /// Frees a connection slot taken by [`Registry::admit`] for `ip`.
+    pub fn release(&self, ip: IpAddr) {
         if self.max_per_ip > 0 {
             let mut per = self.per_ip.lock();
             if let Some(n) = per.get_mut(&ip) {

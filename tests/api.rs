@@ -365,3 +365,27 @@ async fn metrics_are_prometheus_text_and_move_with_events() {
     assert!(after.contains("tether_build_info{version="));
     stop(s).await;
 }
+
+#[tokio::test]
+async fn a_push_near_the_api_body_limit_reaches_the_client_whole() {
+    let s = start(config(&[])).await;
+    let (mut ws, _) = connect(s.addr, "big").await;
+    let (mut small, _) = connect(s.addr, "small").await;
+    // ~1 MB of data: far more than one socket write, and more than tungstenite's default
+    // write-buffer limit that once ended such sessions.
+    let pad = "z".repeat(1_000_000);
+    let body = format!(r#"{{"client_id":"big","type":"blob","data":{{"pad":"{pad}"}}}}"#);
+    let (status, v) = post(s.addr, "/api/v1/push", &body).await;
+    assert_eq!((status, v["delivered"].as_u64()), (200, Some(1)));
+    let m = recv_json(&mut ws).await;
+    assert_eq!(m["data"]["pad"].as_str().map(str::len), Some(1_000_000));
+    send_json(&mut ws, r#"{"type":"heartbeat"}"#).await;
+    assert_eq!(
+        recv_json(&mut ws).await["type"],
+        "heartbeat_ack",
+        "session survived"
+    );
+    send_json(&mut small, r#"{"type":"heartbeat"}"#).await;
+    assert_eq!(recv_json(&mut small).await["type"], "heartbeat_ack");
+    stop(s).await;
+}

@@ -1,0 +1,173 @@
+//! A WebSocket over a plain TCP socket, driven straight from the session's poll loop.
+//!
+//! tokio-tungstenite adapts a socket for tungstenite with two reference-counted waker proxies
+//! per connection. On plain TCP the socket's own non-blocking `try_read` / `try_write` do the
+//! job: tungstenite sees an ordinary `Read + Write`, and readiness is registered only for the
+//! direction that would block. TLS and other streams keep using tokio-tungstenite.
+
+use std::io::{self, Read, Write};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::{Sink, Stream};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, WebSocket};
+
+/// The TCP socket as tungstenite sees it, remembering which direction would block.
+struct TcpIo {
+    /// The connection.
+    tcp: TcpStream,
+    /// The last read returned `WouldBlock`.
+    read_blocked: bool,
+    /// The last write returned `WouldBlock`.
+    write_blocked: bool,
+}
+
+impl Read for TcpIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.tcp.try_read(buf);
+        self.read_blocked |= matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        r
+    }
+}
+
+impl Write for TcpIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let r = self.tcp.try_write(buf);
+        self.write_blocked |= matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        r
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // A TCP socket has no user-space buffer to flush.
+        Ok(())
+    }
+}
+
+/// A server-side WebSocket on a TCP socket; a `Stream` of messages and a `Sink` for them.
+pub struct TcpWs {
+    /// tungstenite's protocol state and buffers.
+    ws: WebSocket<TcpIo>,
+    /// A write was refused with `WouldBlock`: flush before accepting more.
+    blocked: bool,
+}
+
+impl TcpWs {
+    /// Wraps an upgraded socket; `part` holds bytes already read past the HTTP request.
+    pub fn new(tcp: TcpStream, part: Option<Vec<u8>>, config: WebSocketConfig) -> TcpWs {
+        let io = TcpIo {
+            tcp,
+            read_blocked: false,
+            write_blocked: false,
+        };
+        let ws = match part {
+            None => WebSocket::from_raw_socket(io, Role::Server, Some(config)),
+            Some(p) => WebSocket::from_partially_read(io, p, Role::Server, Some(config)),
+        };
+        TcpWs { ws, blocked: false }
+    }
+
+    /// Runs `op` until it stops returning `WouldBlock` for a direction that is ready again;
+    /// when it would block, the task is registered for that direction's readiness.
+    fn drive<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&mut WebSocket<TcpIo>) -> Result<T, WsError>,
+    ) -> Poll<Result<T, WsError>> {
+        loop {
+            let io = self.ws.get_mut();
+            io.read_blocked = false;
+            io.write_blocked = false;
+            match op(&mut self.ws) {
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let io = self.ws.get_ref();
+                    let mut retry = false;
+                    // try_read/try_write clear readiness on WouldBlock, so Ready here means a
+                    // new event arrived in between and the operation can make progress.
+                    if io.read_blocked {
+                        match io.tcp.poll_read_ready(cx) {
+                            Poll::Ready(Ok(())) => retry = true,
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                            Poll::Pending => {}
+                        }
+                    }
+                    if io.write_blocked {
+                        match io.tcp.poll_write_ready(cx) {
+                            Poll::Ready(Ok(())) => retry = true,
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                            Poll::Pending => {}
+                        }
+                    }
+                    if !io.read_blocked && !io.write_blocked {
+                        // WouldBlock from nowhere we know of: yield rather than spin or hang.
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    if !retry {
+                        return Poll::Pending;
+                    }
+                }
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+}
+
+impl Stream for TcpWs {
+    type Item = Result<Message, WsError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut().drive(cx, |ws| ws.read()) {
+            Poll::Ready(Ok(m)) => Poll::Ready(Some(Ok(m))),
+            Poll::Ready(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Sink<Message> for TcpWs {
+    type Error = WsError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let this = self.get_mut();
+        if !this.blocked {
+            return Poll::Ready(Ok(()));
+        }
+        let r = std::task::ready!(this.drive(cx, |ws| ws.flush()));
+        this.blocked = false;
+        Poll::Ready(r)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+        let this = self.get_mut();
+        match this.ws.write(item) {
+            Ok(()) => Ok(()),
+            // The message is queued in tungstenite's buffer; poll_ready flushes it first.
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                this.blocked = true;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let this = self.get_mut();
+        let r = std::task::ready!(this.drive(cx, |ws| ws.flush()));
+        this.blocked = false;
+        Poll::Ready(r)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        // close() queues our close frame once (or the reply to the peer's) and flushes; calling
+        // it again while blocked only flushes.
+        match std::task::ready!(self.get_mut().drive(cx, |ws| ws.close(None))) {
+            Ok(()) | Err(WsError::ConnectionClosed) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
