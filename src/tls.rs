@@ -30,7 +30,12 @@ pub fn load(cert: &Path, key: &Path) -> io::Result<Acceptor> {
     if certs.is_empty() {
         return Err(invalid("tls_cert", cert, "no PEM certificate found"));
     }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid("tls_key", key, e))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => {
+            invalid("tls_key", key, "no PEM private key found")
+        }
+        e => invalid("tls_key", key, e),
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

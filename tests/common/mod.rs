@@ -306,3 +306,140 @@ pub fn example(name: &str) -> Command {
         .kill_on_drop(true);
     c
 }
+
+// ---- outside programs (nginx, chromedriver, the binary) and scratch space ----
+
+use std::path::{Path, PathBuf};
+
+/// A scratch directory under the system temp dir, unique to this process and call; removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let path = std::env::temp_dir().join(format!(
+            "tether-test-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A loopback port that was free a moment ago: bind port 0, read the port, release it.
+/// For programs that must be told their port (nginx, chromedriver, a binary restarted in place).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The path of an outside program: the first hit on `PATH`, else the first existing fallback.
+pub fn program(name: &str, fallbacks: &[&str]) -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .map(|d| d.join(name))
+        .chain(fallbacks.iter().map(PathBuf::from))
+        .find(|p| p.is_file())
+}
+
+/// A child process that is stopped (signal, bounded wait, SIGKILL if need be) when dropped,
+/// so a failing test never leaves it behind.
+pub struct Proc {
+    pub name: &'static str,
+    pub child: std::process::Child,
+}
+
+impl Proc {
+    pub fn spawn(name: &'static str, cmd: &mut std::process::Command) -> Proc {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { name, child }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The exit status if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Sends `sig`, waits up to `within` for the exit (polling), then SIGKILLs; returns the
+    /// status and whether `sig` alone was enough.
+    pub fn stop(&mut self, sig: i32, within: Duration) -> (std::process::ExitStatus, bool) {
+        if let Some(status) = self.exited() {
+            return (status, true);
+        }
+        // SAFETY: signalling our own child, which has not been reaped (try_wait said so).
+        unsafe { libc::kill(self.pid(), sig) };
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                return (status, true);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "{} (pid {}) ignored signal {sig}: killing it",
+            self.name,
+            self.pid()
+        );
+        let _ = self.child.kill();
+        (self.child.wait().unwrap(), false)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop(libc::SIGTERM, Duration::from_secs(5));
+        }
+    }
+}
+
+/// Next text frame as JSON on a WebSocket over any stream (TLS, a bound source address, ...).
+pub async fn next_json<S>(ws: &mut WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no message in time")
+            .expect("stream ended")
+            .expect("read error");
+        match m {
+            Message::Text(t) => {
+                return serde_json::from_str(t.as_str()).expect("server sent invalid JSON");
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}

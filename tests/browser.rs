@@ -1,0 +1,514 @@
+//! The demo page in a real browser: headless Chromium driven through chromedriver's W3C
+//! WebDriver HTTP API (plain HTTP/1.1 + JSON, no WebDriver crate). The page served by the
+//! binary at `/` connects with `/tether.js`, shows a push, goes to `reconnecting` when the
+//! server stops, and comes back by itself when the server is started again on the same port.
+//!
+//! Screenshots: `<target dir>/test-artifacts/browser-ok.png` on success,
+//! `browser-failure.png` (taken before the panic propagates) on failure.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Proc, TempDir, free_port, program};
+use serde_json::{Value, json};
+
+/// The whole test, from the first process to the last assertion.
+const BUDGET: Duration = Duration::from_secs(60);
+/// The page's client backs off 1 s, 1.3 s, 1.7 s, ... (with jitter) while the server is down.
+const RECONNECT_WITHIN: Duration = Duration::from_secs(20);
+
+/// A deadline shared by every wait of the test.
+#[derive(Clone, Copy)]
+struct Budget(Instant);
+
+impl Budget {
+    /// How long a step may take: `step`, cut to what is left of the whole budget.
+    fn limit(&self, step: Duration, what: &str) -> Duration {
+        let left = self.0.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "test budget of {BUDGET:?} used up before: {what}"
+        );
+        step.min(left)
+    }
+}
+
+// ---- a minimal HTTP/1.1 client (chromedriver and tether's API) ----
+
+/// One request with `Connection: close`; reads to the end of the body (Content-Length) or EOF.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    within: Duration,
+) -> Result<(u16, String), String> {
+    let deadline = Instant::now() + within;
+    let mut s = TcpStream::connect_timeout(&addr, within).map_err(|e| format!("connect: {e}"))?;
+    s.set_write_timeout(Some(within)).unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if method != "GET" {
+        req.push_str(&format!(
+            "Content-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "{method} {path}: no complete answer within {within:?}"
+            ));
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        let n = s
+            .read(&mut chunk)
+            .map_err(|e| format!("{method} {path}: read: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if len.is_some_and(|len| buf.len() >= end + 4 + len) {
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{method} {path}: no HTTP head in {text:?}"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{method} {path}: bad status line in {head:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+// ---- the server, as a child process of the real binary ----
+
+struct Tether {
+    proc: Proc,
+    log: PathBuf,
+}
+
+/// Starts the binary on `addr` and waits (bounded) until `/health` answers 200.
+fn start_tether(addr: SocketAddr, dir: &TempDir, n: u32, budget: Budget) -> Tether {
+    let log = dir.join(format!("tether-{n}.log"));
+    let proc = Proc::spawn(
+        "tether",
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["--listen", &addr.to_string(), "--shutdown-timeout", "5s"])
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    let mut t = Tether { proc, log };
+    let deadline = Instant::now() + budget.limit(Duration::from_secs(10), "tether start");
+    loop {
+        if let Some(status) = t.proc.exited() {
+            panic!("tether exited ({status}) before serving:\n{}", t.logs());
+        }
+        if let Ok((200, _)) = request(addr, "GET", "/health", None, Duration::from_secs(2)) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tether not serving on {addr}:\n{}",
+            t.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Tether {
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn push(addr: SocketAddr, client_id: &str, text: &str) {
+    let body = json!({"client_id": client_id, "type": "notify", "data": {"text": text}});
+    let (status, answer) = request(
+        addr,
+        "POST",
+        "/api/v1/push",
+        Some(&body),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap()["delivered"],
+        1
+    );
+}
+
+// ---- chromedriver and one browser session ----
+
+struct Browser {
+    driver: SocketAddr,
+    session: Option<String>,
+    profile: TempDir,
+    chromedriver: Proc,
+    log: PathBuf,
+}
+
+impl Browser {
+    fn start(dir: &TempDir, budget: Budget) -> Browser {
+        let chromium = program("chromium", &["/usr/bin/chromium"])
+            .expect("chromium not found: run scripts/install-test-deps.sh (Debian `chromium`)");
+        let chromedriver = program("chromedriver", &["/usr/bin/chromedriver"]).expect(
+            "chromedriver not found: run scripts/install-test-deps.sh (Debian `chromium-driver`)",
+        );
+        let driver = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = dir.join("chromedriver.log");
+        let proc = Proc::spawn(
+            "chromedriver",
+            Command::new(chromedriver)
+                .arg(format!("--port={}", driver.port()))
+                .arg(format!("--log-path={}", log.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        let mut b = Browser {
+            driver,
+            session: None,
+            profile: TempDir::new("chromium-profile"),
+            chromedriver: proc,
+            log,
+        };
+        // Ready when GET /status says so (bounded).
+        let deadline = Instant::now() + budget.limit(Duration::from_secs(15), "chromedriver");
+        loop {
+            if let Some(status) = b.chromedriver.exited() {
+                panic!("chromedriver exited ({status}):\n{}", b.logs());
+            }
+            if let Ok((200, body)) = request(driver, "GET", "/status", None, Duration::from_secs(2))
+                && serde_json::from_str::<Value>(&body).is_ok_and(|v| v["value"]["ready"] == true)
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "chromedriver not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                    "--window-size=1000,700",
+                    format!("--user-data-dir={}", b.profile.path.display()),
+                ],
+            },
+        }}});
+        let within = budget.limit(Duration::from_secs(30), "new browser session");
+        let v = b.call("POST", "/session", Some(&caps), within);
+        b.session = Some(
+            v["sessionId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no sessionId in {v}"))
+                .to_string(),
+        );
+        b
+    }
+
+    fn logs(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        // The tail is what matters; the log is verbose.
+        let start = log.len().saturating_sub(4000);
+        String::from_utf8_lossy(&log.as_bytes()[start..]).to_string()
+    }
+
+    /// A WebDriver command; returns its `value`, panics on a WebDriver error.
+    fn call(&self, method: &str, path: &str, body: Option<&Value>, within: Duration) -> Value {
+        let (status, answer) = request(self.driver, method, path, body, within)
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
+        let v: Value = serde_json::from_str(&answer)
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: not JSON ({e}): {answer}"));
+        assert_eq!(status, 200, "WebDriver {method} {path}: {v}");
+        v["value"].clone()
+    }
+
+    fn session_path(&self, rest: &str) -> String {
+        format!("/session/{}{rest}", self.session.as_deref().unwrap())
+    }
+
+    fn goto(&self, url: &str) {
+        let body = json!({ "url": url });
+        self.call(
+            "POST",
+            &self.session_path("/url"),
+            Some(&body),
+            Duration::from_secs(15),
+        );
+    }
+
+    /// Runs `script` (a function body) in the page and returns its result.
+    fn eval(&self, script: &str) -> Value {
+        let body = json!({"script": script, "args": []});
+        self.call(
+            "POST",
+            &self.session_path("/execute/sync"),
+            Some(&body),
+            Duration::from_secs(10),
+        )
+    }
+
+    fn status(&self) -> String {
+        self.eval("return document.getElementById('status').dataset.status;")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn text_of(&self, id: &str) -> String {
+        self.eval(&format!(
+            "return document.getElementById('{id}').textContent;"
+        ))
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    /// Polls the page (bounded) until `cond` holds; panics with `what` and the page state.
+    fn wait_for(
+        &self,
+        budget: Budget,
+        step: Duration,
+        what: &str,
+        cond: impl Fn(&Browser) -> bool,
+    ) {
+        let deadline = Instant::now() + budget.limit(step, what);
+        loop {
+            if cond(self) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "page never reached: {what} (status {:?}, #status {:?}, #messages {:?})",
+                    self.status(),
+                    self.text_of("status"),
+                    self.text_of("messages")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_status(&self, budget: Budget, step: Duration, want: &str) {
+        self.wait_for(budget, step, &format!("status {want}"), |b| {
+            b.status() == want
+        });
+    }
+
+    /// Saves a screenshot as `<target>/test-artifacts/<name>`; returns where.
+    fn screenshot(&self, name: &str) -> Result<PathBuf, String> {
+        let (status, answer) = request(
+            self.driver,
+            "GET",
+            &self.session_path("/screenshot"),
+            None,
+            Duration::from_secs(10),
+        )?;
+        let v: Value = serde_json::from_str(&answer).map_err(|e| e.to_string())?;
+        let b64 = v["value"]
+            .as_str()
+            .filter(|_| status == 200)
+            .ok_or_else(|| format!("screenshot failed: {v}"))?;
+        let png = base64_decode(b64)?;
+        let dir = artifacts_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let path = dir.join(name);
+        std::fs::write(&path, png).map_err(|e| e.to_string())?;
+        Ok(path)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Closing the session ends Chromium; then chromedriver; then any Chromium process still
+        // running with this test's profile directory (ours alone: the path is unique).
+        if let Some(path) = self.session.take().map(|id| format!("/session/{id}")) {
+            let _ = request(self.driver, "DELETE", &path, None, Duration::from_secs(10));
+        }
+        self.chromedriver
+            .stop(libc::SIGTERM, Duration::from_secs(5));
+        kill_processes_mentioning(&self.profile.path.display().to_string());
+    }
+}
+
+/// SIGKILLs every process whose command line contains `needle` (bounded: one pass over /proc,
+/// then a bounded wait for them to be gone).
+fn kill_processes_mentioning(needle: &str) {
+    let find = || -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+            })
+            .collect()
+    };
+    let left = find();
+    if left.is_empty() {
+        return;
+    }
+    eprintln!("browser: killing leftover Chromium processes {left:?}");
+    for pid in &left {
+        // SAFETY: these run with this test's unique profile directory, so we started them.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    for _ in 0..50 {
+        if find().is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `<target dir>/test-artifacts`: the test binary lives in `<target dir>/<profile>/deps/`.
+fn artifacts_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors()
+        .nth(3)
+        .expect("test binary outside a target dir")
+        .join("test-artifacts")
+}
+
+/// Standard base64 (WebDriver screenshots); padding and whitespace are skipped.
+fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' | b'\r' | b'\n' => continue,
+            _ => return Err(format!("not base64: byte {c:#04x}")),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn base64_decoder() {
+    assert_eq!(base64_decode("aGVsbG8gd29ybGQ=").unwrap(), b"hello world");
+    assert_eq!(base64_decode("YWJj").unwrap(), b"abc");
+    assert_eq!(base64_decode("YWI=").unwrap(), b"ab");
+}
+
+#[test]
+fn demo_page_receives_pushes_and_reconnects_after_a_restart() {
+    let budget = Budget(Instant::now() + BUDGET);
+    let dir = TempDir::new("browser");
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut tether = start_tether(addr, &dir, 1, budget);
+    let browser = Browser::start(&dir, budget);
+
+    let mut second = None;
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let unique = format!("{}-{}", std::process::id(), addr.port());
+        browser.goto(&format!("http://{addr}/?client_id=browser1"));
+        browser.wait_status(budget, Duration::from_secs(15), "open");
+        let first_session = browser.text_of("session");
+        assert!(
+            first_session.len() > 3,
+            "no session id shown: {first_session:?}"
+        );
+
+        let text1 = format!("first push {unique}");
+        push(addr, "browser1", &text1);
+        browser.wait_for(budget, Duration::from_secs(5), "first push shown", |b| {
+            b.text_of("messages").contains(&text1)
+        });
+
+        // Stop the server: SIGTERM drains (the page's client leaves on `shutdown`), exit 0.
+        let (status, clean) = tether.proc.stop(libc::SIGTERM, Duration::from_secs(10));
+        assert!(clean && status.success(), "tether stopped with {status}");
+        browser.wait_status(budget, Duration::from_secs(10), "reconnecting");
+
+        // The same port again: the page comes back by itself, with a new session.
+        second = Some(start_tether(addr, &dir, 2, budget));
+        browser.wait_status(budget, RECONNECT_WITHIN, "open");
+        let second_session = browser.text_of("session");
+        assert_ne!(
+            second_session, first_session,
+            "same session after a restart?"
+        );
+
+        let text2 = format!("second push {unique}");
+        push(addr, "browser1", &text2);
+        browser.wait_for(budget, Duration::from_secs(5), "second push shown", |b| {
+            b.text_of("messages").contains(&text2)
+        });
+        let messages = browser.text_of("messages");
+        assert!(messages.contains(&text1), "first push gone: {messages}");
+        eprintln!("browser: sessions {first_session} then {second_session}; #messages: {messages}");
+    }));
+
+    match run {
+        Ok(()) => {
+            let path = browser
+                .screenshot("browser-ok.png")
+                .unwrap_or_else(|e| panic!("screenshot: {e}"));
+            eprintln!("browser: screenshot saved to {}", path.display());
+        }
+        Err(panic) => {
+            match browser.screenshot("browser-failure.png") {
+                Ok(p) => eprintln!("browser: failure screenshot saved to {}", p.display()),
+                Err(e) => eprintln!("browser: no failure screenshot: {e}"),
+            }
+            eprintln!("--- tether 1\n{}", tether.logs());
+            if let Some(t) = &second {
+                eprintln!("--- tether 2\n{}", t.logs());
+            }
+            eprintln!("--- chromedriver (tail)\n{}", browser.logs());
+            std::panic::resume_unwind(panic);
+        }
+    }
+    drop(browser);
+    drop(second);
+    drop(tether);
+}
