@@ -65,3 +65,41 @@ async fn echo_app_returns_text_and_binary_unchanged() {
     signal(&child, libc::SIGTERM);
     assert_eq!(exit_code(child).await, 0);
 }
+
+/// A handler that panics on one message type, to show a panic stays inside its session.
+struct Fragile;
+
+impl tether::Handler for Fragile {
+    fn on_message(
+        &self,
+        _session: &tether::Session<'_>,
+        kind: &str,
+        _data: Option<&tether::RawValue>,
+    ) -> tether::Handled {
+        assert_ne!(kind, "explode", "handler bug triggered on purpose");
+        tether::Handled::No
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_one_session_leaves_the_others_and_the_registry_intact() {
+    let s = start_with(config(&[]), Fragile).await;
+    let (mut victim, _) = connect(s.addr, "victim").await;
+    let (mut bystander, _) = connect(s.addr, "bystander").await;
+    wait_connections(s.addr, 2).await;
+    send_json(&mut victim, r#"{"type":"explode"}"#).await;
+    // The victim's connection ends (its task unwound and dropped the socket)...
+    assert!(
+        recv_close(&mut victim, WAIT).await.is_none(),
+        "no close frame from a panicked task"
+    );
+    // ...its session is unregistered, and everyone else carries on.
+    wait_connections(s.addr, 1).await;
+    assert_eq!(s.handle.push("victim", "x", None), None);
+    assert_eq!(s.handle.push("bystander", "still", None), Some(1));
+    assert_eq!(recv_json(&mut bystander).await["type"], "still");
+    let (mut again, _) = connect(s.addr, "victim").await;
+    send_json(&mut again, r#"{"type":"heartbeat"}"#).await;
+    assert_eq!(recv_json(&mut again).await["type"], "heartbeat_ack");
+    stop(s).await;
+}
