@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -274,81 +273,12 @@ async fn welcome_push_and_forwarded_client_address_through_nginx() {
     stop(s).await;
 }
 
-/// A WebSocket client written by hand so it can stay completely silent through nginx:
-/// it sends the upgrade request and then not one byte (no Pongs, no close reply).
-struct Silent {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Silent {
-    async fn connect(to: SocketAddr, client_id: &str) -> Silent {
-        let mut s = TcpStream::connect(to).await.unwrap();
-        let req = format!(
-            "GET /ws?client_id={client_id} HTTP/1.1\r\nHost: {to}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Key: dGV0aGVyIHF1aWV0IGtleQ==\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut c = Silent { s, buf: Vec::new() };
-        let end = loop {
-            if let Some(p) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p;
-            }
-            assert!(c.fill().await > 0, "closed during the handshake");
-        };
-        let head = String::from_utf8_lossy(&c.buf[..end]).to_string();
-        assert!(
-            head.starts_with("HTTP/1.1 101"),
-            "{}",
-            String::from_utf8_lossy(&c.buf)
-        );
-        c.buf.drain(..end + 4);
-        c
-    }
-
-    async fn fill(&mut self) -> usize {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(WAIT, self.s.read(&mut chunk))
-            .await
-            .expect("read timed out")
-            .unwrap_or(0);
-        self.buf.extend_from_slice(&chunk[..n]);
-        n
-    }
-
-    /// Next frame from the server as (opcode, payload); None at EOF.
-    async fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
-        loop {
-            if self.buf.len() >= 2 {
-                let op = self.buf[0] & 0x0f;
-                let (header, len) = match self.buf[1] & 0x7f {
-                    126 if self.buf.len() >= 4 => {
-                        (4, u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize)
-                    }
-                    126 => (usize::MAX, 0),
-                    127 => panic!("unexpected 64-bit frame length"),
-                    n => (2, n as usize),
-                };
-                if header != usize::MAX && self.buf.len() >= header + len {
-                    let payload = self.buf[header..header + len].to_vec();
-                    self.buf.drain(..header + len);
-                    return Some((op, payload));
-                }
-            }
-            if self.fill().await == 0 {
-                return None;
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn silent_client_through_nginx_is_evicted_with_4001() {
     let s = start(live()).await;
     let nginx = start_nginx(s.addr, Some(READ_TIMEOUT)).await;
 
-    let mut raw = Silent::connect(nginx.addr, "ghost").await;
+    let mut raw = RawClient::connect(nginx.addr, "ghost").await;
     let connected = Instant::now();
     let (op, welcome) = raw.frame().await.expect("no welcome");
     assert_eq!(op, 0x1);

@@ -100,20 +100,7 @@ pub async fn connect_with_headers(
 
 /// Next text frame as JSON (pings are answered by tungstenite on the way).
 pub async fn recv_json(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("no message in time")
-            .expect("stream ended")
-            .expect("read error");
-        match m {
-            Message::Text(t) => {
-                return serde_json::from_str(t.as_str()).expect("server sent invalid JSON");
-            }
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
+    next_json(ws).await
 }
 
 /// Next text frame, raw.
@@ -441,5 +428,78 @@ where
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("expected text, got {other:?}"),
         }
+    }
+}
+
+/// A WebSocket client written by hand so it can stay completely silent: no Pongs, no close reply.
+pub struct RawClient {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    pub async fn connect(addr: std::net::SocketAddr, client_id: &str) -> RawClient {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET /ws?client_id={client_id} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = RawClient { s, buf: Vec::new() };
+        let head_end = loop {
+            if let Some(p) = raw.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p;
+            }
+            assert!(raw.fill().await > 0, "closed during handshake");
+        };
+        assert!(raw.buf.starts_with(b"HTTP/1.1 101"));
+        raw.buf.drain(..head_end + 4);
+        raw
+    }
+
+    pub async fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, self.s.read(&mut chunk))
+            .await
+            .expect("read timed out")
+            .unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    /// Next server frame as (opcode, payload); None at EOF.
+    pub async fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        loop {
+            if self.buf.len() >= 2 {
+                let (op, len7) = (self.buf[0] & 0x0f, (self.buf[1] & 0x7f) as usize);
+                let (hdr, len) = match len7 {
+                    126 if self.buf.len() >= 4 => {
+                        (4, u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize)
+                    }
+                    126 => (usize::MAX, 0),
+                    127 => panic!("unexpected huge frame"),
+                    n => (2, n),
+                };
+                if hdr != usize::MAX && self.buf.len() >= hdr + len {
+                    let payload = self.buf[hdr..hdr + len].to_vec();
+                    self.buf.drain(..hdr + len);
+                    return Some((op, payload));
+                }
+            }
+            if self.fill().await == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Sends one masked text frame (clients must mask).
+    pub async fn send_text(&mut self, text: &str) {
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        let p = text.as_bytes();
+        assert!(p.len() < 126);
+        let mut f = vec![0x81, 0x80 | p.len() as u8];
+        f.extend_from_slice(&mask);
+        f.extend(p.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.s.write_all(&f).await.unwrap();
     }
 }
