@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The standard load test of tether, on loopback only: hold, fanout, storm (19,000 connections
+# each by default) and evict (1,000 silent + 1,000 healthy clients on a server with short
+# heartbeat settings). Builds the release binary, starts a fresh server per scenario (stopped on
+# exit, whatever happens), and writes bench-results/<UTC date-time>/ with one JSON and one text
+# file per scenario plus summary.md.
+#
+#   scripts/load-test.sh                 # hold 60 s
+#   HOLD=5m scripts/load-test.sh         # longer hold
+#   SOAK=1 scripts/load-test.sh          # the 10-minute soak (hold 10m)
+#   N=5000 ONLY="hold fanout" scripts/load-test.sh
+#
+# Environment: N (connections, 19000), HOLD (60s), SOAK (1 = 10m hold), PORT (18080),
+# ONLY (scenarios to run), OUT (results folder), PAUSE_SECS (5, between scenarios).
+# Needs: cargo, curl, jq. One process may hold at most 20,000 descriptors here: the bench tool
+# spreads its clients over worker processes and loopback source addresses by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/bench-common.sh
+
+N=${N:-19000}
+HOLD=${HOLD:-60s}
+[[ ${SOAK:-0} == 1 ]] && HOLD=10m
+PORT=${PORT:-18080}
+ONLY=${ONLY:-hold fanout storm evict}
+OUT=${OUT:-bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
+URL="ws://127.0.0.1:$PORT/ws"
+mkdir -p "$OUT"
+trap stop_servers EXIT
+
+cargo build --release
+# Room for N sessions plus API connections, below the 20,000-descriptor process limit.
+MAXC=$((N + 500))
+
+wants() { [[ " $ONLY " == *" $1 "* ]]; }
+
+if wants hold; then
+  start_tether "$PORT" --max-connections "$MAXC"
+  bench hold hold -n "$N" --heartbeat 30s --hold "$HOLD" --url "$URL" --server-pid "$SERVER_PID" --source "$(src 1)"
+  stop_servers; pause
+fi
+if wants fanout; then
+  start_tether "$PORT" --max-connections "$MAXC"
+  bench fanout fanout -n "$N" -m 50 --rate 10 --bytes 100 --url "$URL" --server-pid "$SERVER_PID" --source "$(src 2)"
+  stop_servers; pause
+fi
+if wants storm; then
+  start_tether "$PORT" --max-connections "$MAXC"
+  bench storm storm -n "$N" --wave-timeout 60s --url "$URL" --server-pid "$SERVER_PID" --source "$(src 3)"
+  stop_servers; pause
+fi
+if wants evict; then
+  start_tether "$PORT" --max-connections "$MAXC" \
+    --heartbeat-interval 2s --heartbeat-timeout 5s --reap-interval 1s
+  bench evict evict --silent 1000 --healthy 1000 --reap-ms 1000 --url "$URL" --source "$(src 4)"
+  stop_servers
+fi
+
+{
+  echo "# tether load test, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  machine_md
+  echo "- N=$N, hold $HOLD; evict server: heartbeat_interval 2s, heartbeat_timeout 5s, reap_interval 1s"
+  echo
+  summary_md "$OUT"
+} >"$OUT/summary.md"
+echo
+cat "$OUT/summary.md"
+echo "results in $OUT"
