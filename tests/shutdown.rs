@@ -8,6 +8,14 @@ use std::time::{Duration, Instant};
 use common::*;
 use tether::Stopped;
 
+/// What `Server::run` returned, waited for with a bound.
+async fn run_result(join: tokio::task::JoinHandle<std::io::Result<Stopped>>) -> Stopped {
+    let joined = tokio::time::timeout(WAIT, join)
+        .await
+        .expect("run did not return");
+    joined.expect("run panicked").expect("run failed")
+}
+
 #[tokio::test]
 async fn drain_tells_clients_refuses_newcomers_then_closes_the_rest_1001() {
     let s = start(config(&[("shutdown_timeout", "1500ms")])).await;
@@ -49,12 +57,7 @@ async fn drain_tells_clients_refuses_newcomers_then_closes_the_rest_1001() {
         "closed before the drain timeout"
     );
     drop(stayer);
-    let stopped = tokio::time::timeout(WAIT, join)
-        .await
-        .expect("run did not return")
-        .unwrap()
-        .unwrap();
-    assert_eq!(stopped, Stopped::Clean);
+    assert_eq!(run_result(join).await, Stopped::Clean);
 }
 
 #[tokio::test]
@@ -66,12 +69,7 @@ async fn drain_ends_early_when_everyone_left() {
     trigger.signal();
     assert_eq!(recv_json(&mut ws).await["type"], "shutdown");
     ws.close(None).await.unwrap();
-    let stopped = tokio::time::timeout(WAIT, join)
-        .await
-        .expect("run did not return")
-        .unwrap()
-        .unwrap();
-    assert_eq!(stopped, Stopped::Clean);
+    assert_eq!(run_result(join).await, Stopped::Clean);
     assert!(began.elapsed() < Duration::from_secs(30));
 }
 
@@ -87,12 +85,7 @@ async fn restart_closes_everyone_at_once_with_1012() {
         assert_eq!(u16::from(close.code), 1012);
     }
     drop((a, b));
-    let stopped = tokio::time::timeout(WAIT, join)
-        .await
-        .expect("run did not return")
-        .unwrap()
-        .unwrap();
-    assert_eq!(stopped, Stopped::Clean);
+    assert_eq!(run_result(join).await, Stopped::Clean);
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use super::conn::field_u64;
 use super::fleet::Fleet;
 use super::http::Client;
 use super::proto::{Kind, merge_all, unix_us};
-use super::run::{Failure, Outcome, connect_budget, counts_line, pcts, plan};
+use super::run::{Failure, Outcome, connected, counts_line, pcts, plan};
 use super::stats::{Counts, Histogram, bump, lost};
 use super::sys::sample;
 use super::target::parse_url;
@@ -49,12 +49,7 @@ pub fn run(a: &FanoutArgs) -> Outcome {
         s.messages = a.messages;
     }
     let mut fleet = Fleet::spawn(&specs, "fanout", c.quiet)?;
-    let conn = merge_all(&fleet.phase(
-        "connected",
-        "connecting",
-        connect_budget(c, a.clients),
-        a.clients,
-    )?);
+    let conn = connected(&mut fleet, c, a.clients)?;
     fleet.send("go");
     let established = conn.established;
     let mut http = Client::new(api, c.api_key.as_deref(), Duration::from_secs(10));

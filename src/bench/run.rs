@@ -83,6 +83,17 @@ pub fn connect_budget(c: &Common, clients: u64) -> Duration {
     Duration::from_secs(60 + clients / 500) + c.connect_timeout * 2
 }
 
+/// Waits until every worker has connected its clients; their connect reports, merged.
+pub fn connected(fleet: &mut Fleet, c: &Common, clients: u64) -> Result<Report, String> {
+    let reports = fleet.phase(
+        "connected",
+        "connecting",
+        connect_budget(c, clients),
+        clients,
+    )?;
+    Ok(merge_all(&reports))
+}
+
 /// Milliseconds, 2 decimals, from µs.
 fn ms(us: u64) -> f64 {
     (us as f64 / 10.0).round() / 100.0
@@ -162,12 +173,7 @@ pub fn hold(a: &HoldArgs) -> Outcome {
         .for_each(|s| s.heartbeat_ms = a.heartbeat.as_millis() as u64);
     let before = sample(c.server_pid);
     let mut fleet = Fleet::spawn(&specs, "hold", c.quiet)?;
-    let conn = merge_all(&fleet.phase(
-        "connected",
-        "connecting",
-        connect_budget(c, a.clients),
-        a.clients,
-    )?);
+    let conn = connected(&mut fleet, c, a.clients)?;
     let connected = sample(c.server_pid);
     fleet.send("go");
     let t0 = Instant::now();
@@ -244,8 +250,7 @@ pub fn evict(a: &EvictArgs) -> Outcome {
         s.reap_ms = a.reap_ms;
     }
     let mut fleet = Fleet::spawn(&specs, "evict", c.quiet)?;
-    let conn =
-        merge_all(&fleet.phase("connected", "connecting", connect_budget(c, total), total)?);
+    let conn = connected(&mut fleet, c, total)?;
     fleet.send("go");
     let wait = a.max_wait.unwrap_or(Duration::from_millis(
         2 * conn.advertised_timeout_ms + a.reap_ms + 2000,
