@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::outbox::{Enqueued, SessionHandle, SessionId};
 use crate::protocol::envelope;
-use crate::registry::{Delivery, Registry};
+use crate::registry::Registry;
 
 /// Whether a handler took care of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +51,8 @@ impl Handler for NoHandler {}
 pub struct Session<'a> {
     /// The session's shared state.
     pub(crate) handle: &'a Arc<SessionHandle>,
-    /// Queue bound, for replies.
-    pub(crate) send_queue: usize,
+    /// The registry, which queues and accounts for every frame sent.
+    pub(crate) registry: &'a Registry,
 }
 
 impl Session<'_> {
@@ -81,7 +81,7 @@ impl Session<'_> {
         self.send_message(Message::Binary(data))
     }
     fn send_message(&self, m: Message) -> bool {
-        self.handle.enqueue(m, self.send_queue) == Enqueued::Queued
+        self.registry.enqueue(self.handle, m) == Enqueued::Queued
     }
 }
 
@@ -96,25 +96,15 @@ impl Handle {
     /// Pushes to every session of `client_id`; `None` when it has no session.
     pub fn push(&self, client_id: &str, kind: &str, data: Option<&str>) -> Option<usize> {
         let m = Message::Text(envelope(kind, None, None, data));
-        self.registry
-            .send_to_client(client_id, &m)
-            .map(|d| d.delivered)
+        self.registry.send_to_client(client_id, &m)
     }
     /// Pushes to every live session; returns how many queued it.
     pub fn broadcast(&self, kind: &str, data: Option<&str>) -> usize {
         let m = Message::Text(envelope(kind, None, None, data));
-        self.registry.broadcast(&m).delivered
+        self.registry.broadcast(&m)
     }
     /// Pushes to the subscribers of `channel`; returns how many queued it.
     pub fn publish(&self, channel: &str, kind: &str, data: Option<&str>) -> usize {
-        self.publish_delivery(channel, kind, data).delivered
-    }
-    pub(crate) fn publish_delivery(
-        &self,
-        channel: &str,
-        kind: &str,
-        data: Option<&str>,
-    ) -> Delivery {
         let m = Message::Text(envelope(kind, Some(channel), None, data));
         self.registry.publish(channel, &m)
     }

@@ -76,15 +76,6 @@ impl ClientSessions {
     }
 }
 
-/// Fan-out result: how many sessions took the message, and how many overflowed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Delivery {
-    /// Sessions whose queue accepted the message.
-    pub delivered: usize,
-    /// Sessions closed as slow consumers by this send.
-    pub overflowed: usize,
-}
-
 /// The session registry.
 pub struct Registry {
     /// Session indexes.
@@ -326,51 +317,57 @@ impl Registry {
         }
     }
 
+    /// Queues one frame to one session and keeps the books: a frame for a closing session is a
+    /// drop, a full queue is a slow consumer (closed with 4003). Every sender goes through here.
+    pub fn enqueue(&self, h: &SessionHandle, msg: Message) -> Enqueued {
+        let result = h.enqueue(msg, self.send_queue);
+        match result {
+            Enqueued::Queued => {}
+            Enqueued::Closing => self.metrics.dropped(),
+            Enqueued::Overflow => {
+                self.metrics.slow_consumer();
+                log::warn!(
+                    "session {} client {} peer {}: send queue full ({} frames), closing 4003",
+                    h.id,
+                    h.client_id,
+                    h.remote(),
+                    self.send_queue
+                );
+            }
+        }
+        result
+    }
+
+    /// Queues `msg` to each target; returns how many queues accepted it.
     fn fan_out<'a>(
         &self,
         targets: impl Iterator<Item = &'a Arc<SessionHandle>>,
         msg: &Message,
-    ) -> Delivery {
-        let mut d = Delivery::default();
-        for h in targets {
-            match h.enqueue(msg.clone(), self.send_queue) {
-                Enqueued::Queued => d.delivered += 1,
-                Enqueued::Closing => {}
-                Enqueued::Overflow => {
-                    d.overflowed += 1;
-                    self.metrics.slow_consumer();
-                    log::warn!(
-                        "session {} client {} peer {}: send queue full ({} frames), closing 4003",
-                        h.id,
-                        h.client_id,
-                        h.remote(),
-                        self.send_queue
-                    );
-                }
-            }
-        }
-        d
+    ) -> usize {
+        targets
+            .filter(|h| self.enqueue(h, msg.clone()) == Enqueued::Queued)
+            .count()
     }
 
     /// Queues `msg` to every session of `client_id`; `None` when the id has no session.
-    pub fn send_to_client(&self, client_id: &str, msg: &Message) -> Option<Delivery> {
+    pub fn send_to_client(&self, client_id: &str, msg: &Message) -> Option<usize> {
         let idx = self.idx.read();
         let list = idx.by_client.get(client_id)?;
         Some(self.fan_out(list.iter(), msg))
     }
 
     /// Queues `msg` to every live session.
-    pub fn broadcast(&self, msg: &Message) -> Delivery {
+    pub fn broadcast(&self, msg: &Message) -> usize {
         let idx = self.idx.read();
         self.fan_out(idx.by_id.values(), msg)
     }
 
     /// Queues `msg` to every subscriber of `channel`.
-    pub fn publish(&self, channel: &str, msg: &Message) -> Delivery {
+    pub fn publish(&self, channel: &str, msg: &Message) -> usize {
         let idx = self.idx.read();
         match idx.by_channel.get(channel) {
             Some(subs) => self.fan_out(subs.values(), msg),
-            None => Delivery::default(),
+            None => 0,
         }
     }
 
@@ -429,14 +426,32 @@ mod tests {
         assert!(!r.subscribe(&a1, "news"));
         assert!(r.subscribe(&b, "news"));
         let m = Message::text("x");
-        assert_eq!(r.send_to_client("alice", &m).map(|d| d.delivered), Some(2));
-        assert_eq!(r.publish("news", &m).delivered, 2);
-        assert_eq!(r.broadcast(&m).delivered, 3);
+        assert_eq!(r.send_to_client("alice", &m), Some(2));
+        assert_eq!(r.publish("news", &m), 2);
+        assert_eq!(r.broadcast(&m), 3);
         r.remove(&a1);
-        assert_eq!(r.publish("news", &m).delivered, 1);
+        assert_eq!(r.publish("news", &m), 1);
         assert!(r.unsubscribe(&b, "news"));
-        assert_eq!(r.publish("news", &m).delivered, 0);
-        assert_eq!(r.send_to_client("alice", &m).map(|d| d.delivered), Some(1));
+        assert_eq!(r.publish("news", &m), 0);
+        assert_eq!(r.send_to_client("alice", &m), Some(1));
         assert!(r.send_to_client("carol", &m).is_none());
+    }
+
+    #[test]
+    fn every_enqueue_is_accounted_for() {
+        let r = reg(10, 0);
+        let h = session(&r, "slow");
+        // The welcome is queued already; the bound is 4 frames.
+        for _ in 0..3 {
+            assert_eq!(r.enqueue(&h, Message::text("x")), Enqueued::Queued);
+        }
+        assert_eq!(r.enqueue(&h, Message::text("x")), Enqueued::Overflow);
+        assert_eq!(r.enqueue(&h, Message::text("x")), Enqueued::Closing);
+        let text = r.metrics.render(1, false);
+        assert!(
+            text.contains("tether_slow_consumer_closes_total 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("tether_send_queue_drops_total 1\n"), "{text}");
     }
 }

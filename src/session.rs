@@ -120,7 +120,7 @@ impl Drop for Guard {
         self.st.metrics.closed(self.code);
         let s = Session {
             handle: &self.handle,
-            send_queue: self.st.registry.send_queue,
+            registry: &self.st.registry,
         };
         self.st.handler.on_disconnect(&s, self.code);
         log::debug!(
@@ -166,7 +166,7 @@ pub fn run<W: Socket>(
     }
     st.handler.on_connect(&Session {
         handle: &handle,
-        send_queue: st.registry.send_queue,
+        registry: &st.registry,
     });
     admission.transfer();
     let guard = Guard {
@@ -369,15 +369,13 @@ async fn send_frame<W: Socket>(ws: &mut W, code: u16, reason: &'static str) -> b
 }
 
 fn reply(h: &SessionHandle, st: &State, msg: tokio_tungstenite::tungstenite::Utf8Bytes) {
-    if h.enqueue(Message::Text(msg), st.registry.send_queue) != crate::outbox::Enqueued::Queued {
-        st.metrics.dropped();
-    }
+    st.registry.enqueue(h, Message::Text(msg));
 }
 
 fn on_binary(data: &Bytes, h: &Arc<SessionHandle>, st: &State) {
     let s = Session {
         handle: h,
-        send_queue: st.registry.send_queue,
+        registry: &st.registry,
     };
     if st.handler.on_binary(&s, data) == Handled::No {
         let e = error_envelope(
@@ -393,7 +391,7 @@ fn on_binary(data: &Bytes, h: &Arc<SessionHandle>, st: &State) {
 fn on_text(text: &str, h: &Arc<SessionHandle>, st: &State) {
     let s = Session {
         handle: h,
-        send_queue: st.registry.send_queue,
+        registry: &st.registry,
     };
     if st.handler.on_text(&s, text) == Handled::Yes {
         return;
@@ -457,8 +455,7 @@ fn on_text(text: &str, h: &Arc<SessionHandle>, st: &State) {
             }
             let n = st
                 .handle
-                .publish_delivery(&data.channel, &data.kind, data.data.map(|d| d.get()))
-                .delivered;
+                .publish(&data.channel, &data.kind, data.data.map(|d| d.get()));
             let body = format!(
                 "{{\"channel\":{},\"delivered\":{n}}}",
                 json_str(&data.channel)
