@@ -1,5 +1,5 @@
-//! The embedding surface: a [`Handler`] for application message types and a cloneable [`Handle`]
-//! to push from application code. The HTTP API is built on the same [`Handle`].
+//! The embedding surface for callbacks: a [`Handler`] for application message types, and the
+//! [`Session`] view it gets of one connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::outbox::{Enqueued, SessionHandle, SessionId};
+use crate::outbox::{Enqueued, Outbox};
 use crate::protocol::envelope;
 use crate::registry::Registry;
 
@@ -50,7 +50,7 @@ impl Handler for NoHandler {}
 /// One session, as seen from a [`Handler`] callback.
 pub struct Session<'a> {
     /// The session's shared state.
-    pub(crate) handle: &'a Arc<SessionHandle>,
+    pub(crate) outbox: &'a Arc<Outbox>,
     /// The registry, which queues and accounts for every frame sent.
     pub(crate) registry: &'a Registry,
 }
@@ -58,15 +58,15 @@ pub struct Session<'a> {
 impl Session<'_> {
     /// The server-generated session id.
     pub fn id(&self) -> String {
-        self.handle.id.to_string()
+        self.outbox.id.to_string()
     }
     /// The client id the session connected with.
     pub fn client_id(&self) -> &str {
-        &self.handle.client_id
+        &self.outbox.client_id
     }
     /// The client address (forwarded address when behind a trusted proxy).
     pub fn remote_addr(&self) -> SocketAddr {
-        self.handle.remote()
+        self.outbox.remote()
     }
     /// Sends an envelope of `kind` with raw JSON `data` to this session only.
     pub fn send(&self, kind: &str, data: Option<&str>) -> bool {
@@ -81,48 +81,6 @@ impl Session<'_> {
         self.send_message(Message::Binary(data))
     }
     fn send_message(&self, m: Message) -> bool {
-        self.registry.enqueue(self.handle, m) == Enqueued::Queued
-    }
-}
-
-/// A cheap, cloneable handle for pushing from application code.
-#[derive(Clone)]
-pub struct Handle {
-    /// The server's registry.
-    pub(crate) registry: Arc<Registry>,
-}
-
-impl Handle {
-    /// Pushes to every session of `client_id`; `None` when it has no session.
-    pub fn push(&self, client_id: &str, kind: &str, data: Option<&str>) -> Option<usize> {
-        let m = Message::Text(envelope(kind, None, None, data));
-        self.registry.send_to_client(client_id, &m)
-    }
-    /// Pushes to every live session; returns how many queued it.
-    pub fn broadcast(&self, kind: &str, data: Option<&str>) -> usize {
-        let m = Message::Text(envelope(kind, None, None, data));
-        self.registry.broadcast(&m)
-    }
-    /// Pushes to the subscribers of `channel`; returns how many queued it.
-    pub fn publish(&self, channel: &str, kind: &str, data: Option<&str>) -> usize {
-        let m = Message::Text(envelope(kind, Some(channel), None, data));
-        self.registry.publish(channel, &m)
-    }
-    /// Closes a session with 4002 (admin close); false when it is unknown.
-    pub fn disconnect(&self, session_id: &str) -> bool {
-        let Some(id) = SessionId::parse(session_id) else {
-            return false;
-        };
-        match self.registry.get(id) {
-            Some(h) => {
-                h.request_close(crate::protocol::close::ADMIN);
-                true
-            }
-            None => false,
-        }
-    }
-    /// Live sessions.
-    pub fn connections(&self) -> usize {
-        self.registry.len()
+        self.registry.enqueue(self.outbox, m) == Enqueued::Queued
     }
 }

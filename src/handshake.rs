@@ -19,31 +19,36 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+use crate::admission::{AdmitError, Slot};
 use crate::error::Error;
-use crate::http::{Body, empty, error_response};
-use crate::registry::{Admission, AdmitError};
-use crate::server::State;
+use crate::http::query::query_param;
+use crate::http::reply::{Body, empty, error_response};
 use crate::socket::TcpWs;
+use crate::state::Shared;
 use crate::{session, tls};
 
 /// Longest client id accepted, in bytes.
 pub const CLIENT_ID_MAX: usize = 256;
 
 /// Answers an upgrade request on the WebSocket path.
-pub fn upgrade(st: &Arc<State>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let remote = client_addr(st, req.headers(), peer);
-    let checked = validate(st, &req).and_then(|key| {
-        let client_id = client_id(st, &req)?;
-        let admission = st.registry.admit(remote.ip()).map_err(|e| match e {
+pub fn upgrade(
+    shared: &Arc<Shared>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let remote = client_addr(shared, req.headers(), peer);
+    let checked = validate(shared, &req).and_then(|key| {
+        let client_id = client_id(shared, &req)?;
+        let slot = shared.admissions.admit(remote.ip()).map_err(|e| match e {
             AdmitError::Full => Error::ServerFull,
             AdmitError::PerIp => Error::TooManyConnections,
         })?;
-        Ok((key, client_id, admission))
+        Ok((key, client_id, slot))
     });
-    let (key, client_id, admission) = match checked {
+    let (key, client_id, slot) = match checked {
         Ok(v) => v,
         Err(e) => {
-            st.metrics.refused(e.code());
+            shared.metrics.refused(e.code());
             log::debug!(
                 "upgrade refused for {remote}: {} ({})",
                 e.code(),
@@ -55,10 +60,10 @@ pub fn upgrade(st: &Arc<State>, mut req: Request<Incoming>, peer: SocketAddr) ->
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
-    let st = Arc::clone(st);
+    let shared = Arc::clone(shared);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => spawn_session(upgraded, st, client_id, remote, admission),
+            Ok(upgraded) => spawn_session(upgraded, shared, client_id, remote, slot),
             Err(e) => log::debug!("upgrade from {remote} failed after 101: {e}"),
         }
     });
@@ -79,18 +84,18 @@ pub fn upgrade(st: &Arc<State>, mut req: Request<Incoming>, peer: SocketAddr) ->
 /// TCP, the common case, skips tokio-tungstenite's adapter (see `socket.rs`).
 fn spawn_session(
     upgraded: Upgraded,
-    st: Arc<State>,
+    shared: Arc<Shared>,
     client_id: Option<Arc<str>>,
     remote: SocketAddr,
-    admission: Admission,
+    slot: Slot,
 ) {
-    let max = st.config.max_message_size;
+    let max = shared.config.max_message_size;
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             // An empty `read_buf` may still point into hyper's 8 KiB read buffer: never keep it.
             let part = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
             let ws = TcpWs::new(parts.io.into_inner(), part, session::ws_config(max));
-            tokio::spawn(session::run(ws, st, client_id, remote, admission));
+            tokio::spawn(session::open(ws, shared, client_id, remote, slot));
             return;
         }
         Err(u) => u,
@@ -98,22 +103,22 @@ fn spawn_session(
     let upgraded = match upgraded.downcast::<TokioIo<tls::Stream>>() {
         Ok(parts) => {
             let ws = socket(parts.io.into_inner(), parts.read_buf, max);
-            return spawn_on(ws, st, client_id, remote, admission);
+            return spawn_on(ws, shared, client_id, remote, slot);
         }
         Err(u) => u,
     };
     let ws = socket(TokioIo::new(upgraded), bytes::Bytes::new(), max);
-    spawn_on(ws, st, client_id, remote, admission);
+    spawn_on(ws, shared, client_id, remote, slot);
 }
 
 /// Spawns the session task. Making the WebSocket object needs a task context but no I/O, so it
 /// is polled once here: the session task then holds only the session, not the setup as well.
 fn spawn_on<S, F>(
     ws: F,
-    st: Arc<State>,
+    shared: Arc<Shared>,
     client_id: Option<Arc<str>>,
     remote: SocketAddr,
-    admission: Admission,
+    slot: Slot,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: Future<Output = WebSocketStream<S>> + Send + 'static,
@@ -123,10 +128,10 @@ fn spawn_on<S, F>(
     match ws.as_mut().poll(&mut cx) {
         // The no-op waker stored at creation is replaced by the session's on its first poll.
         std::task::Poll::Ready(ws) => {
-            tokio::spawn(session::run(ws, st, client_id, remote, admission));
+            tokio::spawn(session::open(ws, shared, client_id, remote, slot));
         }
         std::task::Poll::Pending => {
-            tokio::spawn(ws.then(move |ws| session::run(ws, st, client_id, remote, admission)));
+            tokio::spawn(ws.then(move |ws| session::open(ws, shared, client_id, remote, slot)));
         }
     }
 }
@@ -152,7 +157,7 @@ where
 }
 
 /// RFC 6455 §4.2.1 checks, then policy; returns the client's key.
-fn validate(st: &State, req: &Request<Incoming>) -> Result<String, Error> {
+fn validate(shared: &Shared, req: &Request<Incoming>) -> Result<String, Error> {
     if req.method() != Method::GET {
         return Err(Error::BadHandshake("the method must be GET"));
     }
@@ -180,12 +185,12 @@ fn validate(st: &State, req: &Request<Incoming>) -> Result<String, Error> {
         .ok_or(Error::BadHandshake(
             "missing or malformed Sec-WebSocket-Key",
         ))?;
-    if st.is_draining() {
+    if shared.is_draining() {
         return Err(Error::Draining);
     }
-    if !st.config.allowed_origins.is_empty() {
+    if !shared.config.allowed_origins.is_empty() {
         let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-        if !origin.is_some_and(|o| st.config.allowed_origins.iter().any(|a| a == o)) {
+        if !origin.is_some_and(|o| shared.config.allowed_origins.iter().any(|a| a == o)) {
             return Err(Error::OriginNotAllowed);
         }
     }
@@ -211,7 +216,7 @@ fn has_token(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
 }
 
 /// The client id from the query (`client_id`) or the `X-Client-Id` header.
-fn client_id(st: &State, req: &Request<Incoming>) -> Result<Option<Arc<str>>, Error> {
+fn client_id(shared: &Shared, req: &Request<Incoming>) -> Result<Option<Arc<str>>, Error> {
     let from_query = match req.uri().query().and_then(|q| query_param(q, "client_id")) {
         Some(Ok(v)) => Some(v),
         Some(Err(())) => {
@@ -235,7 +240,7 @@ fn client_id(st: &State, req: &Request<Incoming>) -> Result<Option<Arc<str>>, Er
         },
     };
     if id.is_empty() {
-        return if st.config.require_client_id {
+        return if shared.config.require_client_id {
             Err(Error::MissingClientId)
         } else {
             Ok(None)
@@ -250,43 +255,9 @@ fn client_id(st: &State, req: &Request<Incoming>) -> Result<Option<Arc<str>>, Er
     Ok(Some(Arc::from(id.as_ref())))
 }
 
-/// The value of `name` in a query string, percent-decoded; `Err` when it is not UTF-8.
-pub fn query_param<'a>(query: &'a str, name: &str) -> Option<Result<Cow<'a, str>, ()>> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> Result<Cow<'_, str>, ()> {
-    if !s.contains(['%', '+']) {
-        return Ok(Cow::Borrowed(s));
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() && hex_pair(b[i + 1], b[i + 2]).is_some() => {
-                out.extend(hex_pair(b[i + 1], b[i + 2]));
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map(Cow::Owned).map_err(|_| ())
-}
-
-fn hex_pair(hi: u8, lo: u8) -> Option<u8> {
-    let d = |c: u8| (c as char).to_digit(16);
-    Some((d(hi)? * 16 + d(lo)?) as u8)
-}
-
 /// The client's address: forwarded headers count only when the TCP peer is a trusted proxy.
-pub fn client_addr(st: &State, h: &HeaderMap, peer: SocketAddr) -> SocketAddr {
-    let proxies = &st.config.trusted_proxies;
+pub fn client_addr(shared: &Shared, h: &HeaderMap, peer: SocketAddr) -> SocketAddr {
+    let proxies = &shared.config.trusted_proxies;
     if proxies.is_empty() || !proxies.iter().any(|p| p.contains(peer.ip())) {
         return peer;
     }
@@ -318,28 +289,6 @@ pub fn client_addr(st: &State, h: &HeaderMap, peer: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_decoding() {
-        assert_eq!(
-            query_param("a=1&client_id=al%20ice", "client_id"),
-            Some(Ok("al ice".into()))
-        );
-        assert_eq!(
-            query_param("client_id=b+c", "client_id"),
-            Some(Ok("b c".into()))
-        );
-        assert_eq!(
-            query_param("client_id=%C3%A9", "client_id"),
-            Some(Ok("é".into()))
-        );
-        assert_eq!(query_param("client_id=%FF", "client_id"), Some(Err(())));
-        assert_eq!(
-            query_param("client_id=%4", "client_id"),
-            Some(Ok("%4".into()))
-        );
-        assert_eq!(query_param("x=1", "client_id"), None);
-    }
 
     #[test]
     fn keys() {

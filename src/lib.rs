@@ -3,18 +3,18 @@
 //! channel or everyone over HTTP — or, when embedded, through a [`Handle`].
 //!
 //! # Layout
-//! - [`config`]: defaults < TOML file < `TETHER_*` env < flags, validated with field-named errors.
+//! Layers go one way, top to bottom (a module uses only those below it):
 //! - `server`: accept loop, per-connection hyper serving, shutdown orchestration.
-//! - `http` / `api`: routing, `/health`, `/metrics`, the push and admin API.
-//! - `handshake`: upgrade checks with one named refusal each, client identity, admission.
-//! - `socket`: tungstenite driven directly on a TCP socket (no waker proxies).
-//! - `session`: one connection's task: reader stamps liveness, writer drains the bounded queue.
-//! - `outbox`: the shared half of a session (liveness stamp, queue, close request).
-//! - `registry`: sessions by id, client id and channel; fan-out.
-//! - `reaper`: the one task that pings and evicts.
-//! - `protocol`: envelope, message types, close and error codes.
-//! - [`shutdown`]: stop requests (signals) feeding drain or restart.
-//! - `bench`: the load-test client behind `tether bench`.
+//! - `http` (routing, `api`, `pages`, `query`, `reply`): the HTTP side of the listener.
+//! - `handshake`: upgrade checks with one named refusal each, client identity.
+//! - `session` (`driver`, `commands`, `close`): one connection's task; `socket`: tungstenite
+//!   driven directly on a TCP socket; `tls`.
+//! - [`Handle`] (`handle`), [`Handler`] (`handler`), `reaper`: what pushes, what is called
+//!   back, what owns time.
+//! - `state`: what every layer shares (small); `admission`: connection slots.
+//! - `registry`: sessions by id, client id and channel; fan-out. `outbox`: a session's shared half
+//!   (liveness stamp, bounded queue, close request).
+//! - [`protocol`], [`config`], `metrics`, `error`, `id`, `clock`, [`shutdown`]: the bottom.
 //!
 //! # Embedding
 //! ```no_run
@@ -30,13 +30,15 @@
 //! # Ok(()) }
 //! ```
 
-mod api;
-pub mod bench;
+mod admission;
+mod clock;
 pub mod config;
 mod error;
+mod handle;
 mod handler;
 mod handshake;
 mod http;
+mod id;
 mod metrics;
 mod outbox;
 pub mod protocol;
@@ -46,9 +48,11 @@ mod server;
 mod session;
 pub mod shutdown;
 mod socket;
+mod state;
 mod tls;
 
 pub use config::Config;
-pub use handler::{Handle, Handled, Handler, Session};
+pub use handle::Handle;
+pub use handler::{Handled, Handler, Session};
 pub use serde_json::value::RawValue;
 pub use server::{Server, Stopped, bind};

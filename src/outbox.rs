@@ -1,12 +1,11 @@
 //! The shared half of a session: identity, liveness stamp and the bounded outbound queue.
 //!
 //! The session task owns the socket; everyone else (API, reaper, other sessions) reaches it only
-//! through [`SessionHandle::enqueue`] and [`SessionHandle::request_close`], which never block and
+//! through [`Outbox::enqueue`] and [`Outbox::request_close`], which never block and
 //! never touch the socket. The queue is a plain `VecDeque` behind a short lock rather than a channel
 //! because an idle session must cost almost nothing: an empty `VecDeque` allocates no memory.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,31 +16,7 @@ use parking_lot::Mutex;
 use std::task::Waker;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Server-generated identifier of one connection: a per-process random prefix and a counter.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u64);
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl fmt::Debug for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl SessionId {
-    /// Parses the 16-hex-digit form produced by `Display`.
-    pub fn parse(s: &str) -> Option<SessionId> {
-        if s.len() != 16 {
-            return None;
-        }
-        u64::from_str_radix(s, 16).ok().map(SessionId)
-    }
-}
+use crate::id::SessionId;
 
 /// A close the session task should perform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,9 +53,9 @@ pub enum Enqueued {
 
 /// The part of the outbox protected by the lock.
 #[derive(Default)]
-struct Outbox {
+struct Queue {
     /// Frames waiting for the writer, oldest first.
-    queue: VecDeque<Message>,
+    frames: VecDeque<Message>,
     /// The reaper asked for a Ping.
     ping: bool,
     /// The first close requested wins; nothing is queued after it.
@@ -95,8 +70,8 @@ pub struct Batch {
     pub ping: bool,
 }
 
-/// One live session as the rest of the server sees it.
-pub struct SessionHandle {
+/// The shared half of one live session: how the rest of the server sees and reaches it.
+pub struct Outbox {
     /// Session id, unique in this process.
     pub id: SessionId,
     /// Who connected (user, device or business id).
@@ -110,7 +85,7 @@ pub struct SessionHandle {
     /// Last frame from the peer, in milliseconds since the registry's epoch.
     last_seen: AtomicU64,
     /// Bounded outbound queue, drained by the session's writer.
-    outbox: Mutex<Outbox>,
+    queue: Mutex<Queue>,
     /// Wakes the session task: new frames, a ping or a close. Lighter than a `Notify`, and the
     /// task needs no `Notified` future of its own while it waits.
     wake: AtomicWaker,
@@ -118,7 +93,7 @@ pub struct SessionHandle {
     pub(crate) channels: Mutex<Vec<Arc<str>>>,
 }
 
-impl SessionHandle {
+impl Outbox {
     /// A new handle whose queue already holds `first` (the welcome frame).
     pub fn new(
         id: SessionId,
@@ -126,10 +101,10 @@ impl SessionHandle {
         remote: SocketAddr,
         now_ms: u64,
         first: Message,
-    ) -> SessionHandle {
-        let mut outbox = Outbox::default();
-        outbox.queue.push_back(first);
-        SessionHandle {
+    ) -> Outbox {
+        let mut queue = Queue::default();
+        queue.frames.push_back(first);
+        Outbox {
             id,
             client_id,
             remote_ip: remote.ip(),
@@ -138,7 +113,7 @@ impl SessionHandle {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             last_seen: AtomicU64::new(now_ms),
-            outbox: Mutex::new(outbox),
+            queue: Mutex::new(queue),
             wake: AtomicWaker::new(),
             channels: Mutex::new(Vec::new()),
         }
@@ -168,19 +143,19 @@ impl SessionHandle {
     /// Queues one frame without blocking; a full queue turns into a 4003 close.
     pub fn enqueue(&self, msg: Message, limit: usize) -> Enqueued {
         let result = {
-            let mut ob = self.outbox.lock();
-            if ob.close.is_some() {
+            let mut q = self.queue.lock();
+            if q.close.is_some() {
                 return Enqueued::Closing;
             }
-            if ob.queue.len() >= limit {
+            if q.frames.len() >= limit {
                 // The queued backlog is useless to a peer that is being disconnected.
-                ob.queue = VecDeque::new();
-                ob.close = Some(CloseRequest {
+                q.frames = VecDeque::new();
+                q.close = Some(CloseRequest {
                     code: crate::protocol::close::SLOW_CONSUMER,
                 });
                 Enqueued::Overflow
             } else {
-                ob.queue.push_back(msg);
+                q.frames.push_back(msg);
                 Enqueued::Queued
             }
         };
@@ -190,18 +165,18 @@ impl SessionHandle {
 
     /// Asks the writer to send a Ping.
     pub fn request_ping(&self) {
-        self.outbox.lock().ping = true;
+        self.queue.lock().ping = true;
         self.wake.wake();
     }
 
     /// Asks the session to close with `code`; returns false when a close was already requested.
     pub fn request_close(&self, code: u16) -> bool {
         let first = {
-            let mut ob = self.outbox.lock();
-            if ob.close.is_some() {
+            let mut q = self.queue.lock();
+            if q.close.is_some() {
                 false
             } else {
-                ob.close = Some(CloseRequest { code });
+                q.close = Some(CloseRequest { code });
                 true
             }
         };
@@ -211,15 +186,15 @@ impl SessionHandle {
 
     /// The close requested so far, if any.
     pub fn close_requested(&self) -> Option<CloseRequest> {
-        self.outbox.lock().close
+        self.queue.lock().close
     }
 
     /// Takes the queued frames and the ping request (a close is read by `close_requested`).
     pub fn take_batch(&self) -> Batch {
-        let mut ob = self.outbox.lock();
+        let mut q = self.queue.lock();
         Batch {
-            frames: std::mem::take(&mut ob.queue),
-            ping: std::mem::take(&mut ob.ping),
+            frames: std::mem::take(&mut q.frames),
+            ping: std::mem::take(&mut q.ping),
         }
     }
 
@@ -239,8 +214,8 @@ impl SessionHandle {
 mod tests {
     use super::*;
 
-    fn handle() -> SessionHandle {
-        SessionHandle::new(
+    fn handle() -> Outbox {
+        Outbox::new(
             SessionId(1),
             Arc::from("c"),
             "127.0.0.1:1".parse().unwrap(),
@@ -270,12 +245,5 @@ mod tests {
             Some("heartbeat timeout")
         );
         assert_eq!(h.close_requested().map(|c| c.code), Some(4001));
-    }
-
-    #[test]
-    fn session_id_round_trips() {
-        let id = SessionId(0xdead_beef_0000_0001);
-        assert_eq!(SessionId::parse(&id.to_string()), Some(id));
-        assert_eq!(SessionId::parse("xyz"), None);
     }
 }

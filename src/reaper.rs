@@ -2,22 +2,23 @@
 //! sessions silent past `heartbeat_timeout` with close 4001. Sessions keep no timers of their own.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 
+use crate::metrics::Metrics;
 use crate::protocol::close;
 use crate::registry::Registry;
+use crate::state::Shared;
 
 /// Requests a 4001 close for every session silent longer than `timeout_ms` at `now_ms`;
 /// returns how many were newly evicted.
-pub fn evict_silent(reg: &Registry, now_ms: u64, timeout_ms: u64) -> usize {
+pub fn evict_silent(reg: &Registry, metrics: &Metrics, now_ms: u64, timeout_ms: u64) -> usize {
     let mut evicted = 0;
     reg.for_each(|h| {
         let silent = now_ms.saturating_sub(h.last_seen());
         if silent > timeout_ms && h.request_close(close::HEARTBEAT_TIMEOUT) {
             evicted += 1;
-            reg.metrics.evicted();
+            metrics.evicted();
             log::debug!(
                 "session {} client {} peer {}: evicted after {silent} ms of silence",
                 h.id,
@@ -35,24 +36,23 @@ pub fn ping_all(reg: &Registry) {
 }
 
 /// Runs until the returned task is aborted (the server aborts it when it stops).
-pub fn spawn(
-    reg: Arc<Registry>,
-    interval: Duration,
-    timeout: Duration,
-    reap: Duration,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let c = &shared.config;
+        let (interval, timeout, reap) =
+            (c.heartbeat_interval, c.heartbeat_timeout, c.reap_interval);
+        let (reg, clock) = (&shared.registry, &shared.clock);
         let mut tick = tokio::time::interval(reap);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let interval_ms = interval.as_millis() as u64;
         let timeout_ms = timeout.as_millis() as u64;
-        let mut next_ping = reg.now_ms() + interval_ms;
+        let mut next_ping = clock.now_ms() + interval_ms;
         loop {
             tick.tick().await;
-            let now = reg.now_ms();
-            evict_silent(&reg, now, timeout_ms);
+            let now = clock.now_ms();
+            evict_silent(reg, &shared.metrics, now, timeout_ms);
             if now >= next_ping {
-                ping_all(&reg);
+                ping_all(reg);
                 next_ping = now + interval_ms;
             }
         }
@@ -71,16 +71,18 @@ impl Drop for ReaperGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::SessionIds;
     use crate::metrics::Metrics;
-    use crate::outbox::SessionHandle;
+    use crate::outbox::Outbox;
     use tokio_tungstenite::tungstenite::Message;
 
     #[test]
     fn evicts_only_the_silent_once() {
-        let reg = Registry::new(8, 10, 0, Arc::new(Metrics::default()));
+        let reg = Registry::new(8, Arc::new(Metrics::default()));
+        let ids = SessionIds::new();
         let mk = |seen| {
-            let h = Arc::new(SessionHandle::new(
-                reg.next_id(),
+            let h = Arc::new(Outbox::new(
+                ids.next(),
                 Arc::from("c"),
                 "127.0.0.1:1".parse().unwrap(),
                 seen,
@@ -91,13 +93,13 @@ mod tests {
         };
         let quiet = mk(0);
         let fresh = mk(900);
-        assert_eq!(evict_silent(&reg, 1000, 500), 1);
+        assert_eq!(evict_silent(&reg, &reg.metrics, 1000, 500), 1);
         assert_eq!(quiet.close_requested().map(|c| c.code), Some(4001));
         assert_eq!(fresh.close_requested(), None);
         // Already closing: not counted twice.
-        assert_eq!(evict_silent(&reg, 1000, 500), 0);
+        assert_eq!(evict_silent(&reg, &reg.metrics, 1000, 500), 0);
         fresh.touch(2000);
-        assert_eq!(evict_silent(&reg, 2400, 500), 0);
+        assert_eq!(evict_silent(&reg, &reg.metrics, 2400, 500), 0);
         assert_eq!(reg.metrics.evicted_total(), 1);
     }
 }

@@ -1,51 +1,39 @@
-//! Who is connected: sessions by id, by client id and by channel, plus admission counting.
+//! Who is connected here: sessions by id, by client id and by channel, and fan-out to their queues.
 //!
 //! The registry is the only shared mutable state. Its lock is never held across an `.await` or a
 //! socket write: fan-out only appends to each recipient's in-memory queue.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
 
-use parking_lot::{Mutex, RwLock};
-use tokio::sync::Notify;
+use parking_lot::RwLock;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::id::SessionId;
 use crate::metrics::Metrics;
-use crate::outbox::{Enqueued, SessionHandle, SessionId};
-
-/// Why a connection was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdmitError {
-    /// `max_connections` reached.
-    Full,
-    /// `max_connections_per_ip` reached for this address.
-    PerIp,
-}
+use crate::outbox::{Enqueued, Outbox};
 
 /// The indexes, under one lock so they never disagree.
 #[derive(Default)]
 struct Indexes {
     /// Every live session.
-    by_id: HashMap<SessionId, Arc<SessionHandle>>,
+    by_id: HashMap<SessionId, Arc<Outbox>>,
     /// Sessions of each client id (tabs, devices).
     by_client: HashMap<Arc<str>, ClientSessions>,
     /// Subscribers of each channel.
-    by_channel: HashMap<Arc<str>, HashMap<SessionId, Arc<SessionHandle>>>,
+    by_channel: HashMap<Arc<str>, HashMap<SessionId, Arc<Outbox>>>,
 }
 
 /// The sessions of one client id. Most clients have one, which then needs no allocation.
 enum ClientSessions {
     /// The common case.
-    One(Arc<SessionHandle>),
+    One(Arc<Outbox>),
     /// Several tabs or devices.
-    Many(Vec<Arc<SessionHandle>>),
+    Many(Vec<Arc<Outbox>>),
 }
 
 impl ClientSessions {
-    fn add(&mut self, h: Arc<SessionHandle>) {
+    fn add(&mut self, h: Arc<Outbox>) {
         match self {
             ClientSessions::One(first) => *self = ClientSessions::Many(vec![Arc::clone(first), h]),
             ClientSessions::Many(v) => v.push(h),
@@ -68,7 +56,7 @@ impl ClientSessions {
         }
     }
 
-    fn iter(&self) -> std::slice::Iter<'_, Arc<SessionHandle>> {
+    fn iter(&self) -> std::slice::Iter<'_, Arc<Outbox>> {
         match self {
             ClientSessions::One(h) => std::slice::from_ref(h).iter(),
             ClientSessions::Many(v) => v.iter(),
@@ -80,131 +68,20 @@ impl ClientSessions {
 pub struct Registry {
     /// Session indexes.
     idx: RwLock<Indexes>,
-    /// Admitted connections, including ones still completing their upgrade.
-    admitted: AtomicUsize,
-    /// Admitted connections per client address, only tracked when a per-address limit is set.
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    /// Signalled when the last admitted connection leaves (shutdown waits on it).
-    emptied: Notify,
-    /// Origin of the millisecond clock used for liveness stamps.
-    epoch: Instant,
-    /// Random high half of session ids, so ids from different processes differ.
-    id_prefix: u64,
-    /// Low half of session ids.
-    id_counter: AtomicU64,
     /// Frames a session may have queued before it is a slow consumer.
     pub(crate) send_queue: usize,
-    /// Global connection cap.
-    max_connections: usize,
-    /// Per-address cap; 0 = none.
-    max_per_ip: usize,
     /// Counters shared with `/metrics`.
     pub(crate) metrics: Arc<Metrics>,
 }
 
-/// A reserved connection slot; released on drop unless a session takes it over.
-pub struct Admission {
-    /// Registry the slot belongs to; `None` once a session owns the slot.
-    reg: Option<Arc<Registry>>,
-    /// Address charged for the per-address limit.
-    ip: IpAddr,
-}
-
-impl Admission {
-    /// Hands the slot to a session, which must call [`Registry::release`] with the same address
-    /// when it ends (its guard does). Saves every session an `Arc` it already has elsewhere.
-    pub fn transfer(mut self) {
-        self.reg = None;
-    }
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        if let Some(reg) = &self.reg {
-            reg.release(self.ip);
-        }
-    }
-}
-
 impl Registry {
     /// An empty registry.
-    pub fn new(
-        send_queue: usize,
-        max_connections: usize,
-        max_per_ip: usize,
-        metrics: Arc<Metrics>,
-    ) -> Registry {
-        let mut b = [0u8; 4];
-        // Without OS randomness ids are still unique within this process.
-        let _ = getrandom::fill(&mut b);
+    pub fn new(send_queue: usize, metrics: Arc<Metrics>) -> Registry {
         Registry {
             idx: RwLock::new(Indexes::default()),
-            admitted: AtomicUsize::new(0),
-            per_ip: Mutex::new(HashMap::new()),
-            emptied: Notify::new(),
-            epoch: Instant::now(),
-            id_prefix: u64::from(u32::from_le_bytes(b)) << 32,
-            id_counter: AtomicU64::new(1),
             send_queue,
-            max_connections,
-            max_per_ip,
             metrics,
         }
-    }
-
-    /// Milliseconds since the registry was made: the coarse clock of liveness stamps.
-    pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// A fresh session id.
-    pub fn next_id(&self) -> SessionId {
-        let n = self.id_counter.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
-        SessionId(self.id_prefix | n)
-    }
-
-    /// Reserves a connection slot for `ip`, or says which limit refuses it.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, AdmitError> {
-        let prev = self.admitted.fetch_add(1, Ordering::AcqRel);
-        if prev >= self.max_connections {
-            self.admitted.fetch_sub(1, Ordering::AcqRel);
-            return Err(AdmitError::Full);
-        }
-        if self.max_per_ip > 0 {
-            let mut per = self.per_ip.lock();
-            let n = per.entry(ip).or_insert(0);
-            if *n >= self.max_per_ip {
-                drop(per);
-                self.admitted.fetch_sub(1, Ordering::AcqRel);
-                return Err(AdmitError::PerIp);
-            }
-            *n += 1;
-        }
-        Ok(Admission {
-            reg: Some(Arc::clone(self)),
-            ip,
-        })
-    }
-
-    /// Frees a connection slot taken by [`Registry::admit`] for `ip`.
-    pub fn release(&self, ip: IpAddr) {
-        if self.max_per_ip > 0 {
-            let mut per = self.per_ip.lock();
-            if let Some(n) = per.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    per.remove(&ip);
-                }
-            }
-        }
-        if self.admitted.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.emptied.notify_waiters();
-        }
-    }
-
-    /// Admitted connections (live sessions plus upgrades in progress).
-    pub fn admitted(&self) -> usize {
-        self.admitted.load(Ordering::Acquire)
     }
 
     /// Live sessions.
@@ -212,19 +89,8 @@ impl Registry {
         self.idx.read().by_id.len()
     }
 
-    /// Waits until no connection is admitted.
-    pub async fn wait_empty(&self) {
-        loop {
-            let notified = self.emptied.notified();
-            if self.admitted() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-
     /// Adds a session to the indexes.
-    pub fn insert(&self, h: Arc<SessionHandle>) {
+    pub fn insert(&self, h: Arc<Outbox>) {
         let mut idx = self.idx.write();
         match idx.by_client.get_mut(&h.client_id) {
             Some(list) => list.add(Arc::clone(&h)),
@@ -239,7 +105,7 @@ impl Registry {
     }
 
     /// Removes a session from every index (its channels included).
-    pub fn remove(&self, h: &SessionHandle) {
+    pub fn remove(&self, h: &Outbox) {
         let channels = std::mem::take(&mut *h.channels.lock());
         let mut idx = self.idx.write();
         idx.by_id.remove(&h.id);
@@ -261,7 +127,7 @@ impl Registry {
     }
 
     /// Subscribes a live session; false when it already was subscribed.
-    pub fn subscribe(&self, h: &Arc<SessionHandle>, channel: &str) -> bool {
+    pub fn subscribe(&self, h: &Arc<Outbox>, channel: &str) -> bool {
         let mut idx = self.idx.write();
         if !idx.by_id.contains_key(&h.id) {
             return false;
@@ -283,7 +149,7 @@ impl Registry {
     }
 
     /// Unsubscribes; false when the session was not subscribed.
-    pub fn unsubscribe(&self, h: &SessionHandle, channel: &str) -> bool {
+    pub fn unsubscribe(&self, h: &Outbox, channel: &str) -> bool {
         let mut idx = self.idx.write();
         let Some(subs) = idx.by_channel.get_mut(channel) else {
             return false;
@@ -300,12 +166,12 @@ impl Registry {
     }
 
     /// Looks a session up by id.
-    pub fn get(&self, id: SessionId) -> Option<Arc<SessionHandle>> {
+    pub fn get(&self, id: SessionId) -> Option<Arc<Outbox>> {
         self.idx.read().by_id.get(&id).cloned()
     }
 
     /// Every live session, or those of one client id.
-    pub fn snapshot(&self, client_id: Option<&str>) -> Vec<Arc<SessionHandle>> {
+    pub fn snapshot(&self, client_id: Option<&str>) -> Vec<Arc<Outbox>> {
         let idx = self.idx.read();
         match client_id {
             Some(c) => idx
@@ -319,7 +185,7 @@ impl Registry {
 
     /// Queues one frame to one session and keeps the books: a frame for a closing session is a
     /// drop, a full queue is a slow consumer (closed with 4003). Every sender goes through here.
-    pub fn enqueue(&self, h: &SessionHandle, msg: Message) -> Enqueued {
+    pub fn enqueue(&self, h: &Outbox, msg: Message) -> Enqueued {
         let result = h.enqueue(msg, self.send_queue);
         match result {
             Enqueued::Queued => {}
@@ -339,11 +205,7 @@ impl Registry {
     }
 
     /// Queues `msg` to each target; returns how many queues accepted it.
-    fn fan_out<'a>(
-        &self,
-        targets: impl Iterator<Item = &'a Arc<SessionHandle>>,
-        msg: &Message,
-    ) -> usize {
+    fn fan_out<'a>(&self, targets: impl Iterator<Item = &'a Arc<Outbox>>, msg: &Message) -> usize {
         targets
             .filter(|h| self.enqueue(h, msg.clone()) == Enqueued::Queued)
             .count()
@@ -372,7 +234,7 @@ impl Registry {
     }
 
     /// Calls `f` on every live session while holding the read lock (no awaits inside).
-    pub fn for_each(&self, mut f: impl FnMut(&Arc<SessionHandle>)) {
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<Outbox>)) {
         let idx = self.idx.read();
         for h in idx.by_id.values() {
             f(h);
@@ -384,13 +246,15 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn reg(max: usize, per_ip: usize) -> Arc<Registry> {
-        Arc::new(Registry::new(4, max, per_ip, Arc::new(Metrics::default())))
+    fn reg() -> Arc<Registry> {
+        Arc::new(Registry::new(4, Arc::new(Metrics::default())))
     }
 
-    fn session(r: &Registry, client: &str) -> Arc<SessionHandle> {
-        let h = Arc::new(SessionHandle::new(
-            r.next_id(),
+    fn session(r: &Registry, client: &str) -> Arc<Outbox> {
+        static IDS: std::sync::LazyLock<crate::id::SessionIds> =
+            std::sync::LazyLock::new(crate::id::SessionIds::new);
+        let h = Arc::new(Outbox::new(
+            IDS.next(),
             Arc::from(client),
             "127.0.0.1:9".parse().unwrap(),
             0,
@@ -401,24 +265,8 @@ mod tests {
     }
 
     #[test]
-    fn admission_limits_and_release() {
-        let r = reg(2, 1);
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let other: IpAddr = "127.0.0.2".parse().unwrap();
-        let a = r.admit(ip).unwrap();
-        assert_eq!(r.admit(ip).err(), Some(AdmitError::PerIp));
-        let _b = r.admit(other).unwrap();
-        assert_eq!(
-            r.admit("127.0.0.3".parse().unwrap()).err(),
-            Some(AdmitError::Full)
-        );
-        drop(a);
-        assert!(r.admit(ip).is_ok());
-    }
-
-    #[test]
     fn indexes_follow_subscriptions_and_removal() {
-        let r = reg(10, 0);
+        let r = reg();
         let a1 = session(&r, "alice");
         let _a2 = session(&r, "alice");
         let b = session(&r, "bob");
@@ -439,7 +287,7 @@ mod tests {
 
     #[test]
     fn every_enqueue_is_accounted_for() {
-        let r = reg(10, 0);
+        let r = reg();
         let h = session(&r, "slow");
         // The welcome is queued already; the bound is 4 frames.
         for _ in 0..3 {

@@ -4,8 +4,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -16,13 +15,13 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::{Config, ShutdownMode};
-use crate::handler::{Handle, Handler, NoHandler};
-use crate::metrics::Metrics;
-use crate::protocol::{close, envelope};
+use crate::handle::Handle;
+use crate::handler::{Handler, NoHandler};
+use crate::protocol::envelope;
 use crate::reaper::{self, ReaperGuard};
-use crate::registry::Registry;
 use crate::session::CLOSE_GRACE;
 use crate::shutdown::Signal;
+use crate::state::Shared;
 use crate::{http, tls};
 
 /// Listen backlog: a reconnect wave after a deploy arrives all at once.
@@ -31,43 +30,6 @@ pub const BACKLOG: u32 = 4096;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after an accept error that is not about one connection (e.g. out of descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-
-/// Everything the connection tasks share.
-pub struct State {
-    /// The validated configuration.
-    pub(crate) config: Config,
-    /// Who is connected.
-    pub(crate) registry: Arc<Registry>,
-    /// Counters.
-    pub(crate) metrics: Arc<Metrics>,
-    /// The embedding application's callbacks.
-    pub(crate) handler: Arc<dyn Handler>,
-    /// Push handle shared by the API and client `publish`.
-    pub(crate) handle: Handle,
-    /// Set once shutdown starts: upgrades are refused and `/health` answers 503.
-    draining: AtomicBool,
-    /// `max_connections` after resolving 0 to the descriptor limit.
-    pub(crate) max_connections: usize,
-    /// Start time, for `/health`.
-    pub(crate) started: Instant,
-    /// TLS acceptor when `tls_cert`/`tls_key` are set.
-    tls: Option<tls::Acceptor>,
-}
-
-impl State {
-    /// True once shutdown has begun.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-
-    /// The close code for sessions cut by shutdown in the configured mode.
-    pub fn shutdown_close_code(&self) -> u16 {
-        match self.config.shutdown_mode {
-            ShutdownMode::Drain => close::GOING_AWAY,
-            ShutdownMode::Restart => close::RESTART,
-        }
-    }
-}
 
 /// How `run` ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +42,10 @@ pub enum Stopped {
 
 /// A configured server, ready to run on a bound listener.
 pub struct Server {
-    /// Shared state.
-    pub(crate) state: Arc<State>,
+    /// Shared every connection shares.
+    pub(crate) shared: Arc<Shared>,
+    /// TLS acceptor when `tls_cert`/`tls_key` are set.
+    tls: Option<tls::Acceptor>,
 }
 
 impl Server {
@@ -96,69 +60,44 @@ impl Server {
             (Some(cert), Some(key)) => Some(tls::load(cert, key)?),
             _ => None,
         };
-        let metrics = Arc::new(Metrics::default());
-        let max_connections = config.effective_max_connections();
-        let registry = Arc::new(Registry::new(
-            config.send_queue,
-            max_connections,
-            config.max_connections_per_ip,
-            Arc::clone(&metrics),
-        ));
-        let handle = Handle {
-            registry: Arc::clone(&registry),
-        };
         Ok(Server {
-            state: Arc::new(State {
-                config,
-                registry,
-                metrics,
-                handler: Arc::new(handler),
-                handle,
-                draining: AtomicBool::new(false),
-                max_connections,
-                started: Instant::now(),
-                tls,
-            }),
+            shared: Arc::new(Shared::new(config, Arc::new(handler))),
+            tls,
         })
     }
 
     /// A handle for pushing from application code.
     pub fn handle(&self) -> Handle {
-        self.state.handle.clone()
+        self.shared.handle.clone()
     }
 
     /// Serves until `signal` asks to stop, then drains or restarts as configured.
     pub async fn run(self, listener: TcpListener, mut signal: Signal) -> io::Result<Stopped> {
-        let st = self.state;
+        let (shared, tls) = (self.shared, self.tls);
         let addr = listener.local_addr()?;
-        let c = &st.config;
+        let c = &shared.config;
         log::info!(
             "tether listening on {}://{addr}{} (heartbeat interval {:?}, timeout {:?}, reap every {:?}, max {} connections)",
-            if st.tls.is_some() { "wss" } else { "ws" },
+            if tls.is_some() { "wss" } else { "ws" },
             c.ws_path,
             c.heartbeat_interval,
             c.heartbeat_timeout,
             c.reap_interval,
-            st.max_connections
+            shared.admissions.max_connections()
         );
         if !addr.ip().is_loopback() && c.api_key.is_none() {
             log::warn!(
                 "listening on {addr} without api_key: anyone who can reach it can push and close sessions"
             );
         }
-        let _reaper = ReaperGuard(reaper::spawn(
-            Arc::clone(&st.registry),
-            c.heartbeat_interval,
-            c.heartbeat_timeout,
-            c.reap_interval,
-        ));
+        let _reaper = ReaperGuard(reaper::spawn(Arc::clone(&shared)));
         let (graceful, _) = watch::channel(false);
         let stopped = {
-            let accept = accept_loop(&listener, &st, &graceful);
+            let accept = accept_loop(&listener, &shared, tls.as_ref(), &graceful);
             tokio::pin!(accept);
             tokio::select! {
                 never = &mut accept => match never {},
-                s = stop(&st, &mut signal) => s,
+                s = stop(&shared, &mut signal) => s,
             }
         };
         drop(listener);
@@ -184,28 +123,29 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 async fn accept_loop(
     listener: &TcpListener,
-    st: &Arc<State>,
+    shared: &Arc<Shared>,
+    tls: Option<&tls::Acceptor>,
     graceful: &watch::Sender<bool>,
 ) -> Infallible {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                match &st.tls {
+                match tls {
                     Some(acceptor) => {
-                        let (acceptor, st, watcher) =
-                            (acceptor.clone(), Arc::clone(st), graceful.subscribe());
+                        let (acceptor, shared, watcher) =
+                            (acceptor.clone(), Arc::clone(shared), graceful.subscribe());
                         tokio::spawn(async move {
                             match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
                                 .await
                             {
-                                Ok(Ok(tls)) => serve(tls, peer, st, watcher),
+                                Ok(Ok(tls)) => serve(tls, peer, shared, watcher),
                                 Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
                                 Err(_) => log::debug!("TLS handshake with {peer} timed out"),
                             }
                         });
                     }
-                    None => serve(stream, peer, Arc::clone(st), graceful.subscribe()),
+                    None => serve(stream, peer, Arc::clone(shared), graceful.subscribe()),
                 }
             }
             // Errors about one connection (reset before accept, etc.) do not concern the others.
@@ -228,13 +168,13 @@ fn is_per_connection(e: &io::Error) -> bool {
 }
 
 /// Serves one HTTP/1.1 connection; `stop` flipping to true asks it to finish its request and close.
-fn serve<IO>(io: IO, peer: SocketAddr, st: Arc<State>, mut stop: watch::Receiver<bool>)
+fn serve<IO>(io: IO, peer: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req| {
-        let st = Arc::clone(&st);
-        async move { Ok::<_, Infallible>(http::route(st, req, peer).await) }
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(http::route(shared, req, peer).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -258,44 +198,45 @@ where
 }
 
 /// Waits for the first stop request, then takes the sessions down as configured.
-async fn stop(st: &State, signal: &mut Signal) -> Stopped {
+async fn stop(shared: &Shared, signal: &mut Signal) -> Stopped {
     signal.at_least(1).await;
-    st.draining.store(true, Ordering::Release);
-    let mode = st.config.shutdown_mode;
+    shared.start_draining();
+    let mode = shared.config.shutdown_mode;
     log::info!(
         "shutdown started: mode {}, {} sessions",
         mode.as_str(),
-        st.registry.len()
+        shared.registry.len()
     );
     let phase = async {
         if mode == ShutdownMode::Drain {
             // Another node can take the client right away; client backoff jitter spreads the wave.
             let data = r#"{"mode":"drain","reconnect_after_ms":0}"#;
-            st.registry
+            shared
+                .registry
                 .broadcast(&Message::Text(envelope("shutdown", None, None, Some(data))));
-            let t = st.config.shutdown_timeout;
-            if tokio::time::timeout(t, st.registry.wait_empty())
+            let t = shared.config.shutdown_timeout;
+            if tokio::time::timeout(t, shared.admissions.wait_empty())
                 .await
                 .is_err()
             {
                 log::info!(
                     "drain timeout {t:?} reached; closing {} sessions with 1001",
-                    st.registry.len()
+                    shared.registry.len()
                 );
             }
         }
-        let code = st.shutdown_close_code();
-        st.registry.for_each(|h| {
+        let code = shared.shutdown_close_code();
+        shared.registry.for_each(|h| {
             h.request_close(code);
         });
         // Each session bounds its own close; this only guards against the unexpected.
-        if tokio::time::timeout(CLOSE_GRACE * 3, st.registry.wait_empty())
+        if tokio::time::timeout(CLOSE_GRACE * 3, shared.admissions.wait_empty())
             .await
             .is_err()
         {
             log::warn!(
                 "{} connections did not close in time",
-                st.registry.admitted()
+                shared.admissions.admitted()
             );
         }
     };

@@ -70,7 +70,7 @@ impl TcpWs {
 
     /// Runs `op` until it stops returning `WouldBlock` for a direction that is ready again;
     /// when it would block, the task is registered for that direction's readiness.
-    fn drive<T>(
+    fn retry_io<T>(
         &mut self,
         cx: &mut Context<'_>,
         mut op: impl FnMut(&mut WebSocket<TcpIo>) -> Result<T, WsError>,
@@ -118,7 +118,7 @@ impl Stream for TcpWs {
     type Item = Result<Message, WsError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.get_mut().drive(cx, |ws| ws.read()) {
+        match self.get_mut().retry_io(cx, |ws| ws.read()) {
             Poll::Ready(Ok(m)) => Poll::Ready(Some(Ok(m))),
             Poll::Ready(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
                 Poll::Ready(None)
@@ -137,7 +137,7 @@ impl Sink<Message> for TcpWs {
         if !this.blocked {
             return Poll::Ready(Ok(()));
         }
-        let r = std::task::ready!(this.drive(cx, |ws| ws.flush()));
+        let r = std::task::ready!(this.retry_io(cx, |ws| ws.flush()));
         this.blocked = false;
         Poll::Ready(r)
     }
@@ -157,7 +157,7 @@ impl Sink<Message> for TcpWs {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         let this = self.get_mut();
-        let r = std::task::ready!(this.drive(cx, |ws| ws.flush()));
+        let r = std::task::ready!(this.retry_io(cx, |ws| ws.flush()));
         this.blocked = false;
         Poll::Ready(r)
     }
@@ -165,7 +165,7 @@ impl Sink<Message> for TcpWs {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         // close() queues our close frame once (or the reply to the peer's) and flushes; calling
         // it again while blocked only flushes.
-        match std::task::ready!(self.get_mut().drive(cx, |ws| ws.close(None))) {
+        match std::task::ready!(self.get_mut().retry_io(cx, |ws| ws.close(None))) {
             Ok(()) | Err(WsError::ConnectionClosed) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(e)),
         }

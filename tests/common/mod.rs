@@ -28,17 +28,11 @@ pub struct TestServer {
     pub handle: Handle,
 }
 
-/// A config with loopback port 0 and the given tweaks applied via the public setter.
+/// A config with loopback port 0 and the given keys set by name, as flags would set them.
 pub fn config(pairs: &[(&str, &str)]) -> Config {
-    let mut c = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    };
-    for (k, v) in pairs {
-        c.set(k, &tether::config::Raw::Str(v.to_string())).unwrap();
-    }
-    c.validate().unwrap();
-    c
+    let mut all = vec![("listen", "127.0.0.1:0")];
+    all.extend_from_slice(pairs);
+    Config::with(&all).unwrap()
 }
 
 pub async fn start(c: Config) -> TestServer {

@@ -10,12 +10,13 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use subtle::ConstantTimeEq;
 
+use super::query::query_param;
+use super::reply::{Body, error_response, json};
 use crate::error::Error;
-use crate::handshake::query_param;
-use crate::http::{Body, error_response, json};
 use crate::protocol::{self, json_str, timestamp};
-use crate::server::State;
+use crate::state::Shared;
 
 /// Largest API request body.
 pub const API_BODY_MAX: usize = 1024 * 1024;
@@ -55,11 +56,15 @@ struct PublishBody<'a> {
 }
 
 /// Answers one `/api/*` request.
-pub async fn handle(st: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+pub async fn answer(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     let endpoint = endpoint_name(&path);
-    let result = match authorize(st, &req) {
-        Ok(()) => dispatch(st, req, &path).await,
+    let result = match authorize(shared, &req) {
+        Ok(()) => dispatch(shared, req, &path).await,
         Err(e) => Err(e),
     };
     let (res, label) = match result {
@@ -69,7 +74,7 @@ pub async fn handle(st: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -
             (error_response(&e), e.code())
         }
     };
-    st.metrics.api(endpoint, label);
+    shared.metrics.api(endpoint, label);
     res
 }
 
@@ -83,8 +88,8 @@ fn endpoint_name(path: &str) -> &'static str {
     }
 }
 
-fn authorize(st: &State, req: &Request<Incoming>) -> Result<(), Error> {
-    let Some(key) = &st.config.api_key else {
+fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Error> {
+    let Some(key) = &shared.config.api_key else {
         return Ok(());
     };
     let given = req
@@ -92,23 +97,23 @@ fn authorize(st: &State, req: &Request<Incoming>) -> Result<(), Error> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         .unwrap_or_default();
-    if constant_time_eq(given, key.0.as_bytes()) {
+    if key_matches(given, key.0.as_bytes()) {
         Ok(())
     } else {
         Err(Error::Unauthorized)
     }
 }
 
-/// Compares without an early exit, so timing does not reveal how much of the key matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for (i, expected) in b.iter().enumerate() {
-        diff |= a.get(i).copied().unwrap_or(0) ^ expected;
-    }
-    diff == 0
+/// Compares in constant time, so timing does not reveal how much of the key matched.
+fn key_matches(given: &[u8], key: &[u8]) -> bool {
+    bool::from(given.ct_eq(key))
 }
 
-async fn dispatch(st: &State, req: Request<Incoming>, path: &str) -> Result<Response<Body>, Error> {
+async fn dispatch(
+    shared: &Shared,
+    req: Request<Incoming>,
+    path: &str,
+) -> Result<Response<Body>, Error> {
     let method = req.method().clone();
     match path {
         "/api/v1/push" | "/api/v1/broadcast" | "/api/v1/publish" => {
@@ -122,18 +127,20 @@ async fn dispatch(st: &State, req: Request<Incoming>, path: &str) -> Result<Resp
                     if b.client_id.is_empty() {
                         return Err(Error::InvalidBody("`client_id` must not be empty".into()));
                     }
-                    st.handle
+                    shared
+                        .handle
                         .push(&b.client_id, &b.kind, b.data.map(RawValue::get))
                         .ok_or(Error::NoSession)?
                 }
                 "/api/v1/broadcast" => {
                     let b: BroadcastBody<'_> = parse(&body)?;
-                    st.handle.broadcast(&b.kind, b.data.map(RawValue::get))
+                    shared.handle.broadcast(&b.kind, b.data.map(RawValue::get))
                 }
                 _ => {
                     let b: PublishBody<'_> = parse(&body)?;
                     protocol::valid_channel(&b.channel).map_err(Error::InvalidBody)?;
-                    st.handle
+                    shared
+                        .handle
                         .publish(&b.channel, &b.kind, b.data.map(RawValue::get))
                 }
             };
@@ -150,14 +157,17 @@ async fn dispatch(st: &State, req: Request<Incoming>, path: &str) -> Result<Resp
                 }
                 None => None,
             };
-            Ok(json(StatusCode::OK, list_sessions(st, filter.as_deref())))
+            Ok(json(
+                StatusCode::OK,
+                list_sessions(shared, filter.as_deref()),
+            ))
         }
         p if p.starts_with("/api/v1/sessions/") => {
             if method != Method::DELETE {
                 return Err(Error::MethodNotAllowed("DELETE"));
             }
             let id = &p["/api/v1/sessions/".len()..];
-            if st.handle.disconnect(id) {
+            if shared.handle.disconnect(id) {
                 Ok(json(
                     StatusCode::OK,
                     format!("{{\"session_id\":{},\"closed\":true}}", json_str(id)),
@@ -195,9 +205,9 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Error> {
     })
 }
 
-fn list_sessions(st: &State, client_id: Option<&str>) -> String {
-    let now = st.registry.now_ms();
-    let mut sessions = st.registry.snapshot(client_id);
+fn list_sessions(shared: &Shared, client_id: Option<&str>) -> String {
+    let now = shared.clock.now_ms();
+    let mut sessions = shared.registry.snapshot(client_id);
     sessions.sort_by_key(|h| h.id);
     let mut out = String::from("[");
     for (i, h) in sessions.iter().enumerate() {
@@ -231,10 +241,10 @@ mod tests {
 
     #[test]
     fn constant_time_compare() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secreT", b"secret"));
-        assert!(!constant_time_eq(b"secret1", b"secret"));
-        assert!(!constant_time_eq(b"", b"secret"));
-        assert!(!constant_time_eq(b"secre", b"secret"));
+        assert!(key_matches(b"secret", b"secret"));
+        assert!(!key_matches(b"secreT", b"secret"));
+        assert!(!key_matches(b"secret1", b"secret"));
+        assert!(!key_matches(b"", b"secret"));
+        assert!(!key_matches(b"secre", b"secret"));
     }
 }

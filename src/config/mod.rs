@@ -1,0 +1,250 @@
+//! Server configuration: built-in defaults < TOML file < `TETHER_*` environment < command-line flags.
+//!
+//! Every key is declared once, in the [`keys!`] table below: its type, default, value hint and
+//! help. The struct, its serde form (so the TOML file, the environment and the flags share one
+//! parser and errors that name the key), the key list and the `--help` text all come from it.
+
+mod load;
+mod values;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_with::serde_as;
+
+pub use load::{ConfigError, Sources};
+pub use values::{CommaList, Dur, Proxy, Scalar, Secret, Text, Unset};
+
+/// Default bind address: loopback, so a bare `tether` is never exposed by accident.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+/// Default WebSocket upgrade path.
+pub const DEFAULT_WS_PATH: &str = "/ws";
+/// Default server Ping period, advertised to clients in `welcome`.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+/// Default silence after which a session is evicted with 4001.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default period of the reaper's scan.
+pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(1);
+/// Default largest inbound message and frame, in bytes.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
+/// Default number of frames queued per session before it counts as a slow consumer.
+pub const DEFAULT_SEND_QUEUE: usize = 1024;
+/// Default longest drain on shutdown.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// File descriptors kept back from `max_connections = 0` for the listener, logs, HTTP API calls.
+pub const FD_RESERVE: u64 = 100;
+
+/// What to do with live sessions on SIGTERM/SIGINT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownMode {
+    /// Tell every session `shutdown`, wait for them to leave, close the rest with 1001.
+    Drain,
+    /// Close every session at once with 1012 so clients reconnect to another node.
+    Restart,
+}
+
+impl ShutdownMode {
+    /// The name used in configuration and in the `shutdown` message.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShutdownMode::Drain => "drain",
+            ShutdownMode::Restart => "restart",
+        }
+    }
+}
+
+/// How one key is documented in `--help` and the README.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDoc {
+    /// The key, as written in the TOML file.
+    pub name: &'static str,
+    /// What kind of value it takes (`DURATION`, `N`, `BOOL`, ...).
+    pub hint: &'static str,
+    /// One sentence on what it does.
+    pub help: &'static str,
+}
+
+/// Declares every key once: the `Config` struct, its `Default`, [`KEYS`] and [`KEY_DOCS`].
+macro_rules! keys {
+    ($( $(#[$attr:meta])* $name:ident : $ty:ty = $default:expr, $hint:literal, $help:literal; )*) => {
+        /// The whole server configuration; see README "Configuration" for each key.
+        #[serde_as]
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct Config {
+            $( #[doc = $help] $(#[$attr])* pub $name: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $name: $default, )* }
+            }
+        }
+
+        /// Every configuration key, in documentation order.
+        pub const KEYS: &[&str] = &[$( stringify!($name), )*];
+
+        /// Every key with its value hint and help, in documentation order.
+        pub const KEY_DOCS: &[KeyDoc] = &[$( KeyDoc { name: stringify!($name), hint: $hint, help: $help }, )*];
+    };
+}
+
+keys! {
+    listen: SocketAddr = DEFAULT_LISTEN, "ADDR",
+        "Address to bind; port 0 picks a free port (the chosen address is logged).";
+    ws_path: String = DEFAULT_WS_PATH.to_string(), "PATH",
+        "WebSocket upgrade path.";
+    #[serde_as(as = "Dur")]
+    heartbeat_interval: Duration = DEFAULT_HEARTBEAT_INTERVAL, "DURATION",
+        "Server Ping period, advertised in `welcome`; must be shorter than the timeout.";
+    #[serde_as(as = "Dur")]
+    heartbeat_timeout: Duration = DEFAULT_HEARTBEAT_TIMEOUT, "DURATION",
+        "Silence after which a session is evicted with close 4001.";
+    #[serde_as(as = "Dur")]
+    reap_interval: Duration = DEFAULT_REAP_INTERVAL, "DURATION",
+        "How often the reaper looks for silent sessions.";
+    #[serde_as(as = "Scalar")]
+    max_connections: usize = 0, "N",
+        "Most concurrent sessions; 0 = the open-file limit minus a reserve.";
+    #[serde_as(as = "Scalar")]
+    max_connections_per_ip: usize = 0, "N",
+        "Most concurrent sessions per client address (429 past it); 0 = no limit.";
+    #[serde_as(as = "Scalar")]
+    max_message_size: usize = DEFAULT_MAX_MESSAGE_SIZE, "BYTES",
+        "Largest inbound message and frame; larger ones close with 1009.";
+    #[serde_as(as = "Scalar")]
+    send_queue: usize = DEFAULT_SEND_QUEUE, "N",
+        "Frames queued per session before it is closed as a slow consumer (4003).";
+    #[serde_as(as = "Scalar")]
+    require_client_id: bool = true, "BOOL",
+        "Refuse upgrades without a client id (400 missing_client_id).";
+    #[serde_as(as = "Unset")]
+    api_key: Option<Secret> = None, "KEY",
+        "When set, /api/* needs `Authorization: Bearer <key>`.";
+    #[serde_as(as = "Scalar")]
+    client_publish: bool = false, "BOOL",
+        "Allow clients to `publish` to channels.";
+    shutdown_mode: ShutdownMode = ShutdownMode::Drain, "MODE",
+        "`drain` (tell clients, wait, then 1001) or `restart` (close all with 1012).";
+    #[serde_as(as = "Dur")]
+    shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT, "DURATION",
+        "Longest drain before the remaining sessions are closed with 1001.";
+    #[serde_as(as = "CommaList")]
+    trusted_proxies: Vec<Proxy> = Vec::new(), "LIST",
+        "Addresses or CIDR ranges whose X-Forwarded-For / X-Real-IP is believed.";
+    #[serde_as(as = "CommaList")]
+    allowed_origins: Vec<String> = Vec::new(), "LIST",
+        "When non-empty, upgrades whose Origin is not listed get 403.";
+    #[serde_as(as = "Scalar")]
+    demo_page: bool = true, "BOOL",
+        "Serve the demo page at / and the browser client at /tether.js.";
+    #[serde_as(as = "Unset")]
+    tls_cert: Option<PathBuf> = None, "FILE",
+        "PEM certificate chain; with tls_key, serve https:// and wss:// directly.";
+    #[serde_as(as = "Unset")]
+    tls_key: Option<PathBuf> = None, "FILE",
+        "PEM private key for tls_cert.";
+}
+
+impl Config {
+    /// Checks relations between keys; run once after every source is applied.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        if !self.ws_path.starts_with('/') {
+            return err(format!("ws_path: `{}` must start with /", self.ws_path));
+        }
+        if self.ws_path.starts_with("/api/")
+            || ["/health", "/metrics", "/", "/tether.js"].contains(&self.ws_path.as_str())
+        {
+            return err(format!(
+                "ws_path: `{}` collides with a built-in route",
+                self.ws_path
+            ));
+        }
+        for (key, d) in [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("heartbeat_timeout", self.heartbeat_timeout),
+            ("reap_interval", self.reap_interval),
+        ] {
+            if d.is_zero() {
+                return err(format!("{key}: must be greater than zero"));
+            }
+        }
+        if self.heartbeat_interval >= self.heartbeat_timeout {
+            return err(format!(
+                "heartbeat_interval: {:?} must be shorter than heartbeat_timeout {:?}, or clients \
+                 that only answer pings would be evicted",
+                self.heartbeat_interval, self.heartbeat_timeout
+            ));
+        }
+        if self.max_message_size < 128 {
+            return err("max_message_size: must be at least 128 bytes".into());
+        }
+        if self.send_queue == 0 {
+            return err("send_queue: must be at least 1".into());
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return err("tls_key: required when tls_cert is set".into()),
+            (None, Some(_)) => return err("tls_cert: required when tls_key is set".into()),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `max_connections`, or when 0 the process's descriptor limit minus a reserve.
+    pub fn effective_max_connections(&self) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        let limit = fd_limit().unwrap_or(1024);
+        limit.saturating_sub(FD_RESERVE).max(1) as usize
+    }
+}
+
+/// The soft RLIMIT_NOFILE of this process.
+fn fd_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (rc == 0).then_some(lim.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_relations() {
+        let c = Config {
+            heartbeat_interval: Duration::from_secs(60),
+            ..Config::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .0
+                .starts_with("heartbeat_interval")
+        );
+        let c = Config {
+            tls_cert: Some("a.pem".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().0.starts_with("tls_key"));
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn every_key_is_documented_once() {
+        assert_eq!(KEYS.len(), KEY_DOCS.len());
+        let mut names: Vec<_> = KEYS.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), KEYS.len());
+    }
+}

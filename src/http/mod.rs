@@ -1,0 +1,42 @@
+//! Routing of plain HTTP requests on the shared listener: the WebSocket path, `/api/*`, and the
+//! built-in pages.
+
+mod api;
+mod pages;
+pub mod query;
+pub mod reply;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+
+use crate::error::Error;
+use crate::handshake;
+use crate::state::Shared;
+use reply::{Body, error_response};
+
+/// Dispatches one request.
+pub async fn route(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let path = req.uri().path();
+    if path == shared.config.ws_path {
+        return handshake::upgrade(&shared, req, peer);
+    }
+    if path.starts_with("/api/") {
+        return api::answer(&shared, req, peer).await;
+    }
+    let get = req.method() == Method::GET || req.method() == Method::HEAD;
+    match path {
+        "/health" if get => pages::health(&shared),
+        "/metrics" if get => pages::metrics(&shared),
+        "/" if get && shared.config.demo_page => pages::demo(),
+        "/tether.js" if get && shared.config.demo_page => pages::client_js(),
+        "/health" | "/metrics" => error_response(&Error::MethodNotAllowed("GET")),
+        _ => error_response(&Error::NotFound),
+    }
+}

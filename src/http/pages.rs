@@ -1,0 +1,52 @@
+//! The built-in pages: `/health`, `/metrics`, the demo page and the browser client.
+
+use hyper::{Response, StatusCode};
+
+use super::reply::{Body, json, with_body};
+use crate::state::Shared;
+
+/// The demo page, served at `/` when `demo_page` is on.
+const DEMO_PAGE: &str = include_str!("../../static/index.html");
+/// The browser client, served at `/tether.js` when `demo_page` is on.
+const CLIENT_JS: &str = include_str!("../../clients/js/tether.js");
+
+/// `GET /health`: 200 with counts, 503 `draining` once shutdown began.
+pub fn health(shared: &Shared) -> Response<Body> {
+    let draining = shared.is_draining();
+    let body = format!(
+        "{{\"status\":\"{}\",\"connections\":{},\"max_connections\":{},\"accepted_total\":{},\"evicted_total\":{},\"uptime_s\":{}}}",
+        if draining { "draining" } else { "ok" },
+        shared.registry.len(),
+        shared.admissions.max_connections(),
+        shared.metrics.accepted_total(),
+        shared.metrics.evicted_total(),
+        shared.started.elapsed().as_secs()
+    );
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json(status, body)
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub fn metrics(shared: &Shared) -> Response<Body> {
+    with_body(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        shared
+            .metrics
+            .render(shared.registry.len(), shared.is_draining()),
+    )
+}
+
+/// `GET /`: the demo page.
+pub fn demo() -> Response<Body> {
+    with_body(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE)
+}
+
+/// `GET /tether.js`: the browser client.
+pub fn client_js() -> Response<Body> {
+    with_body(StatusCode::OK, "text/javascript; charset=utf-8", CLIENT_JS)
+}

@@ -1,0 +1,140 @@
+//! The session's poll loop: read what arrived (every frame stamps liveness), then write what is
+//! queued with one flush per batch. One hand-written loop per session, no split and no second
+//! task, so an idle session costs only its socket and a few words.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt, ready};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::close::Ending;
+use super::{Guard, Socket, commands};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::state::Shared;
+
+/// Frames read in one poll before the task yields, so one chatty peer cannot hog a worker.
+const READS_PER_POLL: usize = 32;
+
+/// Writer state kept between polls: a few words inside the session's future.
+#[derive(Default)]
+pub struct Writer {
+    /// Frames taken from the outbox and not yet handed to the sink.
+    pending: VecDeque<Message>,
+    /// A Ping still to hand to the sink.
+    ping: bool,
+    /// Messages handed to the sink since the last flush (counted once flushed).
+    unflushed: u32,
+    /// Anything (message or ping) handed to the sink since the last flush.
+    dirty: bool,
+}
+
+/// Everything a live session's future holds, behind one pointer in its poll closure.
+pub struct Running<W> {
+    /// The WebSocket.
+    pub ws: W,
+    /// Unregisters the session when it ends.
+    pub guard: Guard,
+    /// Writer state between polls.
+    pub writer: Writer,
+}
+
+impl<W: Socket> Running<W> {
+    /// One poll of the session: read what arrived, then write what is queued. Ready when it ends.
+    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
+        let (outbox, shared) = (&self.guard.outbox, &*self.guard.shared);
+        let ws = &mut self.ws;
+        outbox.register(cx.waker());
+        if let Some(c) = outbox.close_requested() {
+            return Poll::Ready(Ending::Requested(c));
+        }
+        for i in 0..READS_PER_POLL {
+            match ws.poll_next_unpin(cx) {
+                Poll::Pending => break,
+                Poll::Ready(None) => return Poll::Ready(Ending::Lost),
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(match e {
+                        WsError::Capacity(_) => Ending::TooBig,
+                        WsError::Protocol(_) => Ending::Violation(1002),
+                        WsError::Utf8(_) => Ending::Violation(1007),
+                        _ => Ending::Lost,
+                    });
+                }
+                Poll::Ready(Some(Ok(msg))) => {
+                    if let Some(end) = on_frame(msg, outbox, shared) {
+                        return Poll::Ready(end);
+                    }
+                }
+            }
+            if i + 1 == READS_PER_POLL {
+                cx.waker().wake_by_ref();
+            }
+        }
+        // Handling frames may have queued replies or asked for a close.
+        if let Some(c) = outbox.close_requested() {
+            return Poll::Ready(Ending::Requested(c));
+        }
+        match poll_write(cx, ws, outbox, &shared.metrics, &mut self.writer) {
+            Poll::Ready(Err(_)) => Poll::Ready(Ending::Lost),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+/// Hands queued frames to the socket and flushes once the outbox is empty: one flush per batch.
+fn poll_write<W: Socket>(
+    cx: &mut Context<'_>,
+    ws: &mut W,
+    outbox: &Outbox,
+    metrics: &Metrics,
+    w: &mut Writer,
+) -> Poll<Result<(), WsError>> {
+    loop {
+        if w.pending.is_empty() && !w.ping {
+            let batch = outbox.take_batch();
+            if batch.frames.is_empty() && !batch.ping {
+                // Idle sessions keep no queue allocation.
+                w.pending = VecDeque::new();
+                if w.dirty {
+                    ready!(ws.poll_flush_unpin(cx))?;
+                    metrics.add_sent(u64::from(w.unflushed));
+                    w.unflushed = 0;
+                    w.dirty = false;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            w.pending = batch.frames;
+            w.ping = batch.ping;
+        }
+        ready!(ws.poll_ready_unpin(cx))?;
+        if let Some(m) = w.pending.pop_front() {
+            ws.start_send_unpin(m)?;
+            w.unflushed += 1;
+        } else {
+            ws.start_send_unpin(Message::Ping(Bytes::new()))?;
+            w.ping = false;
+        }
+        w.dirty = true;
+    }
+}
+
+/// Handles one frame from the peer; `Some` when it ends the session.
+fn on_frame(msg: Message, outbox: &Arc<Outbox>, shared: &Shared) -> Option<Ending> {
+    outbox.touch(shared.clock.now_ms());
+    shared.metrics.received();
+    match msg {
+        Message::Text(t) => commands::on_text(t.as_str(), outbox, shared),
+        Message::Binary(b) => commands::on_binary(&b, outbox, shared),
+        Message::Close(frame) => {
+            return Some(Ending::PeerClosed(
+                frame.map_or(1005, |f| u16::from(f.code)),
+            ));
+        }
+        // Pings are answered by tungstenite; pings and pongs only count as liveness.
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+    }
+    None
+}

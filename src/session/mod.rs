@@ -1,0 +1,213 @@
+//! One connection: the task that owns the socket, from registration to the close.
+//!
+//! - [`driver`]: the poll loop (reader stamps liveness, writer drains the queue in batches);
+//! - [`commands`]: inbound commands, one small function each;
+//! - [`close`]: the close handshake, in one place.
+//!
+//! Whatever ends the session, the [`Guard`] removes it from the registry and releases its
+//! admission slot.
+
+mod close;
+mod commands;
+mod driver;
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+pub use close::CLOSE_GRACE;
+
+use crate::admission::Slot;
+use crate::handler::Session;
+use crate::outbox::Outbox;
+use crate::protocol::{envelope, json_str};
+use crate::state::Shared;
+use driver::{Running, Writer};
+
+/// Initial read buffer per connection; it grows only for frames larger than this.
+const READ_BUFFER: usize = 128;
+/// Outgoing bytes gathered before a write; also the most a batch leaves allocated afterwards.
+const WRITE_BUFFER: usize = 4096;
+
+/// tungstenite limits sized for many small, long-lived connections.
+pub fn ws_config(max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        // Not a memory bound: the session hands over a frame only when the socket took the
+        // previous batch, so the buffer holds at most WRITE_BUFFER plus one message, and a
+        // pushed message may be as large as the API allows (1 MiB) or more when embedded.
+        .max_write_buffer_size(usize::MAX)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+}
+
+/// What a session runs on: one object read and written by the same poll loop (no split, no
+/// lock) — [`crate::socket::TcpWs`] on plain TCP, tokio-tungstenite's stream otherwise.
+pub trait Socket:
+    futures_util::Stream<Item = Result<Message, WsError>>
+    + futures_util::Sink<Message, Error = WsError>
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<T> Socket for T where
+    T: futures_util::Stream<Item = Result<Message, WsError>>
+        + futures_util::Sink<Message, Error = WsError>
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
+/// Removes the session from the registry however the task ends (even by panic).
+pub struct Guard {
+    /// Server state.
+    shared: Arc<Shared>,
+    /// The session's shared half.
+    outbox: Arc<Outbox>,
+    /// Close code sent or received; 0 until known.
+    code: u16,
+}
+
+impl Guard {
+    /// Records how the session ended; dropping the guard then unregisters it.
+    fn end(&mut self, code: u16) {
+        self.code = code;
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        shared.registry.remove(&self.outbox);
+        // The admission slot was transferred to this session when it started.
+        shared.admissions.release(self.outbox.remote().ip());
+        shared.metrics.closed(self.code);
+        let s = Session {
+            outbox: &self.outbox,
+            registry: &shared.registry,
+        };
+        shared.handler.on_disconnect(&s, self.code);
+        log::debug!(
+            "session {} client {} peer {}: closed ({})",
+            self.outbox.id,
+            self.outbox.client_id,
+            self.outbox.remote(),
+            self.code
+        );
+    }
+}
+
+/// Opens a session on an upgraded socket: registers it now, and returns the future that runs
+/// it to its end.
+///
+/// Setup is synchronous so the returned future captures only the socket and the guard: every
+/// byte captured here is paid by every idle connection for its whole life.
+pub fn open<W: Socket>(
+    ws: W,
+    shared: Arc<Shared>,
+    client_id: Option<Arc<str>>,
+    remote: SocketAddr,
+    slot: Slot,
+) -> impl Future<Output = ()> + Send {
+    let id = shared.ids.next();
+    let client_id = client_id.unwrap_or_else(|| Arc::from(id.to_string()));
+    let welcome = welcome(&shared, &id.to_string(), &client_id);
+    let outbox = Arc::new(Outbox::new(
+        id,
+        client_id,
+        remote,
+        shared.clock.now_ms(),
+        Message::Text(welcome),
+    ));
+    shared.registry.insert(Arc::clone(&outbox));
+    shared.metrics.accepted();
+    log::debug!(
+        "session {id} client {} peer {remote}: open",
+        outbox.client_id
+    );
+    if shared.is_draining() {
+        // Upgraded while shutdown began: shutdown already fanned out, so close it here.
+        outbox.request_close(shared.shutdown_close_code());
+    }
+    shared.handler.on_connect(&Session {
+        outbox: &outbox,
+        registry: &shared.registry,
+    });
+    slot.transfer();
+    let guard = Guard {
+        shared,
+        outbox,
+        code: 0,
+    };
+    run(ws, guard)
+}
+
+/// The session's life as a future. An `async move` block, not an `async fn`: rustc stores an
+/// async fn's arguments twice (as captures and as body locals), which would cost every idle
+/// session another copy of its socket.
+#[allow(clippy::manual_async_fn)] // deliberate, see above
+fn run<W: Socket>(ws: W, guard: Guard) -> impl Future<Output = ()> + Send {
+    let mut running = Running {
+        ws,
+        guard,
+        writer: Writer::default(),
+    };
+    async move {
+        let ending = poll_fn(|cx| running.poll(cx)).await;
+        // Boxed: only closing sessions pay for the close phase's timers and state.
+        let code = Box::pin(close::finish(&mut running.ws, ending)).await;
+        running.guard.end(code);
+    }
+}
+
+/// The first frame of every session.
+fn welcome(shared: &Shared, session_id: &str, client_id: &str) -> Utf8Bytes {
+    let data = format!(
+        "{{\"session_id\":{},\"client_id\":{},\"heartbeat_interval_ms\":{},\"heartbeat_timeout_ms\":{}}}",
+        json_str(session_id),
+        json_str(client_id),
+        shared.config.heartbeat_interval.as_millis(),
+        shared.config.heartbeat_timeout.as_millis()
+    );
+    envelope("welcome", None, None, Some(&data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle connection pays for its session future and handle: keep them small.
+    #[tokio::test]
+    async fn idle_session_footprint_stays_small() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let ws = crate::socket::TcpWs::new(c, None, ws_config(65536));
+        let shared = Arc::clone(&crate::Server::new(crate::Config::default()).unwrap().shared);
+        let slot = shared
+            .admissions
+            .admit("127.0.0.1".parse().unwrap())
+            .unwrap();
+        let f = Box::pin(open(
+            ws,
+            Arc::clone(&shared),
+            None,
+            "127.0.0.1:1".parse().unwrap(),
+            slot,
+        ));
+        let future = std::mem::size_of_val(&*f);
+        // The WebSocket object itself (about 300 bytes) lives inside the future.
+        // 400 keeps tokio's task cell (128-byte aligned on x86_64) at 512 bytes.
+        assert!(future <= 400, "session future grew to {future} bytes");
+        let handle = std::mem::size_of::<Outbox>();
+        assert!(handle <= 224, "SessionHandle grew to {handle} bytes");
+    }
+}
