@@ -519,8 +519,9 @@ describe('close codes', () => {
     assert.equal(FakeWebSocket.instances.length, 2);
     clock.advance(1);
     assert.equal(FakeWebSocket.instances.length, 3);
-    // After a welcome the next 1012 is immediate again.
+    // After a connection that stayed up minUptimeMs (default 5 s) the next 1012 is immediate again.
     FakeWebSocket.last.serverWelcome();
+    clock.advance(5000);
     FakeWebSocket.last.serverClose(1012, 'service restart');
     clock.advance(0);
     assert.equal(FakeWebSocket.instances.length, 4);
@@ -544,7 +545,7 @@ describe('close codes', () => {
     });
   }
 
-  test('backoff grows over consecutive failures and resets after welcome', () => {
+  test('backoff grows over consecutive failures and resets after minUptimeMs open', () => {
     const { client, clock, statuses } = setup();
     client.connect();
     const delays = [];
@@ -555,8 +556,9 @@ describe('close codes', () => {
     }
     assert.deepEqual(delays, [1000, 1300, 1690, 2197, 2856, 3713, 4827, 6275, 8157, 10000, 10000, 10000]);
     FakeWebSocket.last.serverWelcome();
+    clock.advance(5000);
     FakeWebSocket.last.serverClose(1006);
-    assert.equal(statuses.at(-1).delayMs, 1000, 'reset by welcome');
+    assert.equal(statuses.at(-1).delayMs, 1000, 'reset by a connection that stayed up');
     client.close();
   });
 
