@@ -4,13 +4,22 @@
  * One dependency-free ES module. It speaks the wire contract of tether
  * (JSON envelopes `{"type", "timestamp", "data", ...}` over text frames),
  * keeps the connection alive with application heartbeats, notices a dead
- * connection by server silence, and reconnects with exponential backoff and
- * jitter, honouring tether's close codes.
+ * connection by server silence, reconnects with exponential backoff and
+ * jitter honouring tether's close codes, keeps a token fresh (`getToken`,
+ * `refresh`), and resumes the client's and each channel's stream after a
+ * reconnect (`since=<epoch>:<seq>`) without gaps or duplicates.
  *
  * ```js
  * import { TetherClient } from './tether.js';
- * const client = new TetherClient('wss://push.example.com/ws', { clientId: 'user-42' });
- * client.on('notify', (msg) => console.log(msg.data));
+ * const client = new TetherClient('wss://push.example.com/ws', {
+ *   getToken: async () => (await fetch('/push-token')).text(),
+ *   position: JSON.parse(localStorage.getItem('tether-pos') ?? 'null') ?? undefined,
+ * });
+ * client.on('notify', (msg) => {
+ *   console.log(msg.data);
+ *   localStorage.setItem('tether-pos', JSON.stringify(client.lastPosition()));
+ * });
+ * client.onEvent('recovery_failed', () => reloadStateFromTheApp());
  * client.onStatus((s) => console.log(s.status, s.code ?? ''));
  * ```
  *
@@ -26,11 +35,73 @@ const OPEN = 1;
 /** Close codes after which the client stops instead of reconnecting. */
 const FINAL_CLOSE_CODES = new Set([1000, 4002]);
 
+/** Server going away (drain finished). */
+const GOING_AWAY = 1001;
+
 /** Close code of a service restart: reconnect at once, to any node. */
 const SERVICE_RESTART = 1012;
 
+/** Token expired and not refreshed: a new token fixes it, so waiting would only lose time. */
+const TOKEN_EXPIRED = 4004;
+
+/** Close codes whose first reconnect attempt skips the backoff. */
+const IMMEDIATE_CLOSE_CODES = new Set([SERVICE_RESTART, TOKEN_EXPIRED]);
+
 /** Code the client itself uses when it drops a socket (browsers allow 1000 or 3000-4999). */
 const CLIENT_CLOSE = 1000;
+
+/**
+ * The `exp` claim (seconds since the epoch) of a JWT, read without verifying the
+ * signature — the server verifies; the client only needs to know when to refresh.
+ *
+ * @param {string | null | undefined} token a compact JWT (`header.payload.signature`)
+ * @returns {number | null} `exp`, or null when the token is not a JWT or has no numeric `exp`
+ */
+export function jwtExpiry(token) {
+  if (typeof token !== 'string') return null;
+  const parts = token.split('.');
+  if (parts.length < 2 || parts[1] === '') return null;
+  try {
+    let b64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+    while (b64.length % 4 !== 0) b64 += '=';
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const payload = JSON.parse(new TextDecoder().decode(bytes));
+    const exp = payload && typeof payload === 'object' ? payload.exp : undefined;
+    return typeof exp === 'number' && Number.isFinite(exp) ? exp : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Parse a stream position `"<epoch>:<seq>"`. The epoch is opaque and may itself
+ * contain `:`, so the split is at the last one.
+ *
+ * @param {any} text
+ * @returns {{epoch: string, seq: number} | null}
+ */
+export function parsePosition(text) {
+  if (typeof text !== 'string') return null;
+  const at = text.lastIndexOf(':');
+  if (at < 0) return null;
+  const seq = Number(text.slice(at + 1));
+  if (!Number.isSafeInteger(seq) || seq < 0 || text.slice(at + 1) === '') return null;
+  return { epoch: text.slice(0, at), seq };
+}
+
+function formatPosition(pos) {
+  return `${pos.epoch}:${pos.seq}`;
+}
+
+function toSeq(value) {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : null;
+}
+
+function toEpoch(value) {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
+  return null;
+}
 
 /**
  * Backoff settings, shared by {@link backoffDelay} and {@link TetherClient}.
@@ -94,7 +165,17 @@ export function backoffDelay(attempt, opts = {}, random = Math.random) {
  * @typedef {object} Scheduler
  * @property {(fn: () => void, ms: number) => any} setTimeout
  * @property {(handle: any) => void} clearTimeout
- * @property {() => number} now milliseconds, monotonic enough for measuring silence
+ * @property {() => number} now wall-clock milliseconds since the Unix epoch (compared with a
+ *   token's `exp`; also used to measure silence and uptime)
+ */
+
+/**
+ * A saved stream position, as returned by {@link TetherClient#lastPosition} and
+ * accepted by the `position` option.
+ *
+ * @typedef {object} Position
+ * @property {string | null} [client] `"<epoch>:<seq>"` of the client's own stream
+ * @property {Record<string, string>} [channels] `"<epoch>:<seq>"` per channel
  */
 
 /**
@@ -102,20 +183,34 @@ export function backoffDelay(attempt, opts = {}, random = Math.random) {
  *
  * @typedef {object} TetherOptions
  * @property {string} [clientId] sent as the `client_id` query parameter
- * @property {string | (() => string | null | undefined)} [token] sent as the `token`
- *   query parameter; a function is called on every (re)connect, so it can hand out a fresh token
+ * @property {() => (string | null | undefined | Promise<string | null | undefined>)} [getToken]
+ *   called before every (re)connect and before the token expires; its token goes in the `token`
+ *   query parameter and in `refresh` messages. A throw or rejection is reported (`token_error`
+ *   event, `reconnecting` status) and retried with backoff
+ * @property {string | (() => string | null | undefined)} [token] a static token, or a function
+ *   used like `getToken` (kept for compatibility; `getToken` wins when both are given)
+ * @property {number} [refreshMarginMs=30000] refresh this long before the token's `exp`
+ * @property {boolean} [resume=true] ask the server for what was missed (`since`) on every
+ *   (re)connect and re-subscribe
+ * @property {Position} [position] where to resume from (e.g. a saved {@link TetherClient#lastPosition})
  * @property {string[]} [channels] channels to subscribe to after every (re)connect
  * @property {number} [minDelayMs=1000] first reconnect delay (before jitter)
  * @property {number} [maxDelayMs=10000] reconnect delay cap (before jitter)
  * @property {number} [factor=1.3] backoff growth per failed attempt
  * @property {number} [jitter=0.2] random fraction added to / removed from each delay
- * @property {number} [connectTimeoutMs=4000] give up on a connection without `welcome` after this long
+ * @property {number} [maxRetries=Infinity] consecutive failed attempts after which the client
+ *   gives up (status `closed`, `gaveUp: true`)
+ * @property {number} [minUptimeMs=5000] a connection must stay open this long before the attempt
+ *   counter (backoff, `maxRetries`, the immediate 1012 / 4004 retry) starts again from zero
+ * @property {number} [connectTimeoutMs=4000] give up on an attempt (token + upgrade) without
+ *   `welcome` after this long
  * @property {boolean} [heartbeat=true] send `heartbeat` on the interval the server advertises and
  *   treat server silence longer than its `heartbeat_timeout_ms` as a dead connection
  * @property {boolean} [autoConnect=true] connect right after construction (in a microtask, so
  *   listeners added synchronously after `new` see the first `connecting` status)
  * @property {boolean} [reconnectOnShutdown=true] on a `shutdown` message (server draining), close
  *   and reconnect after its `reconnect_after_ms` instead of waiting for the server to drop us
+ * @property {number} [maxReconnectHintMs=60000] cap on a `shutdown`'s `reconnect_after_ms`
  * @property {new (url: string) => WebSocket} [WebSocket] WebSocket constructor; defaults to
  *   `globalThis.WebSocket` (required in Node 20, e.g. the `ws` package)
  * @property {Scheduler} [scheduler] timer functions (tests)
@@ -131,7 +226,7 @@ export function backoffDelay(attempt, opts = {}, random = Math.random) {
  * @property {any} [data]
  * @property {string} [id] correlation id echoed from the client
  * @property {string} [channel] channel of a channel message
- * @property {number} [seq] per-client sequence number
+ * @property {number} [seq] position in the client's or the channel's stream (history on)
  */
 
 /**
@@ -142,10 +237,29 @@ export function backoffDelay(attempt, opts = {}, random = Math.random) {
  * @property {string} previous the status before this one
  * @property {number} [code] close code that caused it (when a close caused it)
  * @property {string} [reason] close reason, or why the client dropped the connection
- *   (`connect timeout`, `heartbeat timeout`, `server shutdown`, `client closed`, ...)
+ *   (`connect timeout`, `heartbeat timeout`, `server shutdown`, `client closed`,
+ *   `token error: ...`, ...)
  * @property {number} [delayMs] for `reconnecting`: the wait before the next attempt
- * @property {number} [attempt] for `reconnecting`: failed attempts since the last `welcome`
+ * @property {number} [attempt] for `reconnecting`: consecutive failed attempts
+ * @property {boolean} [gaveUp] for `closed`: `maxRetries` was reached
  * @property {string} [sessionId] for `open`: the session id from `welcome`
+ */
+
+/**
+ * Client events, given to {@link TetherClient#onEvent} listeners. They are kept apart
+ * from `on(type)` because the server may push messages of any type.
+ *
+ * - `resumed` `{stream: 'client'|'channel', channel?, missed, position}` — the server
+ *   confirmed the resume; `missed` messages follow.
+ * - `recovery_failed` `{stream, channel?, since, position}` — what was missed since `since`
+ *   cannot be replayed (epoch changed, trimmed, history gone): reload state from the application.
+ * - `duplicate` `{stream, channel?, seq}` — a message at or before the last seen `seq` was dropped.
+ * - `token_refreshed` `{expiresAt}` — the server accepted a `refresh`.
+ * - `token_rejected` `{code, message}` — the server refused a `refresh` (`invalid_token`); the
+ *   connection stays, the old token's expiry still applies.
+ * - `token_error` `{phase: 'connect'|'refresh', error}` — `getToken` threw or rejected.
+ *
+ * @typedef {'resumed' | 'recovery_failed' | 'duplicate' | 'token_refreshed' | 'token_rejected' | 'token_error'} EventName
  */
 
 const defaultScheduler = {
@@ -155,6 +269,9 @@ const defaultScheduler = {
 };
 
 const noop = () => {};
+
+/** Longest delay setTimeout honours (browsers and Node). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function checkNumber(name, value, min, max = Infinity) {
   if (typeof value !== 'number' || Number.isNaN(value) || value < min || value > max) {
@@ -172,18 +289,28 @@ function reportListenerError(err) {
   }
 }
 
+function errorText(err) {
+  return err && err.message ? err.message : String(err);
+}
+
+function isThenable(value) {
+  return value != null && typeof value.then === 'function';
+}
+
 /**
  * A self-healing connection to a tether server.
  *
  * Lifecycle: `connecting` → (`welcome` received) `open` → on a drop `reconnecting`
- * (repeated for every scheduled attempt) → `open` again, until `close()` is called
- * or the server closes with 1000 or 4002, which end in `closed`.
+ * (repeated for every scheduled attempt) → `open` again, until `close()` is called,
+ * `maxRetries` consecutive attempts failed, or the server closes with 1000 or 4002,
+ * which end in `closed`.
  *
  * Close codes: 1000 (normal) and 4002 (closed by the admin API) stop the client.
- * 1012 (service restart) reconnects at once (the first attempt has no delay; later
- * ones back off). Every other code — 1001, 1006, 1008, 1009, 1011, 4001, 4003, … —
- * reconnects with exponential backoff and jitter. The backoff resets once a
- * `welcome` arrives.
+ * 1012 (service restart) and 4004 (token expired) reconnect at once (the first attempt
+ * has no delay; later ones back off). 1001 / 1012 after a `shutdown` message wait for
+ * its `reconnect_after_ms` instead. Every other code — 1006, 1008, 1009, 1011, 4001,
+ * 4003, … — reconnects with exponential backoff and jitter. The backoff resets once a
+ * connection has stayed open `minUptimeMs`.
  */
 export class TetherClient {
   /**
@@ -204,11 +331,19 @@ export class TetherClient {
       jitter: checkNumber('jitter', o.jitter ?? DEFAULT_BACKOFF.jitter, 0, 1),
     };
     this._connectTimeoutMs = checkNumber('connectTimeoutMs', o.connectTimeoutMs ?? 4000, 0);
+    this._maxRetries = checkNumber('maxRetries', o.maxRetries ?? Infinity, 0);
+    this._minUptimeMs = checkNumber('minUptimeMs', o.minUptimeMs ?? 5000, 0);
+    this._refreshMarginMs = checkNumber('refreshMarginMs', o.refreshMarginMs ?? 30000, 0);
+    this._maxHintMs = checkNumber('maxReconnectHintMs', o.maxReconnectHintMs ?? 60000, 0);
     this._heartbeat = o.heartbeat !== false;
     this._reconnectOnShutdown = o.reconnectOnShutdown !== false;
+    this._resume = o.resume !== false;
     this._scheduler = o.scheduler ?? defaultScheduler;
     this._random = o.random ?? Math.random;
     this._token = o.token;
+    if (o.getToken != null && typeof o.getToken !== 'function') throw new TypeError('tether: getToken must be a function');
+    /** @type {Function | null} where fresh tokens come from, if anywhere */
+    this._tokenFn = o.getToken ?? (typeof o.token === 'function' ? o.token : null);
 
     /** @type {string | undefined} */
     this.clientId = o.clientId;
@@ -220,19 +355,47 @@ export class TetherClient {
     this._listeners = new Map();
     /** @type {Set<Function>} */
     this._statusListeners = new Set();
+    /** @type {Map<string, Set<Function>>} */
+    this._eventListeners = new Map();
+
+    // Stream positions. The client stream's is null until a welcome (or the `position`
+    // option) gives it an epoch; a channel's epoch may stay null when its `subscribed`
+    // carries none, and then only duplicate dropping uses it.
+    /** @type {{epoch: string, seq: number} | null} */
+    this._clientPos = parsePosition(o.position?.client);
+    /** @type {Map<string, {epoch: string | null, seq: number}>} */
+    this._chanPos = new Map();
+    for (const [ch, text] of Object.entries(o.position?.channels ?? {})) {
+      const pos = parsePosition(text);
+      if (pos) this._chanPos.set(ch, pos);
+    }
+    this._historyOff = false;
+    /** `since` sent by the current connection, and per channel by its `subscribe` frames */
+    this._sentSince = null;
+    /** @type {Map<string, {epoch: string, seq: number}>} */
+    this._chanSince = new Map();
 
     this._status = 'closed';
     this._ws = null;
+    this._gen = 0;
     this._welcomed = false;
     this._stopped = true;
     this._attempt = 0;
+    this._retries = 0;
     this._immediateUsed = false;
+    this._openedAt = null;
     this._sessionId = null;
     this._lastSeen = 0;
     this._unansweredSince = null;
     this._hbIntervalMs = 0;
     this._hbTimeoutMs = 0;
-    this._timers = { connect: null, heartbeat: null, silence: null, reconnect: null };
+    this._currentToken = typeof o.token === 'string' ? o.token : null;
+    this._connToken = null;
+    this._connExpiresAtMs = null;
+    this._pendingToken = null;
+    this._refreshAttempt = 0;
+    this._shutdownAt = null;
+    this._timers = { connect: null, heartbeat: null, silence: null, reconnect: null, refresh: null };
 
     if (o.autoConnect !== false) {
       this._autoConnectPending = true;
@@ -260,23 +423,42 @@ export class TetherClient {
     return [...this._channels];
   }
 
-  /** The URL that the next connection attempt will use (with `client_id` and `token`). */
+  /**
+   * The URL that the next connection attempt will use (with `client_id`, `token` and
+   * `since`). With `getToken` it shows the last token obtained; the next attempt asks again.
+   */
   get url() {
-    return this._buildUrl();
+    const token = this._tokenFn && this._tokenFn !== this._token
+      ? this._currentToken
+      : typeof this._token === 'function' ? this._token() : this._token;
+    return this._buildUrl(token, this._sinceParam());
+  }
+
+  /**
+   * Where the client's stream and each channel's stream stand, for the application to
+   * persist and hand back as the `position` option (e.g. after a page reload).
+   * @returns {{client: string | null, channels: Record<string, string>}}
+   */
+  lastPosition() {
+    const channels = {};
+    for (const [ch, pos] of this._chanPos) {
+      if (pos.epoch != null) channels[ch] = formatPosition(pos);
+    }
+    return { client: this._clientPos ? formatPosition(this._clientPos) : null, channels };
   }
 
   /**
    * Start connecting. Only needed with `autoConnect: false`, or to start again after
-   * `close()` or after the server ended the session (1000 / 4002). A no-op while the
-   * client is already connected or reconnecting.
+   * `close()`, after the server ended the session (1000 / 4002) or after `maxRetries`.
+   * A no-op while the client is already connected or reconnecting.
    * @returns {this}
    */
   connect() {
     this._autoConnectPending = false;
     if (!this._stopped) return this;
     this._stopped = false;
-    this._attempt = 0;
-    this._immediateUsed = false;
+    this._resetAttempts();
+    this._shutdownAt = null;
     this._setStatus('connecting', {});
     this._openSocket();
     return this;
@@ -326,24 +508,30 @@ export class TetherClient {
   }
 
   /**
-   * Subscribe to a channel now (when open) and after every reconnect.
+   * Subscribe to a channel now (when open) and after every reconnect. After a reconnect
+   * the `subscribe` carries `since` = the last position seen on that channel.
    * @param {string} channel
+   * @param {{since?: string}} [opts] `since`: resume this channel from a saved `"<epoch>:<seq>"`
    * @returns {boolean} true when the `subscribe` frame went out now; false when it will go
    *   out on the next `welcome`
    */
-  subscribe(channel) {
+  subscribe(channel, opts) {
     if (typeof channel !== 'string' || channel === '') throw new TypeError('tether: channel must be a non-empty string');
+    const since = parsePosition(opts?.since);
+    if (since) this._chanPos.set(channel, since);
     this._channels.add(channel);
-    return this._welcomed ? this.send('subscribe', { channel }) : false;
+    return this._welcomed ? this._sendSubscribe(channel) : false;
   }
 
   /**
-   * Unsubscribe from a channel and forget it for later reconnects.
+   * Unsubscribe from a channel and forget it (and its position) for later reconnects.
    * @param {string} channel
    * @returns {boolean} true when the `unsubscribe` frame went out now
    */
   unsubscribe(channel) {
     const had = this._channels.delete(channel);
+    this._chanPos.delete(channel);
+    this._chanSince.delete(channel);
     return had && this._welcomed ? this.send('unsubscribe', { channel }) : false;
   }
 
@@ -355,11 +543,7 @@ export class TetherClient {
    * @returns {() => void} a function that removes the listener
    */
   on(type, fn) {
-    if (typeof fn !== 'function') throw new TypeError('tether: listener must be a function');
-    let set = this._listeners.get(type);
-    if (!set) this._listeners.set(type, (set = new Set()));
-    set.add(fn);
-    return () => this.off(type, fn);
+    return this._addListener(this._listeners, type, fn);
   }
 
   /**
@@ -368,8 +552,27 @@ export class TetherClient {
    * @param {(msg: Envelope) => void} fn
    */
   off(type, fn) {
-    const set = this._listeners.get(type);
-    if (set && set.delete(fn) && set.size === 0) this._listeners.delete(type);
+    this._removeListener(this._listeners, type, fn);
+  }
+
+  /**
+   * Listen to a client event (see {@link EventName}): `resumed`, `recovery_failed`,
+   * `duplicate`, `token_refreshed`, `token_rejected`, `token_error`.
+   * @param {EventName} name
+   * @param {(ev: object) => void} fn
+   * @returns {() => void} a function that removes the listener
+   */
+  onEvent(name, fn) {
+    return this._addListener(this._eventListeners, name, fn);
+  }
+
+  /**
+   * Remove a listener added with {@link TetherClient#onEvent}.
+   * @param {EventName} name
+   * @param {(ev: object) => void} fn
+   */
+  offEvent(name, fn) {
+    this._removeListener(this._eventListeners, name, fn);
   }
 
   /**
@@ -408,12 +611,45 @@ export class TetherClient {
     return u.toString();
   }
 
-  _buildUrl() {
+  _buildUrl(token, since) {
     const u = new URL(this._baseUrl);
     if (this.clientId != null && this.clientId !== '') u.searchParams.set('client_id', String(this.clientId));
-    const token = typeof this._token === 'function' ? this._token() : this._token;
     if (token != null && token !== '') u.searchParams.set('token', String(token));
+    if (since != null) u.searchParams.set('since', since);
     return u.toString();
+  }
+
+  /**
+   * A first connection asks for `0:0` (everything still stored, §8) because it cannot
+   * know yet whether the server keeps history; once a `welcome` without `epoch` said
+   * it does not, the parameter is left out.
+   */
+  _sinceParam() {
+    if (!this._resume || this._historyOff) return null;
+    return this._clientPos ? formatPosition(this._clientPos) : '0:0';
+  }
+
+  _addListener(map, key, fn) {
+    if (typeof fn !== 'function') throw new TypeError('tether: listener must be a function');
+    let set = map.get(key);
+    if (!set) map.set(key, (set = new Set()));
+    set.add(fn);
+    return () => this._removeListener(map, key, fn);
+  }
+
+  _removeListener(map, key, fn) {
+    const set = map.get(key);
+    if (set && set.delete(fn) && set.size === 0) map.delete(key);
+  }
+
+  _emit(name, ev) {
+    for (const fn of [...(this._eventListeners.get(name) ?? [])]) {
+      try {
+        fn(ev);
+      } catch (err) {
+        reportListenerError(err);
+      }
+    }
   }
 
   _setStatus(status, info) {
@@ -461,17 +697,88 @@ export class TetherClient {
     this._clearTimer('connect');
     this._clearTimer('heartbeat');
     this._clearTimer('silence');
+    this._clearTimer('refresh');
   }
 
+  _resetAttempts() {
+    this._attempt = 0;
+    this._retries = 0;
+    this._immediateUsed = false;
+  }
+
+  /**
+   * Called whenever a connection ends. Only one that stayed open `minUptimeMs` earns a
+   * fresh start, so a server that welcomes and drops at once still sees backoff.
+   */
+  _connectionEnded() {
+    if (this._openedAt != null && this._scheduler.now() - this._openedAt >= this._minUptimeMs) {
+      this._resetAttempts();
+    }
+    this._openedAt = null;
+  }
+
+  /**
+   * One attempt: get a token (maybe asynchronously), then open the socket. `_gen`
+   * identifies the attempt, so a token that arrives after the attempt was abandoned
+   * or the client closed opens nothing.
+   */
   _openSocket() {
     this._clearConnectionTimers();
     this._welcomed = false;
+    // A hint belongs to the connection that received it, not to the next node we try.
+    this._shutdownAt = null;
+    const gen = ++this._gen;
+    // Armed before the token is asked for, so a getToken that never settles cannot park us.
+    if (this._connectTimeoutMs > 0) {
+      this._setTimer('connect', () => this._abandon('connect timeout'), this._connectTimeoutMs);
+    }
+    if (!this._tokenFn) {
+      this._startSocket(this._token);
+      return;
+    }
+    let result;
+    try {
+      result = this._tokenFn();
+    } catch (err) {
+      this._tokenFailed(err);
+      return;
+    }
+    if (!isThenable(result)) {
+      this._startSocket(result);
+      return;
+    }
+    result.then(
+      (token) => {
+        if (gen === this._gen && !this._stopped) this._startSocket(token);
+      },
+      (err) => {
+        if (gen === this._gen && !this._stopped) this._tokenFailed(err);
+      },
+    );
+  }
+
+  _tokenFailed(err) {
+    this._emit('token_error', { phase: 'connect', error: err });
+    if (this._stopped) return;
+    // Through the ordinary failure path: backoff and maxRetries apply, never a tight loop.
+    this._abandon(`token error: ${errorText(err)}`);
+  }
+
+  _startSocket(token) {
+    const tok = token == null || token === '' ? null : String(token);
+    this._connToken = tok;
+    this._connExpiresAtMs = null;
+    this._pendingToken = null;
+    if (tok != null) this._currentToken = tok;
+    const since = this._sinceParam();
+    this._sentSince = since == null ? null : parsePosition(since);
     let ws;
     try {
-      ws = new this._WebSocket(this._buildUrl());
+      ws = new this._WebSocket(this._buildUrl(tok, since));
     } catch (err) {
       this._ws = null;
-      this._scheduleReconnect({ reason: `connect failed: ${err && err.message ? err.message : err}` });
+      this._clearTimer('connect');
+      this._scheduleReconnect({ reason: `connect failed: ${errorText(err)}` });
       return;
     }
     this._ws = ws;
@@ -489,18 +796,17 @@ export class TetherClient {
     ws.onclose = (ev) => {
       if (this._ws === ws) this._onClose(ev.code, ev.reason);
     };
-    if (this._connectTimeoutMs > 0) {
-      this._setTimer('connect', () => this._abandon('connect timeout'), this._connectTimeoutMs);
-    }
   }
 
   /**
-   * Forget the current socket: detach its handlers (with no-ops, so a late `error`
-   * event cannot go unhandled), close it, clear its timers.
+   * Forget the current socket (or pending token request): detach its handlers (with
+   * no-ops, so a late `error` event cannot go unhandled), close it, clear its timers.
    */
   _dropSocket(code, reason) {
+    this._gen += 1;
     this._clearConnectionTimers();
     this._welcomed = false;
+    this._connectionEnded();
     const ws = this._ws;
     this._ws = null;
     if (!ws) return;
@@ -526,18 +832,26 @@ export class TetherClient {
 
   _scheduleReconnect(info, delayOverride) {
     if (this._stopped) return;
+    if (this._retries >= this._maxRetries) {
+      this._stopped = true;
+      this._clearTimer('reconnect');
+      this._setStatus('closed', { ...info, gaveUp: true, attempt: this._retries });
+      return;
+    }
+    this._retries += 1;
     let delayMs;
     if (delayOverride != null) {
       delayMs = delayOverride;
-    } else if (info.code === SERVICE_RESTART && !this._immediateUsed) {
-      // Service restart: go at once to another node; only the first attempt skips the backoff.
+    } else if (IMMEDIATE_CLOSE_CODES.has(info.code) && !this._immediateUsed) {
+      // Another node (1012) or a fresh token (4004) fixes it now; only the first attempt
+      // skips the backoff, so a node that keeps refusing is not hammered.
       this._immediateUsed = true;
       delayMs = 0;
     } else {
       delayMs = backoffDelay(this._attempt, this._backoff, this._random);
       this._attempt += 1;
     }
-    this._setStatus('reconnecting', { ...info, delayMs, attempt: this._attempt });
+    this._setStatus('reconnecting', { ...info, delayMs, attempt: this._retries });
     if (this._stopped) return; // a status listener called close()
     this._setTimer('reconnect', () => {
       if (!this._stopped) this._openSocket();
@@ -546,8 +860,10 @@ export class TetherClient {
 
   _onClose(code, reason) {
     this._ws = null;
+    this._gen += 1;
     this._clearConnectionTimers();
     this._welcomed = false;
+    this._connectionEnded();
     if (this._stopped) return;
     if (FINAL_CLOSE_CODES.has(code)) {
       this._stopped = true;
@@ -555,7 +871,14 @@ export class TetherClient {
       this._setStatus('closed', { code, reason });
       return;
     }
-    this._scheduleReconnect({ code, reason });
+    let delayMs;
+    if ((code === GOING_AWAY || code === SERVICE_RESTART) && this._shutdownAt != null) {
+      // The hint counts from the shutdown message, not from the close: in restart mode
+      // the server closes at the hinted time itself, and waiting again would double it.
+      delayMs = Math.max(0, this._shutdownAt - this._scheduler.now());
+    }
+    this._shutdownAt = null;
+    this._scheduleReconnect({ code, reason }, delayMs);
   }
 
   _onMessage(raw) {
@@ -571,31 +894,228 @@ export class TetherClient {
     }
     if (!msg || typeof msg !== 'object' || typeof msg.type !== 'string') return;
 
-    if (msg.type === 'welcome' && !this._welcomed) this._onWelcome(msg);
-    this._dispatch(msg);
-    if (msg.type === 'shutdown' && this._reconnectOnShutdown && this._ws && !this._stopped) {
-      this._onShutdown(msg);
+    // Control messages come from the server itself, never with a `channel`: one that has
+    // it was relayed from a publisher and must not steer the client.
+    const control = msg.channel == null;
+    if (control) {
+      if (msg.type === 'welcome' && !this._welcomed) this._onWelcome(msg);
+      else if (msg.type === 'refreshed') this._onRefreshed(msg);
+      else if (msg.type === 'error' && msg.data && msg.data.code === 'invalid_token') this._onTokenRejected(msg);
     }
+    // `subscribed` names its channel in `data`; a server may also set the envelope field.
+    if (msg.type === 'subscribed') this._onSubscribed(msg);
+    if (!this._acceptSeq(msg)) return;
+    this._dispatch(msg);
+    if (control && msg.type === 'shutdown' && this._ws && !this._stopped) this._onShutdown(msg);
+  }
+
+  /** Track the stream position of a message; false for a duplicate, which is not dispatched. */
+  _acceptSeq(msg) {
+    const seq = toSeq(msg.seq);
+    if (seq == null) return true;
+    let pos;
+    if (msg.channel == null) {
+      pos = this._clientPos;
+      if (!pos) return true; // no epoch known: nothing to compare against
+    } else {
+      if (typeof msg.channel !== 'string') return true;
+      pos = this._chanPos.get(msg.channel);
+      if (!pos) {
+        if (!this._channels.has(msg.channel)) return true;
+        this._chanPos.set(msg.channel, (pos = { epoch: null, seq: 0 }));
+      }
+    }
+    if (seq <= pos.seq) {
+      const ev = msg.channel == null ? { stream: 'client', seq } : { stream: 'channel', channel: msg.channel, seq };
+      this._emit('duplicate', ev);
+      return false;
+    }
+    pos.seq = seq;
+    return true;
   }
 
   _onWelcome(msg) {
     const data = msg.data && typeof msg.data === 'object' ? msg.data : {};
     this._clearTimer('connect');
     this._welcomed = true;
-    this._attempt = 0;
-    this._immediateUsed = false;
+    this._openedAt = this._scheduler.now();
+    this._shutdownAt = null;
     this._sessionId = data.session_id ?? null;
     this._hbIntervalMs = Number(data.heartbeat_interval_ms) > 0 ? Number(data.heartbeat_interval_ms) : 0;
     this._hbTimeoutMs = Number(data.heartbeat_timeout_ms) > 0 ? Number(data.heartbeat_timeout_ms) : 0;
     this._setStatus('open', { sessionId: this._sessionId });
     // A status listener may have closed the client.
     if (!this._welcomed) return;
-    for (const channel of this._channels) this.send('subscribe', { channel });
+    this._resumeClientStream(data);
+    if (!this._welcomed) return;
+    this._chanSince.clear();
+    for (const channel of this._channels) this._sendSubscribe(channel);
     if (this._heartbeat) {
       if (this._hbIntervalMs > 0) this._armHeartbeat();
       if (this._hbTimeoutMs > 0) this._armSilence(this._hbTimeoutMs);
     }
+    this._refreshAttempt = 0;
+    this._armRefresh();
   }
+
+  /**
+   * With `recovered: true` the missed messages follow the welcome, so the position stays
+   * at what we asked from (setting it to the welcome's head `seq` would drop them all as
+   * duplicates). Otherwise the app reloads its state as of now: the head is the position.
+   */
+  _resumeClientStream(data) {
+    const epoch = toEpoch(data.epoch);
+    const sent = this._sentSince;
+    const sentText = sent ? formatPosition(sent) : null;
+    // The speculative 0:0 of a connection with nothing saved is not a position the app
+    // holds: only an explicit refusal of it is reported.
+    const askedReal = sent != null && !(sent.epoch === '0' && sent.seq === 0);
+    if (epoch == null) {
+      this._historyOff = true;
+      if (askedReal) {
+        this._emit('recovery_failed', { stream: 'client', since: sentText, position: null });
+      }
+      return;
+    }
+    this._historyOff = false;
+    const head = toSeq(data.seq) ?? 0;
+    if (data.recovered === true && sent) {
+      this._clientPos = { epoch, seq: sent.seq };
+      this._emit('resumed', { stream: 'client', missed: toSeq(data.missed) ?? 0, position: formatPosition(this._clientPos) });
+      return;
+    }
+    this._clientPos = { epoch, seq: head };
+    if (data.recovered === false || askedReal) {
+      this._emit('recovery_failed', { stream: 'client', since: sentText, position: formatPosition(this._clientPos) });
+    }
+  }
+
+  _sendSubscribe(channel) {
+    const pos = this._resume ? this._chanPos.get(channel) : undefined;
+    if (pos && pos.epoch != null) {
+      this._chanSince.set(channel, { epoch: pos.epoch, seq: pos.seq });
+      return this.send('subscribe', { channel, since: formatPosition(pos) });
+    }
+    this._chanSince.delete(channel);
+    return this.send('subscribe', { channel });
+  }
+
+  /** As {@link TetherClient#_resumeClientStream}, for one channel's stream. */
+  _onSubscribed(msg) {
+    const data = msg.data && typeof msg.data === 'object' ? msg.data : {};
+    const channel = typeof data.channel === 'string' ? data.channel : msg.channel;
+    if (typeof channel !== 'string' || !this._channels.has(channel)) return;
+    const sent = this._chanSince.get(channel) ?? null;
+    this._chanSince.delete(channel);
+    const epoch = toEpoch(data.epoch);
+    const head = toSeq(data.seq);
+    if (data.recovered === true && sent) {
+      const pos = { epoch: epoch ?? sent.epoch, seq: sent.seq };
+      this._chanPos.set(channel, pos);
+      this._emit('resumed', { stream: 'channel', channel, missed: toSeq(data.missed) ?? 0, position: formatPosition(pos) });
+      return;
+    }
+    let pos = null;
+    if (epoch != null || head != null) {
+      pos = { epoch, seq: head ?? 0 };
+      this._chanPos.set(channel, pos);
+    } else {
+      // No history on this channel: forget the old position so no live message is
+      // mistaken for a duplicate of the previous subscription's numbering.
+      this._chanPos.delete(channel);
+    }
+    if (sent) {
+      this._emit('recovery_failed', {
+        stream: 'channel',
+        channel,
+        since: formatPosition(sent),
+        position: pos && pos.epoch != null ? formatPosition(pos) : null,
+      });
+    }
+  }
+
+  // ------------------------------------------------------------ token refresh
+
+  _tokenExpiryMs(token) {
+    const exp = jwtExpiry(token);
+    return exp != null ? exp * 1000 : null;
+  }
+
+  _armRefresh() {
+    this._clearTimer('refresh');
+    if (!this._tokenFn || !this._welcomed) return;
+    const expMs = this._tokenExpiryMs(this._connToken) ?? this._connExpiresAtMs;
+    if (expMs == null) return;
+    const due = expMs - this._refreshMarginMs;
+    const delay = Math.max(0, due - this._scheduler.now());
+    // Timers overflow past 2^31-1 ms and fire at once: wait in steps for a far-off expiry.
+    this._setTimer('refresh', () => (this._scheduler.now() < due ? this._armRefresh() : this._refresh()), Math.min(delay, MAX_TIMER_MS));
+  }
+
+  _retryRefresh() {
+    const delay = backoffDelay(this._refreshAttempt, this._backoff, this._random);
+    this._refreshAttempt += 1;
+    this._setTimer('refresh', () => this._refresh(), delay);
+  }
+
+  _refresh() {
+    const gen = this._gen;
+    const current = this._connToken;
+    const fail = (err) => {
+      if (gen !== this._gen || !this._welcomed) return;
+      this._emit('token_error', { phase: 'refresh', error: err });
+      // A listener may have closed the client.
+      if (gen === this._gen && this._welcomed) this._retryRefresh();
+    };
+    const use = (token) => {
+      if (gen !== this._gen || !this._welcomed) return;
+      const tok = token == null ? '' : String(token);
+      const oldExp = this._tokenExpiryMs(current);
+      const newExp = this._tokenExpiryMs(tok);
+      // The application has nothing newer yet: ask again after a backoff rather than
+      // re-sending the same token in a loop (the margin may already be behind us).
+      if (tok === '' || tok === current || (oldExp != null && newExp != null && newExp <= oldExp)) {
+        this._retryRefresh();
+        return;
+      }
+      this._pendingToken = tok;
+      this.send('refresh', { token: tok });
+    };
+    let result;
+    try {
+      result = this._tokenFn();
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    if (isThenable(result)) result.then(use, fail);
+    else use(result);
+  }
+
+  _onRefreshed(msg) {
+    const data = msg.data && typeof msg.data === 'object' ? msg.data : {};
+    if (this._pendingToken != null) {
+      this._connToken = this._currentToken = this._pendingToken;
+      this._pendingToken = null;
+    }
+    const at = typeof data.expires_at === 'string' ? Date.parse(data.expires_at) : NaN;
+    this._connExpiresAtMs = Number.isFinite(at) ? at : null;
+    this._refreshAttempt = 0;
+    this._emit('token_refreshed', { expiresAt: data.expires_at ?? null });
+    this._armRefresh();
+  }
+
+  /**
+   * No retry here: the application just handed out this token, asking again at once
+   * would likely get the same one. At `exp` the server closes with 4004 and the
+   * reconnect asks for a new token.
+   */
+  _onTokenRejected(msg) {
+    this._pendingToken = null;
+    this._emit('token_rejected', { code: msg.data.code, message: msg.data.message ?? '' });
+  }
+
+  // ------------------------------------------------------------ heartbeat
 
   _sendHeartbeat() {
     if (this.send('heartbeat') && this._unansweredSince == null) {
@@ -638,13 +1158,25 @@ export class TetherClient {
     this._armSilence(this._unansweredSince == null ? grace : this._unansweredSince + grace - now);
   }
 
-  _onShutdown(msg) {
-    const after = msg.data && Number(msg.data.reconnect_after_ms);
+  // ------------------------------------------------------------ shutdown
+
+  /**
+   * The hint is clamped: a `shutdown` is trusted to say "come back later", not to park
+   * the client for as long as it likes. A hint that is not a non-negative number is
+   * ignored and the normal backoff applies.
+   */
+  _shutdownDelay(data) {
+    const v = data && typeof data === 'object' ? data.reconnect_after_ms : undefined;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) return null;
+    const hint = Math.min(v, this._maxHintMs);
     // Spread the herd upwards only: never come back earlier than the server asked.
-    const delayMs = Number.isFinite(after) && after >= 0
-      ? Math.round(after * (1 + this._backoff.jitter * this._random()))
-      : undefined;
-    this._abandon('server shutdown', delayMs);
+    return Math.round(hint * (1 + this._backoff.jitter * this._random()));
+  }
+
+  _onShutdown(msg) {
+    const delayMs = this._shutdownDelay(msg.data);
+    this._shutdownAt = delayMs == null ? null : this._scheduler.now() + delayMs;
+    if (this._reconnectOnShutdown) this._abandon('server shutdown', delayMs ?? undefined);
   }
 }
 

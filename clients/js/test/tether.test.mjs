@@ -7,7 +7,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 
-import TetherDefault, { TetherClient, backoffDelay, DEFAULT_BACKOFF } from '../tether.js';
+import TetherDefault, { TetherClient, backoffDelay, DEFAULT_BACKOFF, jwtExpiry, parsePosition } from '../tether.js';
 
 // ------------------------------------------------------------------ test doubles
 
@@ -519,8 +519,9 @@ describe('close codes', () => {
     assert.equal(FakeWebSocket.instances.length, 2);
     clock.advance(1);
     assert.equal(FakeWebSocket.instances.length, 3);
-    // After a welcome the next 1012 is immediate again.
+    // After a connection that stayed up minUptimeMs (default 5 s) the next 1012 is immediate again.
     FakeWebSocket.last.serverWelcome();
+    clock.advance(5000);
     FakeWebSocket.last.serverClose(1012, 'service restart');
     clock.advance(0);
     assert.equal(FakeWebSocket.instances.length, 4);
@@ -544,7 +545,7 @@ describe('close codes', () => {
     });
   }
 
-  test('backoff grows over consecutive failures and resets after welcome', () => {
+  test('backoff grows over consecutive failures and resets after minUptimeMs open', () => {
     const { client, clock, statuses } = setup();
     client.connect();
     const delays = [];
@@ -555,8 +556,9 @@ describe('close codes', () => {
     }
     assert.deepEqual(delays, [1000, 1300, 1690, 2197, 2856, 3713, 4827, 6275, 8157, 10000, 10000, 10000]);
     FakeWebSocket.last.serverWelcome();
+    clock.advance(5000);
     FakeWebSocket.last.serverClose(1006);
-    assert.equal(statuses.at(-1).delayMs, 1000, 'reset by welcome');
+    assert.equal(statuses.at(-1).delayMs, 1000, 'reset by a connection that stayed up');
     client.close();
   });
 
@@ -862,5 +864,532 @@ describe('real timers', () => {
     await FakeWebSocket.waitForInstances(2, 5000);
     client.close();
     // A timer left running would keep this test file from finishing.
+  });
+});
+
+// ================================================================== tokens (§7)
+
+/** An unsigned JWT: the client only reads the payload, the server verifies. */
+function jwt(payload) {
+  const b64 = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
+  return `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(payload)}.c2ln`;
+}
+
+/** Let pending promise callbacks run (async getToken); not a sleep. */
+const flush = () => new Promise((resolve) => setImmediate(resolve));
+
+/** A welcome with history fields (`serverWelcome` has none, i.e. history off). */
+function welcome(ws, extra = {}) {
+  if (ws.readyState === 0) ws.serverOpen();
+  ws.serverSend({
+    type: 'welcome',
+    timestamp: 't',
+    data: { session_id: 's', client_id: 'c', heartbeat_interval_ms: 30000, heartbeat_timeout_ms: 60000, ...extra },
+  });
+}
+
+const param = (ws, name) => new URL(ws.url).searchParams.get(name);
+
+describe('jwtExpiry and parsePosition', () => {
+  test('jwtExpiry reads exp from base64url payloads, null otherwise', () => {
+    assert.equal(jwtExpiry(jwt({ sub: 'a', exp: 1700000000 })), 1700000000);
+    // base64url characters (- and _) and non-ASCII claims decode.
+    assert.equal(jwtExpiry(jwt({ sub: 'ü>>>???', exp: 42, pad: '~~~' })), 42);
+    assert.equal(jwtExpiry(jwt({ sub: 'a' })), null);
+    assert.equal(jwtExpiry(jwt({ sub: 'a', exp: '42' })), null);
+    assert.equal(jwtExpiry('opaque-token'), null);
+    assert.equal(jwtExpiry('a.!!!.c'), null);
+    assert.equal(jwtExpiry(null), null);
+  });
+
+  test('parsePosition splits at the last colon', () => {
+    assert.deepEqual(parsePosition('e1:5'), { epoch: 'e1', seq: 5 });
+    assert.deepEqual(parsePosition('node:a:17'), { epoch: 'node:a', seq: 17 });
+    assert.deepEqual(parsePosition('0:0'), { epoch: '0', seq: 0 });
+    for (const bad of ['e1', 'e1:', 'e1:-1', 'e1:1.5', 'e1:x', 5, null]) assert.equal(parsePosition(bad), null, String(bad));
+  });
+});
+
+describe('tokens', () => {
+  test('getToken is called before every connect and its token goes in the URL', async () => {
+    let n = 0;
+    const { client, clock } = setup({ getToken: async () => `tok-${++n}` });
+    client.connect();
+    assert.equal(FakeWebSocket.instances.length, 0, 'socket waits for the token');
+    await flush();
+    assert.equal(param(FakeWebSocket.last, 'token'), 'tok-1');
+    FakeWebSocket.last.serverWelcome();
+    FakeWebSocket.last.serverClose(1006);
+    clock.advance(1000);
+    await flush();
+    assert.equal(FakeWebSocket.instances.length, 2);
+    assert.equal(param(FakeWebSocket.last, 'token'), 'tok-2');
+    assert.equal(n, 2);
+    assert.equal(new URL(client.url).searchParams.get('token'), 'tok-2', 'url shows the last token without asking again');
+    assert.equal(n, 2);
+    client.close();
+  });
+
+  test('a synchronous getToken and the old token function still work', () => {
+    const { client } = setup({ getToken: () => 'sync' });
+    client.connect();
+    assert.equal(param(FakeWebSocket.last, 'token'), 'sync');
+    client.close();
+    const legacy = setup({ token: () => 'fn' });
+    legacy.client.connect();
+    assert.equal(param(FakeWebSocket.last, 'token'), 'fn');
+    legacy.client.close();
+  });
+
+  test('refresh is sent at exp - refreshMarginMs, and re-armed from the refreshed token', async () => {
+    // The fake clock starts at 0 ms since the epoch, so exp 100 s is 100000 ms on it.
+    const tokens = [jwt({ sub: 'c', exp: 100 }), jwt({ sub: 'c', exp: 200 }), jwt({ sub: 'c', exp: 300 })];
+    let calls = 0;
+    const { client, clock } = setup({ heartbeat: false, getToken: async () => tokens[calls++] });
+    const events = [];
+    client.onEvent('token_refreshed', (e) => events.push(e));
+    client.connect();
+    await flush();
+    const ws = FakeWebSocket.last;
+    ws.serverWelcome();
+    clock.advance(69999);
+    await flush();
+    assert.equal(ws.sentOfType('refresh').length, 0);
+    clock.advance(1);
+    await flush();
+    assert.deepEqual(ws.sentOfType('refresh'), [{ type: 'refresh', data: { token: tokens[1] } }]);
+    ws.serverSend({ type: 'refreshed', timestamp: 't', data: { expires_at: '1970-01-01T00:03:20.000Z' } });
+    assert.deepEqual(events, [{ expiresAt: '1970-01-01T00:03:20.000Z' }]);
+    clock.advance(99999); // now 169999: the new token refreshes at 200 s - 30 s
+    await flush();
+    assert.equal(ws.sentOfType('refresh').length, 1);
+    clock.advance(1);
+    await flush();
+    assert.equal(ws.sentOfType('refresh').at(-1).data.token, tokens[2]);
+    assert.equal(client.status, 'open');
+    client.close();
+  });
+
+  test('a token already inside the margin refreshes now, but the same token is not re-sent in a loop', () => {
+    const tok = jwt({ sub: 'c', exp: 10 }); // 10 s left, margin 30 s
+    let calls = 0;
+    const { client, clock } = setup({ getToken: () => (calls++, tok) });
+    client.connect();
+    const ws = FakeWebSocket.last;
+    ws.serverWelcome();
+    clock.advance(0);
+    assert.equal(calls, 2, 'connect + one immediate refresh attempt');
+    assert.equal(ws.sentOfType('refresh').length, 0, 'nothing newer to send');
+    clock.advance(999);
+    assert.equal(calls, 2, 'no tight loop: the next ask waits for the backoff');
+    clock.advance(1);
+    assert.equal(calls, 3);
+    client.close();
+  });
+
+  test('invalid_token keeps the connection and emits token_rejected', () => {
+    let calls = 0;
+    const { client, clock } = setup({ heartbeat: false, getToken: () => jwt({ sub: 'c', exp: 100 + calls++ }) });
+    const rejected = [];
+    const errors = [];
+    client.onEvent('token_rejected', (e) => rejected.push(e));
+    client.on('error', (m) => errors.push(m.data.code));
+    client.connect();
+    const ws = FakeWebSocket.last;
+    ws.serverWelcome();
+    clock.advance(70000);
+    assert.equal(ws.sentOfType('refresh').length, 1);
+    ws.serverSend({ type: 'error', timestamp: 't', data: { code: 'invalid_token', message: 'different sub' } });
+    assert.deepEqual(rejected, [{ code: 'invalid_token', message: 'different sub' }]);
+    assert.deepEqual(errors, ['invalid_token'], 'the error envelope is still dispatched');
+    assert.equal(client.status, 'open');
+    assert.equal(ws.closeCalls.length, 0);
+    client.close();
+  });
+
+  test('4004: a new token and an immediate reconnect; a second 4004 in a row backs off', () => {
+    let n = 0;
+    const { client, clock, statuses } = setup({ heartbeat: false, getToken: () => `t${++n}` });
+    client.connect();
+    FakeWebSocket.last.serverWelcome();
+    clock.advance(60000);
+    FakeWebSocket.last.serverClose(4004, 'token expired');
+    assert.equal(statuses.at(-1).delayMs, 0);
+    clock.advance(0);
+    assert.equal(FakeWebSocket.instances.length, 2);
+    assert.equal(param(FakeWebSocket.last, 'token'), 't2');
+    FakeWebSocket.last.serverClose(4004, 'token expired');
+    assert.equal(statuses.at(-1).delayMs, 1000);
+    client.close();
+  });
+
+  test('getToken throwing: token_error event, reconnecting status, growing backoff, no tight loop', async () => {
+    let calls = 0;
+    let fail = true;
+    const { client, clock, statuses } = setup({
+      getToken: async () => {
+        calls++;
+        if (fail) throw new Error('auth service down');
+        return 'ok';
+      },
+    });
+    const tokenErrors = [];
+    client.onEvent('token_error', (e) => tokenErrors.push(e));
+    client.connect();
+    await flush();
+    assert.equal(calls, 1);
+    assert.equal(FakeWebSocket.instances.length, 0);
+    assert.equal(client.status, 'reconnecting');
+    assert.equal(statuses.at(-1).reason, 'token error: auth service down');
+    assert.equal(statuses.at(-1).delayMs, 1000);
+    assert.equal(tokenErrors[0].phase, 'connect');
+    assert.equal(tokenErrors[0].error.message, 'auth service down');
+    clock.advance(999);
+    await flush();
+    assert.equal(calls, 1, 'nothing before the backoff delay');
+    clock.advance(1);
+    await flush();
+    assert.equal(calls, 2);
+    assert.equal(statuses.at(-1).delayMs, 1300, 'the delay grows');
+    fail = false;
+    clock.advance(1300);
+    await flush();
+    assert.equal(param(FakeWebSocket.last, 'token'), 'ok');
+    client.close();
+  });
+
+  test('a getToken that never settles is cut by connectTimeoutMs; a late token opens nothing', async () => {
+    let resolveLate;
+    const { client, clock, statuses } = setup({ connectTimeoutMs: 500, getToken: () => new Promise((r) => (resolveLate = r)) });
+    client.connect();
+    clock.advance(500);
+    assert.equal(statuses.at(-1).reason, 'connect timeout');
+    resolveLate('late');
+    await flush();
+    assert.equal(FakeWebSocket.instances.length, 0, 'the abandoned attempt stays abandoned');
+    client.close();
+    assert.equal(clock.pending, 0);
+  });
+
+  test('close() while getToken is pending: no socket afterwards', async () => {
+    let resolveLate;
+    const { client } = setup({ getToken: () => new Promise((r) => (resolveLate = r)) });
+    client.connect();
+    client.close();
+    resolveLate('t');
+    await flush();
+    assert.equal(FakeWebSocket.instances.length, 0);
+  });
+
+  test('getToken throwing at refresh time: token_error (phase refresh), retried with backoff', () => {
+    let calls = 0;
+    const { client, clock } = setup({
+      heartbeat: false,
+      getToken: () => {
+        if (calls++ > 0) throw new Error('nope');
+        return jwt({ sub: 'c', exp: 100 });
+      },
+    });
+    const errs = [];
+    client.onEvent('token_error', (e) => errs.push(e.phase));
+    client.connect();
+    FakeWebSocket.last.serverWelcome();
+    clock.advance(70000);
+    assert.deepEqual(errs, ['refresh']);
+    clock.advance(999);
+    assert.equal(calls, 2);
+    clock.advance(1);
+    assert.equal(calls, 3);
+    assert.equal(client.status, 'open');
+    client.close();
+  });
+});
+
+// ================================================================== resume (§8)
+
+describe('resume', () => {
+  test('first connection sends since=0:0; a resume keeps the position so the replay is not dropped', () => {
+    const { client, clock } = setup();
+    const resumed = [];
+    const got = [];
+    client.onEvent('resumed', (e) => resumed.push(e));
+    client.on('notify', (m) => got.push(m.seq));
+    client.connect();
+    const ws = FakeWebSocket.last;
+    assert.equal(param(ws, 'since'), '0:0');
+    welcome(ws, { epoch: 'e1', seq: 3, recovered: true, missed: 3 });
+    assert.deepEqual(resumed, [{ stream: 'client', missed: 3, position: 'e1:0' }]);
+    for (const seq of [1, 2, 3, 4]) ws.serverSend({ type: 'notify', timestamp: 't', seq });
+    assert.deepEqual(got, [1, 2, 3, 4]);
+    assert.equal(client.lastPosition().client, 'e1:4');
+    ws.serverClose(1006);
+    clock.advance(1000);
+    assert.equal(param(FakeWebSocket.last, 'since'), 'e1:4');
+    client.close();
+  });
+
+  test('duplicates (seq <= last seen in this epoch) are dropped, per stream', () => {
+    const { client } = setup({ channels: ['news'] });
+    const got = [];
+    const dups = [];
+    client.on('*', (m) => m.seq != null && got.push(`${m.channel ?? '-'}:${m.seq}`));
+    client.onEvent('duplicate', (e) => dups.push(e));
+    client.connect();
+    const ws = FakeWebSocket.last;
+    welcome(ws, { epoch: 'e1', seq: 5 });
+    ws.serverSend({ type: 'subscribed', timestamp: 't', data: { channel: 'news', epoch: 'n1', seq: 1 } });
+    ws.serverSend({ type: 'notify', timestamp: 't', seq: 6 });
+    ws.serverSend({ type: 'notify', timestamp: 't', seq: 6 });
+    ws.serverSend({ type: 'notify', timestamp: 't', seq: 4 });
+    ws.serverSend({ type: 'post', channel: 'news', timestamp: 't', seq: 2 });
+    ws.serverSend({ type: 'post', channel: 'news', timestamp: 't', seq: 2 });
+    ws.serverSend({ type: 'notify', timestamp: 't', seq: 7 });
+    assert.deepEqual(got, ['-:6', 'news:2', '-:7']);
+    assert.deepEqual(dups, [
+      { stream: 'client', seq: 6 },
+      { stream: 'client', seq: 4 },
+      { stream: 'channel', channel: 'news', seq: 2 },
+    ]);
+    assert.deepEqual(client.lastPosition(), { client: 'e1:7', channels: { news: 'n1:2' } });
+    client.close();
+  });
+
+  test('recovered: false emits recovery_failed and takes the head as the position', () => {
+    const { client, clock } = setup({ position: { client: 'old:9' } });
+    const failed = [];
+    client.onEvent('recovery_failed', (e) => failed.push(e));
+    client.connect();
+    assert.equal(param(FakeWebSocket.last, 'since'), 'old:9', 'resumes from the saved position');
+    welcome(FakeWebSocket.last, { epoch: 'e2', seq: 40, recovered: false, missed: 0 });
+    assert.deepEqual(failed, [{ stream: 'client', since: 'old:9', position: 'e2:40' }]);
+    FakeWebSocket.last.serverSend({ type: 'notify', timestamp: 't', seq: 41 });
+    FakeWebSocket.last.serverClose(1006);
+    clock.advance(1000);
+    assert.equal(param(FakeWebSocket.last, 'since'), 'e2:41');
+    client.close();
+  });
+
+  test('a welcome without epoch (history off): since is left out from then on', () => {
+    const { client, clock } = setup();
+    const failed = [];
+    client.onEvent('recovery_failed', (e) => failed.push(e));
+    client.connect();
+    assert.equal(param(FakeWebSocket.last, 'since'), '0:0');
+    FakeWebSocket.last.serverWelcome(); // no epoch
+    assert.deepEqual(failed, [], 'the speculative 0:0 is not a failed recovery');
+    FakeWebSocket.last.serverClose(1006);
+    clock.advance(1000);
+    assert.equal(new URL(FakeWebSocket.last.url).searchParams.has('since'), false);
+    assert.equal(new URL(client.url).searchParams.has('since'), false);
+    client.close();
+  });
+
+  test('resume: false never sends since', () => {
+    const { client } = setup({ resume: false, position: { client: 'e:3', channels: { a: 'x:1' } }, channels: ['a'] });
+    client.connect();
+    assert.equal(new URL(FakeWebSocket.last.url).searchParams.has('since'), false);
+    welcome(FakeWebSocket.last, { epoch: 'e', seq: 3 });
+    assert.deepEqual(FakeWebSocket.last.sentOfType('subscribe'), [{ type: 'subscribe', data: { channel: 'a' } }]);
+    client.close();
+  });
+
+  test('channels re-subscribe with their own since; resumed and recovery_failed per channel', () => {
+    const { client, clock } = setup({ channels: ['news', 'sport'], position: { channels: { sport: 's0:7' } } });
+    const events = [];
+    client.onEvent('resumed', (e) => events.push(['resumed', e]));
+    client.onEvent('recovery_failed', (e) => events.push(['failed', e]));
+    client.connect();
+    let ws = FakeWebSocket.last;
+    welcome(ws, { epoch: 'e1', seq: 0, recovered: true, missed: 0 });
+    events.length = 0;
+    assert.deepEqual(ws.sentOfType('subscribe').map((m) => m.data), [
+      { channel: 'news' }, // nothing known about news yet: live from now
+      { channel: 'sport', since: 's0:7' },
+    ]);
+    ws.serverSend({ type: 'subscribed', timestamp: 't', data: { channel: 'news', epoch: 'n1', seq: 10 } });
+    ws.serverSend({ type: 'subscribed', timestamp: 't', data: { channel: 'sport', epoch: 's0', seq: 8, recovered: true, missed: 1 } });
+    ws.serverSend({ type: 'goal', channel: 'sport', timestamp: 't', seq: 8 });
+    ws.serverSend({ type: 'post', channel: 'news', timestamp: 't', seq: 11 });
+    ws.serverSend({ type: 'post', channel: 'news', timestamp: 't', seq: 12 });
+    assert.deepEqual(events, [['resumed', { stream: 'channel', channel: 'sport', missed: 1, position: 's0:7' }]]);
+    assert.deepEqual(client.lastPosition().channels, { news: 'n1:12', sport: 's0:8' });
+
+    ws.serverClose(1006);
+    clock.advance(1000);
+    ws = FakeWebSocket.last;
+    assert.equal(param(ws, 'since'), 'e1:0');
+    welcome(ws, { epoch: 'e1', seq: 0, recovered: true, missed: 0 });
+    assert.deepEqual(ws.sentOfType('subscribe').map((m) => m.data), [
+      { channel: 'news', since: 'n1:12' },
+      { channel: 'sport', since: 's0:8' },
+    ]);
+    events.length = 0;
+    ws.serverSend({ type: 'subscribed', timestamp: 't', data: { channel: 'news', epoch: 'n2', seq: 3, recovered: false } });
+    assert.deepEqual(events, [['failed', { stream: 'channel', channel: 'news', since: 'n1:12', position: 'n2:3' }]]);
+    ws.serverSend({ type: 'post', channel: 'news', timestamp: 't', seq: 4 });
+    assert.equal(client.lastPosition().channels.news, 'n2:4');
+
+    assert.equal(client.unsubscribe('news'), true);
+    assert.deepEqual(Object.keys(client.lastPosition().channels), ['sport'], 'unsubscribe forgets the position');
+    assert.equal(client.subscribe('replay', { since: 'r:5' }), true);
+    assert.deepEqual(ws.sent.at(-1), { type: 'subscribe', data: { channel: 'replay', since: 'r:5' } });
+    client.close();
+  });
+});
+
+// ================================================================== maxRetries, minUptimeMs
+
+describe('maxRetries and minUptimeMs', () => {
+  test('maxRetries: after that many failed attempts in a row, closed and no more tries', () => {
+    const { client, clock, statuses } = setup({ maxRetries: 2 });
+    client.connect();
+    FakeWebSocket.last.serverClose(1006);
+    clock.advance(1000);
+    FakeWebSocket.last.serverClose(1006);
+    clock.advance(1300);
+    assert.equal(FakeWebSocket.instances.length, 3);
+    FakeWebSocket.last.serverClose(1006);
+    assert.equal(client.status, 'closed');
+    assert.equal(statuses.at(-1).gaveUp, true);
+    assert.equal(statuses.at(-1).code, 1006);
+    clock.advance(10 * 60 * 1000);
+    assert.equal(FakeWebSocket.instances.length, 3);
+    assert.equal(clock.pending, 0);
+    client.connect(); // the application may start again
+    assert.equal(FakeWebSocket.instances.length, 4);
+    client.close();
+  });
+
+  test('maxRetries: 0 never reconnects', () => {
+    const { client, clock } = setup({ maxRetries: 0 });
+    client.connect();
+    FakeWebSocket.last.serverWelcome();
+    FakeWebSocket.last.serverClose(1012);
+    clock.advance(60000);
+    assert.equal(client.status, 'closed');
+    assert.equal(FakeWebSocket.instances.length, 1);
+  });
+
+  test('a server that welcomes and drops at once keeps growing the backoff and hits maxRetries', () => {
+    const { client, clock, statuses } = setup({ maxRetries: 3 });
+    client.connect();
+    const delays = [];
+    for (let i = 0; i < 4; i++) {
+      FakeWebSocket.last.serverWelcome();
+      clock.advance(4999);
+      FakeWebSocket.last.serverClose(1011);
+      if (client.status === 'closed') break;
+      delays.push(statuses.at(-1).delayMs);
+      clock.advance(statuses.at(-1).delayMs);
+    }
+    assert.deepEqual(delays, [1000, 1300, 1690]);
+    assert.equal(client.status, 'closed');
+    assert.equal(statuses.at(-1).gaveUp, true);
+  });
+
+  test('a connection that stayed up minUptimeMs resets the counter', () => {
+    const { client, clock, statuses } = setup({ maxRetries: 2, minUptimeMs: 1000 });
+    client.connect();
+    for (let round = 0; round < 5; round++) {
+      FakeWebSocket.last.serverClose(1006); // a failed attempt
+      clock.advance(statuses.at(-1).delayMs);
+      FakeWebSocket.last.serverWelcome();
+      clock.advance(1000);
+      FakeWebSocket.last.serverClose(1006); // after a good connection: delay back to the minimum
+      assert.equal(statuses.at(-1).delayMs, 1000, `round ${round}`);
+      assert.equal(statuses.at(-1).attempt, 1);
+      clock.advance(1000);
+      FakeWebSocket.last.serverWelcome();
+      clock.advance(1000);
+    }
+    assert.equal(client.status, 'open', 'never gave up: no two failures in a row');
+    client.close();
+  });
+});
+
+// ================================================================== shutdown hint (§6)
+
+describe('shutdown hint', () => {
+  const shutdown = (ws, data, extra = {}) => ws.serverSend({ type: 'shutdown', timestamp: 't', data, ...extra });
+
+  test('with reconnectOnShutdown: false, a 1001 after shutdown waits out the hint (counted from the message)', () => {
+    const { client, clock, statuses } = setup({ reconnectOnShutdown: false, random: () => 0 });
+    client.connect();
+    FakeWebSocket.last.serverWelcome();
+    shutdown(FakeWebSocket.last, { mode: 'drain', reconnect_after_ms: 3000 });
+    clock.advance(1000);
+    FakeWebSocket.last.serverClose(1001, 'going away');
+    assert.equal(statuses.at(-1).delayMs, 2000);
+    clock.advance(1999);
+    assert.equal(FakeWebSocket.instances.length, 1);
+    clock.advance(1);
+    assert.equal(FakeWebSocket.instances.length, 2);
+    client.close();
+  });
+
+  test('1012 after a restart hint honours the hint instead of reconnecting at once', () => {
+    const { client, clock, statuses } = setup({ reconnectOnShutdown: false, random: () => 0 });
+    client.connect();
+    FakeWebSocket.last.serverWelcome();
+    shutdown(FakeWebSocket.last, { mode: 'restart', reconnect_after_ms: 4000 });
+    FakeWebSocket.last.serverClose(1012);
+    assert.equal(statuses.at(-1).delayMs, 4000);
+    client.close();
+  });
+
+  test('the hint gets upward jitter only', () => {
+    const { client, statuses } = setup({ random: () => 0.999 });
+    client.connect();
+    FakeWebSocket.last.serverWelcome();
+    shutdown(FakeWebSocket.last, { mode: 'drain', reconnect_after_ms: 1000 });
+    assert.ok(statuses.at(-1).delayMs >= 1000 && statuses.at(-1).delayMs <= 1200, String(statuses.at(-1).delayMs));
+    client.close();
+  });
+
+  test('a huge hint is clamped to maxReconnectHintMs (default 60 s)', () => {
+    const { client, clock, statuses } = setup({ random: () => 0 });
+    client.connect();
+    FakeWebSocket.last.serverWelcome();
+    shutdown(FakeWebSocket.last, { mode: 'drain', reconnect_after_ms: 1e12 });
+    assert.equal(statuses.at(-1).delayMs, 60000);
+    clock.advance(60000);
+    assert.equal(FakeWebSocket.instances.length, 2);
+    client.close();
+    const other = setup({ random: () => 0, maxReconnectHintMs: 5000 });
+    other.client.connect();
+    FakeWebSocket.last.serverWelcome();
+    shutdown(FakeWebSocket.last, { mode: 'drain', reconnect_after_ms: Number.MAX_VALUE });
+    assert.equal(other.statuses.at(-1).delayMs, 5000);
+    other.client.close();
+  });
+
+  for (const bad of ['5000', -1, null, { x: 1 }, true]) {
+    test(`a non-numeric or negative hint (${JSON.stringify(bad)}) falls back to the backoff`, () => {
+      const { client, statuses } = setup();
+      client.connect();
+      FakeWebSocket.last.serverWelcome();
+      shutdown(FakeWebSocket.last, { mode: 'drain', reconnect_after_ms: bad });
+      assert.equal(statuses.at(-1).reason, 'server shutdown');
+      assert.equal(statuses.at(-1).delayMs, 1000);
+      client.close();
+    });
+  }
+
+  test('a shutdown relayed on a channel is not a control message', () => {
+    const { client, clock, statuses } = setup({ channels: ['room'] });
+    const seen = [];
+    client.on('shutdown', (m) => seen.push(m.channel));
+    client.connect();
+    const ws = FakeWebSocket.last;
+    ws.serverWelcome();
+    shutdown(ws, { mode: 'drain', reconnect_after_ms: 1e12 }, { channel: 'room' });
+    assert.deepEqual(seen, ['room'], 'still an ordinary channel message for listeners');
+    assert.equal(ws.closeCalls.length, 0);
+    assert.equal(client.status, 'open');
+    // Nor does it leave a hint behind for a later 1001.
+    clock.advance(5000);
+    ws.serverClose(1001);
+    assert.equal(statuses.at(-1).delayMs, 1000);
+    client.close();
   });
 });
