@@ -88,8 +88,10 @@ if [ -z "$ready" ]; then
 fi
 
 args=(-p "$parallelism" -o "$reports")
+set -f # the ids are kosoku globs, not file names
 for c in $cases; do args+=(-i "$c"); done
 for c in $exclude; do args+=(-x "$c"); done
+set +f
 url="ws://127.0.0.1:$port$ws_path"
 echo "== autobahn (kosoku $KOSOKU_VERSION) against $url, cases: ${cases:-all}, excluded: ${exclude:-none}"
 start=$(date +%s)
