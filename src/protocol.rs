@@ -5,7 +5,7 @@
 //! serialized exactly once, whatever the number of recipients.
 
 use std::borrow::Cow;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -219,22 +219,8 @@ pub fn json_str(s: &str) -> String {
 /// Appends an RFC 3339 UTC timestamp with milliseconds, e.g. `2026-11-22T10:00:00.123Z`.
 pub fn push_timestamp(out: &mut String, t: SystemTime) {
     use std::fmt::Write;
-    let ms = t
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let (y, m, d) = civil_from_days(days);
-    let (h, mi, s, milli) = (
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000,
-    );
     // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z"
-    );
+    let _ = write!(out, "{}", humantime::format_rfc3339_millis(t));
 }
 
 /// An RFC 3339 UTC timestamp with milliseconds.
@@ -244,25 +230,10 @@ pub fn timestamp(t: SystemTime) -> String {
     s
 }
 
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    // Howard Hinnant's algorithm, shifted so eras start on March 1st.
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn timestamps_are_rfc3339_millis() {
