@@ -14,7 +14,6 @@
 //! - `reaper`: the one task that pings and evicts.
 //! - `protocol`: envelope, message types, close and error codes.
 //! - [`shutdown`]: stop requests (signals) feeding drain or restart.
-//! - `bench`: the load-test client behind `tether bench`.
 //!
 //! # Embedding
 //! ```no_run
@@ -31,7 +30,6 @@
 //! ```
 
 mod api;
-pub mod bench;
 pub mod config;
 mod error;
 mod handler;

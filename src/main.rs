@@ -28,8 +28,6 @@ struct Cli {
 enum Command {
     /// Serve (the default when no subcommand is given).
     Serve,
-    /// Load-test a running server: hold, fanout, evict, storm (see `tether bench --help`).
-    Bench(tether::bench::BenchArgs),
 }
 
 /// Server settings; each flag overrides the environment, which overrides the file.
@@ -148,7 +146,6 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match cli.command {
         None | Some(Command::Serve) => serve(&cli.serve),
-        Some(Command::Bench(args)) => tether::bench::main(args),
     }
 }
 

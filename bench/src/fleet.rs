@@ -1,5 +1,5 @@
 //! The parent's side of the worker processes: spawning them (re-running this binary as the
-//! hidden `tether bench worker`), reading their event lines, drawing the progress line on
+//! hidden `tether-bench worker`), reading their event lines, drawing the progress line on
 //! stderr, and moving them through their phases with `go` / `stop`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -7,7 +7,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::proto::{Event, Report, WorkerSpec};
+use crate::proto::{Event, Report, WorkerSpec};
 
 /// What one worker has said so far.
 #[derive(Default)]
@@ -63,7 +63,7 @@ impl Fleet {
         for (i, spec) in specs.iter().enumerate() {
             let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
             let mut child = Command::new(&exe)
-                .args(["bench", "worker", "--spec", &json])
+                .args(["worker", "--spec", &json])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

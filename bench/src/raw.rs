@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::conn::{Welcome, io_kind, tcp};
-use super::proto::WorkerSpec;
-use super::target::Endpoint;
+use crate::conn::{Welcome, io_kind, tcp};
+use crate::proto::WorkerSpec;
+use crate::target::Endpoint;
 
 /// A fixed, valid 16-byte base64 key; this client does not need a fresh one per connection.
 const KEY: &str = "dGV0aGVyLWJlbmNoLWtleQ==";

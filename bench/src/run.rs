@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::fleet::Fleet;
-use super::proto::{Kind, Report, WorkerSpec, merge_all, unix_us};
-use super::stats::{Counts, Histogram};
-use super::sys::{Sample, sample};
-use super::target::{Endpoint, parse_url, source_ip};
-use super::{Common, EvictArgs, HoldArgs, StormArgs};
+use crate::cli::{Common, EvictArgs, HoldArgs, StormArgs};
+use crate::fleet::Fleet;
+use crate::proto::{Kind, Report, WorkerSpec, merge_all, unix_us};
+use crate::stats::{Counts, Histogram};
+use crate::sys::{Sample, sample};
+use crate::target::{Endpoint, parse_url, source_ip};
 
 /// Why a scenario did not complete.
 #[derive(Debug)]
@@ -164,7 +164,7 @@ fn cpu_between(a: &Sample, b: &Sample) -> Option<f64> {
     Some(b.cpu_secs? - a.cpu_secs?)
 }
 
-/// `tether bench hold`.
+/// `tether-bench hold`.
 pub fn hold(a: &HoldArgs) -> Outcome {
     let c = &a.common;
     let mut specs = plan(c, Kind::Hold, a.clients, 0)?;
@@ -239,7 +239,7 @@ pub fn hold(a: &HoldArgs) -> Outcome {
     Ok((v, out))
 }
 
-/// `tether bench evict`.
+/// `tether-bench evict`.
 pub fn evict(a: &EvictArgs) -> Outcome {
     let c = &a.common;
     let total = a.silent + a.healthy;
@@ -316,7 +316,7 @@ pub fn evict(a: &EvictArgs) -> Outcome {
     Ok((v, out))
 }
 
-/// `tether bench storm`.
+/// `tether-bench storm`.
 pub fn storm(a: &StormArgs) -> Outcome {
     let c = &a.common;
     let mut specs = plan(c, Kind::Storm, a.clients, 0)?;

@@ -1,4 +1,4 @@
-//! A worker process (`tether bench worker --spec JSON`, hidden): runs its share of the clients
+//! A worker process (`tether-bench worker --spec JSON`, hidden): runs its share of the clients
 //! on a single-threaded runtime, prints [`Event`] lines on stdout, and obeys `go` / `stop` lines
 //! on stdin. The end of stdin means stop, so a worker never outlives its parent for long.
 
@@ -12,13 +12,13 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::conn::{Outcome, Shared, Welcome, Ws, live, open};
-use super::proto::{Event, Kind, Report, WorkerSpec, unix_us};
-use super::raw::{End, Silent};
-use super::stats::{SeqTracker, bump};
+use crate::conn::{Outcome, Shared, Welcome, Ws, live, open};
+use crate::proto::{Event, Kind, Report, WorkerSpec, unix_us};
+use crate::raw::{End, Silent};
+use crate::stats::{SeqTracker, bump};
 
 /// Prints one event line; a closed stdout is noticed through stdin's end instead.
-pub(super) fn emit(ev: &Event) {
+pub(crate) fn emit(ev: &Event) {
     if let Ok(line) = serde_json::to_string(ev) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
@@ -66,7 +66,7 @@ pub fn run(spec: &str) -> ExitCode {
         }
     };
     let mut report = rt.block_on(work(Arc::new(spec)));
-    report.cpu_secs = super::sys::cpu_secs(std::process::id()).unwrap_or(0.0);
+    report.cpu_secs = crate::sys::cpu_secs(std::process::id()).unwrap_or(0.0);
     emit(&Event::Done {
         report: Box::new(report),
     });
@@ -107,7 +107,7 @@ pub(super) struct Ctx {
 
 impl Ctx {
     /// Connect figures of wave `i`.
-    pub(super) fn wave(&self, i: usize) -> std::sync::MutexGuard<'_, Report> {
+    pub(crate) fn wave(&self, i: usize) -> std::sync::MutexGuard<'_, Report> {
         self.waves[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -166,7 +166,7 @@ pub(super) async fn connect(
 }
 
 /// Counts a client whose connection attempt is over, successful or not.
-pub(super) fn resolved(tx: &mpsc::Sender<()>) {
+pub(crate) fn resolved(tx: &mpsc::Sender<()>) {
     let _ = tx.try_send(());
 }
 
@@ -203,7 +203,7 @@ async fn work(spec: Arc<WorkerSpec>) -> Report {
     };
     let report = match spec.kind {
         Kind::Hold | Kind::Fanout | Kind::Evict => steady(&ctx, &mut cmds).await,
-        Kind::Storm => super::storm::storm(&ctx, &mut cmds).await,
+        Kind::Storm => crate::storm::storm(&ctx, &mut cmds).await,
     };
     ticker.abort();
     report

@@ -1,4 +1,4 @@
-//! `tether bench fanout`: connect N receiving clients in the workers, then send M numbered
+//! `tether-bench fanout`: connect N receiving clients in the workers, then send M numbered
 //! messages from the parent through the HTTP API (broadcast, or push to one client id each) at a
 //! steady rate, and account for every delivery: loss, duplicates, order, latency.
 
@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::FanoutArgs;
-use super::conn::field_u64;
-use super::fleet::Fleet;
-use super::http::Client;
-use super::proto::{Kind, merge_all, unix_us};
-use super::run::{Failure, Outcome, connected, counts_line, pcts, plan};
-use super::stats::{Counts, Histogram, bump, lost};
-use super::sys::sample;
-use super::target::parse_url;
+use crate::cli::FanoutArgs;
+use crate::conn::field_u64;
+use crate::fleet::Fleet;
+use crate::http::Client;
+use crate::proto::{Kind, merge_all, unix_us};
+use crate::run::{Failure, Outcome, connected, counts_line, pcts, plan};
+use crate::stats::{Counts, Histogram, bump, lost};
+use crate::sys::sample;
+use crate::target::parse_url;
 
 /// The JSON body of message `seq`, its `data` padded to about `bytes` bytes.
 pub fn message(seq: u64, t_us: u64, bytes: usize, push_to: Option<&str>) -> String {
@@ -116,7 +116,7 @@ pub fn run(a: &FanoutArgs) -> Outcome {
         "scenario": "fanout",
         "mode": if a.push { "push" } else { "broadcast" },
         "workers": specs.len(),
-        "connect": super::run::connect_json(&conn, a.clients),
+        "connect": crate::run::connect_json(&conn, a.clients),
         "clients": a.clients,
         "established": established,
         "messages": a.messages,

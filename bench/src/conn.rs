@@ -16,8 +16,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::ProtocolError};
 
-use super::proto::{WorkerSpec, unix_us};
-use super::stats::{Histogram, SeqTracker};
+use crate::proto::{WorkerSpec, unix_us};
+use crate::stats::{Histogram, SeqTracker};
 
 /// A connected client.
 pub type Ws = WebSocketStream<TcpStream>;
@@ -125,7 +125,7 @@ pub async fn open(spec: &WorkerSpec, id: u64) -> Result<(Ws, Welcome, u64), Stri
         let url = format!(
             "ws://{}{}",
             spec.host,
-            super::target::Endpoint {
+            crate::target::Endpoint {
                 addr: spec.addr,
                 host: spec.host.clone(),
                 path: spec.path.clone(),

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::proto::{Event, Report};
-use super::worker::{Ctx, all_resolved, connect, emit, next, resolved};
+use crate::proto::{Event, Report};
+use crate::worker::{Ctx, all_resolved, connect, emit, next, resolved};
 
 /// Storm: connect all (wave 1), on `go` drop all at once, then reconnect all (wave 2) with
 /// retries until the wave deadline; hold them until `stop`.

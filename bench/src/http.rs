@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use super::target::Endpoint;
+use crate::target::Endpoint;
 
 /// A keep-alive connection to the HTTP API.
 pub struct Client {
@@ -148,7 +148,7 @@ impl Client {
 fn kind(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::WouldBlock => "timeout".into(),
-        _ => super::conn::io_kind(e),
+        _ => crate::conn::io_kind(e),
     }
 }
 
@@ -204,7 +204,7 @@ mod tests {
                 r.get_mut().write_all(res.as_bytes()).unwrap();
             }
         });
-        let base = super::super::target::parse_url(&format!("http://{addr}"), "http").unwrap();
+        let base = crate::target::parse_url(&format!("http://{addr}"), "http").unwrap();
         let mut c = Client::new(base, Some("k"), Duration::from_secs(5));
         for _ in 0..2 {
             let (status, body) = c.post("/api/v1/broadcast", "{}").unwrap();

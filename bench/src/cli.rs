@@ -1,34 +1,15 @@
-//! `tether bench`: the load-test client. Scenarios `hold`, `fanout`, `evict` and `storm` drive a
-//! running server on loopback from several worker processes (this binary re-run as the hidden
-//! `tether bench worker`), each with its own loopback source address, and merge their figures.
-//!
-//! Layout: [`target`] (URLs, durations), [`stats`] (histogram, loss accounting), [`proto`]
-//! (parent ↔ worker lines), [`fleet`] (worker processes, progress line), [`worker`], [`conn`]
-//! and [`raw`] (the clients), [`storm`] (its worker side), [`http`] (API client), [`sys`] (/proc), [`run`] and [`fanout`]
-//! (the scenario drivers and their reports).
+//! The command line: one subcommand per scenario, the options they share, and the hidden
+//! `worker` subcommand the parent re-runs itself with.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
-pub mod conn;
-pub mod fanout;
-pub mod fleet;
-pub mod http;
-pub mod proto;
-pub mod raw;
-pub mod run;
-pub mod stats;
-pub mod storm;
-pub mod sys;
-pub mod target;
-pub mod worker;
+use crate::target::parse_duration;
 
-use target::parse_duration;
-
-/// Arguments of `tether bench`.
-#[derive(clap::Args, Debug)]
+/// Arguments of `tether-bench`.
+#[derive(clap::Parser, Debug)]
+#[command(name = "tether-bench", version, about, long_about)]
 pub struct BenchArgs {
     /// Scenario to run.
     #[command(subcommand)]
@@ -94,7 +75,7 @@ pub struct Common {
     pub quiet: bool,
 }
 
-/// `tether bench hold`.
+/// `tether-bench hold`.
 #[derive(clap::Args, Debug)]
 pub struct HoldArgs {
     /// Target, output and worker options.
@@ -111,7 +92,7 @@ pub struct HoldArgs {
     pub hold: Duration,
 }
 
-/// `tether bench fanout`.
+/// `tether-bench fanout`.
 #[derive(clap::Args, Debug)]
 pub struct FanoutArgs {
     /// Target, output and worker options.
@@ -140,7 +121,7 @@ pub struct FanoutArgs {
     pub drain_timeout: Duration,
 }
 
-/// `tether bench evict`.
+/// `tether-bench evict`.
 #[derive(clap::Args, Debug)]
 pub struct EvictArgs {
     /// Target, output and worker options.
@@ -163,7 +144,7 @@ pub struct EvictArgs {
     pub max_wait: Option<Duration>,
 }
 
-/// `tether bench storm`.
+/// `tether-bench storm`.
 #[derive(clap::Args, Debug)]
 pub struct StormArgs {
     /// Target, output and worker options.
@@ -175,39 +156,6 @@ pub struct StormArgs {
     /// Deadline of one wave; failed attempts are retried (with backoff) until then.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub wave_timeout: Duration,
-}
-
-/// Runs a benchmark scenario and returns the process exit code: 0 when the run completed
-/// (whatever it measured), 1 when it could not run, 2 for bad arguments.
-pub fn main(args: BenchArgs) -> ExitCode {
-    let (result, common) = match args.scenario.as_ref() {
-        Scenario::Worker { spec } => return worker::run(spec),
-        Scenario::Hold(a) => (run::hold(a), &a.common),
-        Scenario::Fanout(a) => (fanout::run(a), &a.common),
-        Scenario::Evict(a) => (run::evict(a), &a.common),
-        Scenario::Storm(a) => (run::storm(a), &a.common),
-    };
-    match result {
-        Ok((json, summary)) => {
-            println!("{summary}");
-            if let Some(path) = &common.json {
-                let text = serde_json::to_string_pretty(&json).unwrap_or_default();
-                if let Err(e) = std::fs::write(path, text + "\n") {
-                    eprintln!("tether bench: cannot write {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Err(run::Failure::Usage(e)) => {
-            eprintln!("tether bench: {e}");
-            ExitCode::from(2)
-        }
-        Err(run::Failure::Run(e)) => {
-            eprintln!("\ntether bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
-//! End to end: the real `tether bench` binary (hold, fanout, evict) against an in-process server
+//! End to end: the real `tether-bench` binary (hold, fanout, evict) against an in-process server
 //! on 127.0.0.1:0, asserting on its `--json` output. Figures are not asserted (the machine is
 //! shared and noisy), only correctness: everyone connected, nothing lost, every silent client
 //! evicted and no healthy one closed.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::time::Duration;
@@ -14,22 +15,21 @@ use tokio::process::Command;
 /// Longest one bench run may take.
 const RUN: Duration = Duration::from_secs(30);
 
-/// Runs `tether bench <args> --url ws://addr/ws --json FILE --quiet` and returns the JSON.
+/// Runs `tether-bench <args> --url ws://addr/ws --json FILE --quiet` and returns the JSON.
 async fn bench(addr: std::net::SocketAddr, name: &str, args: &[&str]) -> Value {
     let file =
         std::env::temp_dir().join(format!("tether-bench-{}-{name}.json", std::process::id()));
     let url = format!("ws://{addr}/ws");
     let json = file.to_string_lossy().to_string();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
-    cmd.arg("bench")
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether-bench"));
+    cmd.args(args)
         .args(["--url", &url, "--json", &json, "--quiet"])
         .env("RUST_LOG", "warn")
         .kill_on_drop(true);
     let out = tokio::time::timeout(RUN, cmd.output())
         .await
         .expect("bench run took too long")
-        .expect("cannot run tether bench");
+        .expect("cannot run tether-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

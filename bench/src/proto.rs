@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use super::stats::{Counts, Histogram, add_counts};
+use crate::stats::{Counts, Histogram, add_counts};
 
 /// Which behaviour a worker runs.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]

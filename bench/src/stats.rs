@@ -149,11 +149,6 @@ impl Histogram {
         }
         Some(self.max)
     }
-
-    /// The mean, or None when empty.
-    pub fn mean(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.sum as f64 / self.count as f64)
-    }
 }
 
 /// Counts by a short kind label (error kinds, close codes).
@@ -254,7 +249,6 @@ mod tests {
         assert_eq!(h.percentile(100.0), Some(1000));
         assert_eq!(h.percentile(0.0), Some(1));
         assert_eq!((h.min, h.max, h.count), (1, 1000, 1000));
-        assert_eq!(h.mean(), Some(500.5));
     }
 
     #[test]
