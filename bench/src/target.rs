@@ -1,5 +1,6 @@
 //! Where the load goes: the WebSocket URL and the HTTP API base, parsed and checked to be on
-//! loopback (127.0.0.0/8) only; and the duration syntax of the flags ("250ms", "30s", "2m").
+//! loopback (127.0.0.0/8) only; the duration syntax of the flags ("250ms", "30s", "2m"); and the
+//! loopback source address of each worker.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -74,27 +75,17 @@ pub fn parse_url(url: &str, scheme: &str) -> Result<Endpoint, String> {
     })
 }
 
-/// Parses "250ms", "30s", "2m" or a bare number of seconds ("1.5").
+/// Longest duration a flag takes: a load run longer than a day is a typo.
+const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
+/// Parses a flag's duration in humantime's syntax ("250ms", "30s", "2m", "1h 30m"), up to a day.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration `{s}` (use e.g. 250ms, 30s, 2m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("bad duration unit in `{s}` (ms, s, m or h)")),
-    };
-    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
-        return Err(format!("duration `{s}` out of range (0 to 24h)"));
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("bad duration `{s}`: {e} (use e.g. 250ms, 30s, 2m)"))?;
+    if d > MAX_DURATION {
+        return Err(format!("duration `{s}` out of range (at most 24h)"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 /// The loopback source address of worker `index`, counting up from `first`.
@@ -150,7 +141,13 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration(" 1m 30s ").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("24h").unwrap(), MAX_DURATION);
+        assert!(parse_duration("25h").is_err());
+        assert!(
+            parse_duration("1.5").is_err(),
+            "a unit is required, as in the server's config"
+        );
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("").is_err());
