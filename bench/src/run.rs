@@ -105,8 +105,8 @@ pub fn pcts(h: &Histogram, ps: &[(&str, f64)]) -> Value {
     for (name, p) in ps {
         m.insert((*name).into(), json!(h.percentile(*p).map(ms)));
     }
-    m.insert("max".into(), json!((h.count > 0).then(|| ms(h.max))));
-    m.insert("count".into(), json!(h.count));
+    m.insert("max".into(), json!((h.count() > 0).then(|| ms(h.max()))));
+    m.insert("count".into(), json!(h.count()));
     Value::Object(m)
 }
 
@@ -268,10 +268,10 @@ pub fn evict(a: &EvictArgs) -> Outcome {
         "evicted": r.evicted,
         "not_evicted": r.not_evicted,
         "evict_ms": {
-            "min": (h.count > 0).then(|| ms(h.min)),
+            "min": (h.count() > 0).then(|| ms(h.min())),
             "p50": h.percentile(50.0).map(ms),
             "p99": h.percentile(99.0).map(ms),
-            "max": (h.count > 0).then(|| ms(h.max)),
+            "max": (h.count() > 0).then(|| ms(h.max())),
         },
         "close_codes": r.evict_codes,
         "advertised_timeout_ms": r.advertised_timeout_ms,

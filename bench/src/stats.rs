@@ -1,153 +1,97 @@
-//! Statistics the load tool merges across workers: a log-linear latency histogram, per-client
+//! Statistics the load tool merges across workers: latency histograms (HdrHistogram), per-client
 //! sequence accounting (loss, duplicates, reordering) and counters by error kind.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Values below this are kept exactly (one bucket per microsecond).
-const EXACT: u64 = 2048;
-/// log2 of [`EXACT`].
-const EXACT_BITS: u32 = 11;
-/// Sub-buckets per power of two above [`EXACT`]: relative error below 1/128.
-const SUB_BITS: u32 = 7;
-/// Number of dense buckets.
-const BUCKETS: usize = EXACT as usize + (64 - EXACT_BITS as usize) * (1 << SUB_BITS);
+/// Significant decimal digits kept: values below 2048 µs are exact, larger ones within 0.1 %.
+const SIGFIG: u8 = 3;
 
-/// A latency histogram in microseconds: exact below 2 ms, within 0.8 % above.
-/// Serialized sparsely so workers can ship it to the parent as one JSON line.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Histogram {
-    /// Non-empty buckets as (index, count), ascending by index.
+/// A latency histogram in microseconds (HdrHistogram, growing to whatever range it is given).
+/// Serialized sparsely, as (value, count) pairs, so a worker ships it as part of one JSON line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(from = "Recorded", into = "Recorded")]
+pub struct Histogram(hdrhistogram::Histogram<u64>);
+
+/// The wire form of a [`Histogram`]: each non-empty bucket as (a value in it, its count).
+#[derive(Serialize, Deserialize)]
+struct Recorded {
+    /// Non-empty buckets, ascending.
     #[serde(default)]
-    buckets: Vec<(u32, u64)>,
-    /// Dense counts while recording; folded into `buckets` by [`Histogram::compact`].
-    #[serde(skip)]
-    dense: Vec<u64>,
-    /// Number of recorded values.
-    pub count: u64,
-    /// Smallest recorded value.
-    pub min: u64,
-    /// Largest recorded value.
-    pub max: u64,
-    /// Sum of recorded values (for the mean).
-    pub sum: u64,
+    values: Vec<(u64, u64)>,
 }
 
-fn index(v: u64) -> usize {
-    if v < EXACT {
-        return v as usize;
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram(
+            hdrhistogram::Histogram::new(SIGFIG)
+                .expect("3 significant digits is within hdrhistogram's 0..=5"),
+        )
     }
-    let e = 63 - v.leading_zeros();
-    let sub = (v >> (e - SUB_BITS)) & ((1 << SUB_BITS) - 1);
-    EXACT as usize + ((e - EXACT_BITS) as usize) * (1 << SUB_BITS) + sub as usize
 }
 
-/// The (lowest, highest) value that falls in bucket `i`.
-fn bounds(i: usize) -> (u64, u64) {
-    if i < EXACT as usize {
-        return (i as u64, i as u64);
+impl From<Recorded> for Histogram {
+    fn from(r: Recorded) -> Histogram {
+        let mut h = Histogram::default();
+        for (v, c) in r.values {
+            h.record_n(v, c);
+        }
+        h
     }
-    let j = i - EXACT as usize;
-    let e = (j >> SUB_BITS) as u32 + EXACT_BITS;
-    let sub = (j & ((1 << SUB_BITS) - 1)) as u64;
-    let width = 1u64 << (e - SUB_BITS);
-    let lo = (1u64 << e) + sub * width;
-    (lo, lo.saturating_add(width - 1))
+}
+
+impl From<Histogram> for Recorded {
+    fn from(h: Histogram) -> Recorded {
+        let values =
+            h.0.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect();
+        Recorded { values }
+    }
 }
 
 impl Histogram {
-    /// Records one value.
+    /// Records one value (values past the range it can grow to count as its largest).
     pub fn record(&mut self, v: u64) {
-        if self.dense.is_empty() {
-            self.dense = vec![0; BUCKETS];
-            for &(i, c) in &self.buckets {
-                self.dense[i as usize] += c;
-            }
-            self.buckets.clear();
-        }
-        self.dense[index(v)] += 1;
-        if self.count == 0 || v < self.min {
-            self.min = v;
-        }
-        self.max = self.max.max(v);
-        self.count += 1;
-        self.sum = self.sum.saturating_add(v);
+        self.record_n(v, 1);
     }
 
-    /// Folds the dense recording array into the sparse form (before serializing).
-    pub fn compact(&mut self) {
-        if self.dense.is_empty() {
-            return;
+    /// Records `n` of value `v`. `record_n` grows the range; only a value past the largest range
+    /// the histogram can have fails, and that one is clamped instead.
+    fn record_n(&mut self, v: u64, n: u64) {
+        if self.0.record_n(v, n).is_err() {
+            self.0.saturating_record_n(v, n);
         }
-        let mut merged: BTreeMap<u32, u64> = self.buckets.iter().copied().collect();
-        for (i, &c) in self.dense.iter().enumerate() {
-            if c > 0 {
-                *merged.entry(i as u32).or_default() += c;
-            }
-        }
-        self.buckets = merged.into_iter().collect();
-        self.dense = Vec::new();
     }
 
     /// Adds another histogram's values to this one.
     pub fn merge(&mut self, other: &Histogram) {
-        let mut o = other.clone();
-        o.compact();
-        self.compact();
-        if o.count == 0 {
-            return;
+        for v in other.0.iter_recorded() {
+            self.record_n(v.value_iterated_to(), v.count_at_value());
         }
-        let mut merged: BTreeMap<u32, u64> = self.buckets.iter().copied().collect();
-        for (i, c) in o.buckets {
-            *merged.entry(i).or_default() += c;
-        }
-        self.buckets = merged.into_iter().collect();
-        self.min = if self.count == 0 {
-            o.min
-        } else {
-            self.min.min(o.min)
-        };
-        self.max = self.max.max(o.max);
-        self.count += o.count;
-        self.sum = self.sum.saturating_add(o.sum);
     }
 
-    /// The nearest-rank percentile `p` (0–100), or None when empty. Exact below 2048;
-    /// above, the midpoint of the bucket, clamped to the recorded min and max.
+    /// Number of recorded values.
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// The smallest recorded value (0 when empty).
+    pub fn min(&self) -> u64 {
+        self.0.min()
+    }
+
+    /// The largest recorded value, to the histogram's precision (0 when empty).
+    pub fn max(&self) -> u64 {
+        self.0.max()
+    }
+
+    /// The nearest-rank percentile `p` (0–100), or None when empty.
     pub fn percentile(&self, p: f64) -> Option<u64> {
-        if self.count == 0 {
-            return None;
-        }
-        // A small epsilon keeps 99.9 % of 1000 at rank 999 despite float rounding.
-        let rank = ((p * self.count as f64 / 100.0) - 1e-9).ceil().max(1.0) as u64;
-        if rank >= self.count {
-            return Some(self.max);
-        }
-        let mut seen = 0u64;
-        let mut visit = |i: usize, c: u64| -> Option<u64> {
-            seen += c;
-            (seen >= rank).then(|| {
-                let (lo, hi) = bounds(i);
-                (lo + (hi - lo) / 2).clamp(self.min, self.max)
-            })
-        };
-        if self.dense.is_empty() {
-            for &(i, c) in &self.buckets {
-                if let Some(v) = visit(i as usize, c) {
-                    return Some(v);
-                }
-            }
-        } else {
-            for (i, &c) in self.dense.iter().enumerate() {
-                if c > 0
-                    && let Some(v) = visit(i, c)
-                {
-                    return Some(v);
-                }
-            }
-        }
-        Some(self.max)
+        // The epsilon keeps 99.9 % of 1000 values at rank 999: 99.9 / 100 * 1000 rounds up past it.
+        let q = (p / 100.0 - 1e-12).clamp(0.0, 1.0);
+        (!self.0.is_empty()).then(|| self.0.value_at_quantile(q))
     }
 }
 
@@ -248,45 +192,31 @@ mod tests {
         assert_eq!(h.percentile(99.9), Some(999));
         assert_eq!(h.percentile(100.0), Some(1000));
         assert_eq!(h.percentile(0.0), Some(1));
-        assert_eq!((h.min, h.max, h.count), (1, 1000, 1000));
+        assert_eq!((h.min(), h.max(), h.count()), (1, 1000, 1000));
     }
 
     #[test]
     fn large_values_within_one_percent() {
         let mut h = Histogram::default();
-        // 10 ms .. 10 s in 1 ms steps: known nearest-rank answers.
+        // 10 ms .. 10 s in 10 ms steps: known nearest-rank answers.
         let values: Vec<u64> = (1..=1000).map(|i| i * 10_000).collect();
         for &v in &values {
             h.record(v);
         }
-        for (p, want) in [(50.0, 5_000_000u64), (90.0, 9_000_000), (99.0, 9_900_000)] {
+        for (p, want) in [
+            (50.0, 5_000_000u64),
+            (90.0, 9_000_000),
+            (99.0, 9_900_000),
+            (100.0, 10_000_000),
+        ] {
             let got = h.percentile(p).unwrap() as f64;
             assert!(
                 (got - want as f64).abs() / want as f64 <= 0.01,
                 "p{p}: {got}"
             );
         }
-        assert_eq!(h.percentile(100.0), Some(10_000_000));
-    }
-
-    #[test]
-    fn buckets_cover_every_value() {
-        for v in [
-            0,
-            1,
-            2047,
-            2048,
-            2049,
-            4095,
-            4096,
-            1 << 20,
-            u64::MAX / 3,
-            u64::MAX,
-        ] {
-            let (lo, hi) = bounds(index(v));
-            assert!(lo <= v && v <= hi, "{v} not in [{lo},{hi}]");
-        }
-        assert!(index(u64::MAX) < BUCKETS);
+        h.record(u64::MAX);
+        assert_eq!(h.count(), 1001);
     }
 
     #[test]
@@ -294,15 +224,19 @@ mod tests {
         let (mut a, mut b) = (Histogram::default(), Histogram::default());
         (1..=500).for_each(|v| a.record(v));
         (501..=1000).for_each(|v| b.record(v));
+        b.record(3_000_000);
         a.merge(&b);
         let text = serde_json::to_string(&a).unwrap();
         let back: Histogram = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.percentile(50.0), Some(500));
-        assert_eq!((back.min, back.max, back.count), (1, 1000, 1000));
+        assert_eq!(back.percentile(50.0), Some(501));
+        assert_eq!((back.min(), back.count()), (1, 1001));
+        assert_eq!(back.max(), a.max());
         let mut empty = Histogram::default();
         empty.merge(&back);
-        assert_eq!(empty.percentile(99.0), Some(990));
+        assert_eq!(empty.percentile(99.0), Some(991));
         assert_eq!(Histogram::default().percentile(50.0), None);
+        let none: Histogram = serde_json::from_str("{}").unwrap();
+        assert_eq!(none.count(), 0);
     }
 
     #[test]

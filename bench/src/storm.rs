@@ -48,13 +48,12 @@ pub(super) async fn storm(ctx: &Arc<Ctx>, cmds: &mut mpsc::Receiver<String>) -> 
     }
     drop(done_tx);
     all_resolved(&mut done_rx, n).await;
-    let mut w1 = ctx.wave(0).clone();
-    w1.compact();
+    let w1 = ctx.wave(0).clone();
     emit(&Event::Phase {
         name: "wave1".into(),
         report: Box::new(w1),
     });
-    let mut report = ctx.wave(0).clone();
+    let report = ctx.wave(0).clone();
     if next(cmds).await == "go" {
         let _ = go_tx.send(1);
         all_resolved(&mut done_rx, n).await;
@@ -62,8 +61,7 @@ pub(super) async fn storm(ctx: &Arc<Ctx>, cmds: &mut mpsc::Receiver<String>) -> 
         ctx.shared.failed.store(0, Ordering::Relaxed);
         let _ = go_tx.send(2);
         all_resolved(&mut done_rx, report.established).await;
-        let mut w2 = ctx.wave(1).clone();
-        w2.compact();
+        let w2 = ctx.wave(1).clone();
         emit(&Event::Phase {
             name: "wave2".into(),
             report: Box::new(w2),
@@ -72,6 +70,5 @@ pub(super) async fn storm(ctx: &Arc<Ctx>, cmds: &mut mpsc::Receiver<String>) -> 
     }
     let _ = go_tx.send(3);
     while tasks.join_next().await.is_some() {}
-    report.compact();
     report
 }

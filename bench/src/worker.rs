@@ -296,8 +296,7 @@ async fn steady(ctx: &Arc<Ctx>, cmds: &mut mpsc::Receiver<String>) -> Report {
     }
     drop((done_tx, silent_tx));
     all_resolved(&mut done_rx, spec.clients).await;
-    let mut snapshot = ctx.wave(0).clone();
-    snapshot.compact();
+    let snapshot = ctx.wave(0).clone();
     emit(&Event::Phase {
         name: "connected".into(),
         report: Box::new(snapshot),
@@ -333,7 +332,6 @@ async fn steady(ctx: &Arc<Ctx>, cmds: &mut mpsc::Receiver<String>) -> Report {
     if spec.kind == Kind::Evict {
         report.received = 0;
     }
-    report.compact();
     report
 }
 
