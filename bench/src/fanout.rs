@@ -52,7 +52,7 @@ pub fn run(a: &FanoutArgs) -> Outcome {
     let conn = connected(&mut fleet, c, a.clients)?;
     fleet.send("go");
     let established = conn.established;
-    let mut http = Client::new(api, c.api_key.as_deref(), Duration::from_secs(10));
+    let mut http = Client::new(api, c.api_key.as_deref(), Duration::from_secs(10))?;
     let endpoint = if a.push {
         "/api/v1/push"
     } else {
