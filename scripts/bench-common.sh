@@ -55,11 +55,11 @@ stop_servers() {
   SERVER_PIDS=()
 }
 
-# bench NAME SCENARIO [args...]: runs `tether bench`, JSON to $OUT/NAME.json, summary to NAME.txt.
+# bench NAME SCENARIO [args...]: runs `tether-bench`, JSON to $OUT/NAME.json, summary to NAME.txt.
 bench() {
   local name=$1; shift
-  echo "== $name: tether bench $*" >&2
-  target/release/tether bench "$@" --json "$OUT/$name.json" | tee "$OUT/$name.txt"
+  echo "== $name: tether-bench $*" >&2
+  target/release/tether-bench "$@" --json "$OUT/$name.json" | tee "$OUT/$name.txt"
 }
 
 # src N: the first loopback source address of a scenario (127.0.N.1; its workers count up from

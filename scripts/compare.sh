@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tether against the reference server (scripts/reference/: Node + `ws`, written the way the ws
-# README recommends): the same scenarios with the same client (`tether bench`), side by side with
+# README recommends): the same scenarios with the same client (`tether-bench`), side by side with
 # the ratio tether / reference. Loopback only; servers are stopped on exit.
 #
 #   scripts/compare.sh                   # N=19000, hold 30 s
@@ -32,7 +32,7 @@ cp scripts/reference/server.js scripts/reference/package.json scripts/reference/
 if [[ ! -d $REF_DIR/node_modules/ws ]]; then
   (cd "$REF_DIR" && npm ci --no-audit --no-fund --loglevel=error)
 fi
-cargo build --release
+cargo build --release --workspace
 
 wants() { [[ " $ONLY " == *" $1 "* ]]; }
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The standard load test of tether, on loopback only: hold, fanout, storm (19,000 connections
 # each by default) and evict (1,000 silent + 1,000 healthy clients on a server with short
-# heartbeat settings). Builds the release binary, starts a fresh server per scenario (stopped on
-# exit, whatever happens), and writes bench-results/<UTC date-time>/ with one JSON and one text
-# file per scenario plus summary.md.
+# heartbeat settings). Builds the release binaries (tether and tether-bench), starts a fresh
+# server per scenario (stopped on exit, whatever happens), and writes bench-results/<UTC
+# date-time>/ with one JSON and one text file per scenario plus summary.md.
 #
 #   scripts/load-test.sh                 # hold 60 s
 #   HOLD=5m scripts/load-test.sh         # longer hold
@@ -12,7 +12,7 @@
 #
 # Environment: N (connections, 19000), HOLD (60s), SOAK (1 = 10m hold), PORT (18080),
 # ONLY (scenarios to run), OUT (results folder), PAUSE_SECS (5, between scenarios).
-# Needs: cargo, curl, jq. One process may hold at most 20,000 descriptors here: the bench tool
+# Needs: cargo, curl, jq. One process may hold at most 20,000 descriptors here: tether-bench
 # spreads its clients over worker processes and loopback source addresses by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ URL="ws://127.0.0.1:$PORT/ws"
 mkdir -p "$OUT"
 trap stop_servers EXIT
 
-cargo build --release
+cargo build --release --workspace
 # Room for N sessions plus API connections, below the 20,000-descriptor process limit.
 MAXC=$((N + 500))
 

@@ -10,8 +10,8 @@ bash scripts/install-test-deps.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets -- -D warnings
-echo "== cargo test (unit, integration, examples)"
-cargo test
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test (unit, integration, examples; the server and tether-bench)"
+cargo test --workspace
 echo "== browser client (node --test)"
 node --test clients/js/test/

@@ -1,0 +1,219 @@
+//! The command line: one subcommand per scenario, the options they share, and the hidden
+//! `worker` subcommand the parent re-runs itself with.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::target::parse_duration;
+
+/// Arguments of `tether-bench`.
+#[derive(clap::Parser, Debug)]
+#[command(name = "tether-bench", version, about, long_about)]
+pub struct BenchArgs {
+    /// Scenario to run.
+    #[command(subcommand)]
+    pub scenario: Box<Scenario>,
+}
+
+/// The scenarios.
+#[derive(clap::Subcommand, Debug)]
+pub enum Scenario {
+    /// Open N connections, heartbeat, hold: connect rate, handshake latency, false evictions,
+    /// server memory per connection (with --server-pid).
+    Hold(HoldArgs),
+    /// N clients, M numbered broadcasts (or --push) at R/s: loss, duplicates, order, latency.
+    Fanout(FanoutArgs),
+    /// S silent clients and H healthy ones: time to eviction, healthy clients wrongly closed.
+    Evict(EvictArgs),
+    /// Connect N, drop all at once, reconnect all: accept rate of both waves.
+    Storm(StormArgs),
+    /// Internal: one worker process of a scenario.
+    #[command(hide = true)]
+    Worker {
+        /// The worker's share, as JSON.
+        #[arg(long)]
+        spec: String,
+    },
+}
+
+/// Options every scenario takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// WebSocket URL of the server (loopback 127.0.0.0/8 only).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// HTTP API base, e.g. http://127.0.0.1:8080 [default: derived from --url].
+    #[arg(long)]
+    pub api: Option<String>,
+    /// API key sent as `Authorization: Bearer <key>`.
+    #[arg(long, env = "TETHER_BENCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Server process id: sample its RSS and CPU time from /proc.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Worker processes [default: clients / --per-worker, rounded up].
+    #[arg(long)]
+    pub workers: Option<u64>,
+    /// Most connections per worker process (at most 9000).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=9000))]
+    pub per_worker: u64,
+    /// Handshakes in flight per worker.
+    #[arg(long, default_value_t = 512)]
+    pub concurrency: u32,
+    /// Timeout of one connect + upgrade + welcome.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Source address of worker 0; worker i binds its sockets to this address + i.
+    #[arg(long, default_value = "127.0.0.2")]
+    pub source: Ipv4Addr,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `tether-bench hold`.
+#[derive(clap::Args, Debug)]
+pub struct HoldArgs {
+    /// Target, output and worker options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Connections to open (client ids c0..cN-1).
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub clients: u64,
+    /// Application heartbeat period.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// How long to hold once all are connected.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub hold: Duration,
+}
+
+/// `tether-bench fanout`.
+#[derive(clap::Args, Debug)]
+pub struct FanoutArgs {
+    /// Target, output and worker options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Receiving clients.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub clients: u64,
+    /// Messages to send.
+    #[arg(short = 'm', long, default_value_t = 50)]
+    pub messages: u64,
+    /// Messages per second.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Size of each message's `data` in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub bytes: usize,
+    /// POST /api/v1/push to one client id per message (c<i mod N>) instead of broadcasting.
+    #[arg(long)]
+    pub push: bool,
+    /// Application heartbeat period of the clients.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// Longest wait for the last deliveries after the last send.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// `tether-bench evict`.
+#[derive(clap::Args, Debug)]
+pub struct EvictArgs {
+    /// Target, output and worker options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Clients that go silent after the upgrade.
+    #[arg(long, default_value_t = 100)]
+    pub silent: u64,
+    /// Healthy clients (auto-pong, heartbeats).
+    #[arg(long, default_value_t = 100)]
+    pub healthy: u64,
+    /// The server's reap interval in ms: evictions later than timeout + this are flagged.
+    #[arg(long, default_value_t = 1000)]
+    pub reap_ms: u64,
+    /// Heartbeat period of healthy clients [default: heartbeat_interval_ms from welcome].
+    #[arg(long, value_parser = parse_duration)]
+    pub heartbeat: Option<Duration>,
+    /// Longest wait for one eviction [default: 2 × advertised timeout + reap + 2 s].
+    #[arg(long, value_parser = parse_duration)]
+    pub max_wait: Option<Duration>,
+}
+
+/// `tether-bench storm`.
+#[derive(clap::Args, Debug)]
+pub struct StormArgs {
+    /// Target, output and worker options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Clients in each wave.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub clients: u64,
+    /// Deadline of one wave; failed attempts are retried (with backoff) until then.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub wave_timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        scenario: Scenario,
+    }
+
+    #[test]
+    fn parses_scenarios() {
+        let cli = Cli::try_parse_from([
+            "bench",
+            "hold",
+            "-n",
+            "19000",
+            "--hold",
+            "10m",
+            "--heartbeat",
+            "30s",
+            "--server-pid",
+            "42",
+            "--url",
+            "ws://127.0.0.1:9000/ws",
+        ])
+        .unwrap();
+        let Scenario::Hold(h) = cli.scenario else {
+            panic!("not hold")
+        };
+        assert_eq!(
+            (h.clients, h.hold.as_secs(), h.common.server_pid),
+            (19000, 600, Some(42))
+        );
+        assert_eq!(h.common.per_worker, 5000);
+
+        let cli =
+            Cli::try_parse_from(["bench", "fanout", "-m", "5", "--push", "--rate", "2.5"]).unwrap();
+        let Scenario::Fanout(f) = cli.scenario else {
+            panic!("not fanout")
+        };
+        assert!(f.push && f.messages == 5 && f.rate == 2.5 && f.bytes == 100);
+
+        let cli =
+            Cli::try_parse_from(["bench", "evict", "--silent", "3", "--reap-ms", "100"]).unwrap();
+        let Scenario::Evict(e) = cli.scenario else {
+            panic!("not evict")
+        };
+        assert_eq!(
+            (e.silent, e.healthy, e.reap_ms, e.heartbeat),
+            (3, 100, 100, None)
+        );
+
+        assert!(Cli::try_parse_from(["bench", "hold", "--per-worker", "9001"]).is_err());
+        assert!(Cli::try_parse_from(["bench", "hold", "--hold", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["bench", "nosuch"]).is_err());
+    }
+}

@@ -1,0 +1,195 @@
+//! `tether-bench fanout`: connect N receiving clients in the workers, then send M numbered
+//! messages from the parent through the HTTP API (broadcast, or push to one client id each) at a
+//! steady rate, and account for every delivery: loss, duplicates, order, latency.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::cli::FanoutArgs;
+use crate::conn::field_u64;
+use crate::fleet::Fleet;
+use crate::http::Client;
+use crate::proto::{Kind, merge_all, unix_us};
+use crate::run::{Failure, Outcome, connected, counts_line, pcts, plan};
+use crate::stats::{Counts, Histogram, bump, lost};
+use crate::sys::sample;
+use crate::target::parse_url;
+
+/// The JSON body of message `seq`, its `data` padded to about `bytes` bytes.
+pub fn message(seq: u64, t_us: u64, bytes: usize, push_to: Option<&str>) -> String {
+    let bare = format!(r#"{{"bench_seq":{seq},"t_us":{t_us},"pad":""}}"#);
+    let pad = "x".repeat(bytes.saturating_sub(bare.len()));
+    let data = format!(r#"{{"bench_seq":{seq},"t_us":{t_us},"pad":"{pad}"}}"#);
+    match push_to {
+        Some(id) => format!(r#"{{"client_id":"{id}","type":"bench","data":{data}}}"#),
+        None => format!(r#"{{"type":"bench","data":{data}}}"#),
+    }
+}
+
+/// Runs the scenario.
+pub fn run(a: &FanoutArgs) -> Outcome {
+    let c = &a.common;
+    if !(a.rate > 0.0 && a.rate.is_finite()) || a.messages == 0 {
+        return Err(Failure::Usage("need --rate > 0 and --messages > 0".into()));
+    }
+    if a.messages > 1_000_000 || a.messages.saturating_mul(a.clients) > 4_000_000_000 {
+        return Err(Failure::Usage(
+            "too many messages × clients to track".into(),
+        ));
+    }
+    let api = match &c.api {
+        Some(u) => parse_url(u, "http").map_err(Failure::Usage)?,
+        None => parse_url(&c.url, "ws").map_err(Failure::Usage)?.api_base(),
+    };
+    let mut specs = plan(c, Kind::Fanout, a.clients, 0)?;
+    for s in &mut specs {
+        s.heartbeat_ms = a.heartbeat.as_millis() as u64;
+        s.messages = a.messages;
+    }
+    let mut fleet = Fleet::spawn(&specs, "fanout", c.quiet)?;
+    let conn = connected(&mut fleet, c, a.clients)?;
+    fleet.send("go");
+    let established = conn.established;
+    let mut http = Client::new(api, c.api_key.as_deref(), Duration::from_secs(10))?;
+    let endpoint = if a.push {
+        "/api/v1/push"
+    } else {
+        "/api/v1/broadcast"
+    };
+    let mut targets = vec![0u64; a.messages as usize];
+    let (mut server_delivered, mut send_failures, mut api_us) =
+        (0u64, Counts::new(), Histogram::default());
+    let before = sample(c.server_pid);
+    let first_send_us = unix_us();
+    let t0 = Instant::now();
+    let gap = Duration::from_secs_f64(1.0 / a.rate);
+    for seq in 0..a.messages {
+        let slot = t0 + gap.mul_f64(seq as f64);
+        if let Some(wait) = slot.checked_duration_since(Instant::now()) {
+            fleet.pump(wait, "sending", established)?;
+        }
+        let to = a.push.then(|| format!("c{}", seq % a.clients));
+        let body = message(seq, unix_us(), a.bytes, to.as_deref());
+        let sent = Instant::now();
+        match http.post(endpoint, &body) {
+            Ok((200, answer)) => {
+                api_us.record(sent.elapsed().as_micros() as u64);
+                server_delivered += field_u64(&answer, "delivered").unwrap_or(0);
+                targets[seq as usize] = if a.push { 1 } else { established };
+            }
+            Ok((status, _)) => bump(&mut send_failures, format!("http_{status}")),
+            Err(kind) => bump(&mut send_failures, kind),
+        }
+    }
+    let send_secs = t0.elapsed().as_secs_f64();
+    let expected: u64 = targets.iter().sum();
+    // Wait for the last deliveries: until all arrived, nothing moved for 2 s, or the drain timeout.
+    let drain = Instant::now();
+    let (mut last, mut moved) = (fleet.totals().2, Instant::now());
+    while fleet.totals().2 < expected
+        && drain.elapsed() < a.drain_timeout
+        && moved.elapsed() < Duration::from_secs(2)
+    {
+        fleet.pump(Duration::from_millis(100), "draining", established)?;
+        if fleet.totals().2 != last {
+            (last, moved) = (fleet.totals().2, Instant::now());
+        }
+    }
+    let after = sample(c.server_pid);
+    fleet.end_line();
+    let r = merge_all(&fleet.finish(Duration::from_secs(60), true)?);
+    let lost_n = lost(&targets, &r.unique_per_seq);
+    let span = r.last_recv_us.saturating_sub(first_send_us) as f64 / 1e6;
+    let rate = if span > 0.0 {
+        r.received as f64 / span
+    } else {
+        0.0
+    };
+    let sent_ok = targets.iter().filter(|&&t| t > 0).count() as u64;
+    let cpu = match (before.cpu_secs, after.cpu_secs) {
+        (Some(b), Some(e)) => Some(e - b),
+        _ => None,
+    };
+    let v = json!({
+        "scenario": "fanout",
+        "mode": if a.push { "push" } else { "broadcast" },
+        "workers": specs.len(),
+        "connect": crate::run::connect_json(&conn, a.clients),
+        "clients": a.clients,
+        "established": established,
+        "messages": a.messages,
+        "rate": a.rate,
+        "bytes": a.bytes,
+        "sent_ok": sent_ok,
+        "send_failures": send_failures,
+        "send_secs": send_secs,
+        "expected": expected,
+        "received": r.received,
+        "lost": lost_n,
+        "duplicated": r.duplicated,
+        "out_of_order": r.out_of_order,
+        "out_of_range": r.out_of_range,
+        "latency_ms": pcts(&r.latency_us, &[("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9)]),
+        "deliveries_per_sec": rate,
+        "offered_deliveries_per_sec": if a.push { a.rate } else { a.rate * established as f64 },
+        "delivery_span_secs": span,
+        "server_delivered": server_delivered,
+        "api_ms": pcts(&api_us, &[("p50", 50.0), ("p99", 99.0)]),
+        "unexpected_closes": r.unexpected_closes.values().sum::<u64>(),
+        "closes_by_code": r.unexpected_closes,
+        "server": { "pid": c.server_pid, "cpu_secs": cpu, "rss_kib": after.rss_kib },
+        "client_cpu_secs": r.cpu_secs,
+    });
+    let mut out = String::from("== fanout ==\n");
+    let _ = writeln!(
+        out,
+        "{} of {} clients connected; {} {} of {} sent OK in {send_secs:.2} s (failures: {}); API p50 {} ms p99 {} ms",
+        established,
+        a.clients,
+        endpoint,
+        sent_ok,
+        a.messages,
+        counts_line(&send_failures),
+        v["api_ms"]["p50"],
+        v["api_ms"]["p99"]
+    );
+    let _ = writeln!(
+        out,
+        "expected {expected}, received {}, lost {lost_n}, duplicated {}, out of order {}; server said delivered {server_delivered}",
+        r.received, r.duplicated, r.out_of_order
+    );
+    let _ = writeln!(
+        out,
+        "CPU seconds: server {} (first send to end of drain), load-generating workers {:.2} (whole run)",
+        cpu.map_or("?".into(), |s| format!("{s:.2}")),
+        r.cpu_secs
+    );
+    let l = &v["latency_ms"];
+    let _ = writeln!(
+        out,
+        "latency ms p50 {} p90 {} p99 {} p999 {} max {}; {rate:.0} deliveries/s over {span:.2} s; unexpected closes {}",
+        l["p50"], l["p90"], l["p99"], l["p999"], l["max"], v["unexpected_closes"]
+    );
+    Ok((v, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_padded_json() {
+        let m = message(7, 1_700_000_000_000_000, 100, None);
+        let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+        assert_eq!(v["type"], "bench");
+        assert_eq!(v["data"].to_string().len(), 100);
+        assert_eq!(field_u64(&m, "bench_seq"), Some(7));
+        let p: serde_json::Value = serde_json::from_str(&message(1, 2, 0, Some("c3"))).unwrap();
+        assert_eq!(
+            (p["client_id"].as_str(), p["data"]["pad"].as_str()),
+            (Some("c3"), Some(""))
+        );
+    }
+}
