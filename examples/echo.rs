@@ -1,15 +1,21 @@
-//! Echo server: every text and binary message is sent back unchanged, with no envelope. Used for
-//! RFC 6455 conformance runs (e.g. the Autobahn fuzzing client) against tether's frame handling.
+//! Echo server: every text and binary message is sent back unchanged, with no envelope and no
+//! welcome. Used for RFC 6455 conformance runs (the Autobahn suite, `scripts/autobahn.sh`)
+//! against tether's frame handling.
 //!
-//! Run: `cargo run --release --example echo -- 127.0.0.1:9001`.
+//! Run: `cargo run --release --example echo -- 127.0.0.1:9001`. It honours the same `TETHER_*`
+//! environment variables as the `tether` binary, over its own conformance defaults.
 
 use bytes::Bytes;
-use tether::{Config, Handled, Handler, Session};
+use tether::config::Sources;
+use tether::{Handled, Handler, Session};
 
 /// Sends every frame back to its sender.
 struct Echo;
 
 impl Handler for Echo {
+    fn welcome(&self) -> bool {
+        false
+    }
     fn on_text(&self, session: &Session<'_>, text: &str) -> Handled {
         session.send_text(text);
         Handled::Yes
@@ -23,16 +29,28 @@ impl Handler for Echo {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let mut config = Config::default();
-    if let Some(addr) = std::env::args().nth(1) {
-        config.listen = addr
-            .parse()
-            .map_err(|_| std::io::Error::other("usage: echo [ADDR]"))?;
+    // Conformance suites connect without a client id and send messages up to 16 MiB; the
+    // environment comes after these, so it wins.
+    let mut env: Vec<(String, String)> = [
+        ("require_client_id", "false"),
+        ("max_message_size", "16777216"),
+        ("shutdown_mode", "restart"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    env.extend(Sources::env_from(std::env::vars()).map_err(std::io::Error::other)?);
+    let flags = match std::env::args().nth(1) {
+        Some(addr) => vec![("listen".to_string(), addr)],
+        None => Vec::new(),
+    };
+    let config = Sources {
+        file: None,
+        env,
+        flags,
     }
-    // Conformance suites connect without a client id and send messages up to 16 MiB.
-    config.require_client_id = false;
-    config.max_message_size = 16 * 1024 * 1024;
-    config.shutdown_mode = tether::config::ShutdownMode::Restart;
+    .load()
+    .map_err(std::io::Error::other)?;
     let server = tether::Server::with_handler(config.clone(), Echo)?;
     let (trigger, signal) = tether::shutdown::channel();
     tether::shutdown::forward_os_signals(trigger)?;

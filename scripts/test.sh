@@ -13,5 +13,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test (unit, integration, examples; the server and tether-bench)"
 cargo test --workspace
+echo "== autobahn (RFC 6455 conformance, chapters 1-10, against the echo example)"
+bash scripts/autobahn.sh
 echo "== browser client (node --test)"
 node --test clients/js/test/

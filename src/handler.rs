@@ -24,6 +24,11 @@ pub enum Handled {
 /// Application callbacks. All have defaults; they run on the session's task, so keep them short
 /// and spawn for slow work (use a [`Handle`] to reply later).
 pub trait Handler: Send + Sync + 'static {
+    /// Whether sessions get tether's `welcome` as their first frame; an application that speaks
+    /// a protocol of its own (the echo example, for conformance suites) turns it off.
+    fn welcome(&self) -> bool {
+        true
+    }
     /// A session completed its handshake and got `welcome`.
     fn on_connect(&self, _session: &Session<'_>) {}
     /// Any text frame, before tether reads it as an envelope; return `Yes` to take it over raw.

@@ -94,16 +94,16 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// A new handle whose queue already holds `first` (the welcome frame).
+    /// A new outbox whose queue already holds `first` (the welcome frame), if any.
     pub fn new(
         id: SessionId,
         client_id: Arc<str>,
         remote: SocketAddr,
         now_ms: u64,
-        first: Message,
+        first: Option<Message>,
     ) -> Outbox {
         let mut queue = Queue::default();
-        queue.frames.push_back(first);
+        queue.frames.extend(first);
         Outbox {
             id,
             client_id,
@@ -220,7 +220,7 @@ mod tests {
             Arc::from("c"),
             "127.0.0.1:1".parse().unwrap(),
             0,
-            Message::text("welcome"),
+            Some(Message::text("welcome")),
         )
     }
 

@@ -86,7 +86,7 @@ mod tests {
                 Arc::from("c"),
                 "127.0.0.1:1".parse().unwrap(),
                 seen,
-                Message::text("w"),
+                Some(Message::text("w")),
             ));
             reg.insert(Arc::clone(&h));
             h

@@ -258,7 +258,7 @@ mod tests {
             Arc::from(client),
             "127.0.0.1:9".parse().unwrap(),
             0,
-            Message::text("w"),
+            Some(Message::text("w")),
         ));
         r.insert(Arc::clone(&h));
         h

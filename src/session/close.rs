@@ -9,6 +9,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::Socket;
+use super::driver::Running;
 use crate::outbox::CloseRequest;
 use crate::protocol::close;
 
@@ -30,13 +31,20 @@ pub enum Ending {
 }
 
 /// Ends the WebSocket as `ending` requires, bounded by [`CLOSE_GRACE`]; returns the close code.
-pub async fn finish<W: Socket>(ws: &mut W, ending: Ending) -> u16 {
+pub async fn finish<W: Socket>(r: &mut Running<W>, ending: Ending) -> u16 {
     match ending {
+        Ending::Requested(c) if c.code == close::HEARTBEAT_TIMEOUT => {
+            // A peer silent for the whole timeout will not read what is queued nor answer the
+            // close: one bounded try at the close frame, then the TCP connection goes at once.
+            let _ =
+                tokio::time::timeout(CLOSE_GRACE, send_close(&mut r.ws, c.code, c.reason())).await;
+            c.code
+        }
         Ending::Requested(c) => {
             let handshake = async {
-                if send_close(ws, c.code, c.reason()).await {
+                if r.flush_queued().await && send_close(&mut r.ws, c.code, c.reason()).await {
                     // Wait for the peer's answer (tungstenite ends the stream after it).
-                    while let Some(Ok(_)) = ws.next().await {}
+                    while let Some(Ok(_)) = r.ws.next().await {}
                 }
             };
             let _ = tokio::time::timeout(CLOSE_GRACE, handshake).await;
@@ -44,23 +52,25 @@ pub async fn finish<W: Socket>(ws: &mut W, ending: Ending) -> u16 {
         }
         Ending::PeerClosed(code) => {
             // tungstenite queued the close reply; flush it, but never wait on a dead peer for long.
-            let _ = tokio::time::timeout(CLOSE_GRACE, SinkExt::close(ws)).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, SinkExt::close(&mut r.ws)).await;
             code
         }
-        Ending::TooBig => {
-            let _ = tokio::time::timeout(
-                CLOSE_GRACE,
-                send_close(ws, close::TOO_BIG, "message too big"),
-            )
-            .await;
-            close::TOO_BIG
-        }
-        Ending::Violation(code) => {
-            let _ = tokio::time::timeout(CLOSE_GRACE, send_close(ws, code, "protocol error")).await;
-            code
-        }
+        Ending::TooBig => fail(r, close::TOO_BIG, "message too big").await,
+        Ending::Violation(code) => fail(r, code, "protocol error").await,
         Ending::Lost => 0,
     }
+}
+
+/// Fails the connection for the peer's fault with `code`, after writing the answers already
+/// due to its earlier, good messages (RFC 6455 conformance suites check they arrive).
+async fn fail<W: Socket>(r: &mut Running<W>, code: u16, reason: &'static str) -> u16 {
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if r.flush_queued().await {
+            send_close(&mut r.ws, code, reason).await;
+        }
+    })
+    .await;
+    code
 }
 
 /// Sends a close frame and flushes it; false when the socket is gone. Not bounded: callers are.

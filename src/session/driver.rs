@@ -84,6 +84,19 @@ impl<W: Socket> Running<W> {
     }
 }
 
+impl<W: Socket> Running<W> {
+    /// Writes everything still queued (taken by the writer or left in the outbox) and flushes;
+    /// false when the socket failed. Closes that tether starts call it before the close frame,
+    /// so a frame counted as delivered is on the wire first. Not bounded: callers are.
+    pub async fn flush_queued(&mut self) -> bool {
+        let Running { ws, guard, writer } = self;
+        let (outbox, metrics) = (&guard.outbox, &guard.shared.metrics);
+        std::future::poll_fn(|cx| poll_write(cx, ws, outbox, metrics, writer))
+            .await
+            .is_ok()
+    }
+}
+
 /// Hands queued frames to the socket and flushes once the outbox is empty: one flush per batch.
 fn poll_write<W: Socket>(
     cx: &mut Context<'_>,

@@ -118,13 +118,16 @@ pub fn open<W: Socket>(
 ) -> impl Future<Output = ()> + Send {
     let id = shared.ids.next();
     let client_id = client_id.unwrap_or_else(|| Arc::from(id.to_string()));
-    let welcome = welcome(&shared, &id.to_string(), &client_id);
+    let welcome = shared
+        .handler
+        .welcome()
+        .then(|| Message::Text(welcome(&shared, &id.to_string(), &client_id)));
     let outbox = Arc::new(Outbox::new(
         id,
         client_id,
         remote,
         shared.clock.now_ms(),
-        Message::Text(welcome),
+        welcome,
     ));
     shared.registry.insert(Arc::clone(&outbox));
     shared.metrics.accepted();
@@ -162,7 +165,7 @@ fn run<W: Socket>(ws: W, guard: Guard) -> impl Future<Output = ()> + Send {
     async move {
         let ending = poll_fn(|cx| running.poll(cx)).await;
         // Boxed: only closing sessions pay for the close phase's timers and state.
-        let code = Box::pin(close::finish(&mut running.ws, ending)).await;
+        let code = Box::pin(close::finish(&mut running, ending)).await;
         running.guard.end(code);
     }
 }
