@@ -16,6 +16,12 @@ pub enum Error {
     BadClientId(&'static str),
     /// API key missing or wrong.
     Unauthorized,
+    /// The upgrade's token is missing or invalid; the string says what is wrong.
+    BadToken(String),
+    /// The client id holds `max_sessions_per_client` sessions already.
+    TooManySessions(usize),
+    /// `connect_rate_per_ip` exceeded.
+    ConnectRate,
     /// `Origin` not in `allowed_origins`.
     OriginNotAllowed,
     /// `Sec-WebSocket-Version` is not 13.
@@ -51,7 +57,8 @@ impl Error {
             }
             Error::InvalidJson(_) | Error::InvalidBody(_) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized | Error::BadToken(_) => StatusCode::UNAUTHORIZED,
+            Error::TooManySessions(_) | Error::ConnectRate => StatusCode::TOO_MANY_REQUESTS,
             Error::OriginNotAllowed => StatusCode::FORBIDDEN,
             Error::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
             Error::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
@@ -67,7 +74,8 @@ impl Error {
             Error::BadHandshake(_) => "bad_handshake",
             Error::MissingClientId => "missing_client_id",
             Error::BadClientId(_) => "bad_client_id",
-            Error::Unauthorized => "unauthorized",
+            Error::Unauthorized | Error::BadToken(_) => "unauthorized",
+            Error::TooManySessions(_) | Error::ConnectRate => "too_many_connections",
             Error::OriginNotAllowed => "origin_not_allowed",
             Error::UnsupportedVersion => "unsupported_version",
             Error::TooManyConnections => "too_many_connections",
@@ -94,6 +102,11 @@ impl Error {
             Error::Unauthorized => {
                 "missing or wrong credentials: send Authorization: Bearer <api_key>".into()
             }
+            Error::BadToken(why) => format!("token refused: {why}"),
+            Error::TooManySessions(n) => {
+                format!("this client id already has {n} sessions (max_sessions_per_client)")
+            }
+            Error::ConnectRate => "connecting too fast from this address, retry later".into(),
             Error::OriginNotAllowed => "this Origin is not allowed to connect".into(),
             Error::UnsupportedVersion => {
                 "unsupported WebSocket version: send Sec-WebSocket-Version: 13".into()

@@ -43,7 +43,8 @@ pub trait Handler: Send + Sync + 'static {
     fn on_binary(&self, _session: &Session<'_>, _data: &Bytes) -> Handled {
         Handled::No
     }
-    /// The session ended; `code` is the close code sent or received (0 when the socket just died).
+    /// The session ended; `code` is the close code sent or received (1006 when the connection
+    /// dropped without a close frame).
     fn on_disconnect(&self, _session: &Session<'_>, _code: u16) {}
 }
 

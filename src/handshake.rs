@@ -4,8 +4,7 @@
 //! Nothing of the request is kept past this point: the session gets its client id, its address
 //! and the upgraded IO, so idle sessions do not carry headers around.
 
-use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
@@ -21,14 +20,13 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::admission::{AdmitError, Slot};
 use crate::error::Error;
-use crate::http::query::query_param;
 use crate::http::reply::{Body, empty, error_response};
+use crate::identity::{Identity, client_addr, identify};
+use crate::reaper::unix_now;
 use crate::socket::TcpWs;
+use crate::sockets::{Permit, PermitCell};
 use crate::state::Shared;
 use crate::{session, tls};
-
-/// Longest client id accepted, in bytes.
-pub const CLIENT_ID_MAX: usize = 256;
 
 /// Answers an upgrade request on the WebSocket path.
 pub fn upgrade(
@@ -36,16 +34,31 @@ pub fn upgrade(
     mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let remote = client_addr(shared, req.headers(), peer);
+    let remote = client_addr(&shared.config.trusted_proxies, req.headers(), peer);
     let checked = validate(shared, &req).and_then(|key| {
-        let client_id = client_id(shared, &req)?;
+        let identity = identify(
+            shared.verifier.as_deref(),
+            shared.config.require_client_id,
+            req.uri().query(),
+            req.headers(),
+            unix_now(),
+        )?;
+        let per_client = shared.config.max_sessions_per_client;
+        if let Some(id) = &identity.client_id
+            && per_client > 0
+            && shared.registry.sessions_of(id) >= per_client
+        {
+            return Err(Error::TooManySessions(per_client));
+        }
         let slot = shared.admissions.admit(remote.ip()).map_err(|e| match e {
             AdmitError::Full => Error::ServerFull,
             AdmitError::PerIp => Error::TooManyConnections,
+            AdmitError::Rate => Error::ConnectRate,
         })?;
-        Ok((key, client_id, slot))
+        take_socket_permit(&req)?;
+        Ok((key, identity, slot))
     });
-    let (key, client_id, slot) = match checked {
+    let (key, identity, slot) = match checked {
         Ok(v) => v,
         Err(e) => {
             shared.metrics.refused(e.code());
@@ -63,8 +76,11 @@ pub fn upgrade(
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => spawn_session(upgraded, shared, client_id, remote, slot),
-            Err(e) => log::debug!("upgrade from {remote} failed after 101: {e}"),
+            Ok(upgraded) => spawn_session(upgraded, shared, identity, remote, slot),
+            Err(e) => {
+                shared.sockets.release_session();
+                log::debug!("upgrade from {remote} failed after 101: {e}");
+            }
         }
     });
 
@@ -78,6 +94,19 @@ pub fn upgrade(
     res
 }
 
+/// Moves the connection's socket permit to the session-to-be; a connection served on a spare
+/// permit (the descriptor budget is spent) may not upgrade.
+fn take_socket_permit(req: &Request<Incoming>) -> Result<(), Error> {
+    let permit = req
+        .extensions()
+        .get::<PermitCell>()
+        .and_then(|cell| cell.lock().take());
+    match permit.map(Permit::into_session) {
+        Some(Some(())) => Ok(()),
+        _ => Err(Error::ServerFull),
+    }
+}
+
 /// Spawns the session on the socket underneath hyper's `Upgraded` when its type is known, so the
 /// session does not keep hyper's boxed IO wrapper alive for its whole life. Each stream type gets
 /// its own task, sized for that type alone (a TLS stream is far larger than a TCP one); plain
@@ -85,7 +114,7 @@ pub fn upgrade(
 fn spawn_session(
     upgraded: Upgraded,
     shared: Arc<Shared>,
-    client_id: Option<Arc<str>>,
+    identity: Identity,
     remote: SocketAddr,
     slot: Slot,
 ) {
@@ -95,7 +124,7 @@ fn spawn_session(
             // An empty `read_buf` may still point into hyper's 8 KiB read buffer: never keep it.
             let part = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
             let ws = TcpWs::new(parts.io.into_inner(), part, session::ws_config(max));
-            tokio::spawn(session::open(ws, shared, client_id, remote, slot));
+            tokio::spawn(session::open(ws, shared, identity, remote, slot));
             return;
         }
         Err(u) => u,
@@ -103,23 +132,18 @@ fn spawn_session(
     let upgraded = match upgraded.downcast::<TokioIo<tls::Stream>>() {
         Ok(parts) => {
             let ws = socket(parts.io.into_inner(), parts.read_buf, max);
-            return spawn_on(ws, shared, client_id, remote, slot);
+            return spawn_on(ws, shared, identity, remote, slot);
         }
         Err(u) => u,
     };
     let ws = socket(TokioIo::new(upgraded), bytes::Bytes::new(), max);
-    spawn_on(ws, shared, client_id, remote, slot);
+    spawn_on(ws, shared, identity, remote, slot);
 }
 
 /// Spawns the session task. Making the WebSocket object needs a task context but no I/O, so it
 /// is polled once here: the session task then holds only the session, not the setup as well.
-fn spawn_on<S, F>(
-    ws: F,
-    shared: Arc<Shared>,
-    client_id: Option<Arc<str>>,
-    remote: SocketAddr,
-    slot: Slot,
-) where
+fn spawn_on<S, F>(ws: F, shared: Arc<Shared>, identity: Identity, remote: SocketAddr, slot: Slot)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: Future<Output = WebSocketStream<S>> + Send + 'static,
 {
@@ -128,10 +152,10 @@ fn spawn_on<S, F>(
     match ws.as_mut().poll(&mut cx) {
         // The no-op waker stored at creation is replaced by the session's on its first poll.
         std::task::Poll::Ready(ws) => {
-            tokio::spawn(session::open(ws, shared, client_id, remote, slot));
+            tokio::spawn(session::open(ws, shared, identity, remote, slot));
         }
         std::task::Poll::Pending => {
-            tokio::spawn(ws.then(move |ws| session::open(ws, shared, client_id, remote, slot)));
+            tokio::spawn(ws.then(move |ws| session::open(ws, shared, identity, remote, slot)));
         }
     }
 }
@@ -213,77 +237,6 @@ fn has_token(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
             .unwrap_or(false)
     })
-}
-
-/// The client id from the query (`client_id`) or the `X-Client-Id` header.
-fn client_id(shared: &Shared, req: &Request<Incoming>) -> Result<Option<Arc<str>>, Error> {
-    let from_query = match req.uri().query().and_then(|q| query_param(q, "client_id")) {
-        Some(Ok(v)) => Some(v),
-        Some(Err(())) => {
-            return Err(Error::BadClientId(
-                "the client_id parameter is not valid UTF-8",
-            ));
-        }
-        None => None,
-    };
-    let from_header = || {
-        req.headers()
-            .get("x-client-id")
-            .map(|v| v.to_str().map(|s| Cow::Borrowed(s.trim())))
-    };
-    let id = match from_query {
-        Some(v) => v,
-        None => match from_header() {
-            Some(Ok(v)) => v,
-            Some(Err(_)) => return Err(Error::BadClientId("X-Client-Id is not visible ASCII")),
-            None => Cow::Borrowed(""),
-        },
-    };
-    if id.is_empty() {
-        return if shared.config.require_client_id {
-            Err(Error::MissingClientId)
-        } else {
-            Ok(None)
-        };
-    }
-    if id.len() > CLIENT_ID_MAX {
-        return Err(Error::BadClientId("longer than 256 bytes"));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(Error::BadClientId("contains control characters"));
-    }
-    Ok(Some(Arc::from(id.as_ref())))
-}
-
-/// The client's address: forwarded headers count only when the TCP peer is a trusted proxy.
-pub fn client_addr(shared: &Shared, h: &HeaderMap, peer: SocketAddr) -> SocketAddr {
-    let proxies = &shared.config.trusted_proxies;
-    if proxies.is_empty() || !proxies.iter().any(|p| p.contains(peer.ip())) {
-        return peer;
-    }
-    // The rightmost address that is not a trusted proxy is the one the last trusted hop saw;
-    // anything left of it was written by the client and may be forged.
-    let forwarded = h
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .collect::<Vec<_>>();
-    let ip = forwarded
-        .iter()
-        .rev()
-        .find(|ip| !proxies.iter().any(|p| p.contains(**ip)))
-        .copied()
-        .or_else(|| {
-            h.get("x-real-ip")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|s| s.trim().parse().ok())
-        });
-    match ip {
-        Some(ip) => SocketAddr::new(ip, 0),
-        None => peer,
-    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@
 //! ```
 
 mod admission;
+pub mod auth;
 mod clock;
 pub mod config;
 mod error;
@@ -39,6 +40,7 @@ mod handler;
 mod handshake;
 mod http;
 mod id;
+mod identity;
 mod metrics;
 mod outbox;
 pub mod protocol;
@@ -48,6 +50,7 @@ mod server;
 mod session;
 pub mod shutdown;
 mod socket;
+mod sockets;
 mod state;
 mod tls;
 

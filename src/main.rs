@@ -67,6 +67,11 @@ fn sources(m: &ArgMatches) -> Result<Sources, tether::config::ConfigError> {
 fn main() -> ExitCode {
     let matches = cli().get_matches();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Before the config: `max_connections = 0` is derived from the limit in force.
+    match tether::config::raise_fd_limit() {
+        Ok(n) => log::debug!("open-file limit: {n}"),
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+    }
     let config = match sources(&matches).and_then(|s| s.load()) {
         Ok(c) => c,
         Err(e) => {

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::protocol::close;
+
 /// Server-wide counters.
 #[derive(Default)]
 pub struct Metrics {
@@ -27,9 +29,27 @@ pub struct Metrics {
     /// Upgrade refusals by error code.
     refusals: Mutex<BTreeMap<&'static str, u64>>,
     /// Session ends by close code (0 = connection lost without a close frame).
-    closes: Mutex<BTreeMap<u16, u64>>,
+    closes: Mutex<BTreeMap<CloseLabel, u64>>,
     /// API requests by endpoint and result.
     api: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+/// A `tether_closes_total` label: a defined close code, or `other` for whatever else a peer sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum CloseLabel {
+    /// A code PROTOCOL §4 or RFC 6455 defines.
+    Code(u16),
+    /// Anything else.
+    Other,
+}
+
+impl std::fmt::Display for CloseLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseLabel::Code(c) => write!(f, "{c}"),
+            CloseLabel::Other => f.write_str("other"),
+        }
+    }
 }
 
 fn inc(a: &AtomicU64, n: u64) {
@@ -67,7 +87,13 @@ impl Metrics {
     }
     /// A session ended with close `code` (0 when no close frame was exchanged).
     pub fn closed(&self, code: u16) {
-        *self.closes.lock().entry(code).or_default() += 1;
+        // Peers choose their close codes: only defined ones become label values.
+        let label = if close::is_known(code) {
+            CloseLabel::Code(code)
+        } else {
+            CloseLabel::Other
+        };
+        *self.closes.lock().entry(label).or_default() += 1;
     }
     /// An API call on `endpoint` ended with `result`.
     pub fn api(&self, endpoint: &'static str, result: &'static str) {
@@ -148,7 +174,7 @@ impl Metrics {
         family(
             &mut o,
             "tether_closes_total",
-            "Sessions ended, by close code (0 = no close frame).",
+            "Sessions ended, by close code (1006 = the connection dropped without a close frame; other = an undefined code a peer sent).",
             &["code"],
             self.closes
                 .lock()
@@ -214,12 +240,18 @@ mod tests {
         m.accepted();
         m.refused("server_full");
         m.closed(4001);
+        m.closed(4999);
+        m.closed(3123);
         m.api("push", "ok");
         let text = m.render(3, false);
         assert!(text.contains("# TYPE tether_connections gauge\ntether_connections 3\n"));
         assert!(text.contains("tether_connections_accepted_total 1\n"));
         assert!(text.contains("tether_refusals_total{code=\"server_full\"} 1\n"));
         assert!(text.contains("tether_closes_total{code=\"4001\"} 1\n"));
+        assert!(
+            text.contains("tether_closes_total{code=\"other\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("tether_api_requests_total{endpoint=\"push\",result=\"ok\"} 1\n"));
     }
 }

@@ -35,6 +35,8 @@ impl CloseRequest {
             close::SLOW_CONSUMER => "slow consumer",
             close::GOING_AWAY | close::RESTART => "server shutting down",
             close::TOO_BIG => "message too big",
+            close::TOKEN_EXPIRED => "token expired",
+            close::POLICY => "message rate exceeded",
             _ => "",
         }
     }
@@ -56,10 +58,105 @@ pub enum Enqueued {
 struct Queue {
     /// Frames waiting for the writer, oldest first.
     frames: VecDeque<Message>,
+    /// Bytes of the queued frames, for `send_queue_bytes`.
+    bytes: usize,
     /// The reaper asked for a Ping.
     ping: bool,
     /// The first close requested wins; nothing is queued after it.
     close: Option<CloseRequest>,
+}
+
+/// How much a session may have queued before it is a slow consumer.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Frames (`send_queue`).
+    pub frames: usize,
+    /// Bytes (`send_queue_bytes`).
+    pub bytes: usize,
+}
+
+/// A session's channels and what its token lets it subscribe to, under one short lock.
+#[derive(Default)]
+pub struct Subscriptions {
+    /// Channels subscribed to, for listings and cleanup (at most `max_channels_per_session`).
+    pub list: Vec<Arc<str>>,
+    /// With auth on, the token's `channels` claim; `None` with auth off (any channel).
+    pub grants: Option<Arc<Grants>>,
+}
+
+/// What a token allows on top of its `sub`: `Some` only with auth on.
+#[derive(Debug)]
+pub struct Grants {
+    /// The `channels` claim; `None` when the token has none (no channel may be subscribed).
+    pub channels: Option<crate::auth::ChannelGrants>,
+}
+
+impl Grants {
+    /// Whether the token allows subscribing to `channel`.
+    pub fn allows(&self, channel: &str) -> bool {
+        self.channels.as_ref().is_some_and(|g| g.allows(channel))
+    }
+}
+
+/// The inbound rate limiter's state (a token bucket), touched only by the session task.
+#[derive(Default)]
+pub struct Bucket {
+    /// Messages that may still be sent now, in thousandths.
+    milli_tokens: u32,
+    /// When the bucket was last refilled (clock milliseconds, wrapping).
+    refilled_ms: u32,
+    /// Since when the client has been over the limit without a break; 0 when it is not.
+    over_since_ms: u32,
+}
+
+/// The rate limiter's verdict on one inbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    /// Within the limit.
+    Ok,
+    /// Over it: refuse this message.
+    Limited,
+    /// Over it for longer than the patience allows: close with 1008.
+    Persistent,
+}
+
+/// How long a client may keep exceeding its message rate before it is closed with 1008.
+pub const RATE_PATIENCE_MS: u32 = 5000;
+
+impl Bucket {
+    /// Takes one message at `now_ms` against `rate` per second with a burst of twice that.
+    pub fn take(&mut self, rate: u32, now_ms: u64) -> Rate {
+        // Wrapping u32 milliseconds: a session lives for less than 49 days between messages.
+        let now = now_ms as u32;
+        let burst = rate.saturating_mul(2).saturating_mul(1000);
+        if self.refilled_ms == 0 && self.milli_tokens == 0 && self.over_since_ms == 0 {
+            self.milli_tokens = burst;
+        } else {
+            let elapsed = now.wrapping_sub(self.refilled_ms);
+            let refill = u64::from(elapsed) * u64::from(rate);
+            self.milli_tokens =
+                (u64::from(self.milli_tokens) + refill).min(u64::from(burst)) as u32;
+        }
+        self.refilled_ms = now;
+        // A client counts as back within its rate once it has regained half its burst; a flood
+        // that lets one message through now and then is still a flood.
+        if self.milli_tokens >= burst / 2 {
+            self.over_since_ms = 0;
+        }
+        let persistent =
+            self.over_since_ms != 0 && now.wrapping_sub(self.over_since_ms) >= RATE_PATIENCE_MS;
+        if persistent {
+            return Rate::Persistent;
+        }
+        if self.milli_tokens >= 1000 {
+            self.milli_tokens -= 1000;
+            return Rate::Ok;
+        }
+        if self.over_since_ms == 0 {
+            self.over_since_ms = now.max(1);
+        }
+        Rate::Limited
+    }
 }
 
 /// What the writer takes out of the outbox in one go.
@@ -89,8 +186,12 @@ pub struct Outbox {
     /// Wakes the session task: new frames, a ping or a close. Lighter than a `Notify`, and the
     /// task needs no `Notified` future of its own while it waits.
     wake: AtomicWaker,
-    /// Channels this session is subscribed to, for listings and cleanup.
-    pub(crate) channels: Mutex<Vec<Arc<str>>>,
+    /// Token expiry in Unix seconds; 0 = none. The reaper closes the session with 4004 after it.
+    expires_at: AtomicU64,
+    /// Channels and the token's grants.
+    pub(crate) subs: Mutex<Subscriptions>,
+    /// Inbound rate limiter.
+    pub(crate) inbound: Mutex<Bucket>,
 }
 
 impl Outbox {
@@ -115,7 +216,9 @@ impl Outbox {
             last_seen: AtomicU64::new(now_ms),
             queue: Mutex::new(queue),
             wake: AtomicWaker::new(),
-            channels: Mutex::new(Vec::new()),
+            expires_at: AtomicU64::new(0),
+            subs: Mutex::new(Subscriptions::default()),
+            inbound: Mutex::new(Bucket::default()),
         }
     }
 
@@ -141,21 +244,26 @@ impl Outbox {
     }
 
     /// Queues one frame without blocking; a full queue turns into a 4003 close.
-    pub fn enqueue(&self, msg: Message, limit: usize) -> Enqueued {
+    pub fn enqueue(&self, msg: Message, limits: QueueLimits) -> Enqueued {
         let result = {
             let mut q = self.queue.lock();
             if q.close.is_some() {
                 return Enqueued::Closing;
             }
-            if q.frames.len() >= limit {
+            let len = msg.len();
+            // A lone message may exceed the byte bound (the API accepts up to 1 MiB), a backlog may not.
+            let over_bytes = !q.frames.is_empty() && q.bytes + len > limits.bytes;
+            if q.frames.len() >= limits.frames || over_bytes {
                 // The queued backlog is useless to a peer that is being disconnected.
                 q.frames = VecDeque::new();
+                q.bytes = 0;
                 q.close = Some(CloseRequest {
                     code: crate::protocol::close::SLOW_CONSUMER,
                 });
                 Enqueued::Overflow
             } else {
                 q.frames.push_back(msg);
+                q.bytes += len;
                 Enqueued::Queued
             }
         };
@@ -193,7 +301,10 @@ impl Outbox {
     pub fn take_batch(&self) -> Batch {
         let mut q = self.queue.lock();
         Batch {
-            frames: std::mem::take(&mut q.frames),
+            frames: {
+                q.bytes = 0;
+                std::mem::take(&mut q.frames)
+            },
             ping: std::mem::take(&mut q.ping),
         }
     }
@@ -206,7 +317,22 @@ impl Outbox {
 
     /// Snapshot of the subscribed channels.
     pub fn channel_list(&self) -> Vec<Arc<str>> {
-        self.channels.lock().clone()
+        self.subs.lock().list.clone()
+    }
+
+    /// Token expiry (Unix seconds), if the session's token has one.
+    pub fn expires_at(&self) -> Option<u64> {
+        match self.expires_at.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// Sets what a (new) token allows: its expiry and its channel grants.
+    pub fn set_token(&self, expires_at: Option<u64>, grants: Option<Arc<Grants>>) {
+        self.expires_at
+            .store(expires_at.unwrap_or(0), Ordering::Relaxed);
+        self.subs.lock().grants = grants;
     }
 }
 
@@ -227,12 +353,74 @@ mod tests {
     #[test]
     fn overflow_turns_into_slow_consumer_close() {
         let h = handle();
-        assert_eq!(h.enqueue(Message::text("a"), 2), Enqueued::Queued);
-        assert_eq!(h.enqueue(Message::text("b"), 2), Enqueued::Overflow);
-        assert_eq!(h.enqueue(Message::text("c"), 2), Enqueued::Closing);
+        let two = QueueLimits {
+            frames: 2,
+            bytes: 1 << 20,
+        };
+        assert_eq!(h.enqueue(Message::text("a"), two), Enqueued::Queued);
+        assert_eq!(h.enqueue(Message::text("b"), two), Enqueued::Overflow);
+        assert_eq!(h.enqueue(Message::text("c"), two), Enqueued::Closing);
         let b = h.take_batch();
         assert!(b.frames.is_empty(), "a slow consumer's backlog is dropped");
         assert_eq!(h.close_requested().map(|c| c.code), Some(4003));
+    }
+
+    #[test]
+    fn queued_bytes_are_bounded_but_one_large_message_fits() {
+        let h = handle();
+        let _ = h.take_batch();
+        let limits = QueueLimits {
+            frames: 100,
+            bytes: 1000,
+        };
+        let big = Message::text("x".repeat(5000));
+        assert_eq!(
+            h.enqueue(big, limits),
+            Enqueued::Queued,
+            "a lone message may exceed"
+        );
+        let _ = h.take_batch();
+        for _ in 0..9 {
+            assert_eq!(
+                h.enqueue(Message::text("y".repeat(100)), limits),
+                Enqueued::Queued
+            );
+        }
+        let one_more = Message::text("z".repeat(101));
+        assert_eq!(h.enqueue(one_more, limits), Enqueued::Overflow);
+    }
+
+    #[test]
+    fn rate_bucket_allows_a_burst_then_limits_then_closes_a_persistent_flood() {
+        let mut b = Bucket::default();
+        let start = 1000;
+        for _ in 0..20 {
+            assert_eq!(
+                b.take(10, start),
+                Rate::Ok,
+                "a burst of twice the rate passes"
+            );
+        }
+        assert_eq!(b.take(10, start), Rate::Limited);
+        // A flood at 5x the rate: some messages pass, the rest are refused, and it is closed
+        // once it has lasted the patience, not before.
+        let mut first_persistent = None;
+        for i in 1..=140 {
+            let now = start + i * 50;
+            let verdicts: Vec<Rate> = (0..5).map(|_| b.take(10, now)).collect();
+            if verdicts.contains(&Rate::Persistent) && first_persistent.is_none() {
+                first_persistent = Some(now - start);
+            }
+        }
+        let after = first_persistent.expect("a persistent flood is closed");
+        assert!((5000..5100).contains(&after), "closed after {after} ms");
+        // A client that calms down is forgiven.
+        let mut calm = Bucket::default();
+        for _ in 0..21 {
+            calm.take(10, start);
+        }
+        assert_eq!(calm.take(10, start + 1100), Rate::Ok);
+        assert_eq!(calm.take(10, start + 7000), Rate::Ok);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// Server going away: the drain finished.
     pub const GOING_AWAY: u16 = 1001;
+    /// The connection ended without a close frame (never sent on the wire, RFC 6455 §7.1.5).
+    pub const ABNORMAL: u16 = 1006;
     /// Policy violation.
     pub const POLICY: u16 = 1008;
     /// Message too big.
@@ -31,6 +33,14 @@ pub mod close {
     pub const ADMIN: u16 = 4002;
     /// Slow consumer: the send queue was full.
     pub const SLOW_CONSUMER: u16 = 4003;
+    /// The token expired and was not refreshed.
+    pub const TOKEN_EXPIRED: u16 = 4004;
+
+    /// Whether `code` is one PROTOCOL §4 or RFC 6455 defines, so it may be a metrics label;
+    /// anything else a peer sends is counted as "other".
+    pub fn is_known(code: u16) -> bool {
+        matches!(code, 1000..=1003 | 1005..=1015 | 4001..=4004)
+    }
 }
 
 /// Error codes carried in `error` messages to clients.
@@ -47,6 +57,31 @@ pub mod err {
     pub const FORBIDDEN: &str = "forbidden";
     /// Binary frames are not handled.
     pub const BINARY_NOT_SUPPORTED: &str = "binary_not_supported";
+    /// A client `publish` used a type only the server may send.
+    pub const RESERVED_TYPE: &str = "reserved_type";
+    /// The session holds `max_channels_per_session` channels already.
+    pub const TOO_MANY_CHANNELS: &str = "too_many_channels";
+    /// The client sends faster than `client_message_rate`.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// A `refresh` token is bad or names another `sub`.
+    pub const INVALID_TOKEN: &str = "invalid_token";
+}
+
+/// Types only the server sends (PROTOCOL §2): refused from client `publish` and from the API.
+pub const RESERVED_TYPES: &[&str] = &[
+    "welcome",
+    "heartbeat_ack",
+    "subscribed",
+    "unsubscribed",
+    "published",
+    "refreshed",
+    "error",
+    "shutdown",
+];
+
+/// Whether `kind` is a server-only type.
+pub fn is_reserved(kind: &str) -> bool {
+    RESERVED_TYPES.contains(&kind)
 }
 
 /// Longest part of an offending frame echoed back in `error.data.original`.

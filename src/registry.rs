@@ -11,7 +11,20 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::id::SessionId;
 use crate::metrics::Metrics;
-use crate::outbox::{Enqueued, Outbox};
+use crate::outbox::{Enqueued, Outbox, QueueLimits};
+
+/// What a subscribe did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribed {
+    /// Newly subscribed.
+    New,
+    /// It already was.
+    Already,
+    /// The session holds `max_channels_per_session` channels already.
+    TooMany,
+    /// The session is no longer registered.
+    Gone,
+}
 
 /// The indexes, under one lock so they never disagree.
 #[derive(Default)]
@@ -68,18 +81,21 @@ impl ClientSessions {
 pub struct Registry {
     /// Session indexes.
     idx: RwLock<Indexes>,
-    /// Frames a session may have queued before it is a slow consumer.
-    pub(crate) send_queue: usize,
+    /// What a session may have queued before it is a slow consumer.
+    limits: QueueLimits,
+    /// Subscriptions one session may hold.
+    max_channels: usize,
     /// Counters shared with `/metrics`.
     pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Registry {
     /// An empty registry.
-    pub fn new(send_queue: usize, metrics: Arc<Metrics>) -> Registry {
+    pub fn new(limits: QueueLimits, max_channels: usize, metrics: Arc<Metrics>) -> Registry {
         Registry {
             idx: RwLock::new(Indexes::default()),
-            send_queue,
+            limits,
+            max_channels,
             metrics,
         }
     }
@@ -106,7 +122,7 @@ impl Registry {
 
     /// Removes a session from every index (its channels included).
     pub fn remove(&self, h: &Outbox) {
-        let channels = std::mem::take(&mut *h.channels.lock());
+        let channels = std::mem::take(&mut h.subs.lock().list);
         let mut idx = self.idx.write();
         idx.by_id.remove(&h.id);
         if idx
@@ -126,26 +142,29 @@ impl Registry {
         }
     }
 
-    /// Subscribes a live session; false when it already was subscribed.
-    pub fn subscribe(&self, h: &Arc<Outbox>, channel: &str) -> bool {
+    /// Subscribes a live session, within `max_channels_per_session`.
+    pub fn subscribe(&self, h: &Arc<Outbox>, channel: &str) -> Subscribed {
         let mut idx = self.idx.write();
         if !idx.by_id.contains_key(&h.id) {
-            return false;
+            return Subscribed::Gone;
+        }
+        let mut subs = h.subs.lock();
+        if subs.list.iter().any(|c| &**c == channel) {
+            return Subscribed::Already;
+        }
+        if subs.list.len() >= self.max_channels {
+            return Subscribed::TooMany;
         }
         let key: Arc<str> = match idx.by_channel.get_key_value(channel) {
             Some((k, _)) => Arc::clone(k),
             None => Arc::from(channel),
         };
-        let fresh = idx
-            .by_channel
+        idx.by_channel
             .entry(Arc::clone(&key))
             .or_default()
-            .insert(h.id, Arc::clone(h))
-            .is_none();
-        if fresh {
-            h.channels.lock().push(key);
-        }
-        fresh
+            .insert(h.id, Arc::clone(h));
+        subs.list.push(key);
+        Subscribed::New
     }
 
     /// Unsubscribes; false when the session was not subscribed.
@@ -160,7 +179,7 @@ impl Registry {
         }
         drop(idx);
         if removed {
-            h.channels.lock().retain(|c| &**c != channel);
+            h.subs.lock().list.retain(|c| &**c != channel);
         }
         removed
     }
@@ -186,59 +205,84 @@ impl Registry {
     /// Queues one frame to one session and keeps the books: a frame for a closing session is a
     /// drop, a full queue is a slow consumer (closed with 4003). Every sender goes through here.
     pub fn enqueue(&self, h: &Outbox, msg: Message) -> Enqueued {
-        let result = h.enqueue(msg, self.send_queue);
-        match result {
-            Enqueued::Queued => {}
-            Enqueued::Closing => self.metrics.dropped(),
-            Enqueued::Overflow => {
-                self.metrics.slow_consumer();
-                log::warn!(
-                    "session {} client {} peer {}: send queue full ({} frames), closing 4003",
-                    h.id,
-                    h.client_id,
-                    h.remote(),
-                    self.send_queue
-                );
-            }
+        let result = self.enqueue_quietly(h, msg);
+        if result == Enqueued::Overflow {
+            log::warn!(
+                "session {} client {} peer {}: send queue full, closing 4003",
+                h.id,
+                h.client_id,
+                h.remote()
+            );
         }
         result
     }
 
-    /// Queues `msg` to each target; returns how many queues accepted it.
-    fn fan_out<'a>(&self, targets: impl Iterator<Item = &'a Arc<Outbox>>, msg: &Message) -> usize {
-        targets
-            .filter(|h| self.enqueue(h, msg.clone()) == Enqueued::Queued)
-            .count()
+    /// [`Registry::enqueue`] without the per-session warning, for fan-outs that report once.
+    fn enqueue_quietly(&self, h: &Outbox, msg: Message) -> Enqueued {
+        let result = h.enqueue(msg, self.limits);
+        match result {
+            Enqueued::Queued => {}
+            Enqueued::Closing => self.metrics.dropped(),
+            Enqueued::Overflow => self.metrics.slow_consumer(),
+        }
+        result
+    }
+
+    /// Queues `msg` to each target outside the registry lock (the targets are a snapshot), so
+    /// a connect or a close never waits out a fan-out to thousands of queues; returns how many
+    /// queues accepted it and logs one line for all the slow consumers it found.
+    fn fan_out(&self, targets: Vec<Arc<Outbox>>, msg: &Message) -> usize {
+        let (mut queued, mut slow, mut closing) = (0, 0, 0);
+        for h in &targets {
+            match self.enqueue_quietly(h, msg.clone()) {
+                Enqueued::Queued => queued += 1,
+                Enqueued::Overflow => slow += 1,
+                Enqueued::Closing => closing += 1,
+            }
+        }
+        if slow > 0 {
+            log::warn!(
+                "fan-out to {} sessions: {slow} send queues full (closing 4003), {closing} already closing",
+                targets.len()
+            );
+        }
+        queued
     }
 
     /// Queues `msg` to every session of `client_id`; `None` when the id has no session.
     pub fn send_to_client(&self, client_id: &str, msg: &Message) -> Option<usize> {
-        let idx = self.idx.read();
-        let list = idx.by_client.get(client_id)?;
-        Some(self.fan_out(list.iter(), msg))
+        let targets: Vec<_> = self
+            .idx
+            .read()
+            .by_client
+            .get(client_id)?
+            .iter()
+            .cloned()
+            .collect();
+        Some(self.fan_out(targets, msg))
     }
 
     /// Queues `msg` to every live session.
     pub fn broadcast(&self, msg: &Message) -> usize {
-        let idx = self.idx.read();
-        self.fan_out(idx.by_id.values(), msg)
+        self.fan_out(self.snapshot(None), msg)
     }
 
     /// Queues `msg` to every subscriber of `channel`.
     pub fn publish(&self, channel: &str, msg: &Message) -> usize {
-        let idx = self.idx.read();
-        match idx.by_channel.get(channel) {
-            Some(subs) => self.fan_out(subs.values(), msg),
-            None => 0,
-        }
+        let targets: Vec<_> = match self.idx.read().by_channel.get(channel) {
+            Some(subs) => subs.values().cloned().collect(),
+            None => return 0,
+        };
+        self.fan_out(targets, msg)
     }
 
-    /// Calls `f` on every live session while holding the read lock (no awaits inside).
-    pub fn for_each(&self, mut f: impl FnMut(&Arc<Outbox>)) {
-        let idx = self.idx.read();
-        for h in idx.by_id.values() {
-            f(h);
-        }
+    /// Sessions `client_id` holds here.
+    pub fn sessions_of(&self, client_id: &str) -> usize {
+        self.idx
+            .read()
+            .by_client
+            .get(client_id)
+            .map_or(0, |l| l.iter().len())
     }
 }
 
@@ -247,7 +291,14 @@ mod tests {
     use super::*;
 
     fn reg() -> Arc<Registry> {
-        Arc::new(Registry::new(4, Arc::new(Metrics::default())))
+        Arc::new(Registry::new(
+            QueueLimits {
+                frames: 4,
+                bytes: 1 << 20,
+            },
+            2,
+            Arc::new(Metrics::default()),
+        ))
     }
 
     fn session(r: &Registry, client: &str) -> Arc<Outbox> {
@@ -270,9 +321,15 @@ mod tests {
         let a1 = session(&r, "alice");
         let _a2 = session(&r, "alice");
         let b = session(&r, "bob");
-        assert!(r.subscribe(&a1, "news"));
-        assert!(!r.subscribe(&a1, "news"));
-        assert!(r.subscribe(&b, "news"));
+        assert_eq!(r.subscribe(&a1, "news"), Subscribed::New);
+        assert_eq!(r.subscribe(&a1, "news"), Subscribed::Already);
+        assert_eq!(r.subscribe(&b, "news"), Subscribed::New);
+        assert_eq!(r.subscribe(&b, "sport"), Subscribed::New);
+        assert_eq!(
+            r.subscribe(&b, "weather"),
+            Subscribed::TooMany,
+            "2 channels at most"
+        );
         let m = Message::text("x");
         assert_eq!(r.send_to_client("alice", &m), Some(2));
         assert_eq!(r.publish("news", &m), 2);

@@ -9,27 +9,36 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::auth::Verifier;
 use crate::config::{Config, ShutdownMode};
 use crate::handle::Handle;
 use crate::handler::{Handler, NoHandler};
 use crate::protocol::envelope;
-use crate::reaper::{self, ReaperGuard};
+use crate::reaper;
 use crate::session::CLOSE_GRACE;
-use crate::shutdown::Signal;
+use crate::shutdown::{AbortOnDrop, Signal};
+use crate::sockets::{Permit, PermitCell, Sockets};
 use crate::state::Shared;
 use crate::{http, tls};
 
+/// hyper's smallest read buffer; `max_header_size` below it is enforced at this size.
+const MIN_HEAD_BUFFER: usize = 8192;
 /// Listen backlog: a reconnect wave after a deploy arrives all at once.
 pub const BACKLOG: u32 = 4096;
 /// A client must finish sending its request headers within this time.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after an accept error that is not about one connection (e.g. out of descriptors).
+/// Pause after an accept error that is neither about one connection nor about descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// After a forced stop, the longest `run` waits for sessions to let go of their sockets.
+const ABANDON_WAIT: Duration = Duration::from_millis(500);
+/// Pause after shedding a connection for want of descriptors.
+const SHED_WAIT: Duration = Duration::from_millis(20);
 
 /// How `run` ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +70,10 @@ impl Server {
             _ => None,
         };
         Ok(Server {
-            shared: Arc::new(Shared::new(config, Arc::new(handler))),
+            shared: Arc::new(
+                Shared::new(config, Arc::new(handler))
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            ),
             tls,
         })
     }
@@ -85,12 +97,16 @@ impl Server {
             c.reap_interval,
             shared.admissions.max_connections()
         );
-        if !addr.ip().is_loopback() && c.api_key.is_none() {
+        if !addr.ip().is_loopback() && shared.api_key.is_none() {
             log::warn!(
                 "listening on {addr} without api_key: anyone who can reach it can push and close sessions"
             );
         }
-        let _reaper = ReaperGuard(reaper::spawn(Arc::clone(&shared)));
+        let _reaper = AbortOnDrop(reaper::spawn(Arc::clone(&shared)));
+        let _reload = shared
+            .verifier
+            .as_ref()
+            .map(|v| AbortOnDrop(reload_keys_on_sighup(Arc::clone(v))));
         let (graceful, _) = watch::channel(false);
         let stopped = {
             let accept = accept_loop(&listener, &shared, tls.as_ref(), &graceful);
@@ -101,12 +117,42 @@ impl Server {
             }
         };
         drop(listener);
+        if stopped == Stopped::Forced {
+            // Nothing of a session may outlive `run`: cut even the closes in progress.
+            shared.abandon();
+            let code = shared.shutdown_close_code();
+            for h in shared.registry.snapshot(None) {
+                h.request_close(code);
+            }
+            let _ = tokio::time::timeout(ABANDON_WAIT, shared.admissions.wait_empty()).await;
+        }
         // Plain HTTP keep-alive connections get a bounded moment to finish their request.
         let _ = graceful.send(true);
         let _ = tokio::time::timeout(CLOSE_GRACE, graceful.closed()).await;
         log::info!("shutdown complete ({stopped:?})");
         Ok(stopped)
     }
+}
+
+/// Re-reads the token key files on every SIGHUP, so keys rotate without a restart; a broken
+/// file is logged and the keys in force stay.
+fn reload_keys_on_sighup(verifier: Arc<Verifier>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot listen for SIGHUP, token keys will not reload: {e}");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            match verifier.reload() {
+                Ok(()) => log::info!("SIGHUP: token keys reloaded"),
+                Err(e) => log::error!("SIGHUP: token keys not reloaded, the old ones stay: {e}"),
+            }
+        }
+    })
 }
 
 /// Binds with a large backlog (the default 128 drops SYNs during reconnect storms).
@@ -128,6 +174,8 @@ async fn accept_loop(
     graceful: &watch::Sender<bool>,
 ) -> Infallible {
     loop {
+        // The permit first: a socket that is accepted is one that is counted.
+        let permit = shared.sockets.acquire().await;
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
@@ -139,23 +187,54 @@ async fn accept_loop(
                             match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
                                 .await
                             {
-                                Ok(Ok(tls)) => serve(tls, peer, shared, watcher),
+                                Ok(Ok(tls)) => serve(tls, peer, shared, watcher, permit),
                                 Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
                                 Err(_) => log::debug!("TLS handshake with {peer} timed out"),
                             }
                         });
                     }
-                    None => serve(stream, peer, Arc::clone(shared), graceful.subscribe()),
+                    None => serve(
+                        stream,
+                        peer,
+                        Arc::clone(shared),
+                        graceful.subscribe(),
+                        permit,
+                    ),
                 }
             }
             // Errors about one connection (reset before accept, etc.) do not concern the others.
             Err(e) if is_per_connection(&e) => log::debug!("accept: {e}"),
+            Err(e) if is_out_of_descriptors(&e) => {
+                drop(permit);
+                shed_one(listener, &shared.sockets).await;
+            }
             Err(e) => {
                 log::error!("accept failed: {e}; pausing {ACCEPT_BACKOFF:?}");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
+}
+
+/// Out of descriptors although the budget had room (something else in the process holds them):
+/// accept one pending connection on the reserved descriptor and close it at once, so the
+/// listener sheds load instead of spinning on the same error.
+async fn shed_one(listener: &TcpListener, sockets: &Sockets) {
+    let reserve = sockets.take_reserve();
+    let freed = reserve.is_some();
+    drop(reserve);
+    if freed {
+        if let Ok(Ok((stream, peer))) = tokio::time::timeout(SHED_WAIT, listener.accept()).await {
+            log::warn!("out of file descriptors: shedding the connection from {peer}");
+            drop(stream);
+        }
+        sockets.restore_reserve();
+    }
+    tokio::time::sleep(SHED_WAIT).await;
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 fn is_per_connection(e: &io::Error) -> bool {
@@ -168,17 +247,29 @@ fn is_per_connection(e: &io::Error) -> bool {
 }
 
 /// Serves one HTTP/1.1 connection; `stop` flipping to true asks it to finish its request and close.
-fn serve<IO>(io: IO, peer: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
-where
+fn serve<IO>(
+    io: IO,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    permit: Permit,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| {
+    // The permit lives as long as the connection, unless an upgrade hands it to a session.
+    let cell: PermitCell = Arc::new(Mutex::new(Some(permit)));
+    let max_head = shared.config.max_header_size;
+    let for_requests = Arc::clone(&cell);
+    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let shared = Arc::clone(&shared);
+        req.extensions_mut().insert(Arc::clone(&for_requests));
         async move { Ok::<_, Infallible>(http::route(shared, req, peer).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        // hyper answers 431 to a request head that does not fit (its floor is 8 KiB).
+        .max_buf_size(max_head.max(MIN_HEAD_BUFFER))
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::spawn(async move {
@@ -193,7 +284,9 @@ where
         if let Err(e) = result {
             log::debug!("http connection from {peer}: {e}");
         }
-        // Dropping `stop` here tells the server this connection is finished.
+        // Dropping `stop` here tells the server this connection is finished; dropping `cell`
+        // gives the permit back unless a session took it.
+        drop(cell);
     });
 }
 
@@ -226,9 +319,9 @@ async fn stop(shared: &Shared, signal: &mut Signal) -> Stopped {
             }
         }
         let code = shared.shutdown_close_code();
-        shared.registry.for_each(|h| {
+        for h in shared.registry.snapshot(None) {
             h.request_close(code);
-        });
+        }
         // Each session bounds its own close; this only guards against the unexpected.
         if tokio::time::timeout(CLOSE_GRACE * 3, shared.admissions.wait_empty())
             .await

@@ -53,3 +53,13 @@ pub fn forward_os_signals(trigger: Trigger) -> std::io::Result<()> {
     });
     Ok(())
 }
+
+/// Aborts a background task (the reaper, the key reloader) when the server's run ends, however
+/// it ends.
+pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

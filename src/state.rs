@@ -5,24 +5,35 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use tokio::sync::watch;
+
 use crate::admission::Admissions;
+use crate::auth::{AuthSettings, Verifier};
 use crate::clock::Clock;
-use crate::config::{Config, ShutdownMode};
+use crate::config::{AuthMode, Config, Secret, ShutdownMode, socket_budget};
 use crate::handle::Handle;
 use crate::handler::Handler;
 use crate::id::SessionIds;
 use crate::metrics::Metrics;
+use crate::outbox::QueueLimits;
 use crate::protocol::close;
 use crate::registry::Registry;
+use crate::sockets::Sockets;
 
 /// The server-wide state, one `Arc` of which every connection holds.
 pub struct Shared {
     /// The validated configuration.
     pub config: Config,
+    /// Token verification, when `auth = "on"`.
+    pub verifier: Option<Arc<Verifier>>,
+    /// The API key, from `api_key` or `api_key_file`.
+    pub api_key: Option<Secret>,
     /// Who is connected here.
     pub registry: Arc<Registry>,
     /// Connection slots under the limits.
     pub admissions: Arc<Admissions>,
+    /// The descriptor budget every accepted socket counts against.
+    pub sockets: Sockets,
     /// Counters behind `/metrics`.
     pub metrics: Arc<Metrics>,
     /// The millisecond clock of liveness stamps.
@@ -37,24 +48,49 @@ pub struct Shared {
     draining: AtomicBool,
     /// Start time, for `/health`.
     pub started: Instant,
+    /// Flipped when `run` returns after a forced stop: closing sessions stop waiting at once.
+    abandon: watch::Sender<bool>,
 }
 
 impl Shared {
-    /// State for a server with `config` and `handler`.
-    pub fn new(config: Config, handler: Arc<dyn Handler>) -> Shared {
+    /// State for a server with `config` and `handler`; reads the key files the config names
+    /// (errors name the key and the file).
+    pub fn new(config: Config, handler: Arc<dyn Handler>) -> Result<Shared, String> {
+        let verifier = match config.auth {
+            AuthMode::Off => None,
+            AuthMode::On => Some(Arc::new(
+                Verifier::load(&auth_settings(&config)).map_err(|e| e.0)?,
+            )),
+        };
+        let api_key = match &config.api_key_file {
+            Some(path) => Some(read_secret(path)?),
+            None => config.api_key.clone(),
+        };
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::new(config.send_queue, Arc::clone(&metrics)));
+        let limits = QueueLimits {
+            frames: config.send_queue,
+            bytes: config.send_queue_bytes,
+        };
+        let registry = Arc::new(Registry::new(
+            limits,
+            config.max_channels_per_session,
+            Arc::clone(&metrics),
+        ));
         let admissions = Arc::new(Admissions::new(
             config.effective_max_connections(),
             config.max_connections_per_ip,
+            config.connect_rate_per_ip,
         ));
         let handle = Handle {
             registry: Arc::clone(&registry),
         };
-        Shared {
+        Ok(Shared {
             config,
+            verifier,
+            api_key,
             registry,
             admissions,
+            sockets: Sockets::new(socket_budget()),
             metrics,
             clock: Clock::new(),
             ids: SessionIds::new(),
@@ -62,7 +98,8 @@ impl Shared {
             handle,
             draining: AtomicBool::new(false),
             started: Instant::now(),
-        }
+            abandon: watch::channel(false).0,
+        })
     }
 
     /// True once shutdown has begun.
@@ -75,6 +112,17 @@ impl Shared {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// Tells every closing session to stop waiting (for the peer, for queued writes) now.
+    pub fn abandon(&self) {
+        self.abandon.send_replace(true);
+    }
+
+    /// Resolves once [`Shared::abandon`] was called.
+    pub async fn abandoned(&self) {
+        let mut rx = self.abandon.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+
     /// The close code for sessions cut by shutdown in the configured mode.
     pub fn shutdown_close_code(&self) -> u16 {
         match self.config.shutdown_mode {
@@ -82,4 +130,30 @@ impl Shared {
             ShutdownMode::Restart => close::RESTART,
         }
     }
+}
+
+/// The token settings of `config`.
+fn auth_settings(config: &Config) -> AuthSettings {
+    AuthSettings {
+        hmac_secret_file: config.auth_hmac_secret_file.clone(),
+        public_key_file: config.auth_public_key_file.clone(),
+        jwks_file: config.auth_jwks_file.clone(),
+        audience: config.auth_audience.clone(),
+        issuer: config.auth_issuer.clone(),
+        leeway: config.auth_leeway,
+    }
+}
+
+/// The API key from `api_key_file`: the file's text without its trailing newline.
+fn read_secret(path: &std::path::Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("api_key_file: {}: {e}", path.display()))?;
+    let key = text.trim_end_matches(['\n', '\r']);
+    if key.is_empty() {
+        return Err(format!(
+            "api_key_file: {}: the file is empty",
+            path.display()
+        ));
+    }
+    Ok(Secret(key.to_string()))
 }

@@ -33,6 +33,18 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 pub const DEFAULT_SEND_QUEUE: usize = 1024;
 /// Default longest drain on shutdown.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default most sessions one client id may hold (tabs, devices).
+pub const DEFAULT_MAX_SESSIONS_PER_CLIENT: usize = 100;
+/// Default largest request head (request line and headers), in bytes.
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 * 1024;
+/// Default most channels one session may subscribe to.
+pub const DEFAULT_MAX_CHANNELS_PER_SESSION: usize = 128;
+/// Default inbound messages per second per session.
+pub const DEFAULT_CLIENT_MESSAGE_RATE: u32 = 100;
+/// Default queued bytes per session before it counts as a slow consumer.
+pub const DEFAULT_SEND_QUEUE_BYTES: usize = 1024 * 1024;
+/// Default clock skew tolerated on token times.
+pub const DEFAULT_AUTH_LEEWAY: Duration = Duration::from_secs(5);
 /// File descriptors kept back from `max_connections = 0` for the listener, logs, HTTP API calls.
 pub const FD_RESERVE: u64 = 100;
 
@@ -54,6 +66,16 @@ impl ShutdownMode {
             ShutdownMode::Restart => "restart",
         }
     }
+}
+
+/// Whether upgrades need a signed token (PROTOCOL §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anyone may connect; the client id comes from the query or a header.
+    Off,
+    /// Every upgrade needs a JWT; its `sub` is the client id.
+    On,
 }
 
 /// How one key is documented in `--help` and the README.
@@ -113,17 +135,38 @@ keys! {
     max_connections_per_ip: usize = 0, "N",
         "Most concurrent sessions per client address (429 past it); 0 = no limit.";
     #[serde_as(as = "Scalar")]
+    max_sessions_per_client: usize = DEFAULT_MAX_SESSIONS_PER_CLIENT, "N",
+        "Most sessions one client id may hold (429 past it); 0 = no limit.";
+    #[serde_as(as = "Scalar")]
+    connect_rate_per_ip: u32 = 0, "N",
+        "Upgrades per second from one address (burst twice that; 429 past it); 0 = no limit.";
+    #[serde_as(as = "Scalar")]
+    max_header_size: usize = DEFAULT_MAX_HEADER_SIZE, "BYTES",
+        "Largest request head; a larger one gets 431.";
+    #[serde_as(as = "Scalar")]
     max_message_size: usize = DEFAULT_MAX_MESSAGE_SIZE, "BYTES",
         "Largest inbound message and frame; larger ones close with 1009.";
     #[serde_as(as = "Scalar")]
+    max_channels_per_session: usize = DEFAULT_MAX_CHANNELS_PER_SESSION, "N",
+        "Subscriptions per session; past it `subscribe` gets error too_many_channels.";
+    #[serde_as(as = "Scalar")]
+    client_message_rate: u32 = DEFAULT_CLIENT_MESSAGE_RATE, "N",
+        "Inbound messages per second per session (burst twice that); 0 = no limit.";
+    #[serde_as(as = "Scalar")]
     send_queue: usize = DEFAULT_SEND_QUEUE, "N",
         "Frames queued per session before it is closed as a slow consumer (4003).";
+    #[serde_as(as = "Scalar")]
+    send_queue_bytes: usize = DEFAULT_SEND_QUEUE_BYTES, "BYTES",
+        "Bytes queued per session before it is closed as a slow consumer (4003).";
     #[serde_as(as = "Scalar")]
     require_client_id: bool = true, "BOOL",
         "Refuse upgrades without a client id (400 missing_client_id).";
     #[serde_as(as = "Unset")]
     api_key: Option<Secret> = None, "KEY",
         "When set, /api/* needs `Authorization: Bearer <key>`.";
+    #[serde_as(as = "Unset")]
+    api_key_file: Option<PathBuf> = None, "FILE",
+        "File holding the API key (so it never shows in a process list).";
     #[serde_as(as = "Scalar")]
     client_publish: bool = false, "BOOL",
         "Allow clients to `publish` to channels.";
@@ -138,6 +181,26 @@ keys! {
     #[serde_as(as = "CommaList")]
     allowed_origins: Vec<String> = Vec::new(), "LIST",
         "When non-empty, upgrades whose Origin is not listed get 403.";
+    auth: AuthMode = AuthMode::Off, "MODE",
+        "`on`: every upgrade needs a JWT whose `sub` is the client id; `off`: none.";
+    #[serde_as(as = "Unset")]
+    auth_hmac_secret_file: Option<PathBuf> = None, "FILE",
+        "HS256 secret (at least 32 bytes) for tokens.";
+    #[serde_as(as = "Unset")]
+    auth_public_key_file: Option<PathBuf> = None, "FILE",
+        "PEM public key (RSA, EC P-256 or Ed25519) for RS256 / ES256 / EdDSA tokens.";
+    #[serde_as(as = "Unset")]
+    auth_jwks_file: Option<PathBuf> = None, "FILE",
+        "JWKS document; a token's `kid` picks the key. Key files are re-read on SIGHUP.";
+    #[serde_as(as = "Unset")]
+    auth_audience: Option<String> = None, "AUD",
+        "When set, a token's `aud` must contain it.";
+    #[serde_as(as = "Unset")]
+    auth_issuer: Option<String> = None, "ISS",
+        "When set, a token's `iss` must equal it.";
+    #[serde_as(as = "Dur")]
+    auth_leeway: Duration = DEFAULT_AUTH_LEEWAY, "DURATION",
+        "Clock skew tolerated on a token's exp, nbf and iat.";
     #[serde_as(as = "Scalar")]
     demo_page: bool = true, "BOOL",
         "Serve the demo page at / and the browser client at /tether.js.";
@@ -186,6 +249,26 @@ impl Config {
         if self.send_queue == 0 {
             return err("send_queue: must be at least 1".into());
         }
+        if self.send_queue_bytes < 1024 {
+            return err("send_queue_bytes: must be at least 1024".into());
+        }
+        if self.max_header_size < 1024 {
+            return err("max_header_size: must be at least 1024 bytes".into());
+        }
+        if self.api_key.is_some() && self.api_key_file.is_some() {
+            return err("api_key_file: set either api_key or api_key_file, not both".into());
+        }
+        let key_files = [
+            &self.auth_hmac_secret_file,
+            &self.auth_public_key_file,
+            &self.auth_jwks_file,
+        ];
+        if self.auth == AuthMode::On && key_files.iter().all(|f| f.is_none()) {
+            return err(
+                "auth: \"on\" needs auth_hmac_secret_file, auth_public_key_file or auth_jwks_file"
+                    .into(),
+            );
+        }
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => return err("tls_key: required when tls_cert is set".into()),
             (None, Some(_)) => return err("tls_cert: required when tls_key is set".into()),
@@ -197,22 +280,46 @@ impl Config {
     /// `max_connections`, or when 0 the process's descriptor limit minus a reserve.
     pub fn effective_max_connections(&self) -> usize {
         if self.max_connections > 0 {
-            return self.max_connections;
+            return self.max_connections.min(socket_budget());
         }
-        let limit = fd_limit().unwrap_or(1024);
-        limit.saturating_sub(FD_RESERVE).max(1) as usize
+        socket_budget()
     }
 }
 
-/// The soft RLIMIT_NOFILE of this process.
-fn fd_limit() -> Option<u64> {
+/// Sockets the process may hold: its descriptor limit minus a reserve for the listener, files
+/// and logs. Every accepted socket counts against it, sessions and plain HTTP alike.
+pub fn socket_budget() -> usize {
+    let (soft, _) = fd_limits().unwrap_or((1024, 1024));
+    soft.saturating_sub(FD_RESERVE).max(1) as usize
+}
+
+/// The soft and hard RLIMIT_NOFILE of this process.
+fn fd_limits() -> Option<(u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit only writes into the struct we pass.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    (rc == 0).then_some(lim.rlim_cur)
+    (rc == 0).then_some((lim.rlim_cur, lim.rlim_max))
+}
+
+/// Raises the soft open-file limit to the hard one (a server wants every descriptor it may
+/// have; the shell's default soft limit is often 1024); returns the limit now in force.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let (soft, hard) = fd_limits().ok_or_else(std::io::Error::last_os_error)?;
+    if soft >= hard {
+        return Ok(soft);
+    }
+    let lim = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit only reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(hard)
 }
 
 #[cfg(test)]

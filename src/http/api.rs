@@ -89,7 +89,7 @@ fn endpoint_name(path: &str) -> &'static str {
 }
 
 fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Error> {
-    let Some(key) = &shared.config.api_key else {
+    let Some(key) = &shared.api_key else {
         return Ok(());
     };
     let given = req
@@ -124,6 +124,7 @@ async fn dispatch(
             let n = match path {
                 "/api/v1/push" => {
                     let b: PushBody<'_> = parse(&body)?;
+                    check_type(&b.kind)?;
                     if b.client_id.is_empty() {
                         return Err(Error::InvalidBody("`client_id` must not be empty".into()));
                     }
@@ -134,10 +135,12 @@ async fn dispatch(
                 }
                 "/api/v1/broadcast" => {
                     let b: BroadcastBody<'_> = parse(&body)?;
+                    check_type(&b.kind)?;
                     shared.handle.broadcast(&b.kind, b.data.map(RawValue::get))
                 }
                 _ => {
                     let b: PublishBody<'_> = parse(&body)?;
+                    check_type(&b.kind)?;
                     protocol::valid_channel(&b.channel).map_err(Error::InvalidBody)?;
                     shared
                         .handle
@@ -178,6 +181,21 @@ async fn dispatch(
         }
         _ => Err(Error::NotFound),
     }
+}
+
+/// A pushed message's `type`: non-empty and not one only the server sends (PROTOCOL §2), so a
+/// backend cannot forge a `shutdown` or a `welcome`.
+fn check_type(kind: &str) -> Result<(), Error> {
+    if kind.is_empty() {
+        return Err(Error::InvalidBody("`type` must not be empty".into()));
+    }
+    if protocol::is_reserved(kind) {
+        return Err(Error::InvalidBody(format!(
+            "`type` `{}` is reserved for the server's own messages",
+            protocol::cut(kind, 64)
+        )));
+    }
+    Ok(())
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, Error> {

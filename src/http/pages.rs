@@ -14,10 +14,11 @@ const CLIENT_JS: &str = include_str!("../../clients/js/tether.js");
 pub fn health(shared: &Shared) -> Response<Body> {
     let draining = shared.is_draining();
     let body = format!(
-        "{{\"status\":\"{}\",\"connections\":{},\"max_connections\":{},\"accepted_total\":{},\"evicted_total\":{},\"uptime_s\":{}}}",
+        "{{\"status\":\"{}\",\"connections\":{},\"max_connections\":{},\"sockets_free\":{},\"accepted_total\":{},\"evicted_total\":{},\"uptime_s\":{}}}",
         if draining { "draining" } else { "ok" },
         shared.registry.len(),
         shared.admissions.max_connections(),
+        shared.sockets.available(),
         shared.metrics.accepted_total(),
         shared.metrics.evicted_total(),
         shared.started.elapsed().as_secs()

@@ -26,12 +26,34 @@ pub enum Ending {
     TooBig,
     /// The peer broke the protocol (1002) or sent invalid UTF-8 text (1007).
     Violation(u16),
-    /// The connection died without a close.
+    /// The connection died without a close (recorded as 1006).
     Lost,
 }
 
-/// Ends the WebSocket as `ending` requires, bounded by [`CLOSE_GRACE`]; returns the close code.
+/// Ends the WebSocket as `ending` requires, bounded by [`CLOSE_GRACE`] and cut short when the
+/// server abandons its sessions (a forced stop); returns the close code.
 pub async fn finish<W: Socket>(r: &mut Running<W>, ending: Ending) -> u16 {
+    let shared = std::sync::Arc::clone(&r.guard.shared);
+    let code = ending.code();
+    tokio::select! {
+        code = close_as(r, ending) => code,
+        () = shared.abandoned() => code,
+    }
+}
+
+impl Ending {
+    /// The close code this ending records.
+    fn code(&self) -> u16 {
+        match self {
+            Ending::Requested(c) => c.code,
+            Ending::PeerClosed(code) | Ending::Violation(code) => *code,
+            Ending::TooBig => close::TOO_BIG,
+            Ending::Lost => close::ABNORMAL,
+        }
+    }
+}
+
+async fn close_as<W: Socket>(r: &mut Running<W>, ending: Ending) -> u16 {
     match ending {
         Ending::Requested(c) if c.code == close::HEARTBEAT_TIMEOUT => {
             // A peer silent for the whole timeout will not read what is queued nor answer the
@@ -57,7 +79,7 @@ pub async fn finish<W: Socket>(r: &mut Running<W>, ending: Ending) -> u16 {
         }
         Ending::TooBig => fail(r, close::TOO_BIG, "message too big").await,
         Ending::Violation(code) => fail(r, code, "protocol error").await,
-        Ending::Lost => 0,
+        Ending::Lost => close::ABNORMAL,
     }
 }
 

@@ -7,9 +7,19 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use std::borrow::Cow;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Deserialize;
+
 use crate::handler::{Handled, Session};
+use crate::identity::Identity;
 use crate::outbox::Outbox;
-use crate::protocol::{self, ChannelData, PublishData, envelope, err, error_envelope, json_str};
+use crate::protocol::{
+    self, ChannelData, PublishData, envelope, err, error_envelope, json_str, timestamp,
+};
+use crate::reaper::unix_now;
+use crate::registry::Subscribed;
 use crate::state::Shared;
 
 /// Where a command's answers go: the sender's own queue, echoing its correlation id.
@@ -36,6 +46,17 @@ impl Reply<'_> {
     fn fail(&self, code: &str, message: &str) {
         self.send(error_envelope(code, message, Some(self.text), self.id));
     }
+}
+
+/// A message over the client's rate: refused with `rate_limited`, the connection stays.
+pub fn rate_limited(outbox: &Outbox, shared: &Shared, rate: u32) {
+    let e = error_envelope(
+        err::RATE_LIMITED,
+        &format!("more than {rate} messages per second; this one was dropped"),
+        None,
+        None,
+    );
+    shared.registry.enqueue(outbox, Message::Text(e));
 }
 
 /// A binary frame: the application's, or refused.
@@ -81,6 +102,7 @@ pub fn on_text(text: &str, outbox: &Arc<Outbox>, shared: &Shared) {
         "subscribe" => subscribe(&r, env.data),
         "unsubscribe" => unsubscribe(&r, env.data),
         "publish" => publish(&r, env.data),
+        "refresh" => refresh(&r, env.data),
         other => {
             if shared.handler.on_message(&s, other, env.data) == Handled::No {
                 r.fail(
@@ -112,12 +134,45 @@ fn channel_body(channel: &str) -> String {
     format!("{{\"channel\":{}}}", json_str(channel))
 }
 
+/// With auth on, whether the session's token grants `channel`; answers `forbidden` itself.
+fn granted(r: &Reply<'_>, channel: &str) -> bool {
+    let grants = r.outbox.subs.lock().grants.clone();
+    match grants {
+        Some(g) if !g.allows(channel) => {
+            r.fail(
+                err::FORBIDDEN,
+                &format!(
+                    "your token does not grant channel `{}`",
+                    protocol::cut(channel, 64)
+                ),
+            );
+            false
+        }
+        _ => true,
+    }
+}
+
 fn subscribe(r: &Reply<'_>, data: Option<&RawValue>) {
     let Some(data) = channel_of(r, data) else {
         return;
     };
-    r.shared.registry.subscribe(r.outbox, &data.channel);
-    r.ok("subscribed", Some(&channel_body(&data.channel)));
+    if !granted(r, &data.channel) {
+        return;
+    }
+    match r.shared.registry.subscribe(r.outbox, &data.channel) {
+        Subscribed::New | Subscribed::Already => {
+            r.ok("subscribed", Some(&channel_body(&data.channel)));
+        }
+        Subscribed::TooMany => r.fail(
+            err::TOO_MANY_CHANNELS,
+            &format!(
+                "a session may subscribe to at most {} channels (max_channels_per_session)",
+                r.shared.config.max_channels_per_session
+            ),
+        ),
+        // The session is closing; nobody would read an answer.
+        Subscribed::Gone => {}
+    }
 }
 
 fn unsubscribe(r: &Reply<'_>, data: Option<&RawValue>) {
@@ -147,6 +202,16 @@ fn publish(r: &Reply<'_>, data: Option<&RawValue>) {
     if let Err(m) = protocol::valid_channel(&data.channel) {
         return r.fail(err::INVALID_DATA, &m);
     }
+    if protocol::is_reserved(&data.kind) {
+        // A relayed `shutdown` or `welcome` would be taken by other clients as the server's own.
+        return r.fail(
+            err::RESERVED_TYPE,
+            &format!("`{}` is a type only the server sends", data.kind),
+        );
+    }
+    if !granted(r, &data.channel) {
+        return;
+    }
     let n = r
         .shared
         .handle
@@ -156,4 +221,49 @@ fn publish(r: &Reply<'_>, data: Option<&RawValue>) {
         json_str(&data.channel)
     );
     r.ok("published", Some(&body));
+}
+
+/// `data` of a client `refresh`.
+#[derive(Deserialize)]
+struct RefreshData<'a> {
+    /// The new token.
+    #[serde(borrow)]
+    token: Cow<'a, str>,
+}
+
+/// `refresh`: a new token for the same `sub` moves the session's expiry and grants, without a
+/// reconnect; a bad one, or one for another `sub`, changes nothing.
+fn refresh(r: &Reply<'_>, data: Option<&RawValue>) {
+    let Some(verifier) = &r.shared.verifier else {
+        return r.fail(
+            err::INVALID_TOKEN,
+            "auth is off on this server: there is no token to refresh",
+        );
+    };
+    let data: RefreshData<'_> = match data.map(|d| serde_json::from_str(d.get())) {
+        Some(Ok(d)) => d,
+        _ => return r.fail(err::INVALID_DATA, "data must be {\"token\": \"<jwt>\"}"),
+    };
+    let claims = match verifier.verify(&data.token, unix_now()) {
+        Ok(c) => c,
+        Err(e) => {
+            return r.fail(
+                err::INVALID_TOKEN,
+                &format!("token refused: {}", e.message()),
+            );
+        }
+    };
+    if *claims.sub != *r.outbox.client_id {
+        return r.fail(
+            err::INVALID_TOKEN,
+            "the new token is for another subject (`sub`); a session keeps its client id",
+        );
+    }
+    let identity = Identity::from_claims(claims);
+    r.outbox.set_token(identity.expires_at, identity.grants);
+    let expires = match identity.expires_at {
+        Some(exp) => json_str(&timestamp(UNIX_EPOCH + Duration::from_secs(exp))),
+        None => "null".into(),
+    };
+    r.ok("refreshed", Some(&format!("{{\"expires_at\":{expires}}}")));
 }

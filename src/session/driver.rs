@@ -13,7 +13,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::close::Ending;
 use super::{Guard, Socket, commands};
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Rate};
+use crate::protocol::close;
 use crate::state::Shared;
 
 /// Frames read in one poll before the task yields, so one chatty peer cannot hog a worker.
@@ -136,8 +137,23 @@ fn poll_write<W: Socket>(
 
 /// Handles one frame from the peer; `Some` when it ends the session.
 fn on_frame(msg: Message, outbox: &Arc<Outbox>, shared: &Shared) -> Option<Ending> {
-    outbox.touch(shared.clock.now_ms());
+    let now = shared.clock.now_ms();
+    outbox.touch(now);
     shared.metrics.received();
+    let rate = shared.config.client_message_rate;
+    if rate > 0 && matches!(msg, Message::Text(_) | Message::Binary(_)) {
+        match outbox.inbound.lock().take(rate, now) {
+            Rate::Ok => {}
+            Rate::Limited => {
+                commands::rate_limited(outbox, shared, rate);
+                return None;
+            }
+            Rate::Persistent => {
+                outbox.request_close(close::POLICY);
+                return None;
+            }
+        }
+    }
     match msg {
         Message::Text(t) => commands::on_text(t.as_str(), outbox, shared),
         Message::Binary(b) => commands::on_binary(&b, outbox, shared),

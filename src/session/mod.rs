@@ -22,8 +22,9 @@ pub use close::CLOSE_GRACE;
 
 use crate::admission::Slot;
 use crate::handler::Session;
+use crate::identity::Identity;
 use crate::outbox::Outbox;
-use crate::protocol::{envelope, json_str};
+use crate::protocol::{close as codes, envelope, json_str};
 use crate::state::Shared;
 use driver::{Running, Writer};
 
@@ -68,10 +69,10 @@ impl<T> Socket for T where
 /// Removes the session from the registry however the task ends (even by panic).
 pub struct Guard {
     /// Server state.
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     /// The session's shared half.
     outbox: Arc<Outbox>,
-    /// Close code sent or received; 0 until known.
+    /// Close code sent or received; 1006 until known (also when the task panics).
     code: u16,
 }
 
@@ -86,8 +87,9 @@ impl Drop for Guard {
     fn drop(&mut self) {
         let shared = &self.shared;
         shared.registry.remove(&self.outbox);
-        // The admission slot was transferred to this session when it started.
+        // The admission slot and the socket permit were transferred to this session.
         shared.admissions.release(self.outbox.remote().ip());
+        shared.sockets.release_session();
         shared.metrics.closed(self.code);
         let s = Session {
             outbox: &self.outbox,
@@ -112,12 +114,14 @@ impl Drop for Guard {
 pub fn open<W: Socket>(
     ws: W,
     shared: Arc<Shared>,
-    client_id: Option<Arc<str>>,
+    identity: Identity,
     remote: SocketAddr,
     slot: Slot,
 ) -> impl Future<Output = ()> + Send {
     let id = shared.ids.next();
-    let client_id = client_id.unwrap_or_else(|| Arc::from(id.to_string()));
+    let client_id = identity
+        .client_id
+        .unwrap_or_else(|| Arc::from(id.to_string()));
     let welcome = shared
         .handler
         .welcome()
@@ -129,7 +133,17 @@ pub fn open<W: Socket>(
         shared.clock.now_ms(),
         welcome,
     ));
+    outbox.set_token(identity.expires_at, identity.grants);
     shared.registry.insert(Arc::clone(&outbox));
+    slot.transfer();
+    // The guard exists before the application's callback runs: if it panics, the session is
+    // unregistered and its slot released, leaving no ghost that pushes would count.
+    let guard = Guard {
+        shared,
+        outbox,
+        code: codes::ABNORMAL,
+    };
+    let (shared, outbox) = (&guard.shared, &guard.outbox);
     shared.metrics.accepted();
     log::debug!(
         "session {id} client {} peer {remote}: open",
@@ -140,15 +154,9 @@ pub fn open<W: Socket>(
         outbox.request_close(shared.shutdown_close_code());
     }
     shared.handler.on_connect(&Session {
-        outbox: &outbox,
+        outbox,
         registry: &shared.registry,
     });
-    slot.transfer();
-    let guard = Guard {
-        shared,
-        outbox,
-        code: 0,
-    };
     run(ws, guard)
 }
 
@@ -199,10 +207,15 @@ mod tests {
             .admissions
             .admit("127.0.0.1".parse().unwrap())
             .unwrap();
+        let anyone = Identity {
+            client_id: None,
+            expires_at: None,
+            grants: None,
+        };
         let f = Box::pin(open(
             ws,
             Arc::clone(&shared),
-            None,
+            anyone,
             "127.0.0.1:1".parse().unwrap(),
             slot,
         ));
