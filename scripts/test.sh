@@ -9,6 +9,8 @@ bash scripts/install-test-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== module layering (no import cycle between the library's modules)"
+python3 scripts/module-cycles.py
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test (unit, integration, examples; the server and tether-bench)"

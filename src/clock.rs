@@ -1,4 +1,5 @@
-//! The coarse millisecond clock of liveness stamps: cheap to read on every frame, and monotonic.
+//! Time as tether reads it: the coarse millisecond clock of liveness stamps (cheap to read on
+//! every frame, monotonic), and wall-clock seconds for token expiry.
 
 use std::time::Instant;
 
@@ -26,4 +27,11 @@ impl Default for Clock {
     fn default() -> Self {
         Clock::new()
     }
+}
+
+/// Seconds since the Unix epoch, as token `exp` claims count them.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

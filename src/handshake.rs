@@ -19,10 +19,10 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::admission::{AdmitError, Slot};
+use crate::clock::unix_now;
 use crate::error::Error;
-use crate::http::reply::{Body, empty, error_response};
 use crate::identity::{Identity, client_addr, identify};
-use crate::reaper::unix_now;
+use crate::reply::{Body, empty, error_response};
 use crate::socket::TcpWs;
 use crate::sockets::{Permit, PermitCell};
 use crate::state::Shared;

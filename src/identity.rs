@@ -10,8 +10,8 @@ use hyper::header::{self, HeaderMap};
 use crate::auth::{Claims, Verifier};
 use crate::config::Proxy;
 use crate::error::Error;
-use crate::http::query::query_param;
 use crate::outbox::Grants;
+use crate::query::query_param;
 
 /// Longest client id accepted, in bytes.
 pub const CLIENT_ID_MAX: usize = 256;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::time::MissedTickBehavior;
 
+use crate::clock::unix_now;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::protocol::close;
@@ -44,13 +45,6 @@ pub fn reap(
         }
     }
     evicted
-}
-
-/// Seconds since the Unix epoch, as token `exp` claims count them.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Runs until the returned task is aborted (the server aborts it when it stops).

@@ -12,10 +12,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
-use super::query::query_param;
-use super::reply::{Body, error_response, json};
 use crate::error::Error;
 use crate::protocol::{self, json_str, timestamp};
+use crate::query::query_param;
+use crate::reply::{Body, error_response, json};
 use crate::state::Shared;
 
 /// Largest API request body.

@@ -3,8 +3,6 @@
 
 mod api;
 mod pages;
-pub mod query;
-pub mod reply;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +12,8 @@ use hyper::{Method, Request, Response};
 
 use crate::error::Error;
 use crate::handshake;
+use crate::reply::{Body, error_response};
 use crate::state::Shared;
-use reply::{Body, error_response};
 
 /// Dispatches one request.
 pub async fn route(

@@ -12,13 +12,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Deserialize;
 
+use crate::clock::unix_now;
 use crate::handler::{Handled, Session};
 use crate::identity::Identity;
 use crate::outbox::Outbox;
 use crate::protocol::{
     self, ChannelData, PublishData, envelope, err, error_envelope, json_str, timestamp,
 };
-use crate::reaper::unix_now;
 use crate::registry::Subscribed;
 use crate::state::Shared;
 

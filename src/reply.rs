@@ -1,4 +1,5 @@
-//! Small response helpers shared by every HTTP answer: bodies, JSON, and the error body.
+//! Small response helpers shared by every HTTP answer (the upgrade's refusals, the API, the
+//! pages): bodies, JSON, and the error body.
 
 use bytes::Bytes;
 use http_body_util::Full;
