@@ -102,3 +102,27 @@ async fn second_stop_request_exits_at_once() {
         .unwrap();
     assert_eq!(stopped, Stopped::Forced);
 }
+
+#[tokio::test]
+async fn no_session_outlives_run_after_a_forced_stop() {
+    let s = start(config(&[("shutdown_timeout", "60s")])).await;
+    // Silent: it answers neither the shutdown message nor a close frame.
+    let mut silent = RawClient::connect(s.addr, "silent").await;
+    wait_connections(s.addr, 1).await;
+    let TestServer {
+        trigger,
+        join,
+        handle,
+        ..
+    } = s;
+    trigger.signal();
+    trigger.signal();
+    assert_eq!(run_result(join).await, Stopped::Forced);
+    assert_eq!(handle.connections(), 0, "sessions left in the registry");
+    // The socket is closed by the server: frames may still be buffered, then EOF.
+    let mut frames = 0;
+    while silent.frame().await.is_some() {
+        frames += 1;
+        assert!(frames < 10, "the server kept sending");
+    }
+}
