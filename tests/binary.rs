@@ -128,3 +128,22 @@ async fn second_signal_during_drain_exits_130() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn worker_threads_sets_the_runtime_size() {
+    let mut c = tether();
+    c.arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--worker-threads")
+        .arg("3");
+    let (child, _addr) = spawn(c).await;
+    let pid = child.id().expect("running");
+    let workers = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("tokio-rt-worker"))
+        .count();
+    assert_eq!(workers, 3, "runtime worker threads");
+    signal(&child, libc::SIGTERM);
+    assert_eq!(exit_code(child).await, 0);
+}

@@ -202,6 +202,9 @@ keys! {
     auth_leeway: Duration = DEFAULT_AUTH_LEEWAY, "DURATION",
         "Clock skew tolerated on a token's exp, nbf and iat.";
     #[serde_as(as = "Scalar")]
+    worker_threads: usize = 0, "N",
+        "Async runtime threads; 0 = one per core.";
+    #[serde_as(as = "Scalar")]
     demo_page: bool = true, "BOOL",
         "Serve the demo page at / and the browser client at /tether.js.";
     #[serde_as(as = "Unset")]
