@@ -43,6 +43,10 @@ pub trait Handler: Send + Sync + 'static {
     fn on_binary(&self, _session: &Session<'_>, _data: &Bytes) -> Handled {
         Handled::No
     }
+    /// The server is stopping: called once, before the drain or the migration begins (before
+    /// `shutdown` reaches any client), so the application can broadcast its own goodbye or
+    /// flush state through `handle`. It runs on the shutdown task: keep it short.
+    fn on_shutdown(&self, _handle: &crate::Handle) {}
     /// The session ended; `code` is the close code sent or received (1006 when the connection
     /// dropped without a close frame).
     fn on_disconnect(&self, _session: &Session<'_>, _code: u16) {}

@@ -34,6 +34,7 @@ mod admission;
 pub mod auth;
 mod clock;
 pub mod config;
+mod drain;
 mod error;
 mod handle;
 mod handler;
@@ -57,7 +58,8 @@ mod state;
 mod tls;
 
 pub use config::Config;
+pub use drain::Stopped;
 pub use handle::Handle;
 pub use handler::{Handled, Handler, Session};
 pub use serde_json::value::RawValue;
-pub use server::{Server, Stopped, bind};
+pub use server::{Server, bind};

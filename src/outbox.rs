@@ -33,7 +33,8 @@ impl CloseRequest {
             close::HEARTBEAT_TIMEOUT => "heartbeat timeout",
             close::ADMIN => "closed by admin",
             close::SLOW_CONSUMER => "slow consumer",
-            close::GOING_AWAY | close::RESTART => "server shutting down",
+            close::GOING_AWAY => "server shutting down",
+            close::RESTART => "service restart",
             close::TOO_BIG => "message too big",
             close::TOKEN_EXPIRED => "token expired",
             close::POLICY => "message rate exceeded",
@@ -225,6 +226,11 @@ impl Outbox {
     /// Client address (port 0 when it came from a trusted proxy's forwarded header).
     pub fn remote(&self) -> SocketAddr {
         SocketAddr::new(self.remote_ip, self.remote_port)
+    }
+
+    /// Wall-clock connection time in Unix milliseconds.
+    pub fn connected_at_ms(&self) -> u64 {
+        self.connected_at_ms
     }
 
     /// Wall-clock connection time.

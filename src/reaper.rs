@@ -2,6 +2,7 @@
 //! sessions silent past `heartbeat_timeout` with close 4001. Sessions keep no timers of their own.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::MissedTickBehavior;
 
@@ -11,20 +12,28 @@ use crate::outbox::Outbox;
 use crate::protocol::close;
 use crate::state::Shared;
 
-/// Requests a 4001 close for every session silent longer than `timeout_ms` at `now_ms`, and a
-/// 4004 close for every session whose token expired by `unix_now`; returns how many were newly
-/// evicted for silence.
-pub fn reap(
-    sessions: &[Arc<Outbox>],
-    metrics: &Metrics,
-    now_ms: u64,
-    timeout_ms: u64,
-    unix_now: u64,
-) -> usize {
+/// What the reaper holds sessions to at one tick.
+pub struct Rules {
+    /// The liveness clock now (milliseconds).
+    pub now_ms: u64,
+    /// Silence after which a session is evicted with 4001.
+    pub timeout_ms: u64,
+    /// Wall-clock seconds, for token expiry (4004).
+    pub unix_now: u64,
+    /// Wall-clock milliseconds, for `max_lifetime`.
+    pub wall_ms: u64,
+    /// `max_lifetime` in milliseconds: sessions are rotated with 1012 after it (±10 %).
+    pub lifetime_ms: Option<u64>,
+}
+
+/// Requests a 4001 close for every session silent past the timeout, a 4004 close for every
+/// session whose token expired, and a 1012 close for every session past its lifetime; returns
+/// how many were newly evicted for silence.
+pub fn reap(sessions: &[Arc<Outbox>], metrics: &Metrics, r: &Rules) -> usize {
     let mut evicted = 0;
     for h in sessions {
-        let silent = now_ms.saturating_sub(h.last_seen());
-        if silent > timeout_ms && h.request_close(close::HEARTBEAT_TIMEOUT) {
+        let silent = r.now_ms.saturating_sub(h.last_seen());
+        if silent > r.timeout_ms && h.request_close(close::HEARTBEAT_TIMEOUT) {
             evicted += 1;
             metrics.evicted();
             log::debug!(
@@ -34,7 +43,7 @@ pub fn reap(
                 h.remote()
             );
         }
-        if h.expires_at().is_some_and(|exp| unix_now >= exp)
+        if h.expires_at().is_some_and(|exp| r.unix_now >= exp)
             && h.request_close(close::TOKEN_EXPIRED)
         {
             log::debug!(
@@ -43,8 +52,26 @@ pub fn reap(
                 h.client_id
             );
         }
+        if let Some(life) = r.lifetime_ms
+            && r.wall_ms >= h.connected_at_ms().saturating_add(jittered(life, h.id.0))
+            && h.request_close(close::RESTART)
+        {
+            log::debug!(
+                "session {} client {}: rotated (max_lifetime)",
+                h.id,
+                h.client_id
+            );
+        }
     }
     evicted
+}
+
+/// `life` give or take 10 %, fixed per session (derived from its id), so sessions that connected
+/// together do not all rotate together.
+fn jittered(life: u64, id: u64) -> u64 {
+    // A multiplicative hash spreads consecutive ids over the whole range.
+    let spread = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 201; // 0..=200
+    life.saturating_mul(900 + spread) / 1000
 }
 
 /// Runs until the returned task is aborted (the server aborts it when it stops).
@@ -54,6 +81,7 @@ pub fn spawn(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
         let (interval, timeout, every) =
             (c.heartbeat_interval, c.heartbeat_timeout, c.reap_interval);
         let (reg, clock) = (&shared.registry, &shared.clock);
+        let lifetime = c.max_lifetime;
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let interval_ms = interval.as_millis() as u64;
@@ -65,7 +93,17 @@ pub fn spawn(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
             // A snapshot, so the registry lock is never held while thousands of sessions are
             // looked at and woken.
             let sessions = reg.snapshot(None);
-            reap(&sessions, &shared.metrics, now, timeout_ms, unix_now());
+            let wall_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let rules = Rules {
+                now_ms: now,
+                timeout_ms,
+                unix_now: unix_now(),
+                wall_ms,
+                lifetime_ms: lifetime.map(|d| d.as_millis() as u64),
+            };
+            reap(&sessions, &shared.metrics, &rules);
             if now >= next_ping {
                 for h in &sessions {
                     h.request_ping();
@@ -94,12 +132,19 @@ mod tests {
         ));
         h.set_token(Some(1_000), None);
         let all = [Arc::clone(&h)];
-        reap(&all, &metrics, 10, 60_000, 999);
+        let at = |unix_now| Rules {
+            now_ms: 10,
+            timeout_ms: 60_000,
+            unix_now,
+            wall_ms: 0,
+            lifetime_ms: None,
+        };
+        reap(&all, &metrics, &at(999));
         assert_eq!(h.close_requested(), None, "not yet expired");
         h.set_token(Some(2_000), None);
-        reap(&all, &metrics, 10, 60_000, 1_500);
+        reap(&all, &metrics, &at(1_500));
         assert_eq!(h.close_requested(), None, "a refresh moved the expiry");
-        reap(&all, &metrics, 10, 60_000, 2_000);
+        reap(&all, &metrics, &at(2_000));
         assert_eq!(h.close_requested().map(|c| c.code), Some(4004));
     }
 
@@ -119,13 +164,28 @@ mod tests {
         let quiet = mk(0);
         let fresh = mk(900);
         let all = [Arc::clone(&quiet), Arc::clone(&fresh)];
-        assert_eq!(reap(&all, &metrics, 1000, 500, 0), 1);
+        let at = |now_ms| Rules {
+            now_ms,
+            timeout_ms: 500,
+            unix_now: 0,
+            wall_ms: 0,
+            lifetime_ms: None,
+        };
+        assert_eq!(reap(&all, &metrics, &at(1000)), 1);
         assert_eq!(quiet.close_requested().map(|c| c.code), Some(4001));
         assert_eq!(fresh.close_requested(), None);
         // Already closing: not counted twice.
-        assert_eq!(reap(&all, &metrics, 1000, 500, 0), 0);
+        assert_eq!(reap(&all, &metrics, &at(1000)), 0);
         fresh.touch(2000);
-        assert_eq!(reap(&all, &metrics, 2400, 500, 0), 0);
+        assert_eq!(reap(&all, &metrics, &at(2400)), 0);
         assert_eq!(metrics.evicted_total(), 1);
+    }
+
+    #[test]
+    fn lifetimes_are_jittered_by_ten_percent_at_most_and_spread() {
+        let spread: std::collections::BTreeSet<u64> =
+            (0..1000u64).map(|id| jittered(100_000, id)).collect();
+        assert!(spread.iter().all(|l| (90_000..=110_000).contains(l)));
+        assert!(spread.len() > 100, "ids spread over the jitter range");
     }
 }

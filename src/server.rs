@@ -13,13 +13,12 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::auth::Verifier;
-use crate::config::{Config, ShutdownMode};
+use crate::config::Config;
+use crate::drain::{self, Stopped};
 use crate::handle::Handle;
 use crate::handler::{Handler, NoHandler};
-use crate::protocol::envelope;
 use crate::reaper;
 use crate::session::CLOSE_GRACE;
 use crate::shutdown::{AbortOnDrop, Signal};
@@ -39,15 +38,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 const ABANDON_WAIT: Duration = Duration::from_millis(500);
 /// Pause after shedding a connection for want of descriptors.
 const SHED_WAIT: Duration = Duration::from_millis(20);
-
-/// How `run` ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stopped {
-    /// Every session was drained or closed.
-    Clean,
-    /// A second stop request cut the shutdown short.
-    Forced,
-}
 
 /// A configured server, ready to run on a bound listener.
 pub struct Server {
@@ -113,7 +103,7 @@ impl Server {
             tokio::pin!(accept);
             tokio::select! {
                 never = &mut accept => match never {},
-                s = stop(&shared, &mut signal) => s,
+                s = drain::stop(&shared, &mut signal) => s,
             }
         };
         drop(listener);
@@ -288,56 +278,4 @@ fn serve<IO>(
         // gives the permit back unless a session took it.
         drop(cell);
     });
-}
-
-/// Waits for the first stop request, then takes the sessions down as configured.
-async fn stop(shared: &Shared, signal: &mut Signal) -> Stopped {
-    signal.at_least(1).await;
-    shared.start_draining();
-    let mode = shared.config.shutdown_mode;
-    log::info!(
-        "shutdown started: mode {}, {} sessions",
-        mode.as_str(),
-        shared.registry.len()
-    );
-    let phase = async {
-        if mode == ShutdownMode::Drain {
-            // Another node can take the client right away; client backoff jitter spreads the wave.
-            let data = r#"{"mode":"drain","reconnect_after_ms":0}"#;
-            shared
-                .registry
-                .broadcast(&Message::Text(envelope("shutdown", None, None, Some(data))));
-            let t = shared.config.shutdown_timeout;
-            if tokio::time::timeout(t, shared.admissions.wait_empty())
-                .await
-                .is_err()
-            {
-                log::info!(
-                    "drain timeout {t:?} reached; closing {} sessions with 1001",
-                    shared.registry.len()
-                );
-            }
-        }
-        let code = shared.shutdown_close_code();
-        for h in shared.registry.snapshot(None) {
-            h.request_close(code);
-        }
-        // Each session bounds its own close; this only guards against the unexpected.
-        if tokio::time::timeout(CLOSE_GRACE * 3, shared.admissions.wait_empty())
-            .await
-            .is_err()
-        {
-            log::warn!(
-                "{} connections did not close in time",
-                shared.admissions.admitted()
-            );
-        }
-    };
-    tokio::select! {
-        () = phase => Stopped::Clean,
-        () = signal.at_least(2) => {
-            log::warn!("second stop request: exiting now");
-            Stopped::Forced
-        }
-    }
 }

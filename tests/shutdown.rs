@@ -75,7 +75,11 @@ async fn drain_ends_early_when_everyone_left() {
 
 #[tokio::test]
 async fn restart_closes_everyone_at_once_with_1012() {
-    let s = start(config(&[("shutdown_mode", "restart")])).await;
+    let s = start(config(&[
+        ("shutdown_mode", "restart"),
+        ("migrate_window", "0s"),
+    ]))
+    .await;
     let (mut a, _) = connect(s.addr, "a").await;
     let (mut b, _) = connect(s.addr, "b").await;
     let TestServer { trigger, join, .. } = s;
@@ -125,4 +129,86 @@ async fn no_session_outlives_run_after_a_forced_stop() {
         frames += 1;
         assert!(frames < 10, "the server kept sending");
     }
+}
+
+#[tokio::test]
+async fn restart_spreads_reconnects_over_the_migrate_window() {
+    let s = start(config(&[
+        ("shutdown_mode", "restart"),
+        ("migrate_window", "1s"),
+    ]))
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        clients.push(connect(s.addr, &format!("m{i}")).await.0);
+    }
+    let TestServer { trigger, join, .. } = s;
+    let began = Instant::now();
+    trigger.signal();
+    let mut hints = Vec::new();
+    for ws in &mut clients {
+        let m = recv_json(ws).await;
+        assert_eq!(m["type"], "shutdown");
+        assert_eq!(m["data"]["mode"], "restart");
+        hints.push(m["data"]["reconnect_after_ms"].as_u64().unwrap());
+    }
+    let mut sorted = hints.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        vec![0, 200, 400, 600, 800],
+        "spread evenly over 1 s"
+    );
+    for (ws, hint) in clients.iter_mut().zip(&hints) {
+        let close = recv_close(ws, WAIT).await.expect("close frame");
+        assert_eq!(u16::from(close.code), 1012);
+        let at = began.elapsed().as_millis() as u64;
+        // Closed at its own moment, not with everyone at once (the clients that ignore the
+        // hint are spread too); 50 ms of slack for the timer.
+        assert!(at + 50 >= *hint, "closed at {at} ms, hint {hint} ms");
+    }
+    drop(clients);
+    assert_eq!(run_result(join).await, Stopped::Clean);
+}
+
+/// Says goodbye through the handle when the server stops.
+struct Goodbye;
+
+impl tether::Handler for Goodbye {
+    fn on_shutdown(&self, handle: &tether::Handle) {
+        handle.broadcast("goodbye", Some(r#"{"see":"you"}"#));
+    }
+}
+
+#[tokio::test]
+async fn on_shutdown_runs_before_clients_hear_of_the_shutdown() {
+    let s = start_with(config(&[("shutdown_timeout", "200ms")]), Goodbye).await;
+    let (mut ws, _) = connect(s.addr, "g").await;
+    let TestServer { trigger, join, .. } = s;
+    trigger.signal();
+    let first = recv_json(&mut ws).await;
+    assert_eq!(first["type"], "goodbye");
+    assert_eq!(first["data"]["see"], "you");
+    assert_eq!(recv_json(&mut ws).await["type"], "shutdown");
+    drop(ws);
+    assert_eq!(run_result(join).await, Stopped::Clean);
+}
+
+#[tokio::test]
+async fn max_lifetime_rotates_sessions_with_1012() {
+    let s = start(config(&[
+        ("max_lifetime", "1s"),
+        ("reap_interval", "100ms"),
+    ]))
+    .await;
+    let began = Instant::now();
+    let (mut ws, _) = connect(s.addr, "old").await;
+    let close = recv_close(&mut ws, WAIT).await.expect("close frame");
+    assert_eq!(u16::from(close.code), 1012);
+    let at = began.elapsed();
+    assert!(
+        at >= Duration::from_millis(900),
+        "rotated after {at:?}, before 1 s - 10 %"
+    );
+    stop(s).await;
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_with::serde_as;
 
 pub use load::{ConfigError, Sources};
-pub use values::{CommaList, Dur, Proxy, Scalar, Secret, Text, Unset};
+pub use values::{CommaList, Dur, OptDur, Proxy, Scalar, Secret, Text, Unset};
 
 /// Default bind address: loopback, so a bare `tether` is never exposed by accident.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -43,6 +43,8 @@ pub const DEFAULT_MAX_CHANNELS_PER_SESSION: usize = 128;
 pub const DEFAULT_CLIENT_MESSAGE_RATE: u32 = 100;
 /// Default queued bytes per session before it counts as a slow consumer.
 pub const DEFAULT_SEND_QUEUE_BYTES: usize = 1024 * 1024;
+/// Default time over which `restart` mode spreads its 1012 closes.
+pub const DEFAULT_MIGRATE_WINDOW: Duration = Duration::from_secs(10);
 /// Default clock skew tolerated on token times.
 pub const DEFAULT_AUTH_LEEWAY: Duration = Duration::from_secs(5);
 /// File descriptors kept back from `max_connections = 0` for the listener, logs, HTTP API calls.
@@ -175,6 +177,12 @@ keys! {
     #[serde_as(as = "Dur")]
     shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT, "DURATION",
         "Longest drain before the remaining sessions are closed with 1001.";
+    #[serde_as(as = "Dur")]
+    migrate_window: Duration = DEFAULT_MIGRATE_WINDOW, "DURATION",
+        "In `restart` mode, the time over which sessions are told to reconnect and closed with 1012.";
+    #[serde_as(as = "OptDur")]
+    max_lifetime: Option<Duration> = None, "DURATION",
+        "When set, each session is closed with 1012 after that long (±10 % jitter), to rebalance.";
     #[serde_as(as = "CommaList")]
     trusted_proxies: Vec<Proxy> = Vec::new(), "LIST",
         "Addresses or CIDR ranges whose X-Forwarded-For / X-Real-IP is believed.";
@@ -245,6 +253,12 @@ impl Config {
                  that only answer pings would be evicted",
                 self.heartbeat_interval, self.heartbeat_timeout
             ));
+        }
+        if self
+            .max_lifetime
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return err("max_lifetime: must be at least 1s".into());
         }
         if self.max_message_size < 128 {
             return err("max_message_size: must be at least 128 bytes".into());

@@ -115,6 +115,31 @@ impl SerializeAs<Duration> for Dur {
     }
 }
 
+/// `serde_as` adapter: an optional [`Dur`]; empty text means unset.
+pub struct OptDur;
+
+impl<'de> DeserializeAs<'de, Option<Duration>> for OptDur {
+    fn deserialize_as<D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        let t = s.trim();
+        if t.is_empty() {
+            return Ok(None);
+        }
+        humantime::parse_duration(t).map(Some).map_err(|e| {
+            de::Error::custom(format!(
+                "`{t}` is not a duration ({e}); write e.g. \"250ms\", \"30s\", \"2m\""
+            ))
+        })
+    }
+}
+
+impl SerializeAs<Option<Duration>> for OptDur {
+    fn serialize_as<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        let text = v.map(|d| humantime::format_duration(d).to_string());
+        s.serialize_str(&text.unwrap_or_default())
+    }
+}
+
 /// A value written as plain text (paths, secrets): what [`Unset`] needs to read and write it.
 pub trait Text: Sized {
     /// The value of non-empty text.
