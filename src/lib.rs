@@ -32,6 +32,7 @@
 
 mod admission;
 mod clock;
+pub(crate) mod engine;
 pub mod config;
 mod error;
 mod handle;
