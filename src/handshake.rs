@@ -19,10 +19,12 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use crate::admission::{AdmitError, Slot};
+use crate::admission::AdmitError;
+use crate::engine::Position;
 use crate::error::Error;
 use crate::http::query::query_param;
 use crate::http::reply::{Body, empty, error_response};
+use crate::session::Guard;
 use crate::socket::TcpWs;
 use crate::state::Shared;
 use crate::{session, tls};
@@ -39,13 +41,14 @@ pub fn upgrade(
     let remote = client_addr(shared, req.headers(), peer);
     let checked = validate(shared, &req).and_then(|key| {
         let client_id = client_id(shared, &req)?;
+        let since = since(&req)?;
         let slot = shared.admissions.admit(remote.ip()).map_err(|e| match e {
             AdmitError::Full => Error::ServerFull,
             AdmitError::PerIp => Error::TooManyConnections,
         })?;
-        Ok((key, client_id, slot))
+        Ok((key, (client_id, since), slot))
     });
-    let (key, client_id, slot) = match checked {
+    let (key, (client_id, since), slot) = match checked {
         Ok(v) => v,
         Err(e) => {
             shared.metrics.refused(e.code());
@@ -63,7 +66,10 @@ pub fn upgrade(
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => spawn_session(upgraded, shared, client_id, remote, slot),
+            Ok(upgraded) => {
+                let guard = session::prepare(shared, client_id, remote, since, slot).await;
+                spawn_session(upgraded, guard);
+            }
             Err(e) => log::debug!("upgrade from {remote} failed after 101: {e}"),
         }
     });
@@ -82,20 +88,14 @@ pub fn upgrade(
 /// session does not keep hyper's boxed IO wrapper alive for its whole life. Each stream type gets
 /// its own task, sized for that type alone (a TLS stream is far larger than a TCP one); plain
 /// TCP, the common case, skips tokio-tungstenite's adapter (see `socket.rs`).
-fn spawn_session(
-    upgraded: Upgraded,
-    shared: Arc<Shared>,
-    client_id: Option<Arc<str>>,
-    remote: SocketAddr,
-    slot: Slot,
-) {
-    let max = shared.config.max_message_size;
+fn spawn_session(upgraded: Upgraded, guard: Guard) {
+    let max = guard.shared().config.max_message_size;
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             // An empty `read_buf` may still point into hyper's 8 KiB read buffer: never keep it.
             let part = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
             let ws = TcpWs::new(parts.io.into_inner(), part, session::ws_config(max));
-            tokio::spawn(session::open(ws, shared, client_id, remote, slot));
+            tokio::spawn(session::open(ws, guard));
             return;
         }
         Err(u) => u,
@@ -103,23 +103,18 @@ fn spawn_session(
     let upgraded = match upgraded.downcast::<TokioIo<tls::Stream>>() {
         Ok(parts) => {
             let ws = socket(parts.io.into_inner(), parts.read_buf, max);
-            return spawn_on(ws, shared, client_id, remote, slot);
+            return spawn_on(ws, guard);
         }
         Err(u) => u,
     };
     let ws = socket(TokioIo::new(upgraded), bytes::Bytes::new(), max);
-    spawn_on(ws, shared, client_id, remote, slot);
+    spawn_on(ws, guard);
 }
 
 /// Spawns the session task. Making the WebSocket object needs a task context but no I/O, so it
 /// is polled once here: the session task then holds only the session, not the setup as well.
-fn spawn_on<S, F>(
-    ws: F,
-    shared: Arc<Shared>,
-    client_id: Option<Arc<str>>,
-    remote: SocketAddr,
-    slot: Slot,
-) where
+fn spawn_on<S, F>(ws: F, guard: Guard)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: Future<Output = WebSocketStream<S>> + Send + 'static,
 {
@@ -128,10 +123,10 @@ fn spawn_on<S, F>(
     match ws.as_mut().poll(&mut cx) {
         // The no-op waker stored at creation is replaced by the session's on its first poll.
         std::task::Poll::Ready(ws) => {
-            tokio::spawn(session::open(ws, shared, client_id, remote, slot));
+            tokio::spawn(session::open(ws, guard));
         }
         std::task::Poll::Pending => {
-            tokio::spawn(ws.then(move |ws| session::open(ws, shared, client_id, remote, slot)));
+            tokio::spawn(ws.then(move |ws| session::open(ws, guard)));
         }
     }
 }
@@ -253,6 +248,18 @@ fn client_id(shared: &Shared, req: &Request<Incoming>) -> Result<Option<Arc<str>
         return Err(Error::BadClientId("contains control characters"));
     }
     Ok(Some(Arc::from(id.as_ref())))
+}
+
+/// The `since=<epoch>:<seq>` a resuming client sends (§8); checked whether or not history is on,
+/// so a client learns of a malformed one at once.
+fn since(req: &Request<Incoming>) -> Result<Option<Position>, Error> {
+    match req.uri().query().and_then(|q| query_param(q, "since")) {
+        None => Ok(None),
+        Some(Err(())) => Err(Error::BadSince("it is not valid UTF-8".into())),
+        Some(Ok(text)) => Position::parse(&text)
+            .map(Some)
+            .map_err(|e| Error::BadSince(e.to_string())),
+    }
 }
 
 /// The client's address: forwarded headers count only when the TCP peer is a trusted proxy.

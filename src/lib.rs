@@ -32,8 +32,8 @@
 
 mod admission;
 mod clock;
-pub(crate) mod engine;
 pub mod config;
+pub(crate) mod engine;
 mod error;
 mod handle;
 mod handler;

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use std::task::Waker;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::engine::{HandOver, Live, StreamKey};
 use crate::id::SessionId;
 
 /// A close the session task should perform.
@@ -47,8 +48,9 @@ pub enum Enqueued {
     Queued,
     /// The session is already closing; the frame was dropped.
     Closing,
-    /// The queue was full: the session is now being closed as a slow consumer (4003).
-    Overflow,
+    /// The queue was full: the session is now being closed as a slow consumer (4003). Holds how
+    /// many frames were dropped: the queued backlog and this one.
+    Overflow(usize),
 }
 
 /// The part of the outbox protected by the lock.
@@ -69,6 +71,9 @@ pub struct Batch {
     /// Send a Ping after the frames.
     pub ping: bool,
 }
+
+/// A resuming session's gates, by stream.
+type Gates = Vec<(StreamKey, Arc<HandOver>)>;
 
 /// The shared half of one live session: how the rest of the server sees and reaches it.
 pub struct Outbox {
@@ -91,6 +96,9 @@ pub struct Outbox {
     wake: AtomicWaker,
     /// Channels this session is subscribed to, for listings and cleanup.
     pub(crate) channels: Mutex<Vec<Arc<str>>>,
+    /// Resumes in progress, one gate per stream being replayed (`docs/history.md`). `None` for
+    /// every session that is not resuming right now, so an idle session pays one word.
+    gates: Mutex<Option<Box<Gates>>>,
 }
 
 impl Outbox {
@@ -116,6 +124,7 @@ impl Outbox {
             queue: Mutex::new(queue),
             wake: AtomicWaker::new(),
             channels: Mutex::new(Vec::new()),
+            gates: Mutex::new(None),
         }
     }
 
@@ -149,11 +158,11 @@ impl Outbox {
             }
             if q.frames.len() >= limit {
                 // The queued backlog is useless to a peer that is being disconnected.
-                q.frames = VecDeque::new();
+                let cleared = std::mem::take(&mut q.frames).len();
                 q.close = Some(CloseRequest {
                     code: crate::protocol::close::SLOW_CONSUMER,
                 });
-                Enqueued::Overflow
+                Enqueued::Overflow(cleared + 1)
             } else {
                 q.frames.push_back(msg);
                 Enqueued::Queued
@@ -204,6 +213,44 @@ impl Outbox {
         self.wake.register(waker);
     }
 
+    /// Puts a live frame of `key` through this session's gate for that stream, if it is resuming
+    /// it, else straight to `push`; true when the session has or will have the frame. The gates
+    /// stay locked while pushing, so a gate added meanwhile cannot see a frame pushed past it.
+    pub fn offer(&self, key: &StreamKey, live: &Live, push: impl FnOnce(&Live) -> bool) -> bool {
+        let gates = self.gates.lock();
+        match gates
+            .as_deref()
+            .and_then(|g| g.iter().find(|(k, _)| k == key))
+        {
+            Some((_, gate)) => gate.offer(live, push).accepted(),
+            None => push(live),
+        }
+    }
+
+    /// Starts gating the live frames of `key` (step 1 of the hand-over).
+    pub fn add_gate(&self, key: StreamKey, gate: Arc<HandOver>) {
+        self.gates
+            .lock()
+            .get_or_insert_with(Box::default)
+            .push((key, gate));
+    }
+
+    /// Ends gating with `gate`; the last one gone frees the list.
+    pub fn remove_gate(&self, gate: &Arc<HandOver>) {
+        let mut gates = self.gates.lock();
+        if let Some(list) = gates.as_mut() {
+            list.retain(|(_, g)| !Arc::ptr_eq(g, gate));
+            if list.is_empty() {
+                *gates = None;
+            }
+        }
+    }
+
+    /// Frames still queued, taken away; the session counts them as dropped when it ends.
+    pub fn take_unsent(&self) -> usize {
+        std::mem::take(&mut self.queue.lock().frames).len()
+    }
+
     /// Snapshot of the subscribed channels.
     pub fn channel_list(&self) -> Vec<Arc<str>> {
         self.channels.lock().clone()
@@ -228,7 +275,7 @@ mod tests {
     fn overflow_turns_into_slow_consumer_close() {
         let h = handle();
         assert_eq!(h.enqueue(Message::text("a"), 2), Enqueued::Queued);
-        assert_eq!(h.enqueue(Message::text("b"), 2), Enqueued::Overflow);
+        assert_eq!(h.enqueue(Message::text("b"), 2), Enqueued::Overflow(3));
         assert_eq!(h.enqueue(Message::text("c"), 2), Enqueued::Closing);
         let b = h.take_batch();
         assert!(b.frames.is_empty(), "a slow consumer's backlog is dropped");

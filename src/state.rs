@@ -8,6 +8,8 @@ use std::time::Instant;
 use crate::admission::Admissions;
 use crate::clock::Clock;
 use crate::config::{Config, ShutdownMode};
+use crate::engine::memory::{MemoryConfig, MemoryEngine};
+use crate::engine::{Engine, SystemClock};
 use crate::handle::Handle;
 use crate::handler::Handler;
 use crate::id::SessionIds;
@@ -21,6 +23,8 @@ pub struct Shared {
     pub config: Config,
     /// Who is connected here.
     pub registry: Arc<Registry>,
+    /// What outlives a session: stream seqs, history, idempotency keys (the memory engine).
+    pub engine: Arc<dyn Engine>,
     /// Connection slots under the limits.
     pub admissions: Arc<Admissions>,
     /// Counters behind `/metrics`.
@@ -48,12 +52,20 @@ impl Shared {
             config.effective_max_connections(),
             config.max_connections_per_ip,
         ));
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new(
+            MemoryConfig::from_config(&config),
+            Arc::new(SystemClock),
+            Arc::clone(&registry) as _,
+        ));
         let handle = Handle {
             registry: Arc::clone(&registry),
+            engine: Arc::clone(&engine),
+            history: config.history(),
         };
         Shared {
             config,
             registry,
+            engine,
             admissions,
             metrics,
             clock: Clock::new(),

@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use crate::engine::{Position, StreamKey};
+use crate::handle::now;
 use crate::handler::{Handled, Session};
 use crate::outbox::Outbox;
 use crate::protocol::{self, ChannelData, PublishData, envelope, err, error_envelope, json_str};
@@ -116,8 +119,46 @@ fn subscribe(r: &Reply<'_>, data: Option<&RawValue>) {
     let Some(data) = channel_of(r, data) else {
         return;
     };
-    r.shared.registry.subscribe(r.outbox, &data.channel);
-    r.ok("subscribed", Some(&channel_body(&data.channel)));
+    if !r.shared.config.history() {
+        r.shared.registry.subscribe(r.outbox, &data.channel);
+        return r.ok("subscribed", Some(&channel_body(&data.channel)));
+    }
+    let since = match data.since.as_deref().map(Position::parse).transpose() {
+        Ok(since) => since,
+        Err(e) => return r.fail(err::INVALID_DATA, &format!("since: {e}")),
+    };
+    subscribe_resuming(r, &data.channel, since);
+}
+
+/// `subscribe` with history on: the channel stream's hand-over, so `subscribed` carries its
+/// position and the missed messages follow it before any live one.
+fn subscribe_resuming(r: &Reply<'_>, channel: &str, since: Option<Position>) {
+    let (shared, outbox) = (r.shared, r.outbox);
+    let resume = super::resume::hand_over(
+        shared,
+        outbox,
+        StreamKey::channel(channel),
+        since,
+        || {
+            shared.registry.subscribe(outbox, channel);
+        },
+        |resumed| {
+            let body = format!(
+                "{{\"channel\":{}{}}}",
+                json_str(channel),
+                resumed.json_fields()
+            );
+            Some(envelope("subscribed", None, r.id, Some(&body)))
+        },
+    );
+    // Commands run inside the session's poll: the memory engine answers at once, and an engine
+    // that cannot is refused here rather than blocking the connection.
+    if resume.now_or_never().is_none() {
+        r.fail(
+            err::UNAVAILABLE,
+            "history is not available right now; retry",
+        );
+    }
 }
 
 fn unsubscribe(r: &Reply<'_>, data: Option<&RawValue>) {
@@ -147,13 +188,25 @@ fn publish(r: &Reply<'_>, data: Option<&RawValue>) {
     if let Err(m) = protocol::valid_channel(&data.channel) {
         return r.fail(err::INVALID_DATA, &m);
     }
-    let n = r
-        .shared
-        .handle
-        .publish(&data.channel, &data.kind, data.data.map(RawValue::get));
+    let sent = now(r.shared.handle.publish_channel(
+        &data.channel,
+        &data.kind,
+        data.data.map(RawValue::get),
+    ));
+    let Some(sent) = sent else {
+        return r.fail(
+            err::UNAVAILABLE,
+            "history is not available right now; retry",
+        );
+    };
+    let seq = sent
+        .seq
+        .map(|s| format!(",\"seq\":{s}"))
+        .unwrap_or_default();
     let body = format!(
-        "{{\"channel\":{},\"delivered\":{n}}}",
-        json_str(&data.channel)
+        "{{\"channel\":{},\"delivered\":{}{seq}}}",
+        json_str(&data.channel),
+        sent.delivered
     );
     r.ok("published", Some(&body));
 }
