@@ -10,6 +10,8 @@ use crate::protocol::json_str;
 pub enum Error {
     /// Not a valid WebSocket upgrade; the string says which check failed.
     BadHandshake(&'static str),
+    /// The upgrade's `since` is not `<epoch>:<seq>`; the string says what is wrong with it.
+    BadSince(String),
     /// No client id and `require_client_id` is on.
     MissingClientId,
     /// The client id is empty, too long or has control characters.
@@ -46,15 +48,22 @@ pub enum Error {
     NoSession,
     /// No session with this id.
     UnknownSession,
+    /// The history endpoint while `history_size = 0`.
+    HistoryOff,
+    /// The first call with this `idempotency_key` is still being answered.
+    InProgress,
+    /// The engine (history, idempotency keys) cannot be reached.
+    EngineUnavailable(String),
 }
 
 impl Error {
     /// HTTP status of the response.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::BadHandshake(_) | Error::MissingClientId | Error::BadClientId(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Error::BadHandshake(_)
+            | Error::BadSince(_)
+            | Error::MissingClientId
+            | Error::BadClientId(_) => StatusCode::BAD_REQUEST,
             Error::InvalidJson(_) | Error::InvalidBody(_) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unauthorized | Error::BadToken(_) => StatusCode::UNAUTHORIZED,
@@ -63,7 +72,11 @@ impl Error {
             Error::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
             Error::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
             Error::ServerFull | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
-            Error::NotFound | Error::NoSession | Error::UnknownSession => StatusCode::NOT_FOUND,
+            Error::NotFound | Error::NoSession | Error::UnknownSession | Error::HistoryOff => {
+                StatusCode::NOT_FOUND
+            }
+            Error::InProgress => StatusCode::CONFLICT,
+            Error::EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -71,7 +84,7 @@ impl Error {
     /// Machine-readable snake_case code.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::BadHandshake(_) => "bad_handshake",
+            Error::BadHandshake(_) | Error::BadSince(_) => "bad_handshake",
             Error::MissingClientId => "missing_client_id",
             Error::BadClientId(_) => "bad_client_id",
             Error::Unauthorized | Error::BadToken(_) => "unauthorized",
@@ -88,6 +101,9 @@ impl Error {
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::NoSession => "no_session",
             Error::UnknownSession => "unknown_session",
+            Error::HistoryOff => "history_off",
+            Error::InProgress => "in_progress",
+            Error::EngineUnavailable(_) => "engine_unavailable",
         }
     }
 
@@ -95,6 +111,9 @@ impl Error {
     pub fn message(&self) -> String {
         match self {
             Error::BadHandshake(why) => format!("not a valid WebSocket upgrade: {why}"),
+            Error::BadSince(why) => {
+                format!("bad since parameter, expected <epoch>:<seq> as welcome gave it: {why}")
+            }
             Error::MissingClientId => {
                 "a client id is required: pass ?client_id=<id> or the X-Client-Id header".into()
             }
@@ -123,6 +142,12 @@ impl Error {
             Error::MethodNotAllowed(allowed) => format!("method not allowed here; use {allowed}"),
             Error::NoSession => "that client id has no live session".into(),
             Error::UnknownSession => "no session with that id".into(),
+            Error::HistoryOff => "history is off on this server (history_size = 0)".into(),
+            Error::InProgress => {
+                "the first call with this idempotency_key is still in progress; retry shortly"
+                    .into()
+            }
+            Error::EngineUnavailable(why) => format!("the history engine is unavailable: {why}"),
         }
     }
 

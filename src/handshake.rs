@@ -18,11 +18,14 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use crate::admission::{AdmitError, Slot};
+use crate::admission::AdmitError;
 use crate::clock::unix_now;
+use crate::engine::Position;
 use crate::error::Error;
-use crate::identity::{Identity, client_addr, identify};
+use crate::identity::{client_addr, identify};
+use crate::query::query_param;
 use crate::reply::{Body, empty, error_response};
+use crate::session::Guard;
 use crate::socket::TcpWs;
 use crate::sockets::{Permit, PermitCell};
 use crate::state::Shared;
@@ -50,15 +53,16 @@ pub fn upgrade(
         {
             return Err(Error::TooManySessions(per_client));
         }
+        let since = since(&req)?;
         let slot = shared.admissions.admit(remote.ip()).map_err(|e| match e {
             AdmitError::Full => Error::ServerFull,
             AdmitError::PerIp => Error::TooManyConnections,
             AdmitError::Rate => Error::ConnectRate,
         })?;
         take_socket_permit(&req)?;
-        Ok((key, identity, slot))
+        Ok((key, (identity, since), slot))
     });
-    let (key, identity, slot) = match checked {
+    let (key, (identity, since), slot) = match checked {
         Ok(v) => v,
         Err(e) => {
             shared.metrics.refused(e.code());
@@ -76,7 +80,10 @@ pub fn upgrade(
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => spawn_session(upgraded, shared, identity, remote, slot),
+            Ok(upgraded) => {
+                let guard = session::prepare(shared, identity, remote, since, slot).await;
+                spawn_session(upgraded, guard);
+            }
             Err(e) => {
                 shared.sockets.release_session();
                 log::debug!("upgrade from {remote} failed after 101: {e}");
@@ -111,20 +118,14 @@ fn take_socket_permit(req: &Request<Incoming>) -> Result<(), Error> {
 /// session does not keep hyper's boxed IO wrapper alive for its whole life. Each stream type gets
 /// its own task, sized for that type alone (a TLS stream is far larger than a TCP one); plain
 /// TCP, the common case, skips tokio-tungstenite's adapter (see `socket.rs`).
-fn spawn_session(
-    upgraded: Upgraded,
-    shared: Arc<Shared>,
-    identity: Identity,
-    remote: SocketAddr,
-    slot: Slot,
-) {
-    let max = shared.config.max_message_size;
+fn spawn_session(upgraded: Upgraded, guard: Guard) {
+    let max = guard.shared().config.max_message_size;
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             // An empty `read_buf` may still point into hyper's 8 KiB read buffer: never keep it.
             let part = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
             let ws = TcpWs::new(parts.io.into_inner(), part, session::ws_config(max));
-            tokio::spawn(session::open(ws, shared, identity, remote, slot));
+            tokio::spawn(session::open(ws, guard));
             return;
         }
         Err(u) => u,
@@ -132,17 +133,17 @@ fn spawn_session(
     let upgraded = match upgraded.downcast::<TokioIo<tls::Stream>>() {
         Ok(parts) => {
             let ws = socket(parts.io.into_inner(), parts.read_buf, max);
-            return spawn_on(ws, shared, identity, remote, slot);
+            return spawn_on(ws, guard);
         }
         Err(u) => u,
     };
     let ws = socket(TokioIo::new(upgraded), bytes::Bytes::new(), max);
-    spawn_on(ws, shared, identity, remote, slot);
+    spawn_on(ws, guard);
 }
 
 /// Spawns the session task. Making the WebSocket object needs a task context but no I/O, so it
 /// is polled once here: the session task then holds only the session, not the setup as well.
-fn spawn_on<S, F>(ws: F, shared: Arc<Shared>, identity: Identity, remote: SocketAddr, slot: Slot)
+fn spawn_on<S, F>(ws: F, guard: Guard)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: Future<Output = WebSocketStream<S>> + Send + 'static,
@@ -152,10 +153,10 @@ where
     match ws.as_mut().poll(&mut cx) {
         // The no-op waker stored at creation is replaced by the session's on its first poll.
         std::task::Poll::Ready(ws) => {
-            tokio::spawn(session::open(ws, shared, identity, remote, slot));
+            tokio::spawn(session::open(ws, guard));
         }
         std::task::Poll::Pending => {
-            tokio::spawn(ws.then(move |ws| session::open(ws, shared, identity, remote, slot)));
+            tokio::spawn(ws.then(move |ws| session::open(ws, guard)));
         }
     }
 }
@@ -237,6 +238,18 @@ fn has_token(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
             .unwrap_or(false)
     })
+}
+
+/// The `since=<epoch>:<seq>` a resuming client sends (§8); checked whether or not history is on,
+/// so a client learns of a malformed one at once.
+fn since(req: &Request<Incoming>) -> Result<Option<Position>, Error> {
+    match req.uri().query().and_then(|q| query_param(q, "since")) {
+        None => Ok(None),
+        Some(Err(())) => Err(Error::BadSince("it is not valid UTF-8".into())),
+        Some(Ok(text)) => Position::parse(&text)
+            .map(Some)
+            .map_err(|e| Error::BadSince(e.to_string())),
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ pub mod auth;
 mod clock;
 pub mod config;
 mod drain;
+pub(crate) mod engine;
 mod error;
 mod handle;
 mod handler;

@@ -26,6 +26,12 @@ pub struct Metrics {
     slow_consumers: AtomicU64,
     /// Frames dropped because the recipient was already closing.
     dropped: AtomicU64,
+    /// Resumes (`since` on connect or subscribe) that got every missed message.
+    resumes_recovered: AtomicU64,
+    /// Resumes that could not be served (other epoch, trimmed history).
+    resumes_lost: AtomicU64,
+    /// Messages replayed by resumes.
+    replayed: AtomicU64,
     /// Upgrade refusals by error code.
     refusals: Mutex<BTreeMap<&'static str, u64>>,
     /// Session ends by close code (0 = connection lost without a close frame).
@@ -80,6 +86,22 @@ impl Metrics {
     /// A frame was dropped because its recipient was closing.
     pub fn dropped(&self) {
         inc(&self.dropped, 1);
+    }
+    /// `n` frames were dropped at once (a slow consumer's cleared queue, a session's unsent rest).
+    pub fn dropped_n(&self, n: u64) {
+        inc(&self.dropped, n);
+    }
+    /// A resume ended: whether it `recovered`, and how many messages it replayed.
+    pub fn resumed(&self, recovered: bool, replayed: u64) {
+        inc(
+            if recovered {
+                &self.resumes_recovered
+            } else {
+                &self.resumes_lost
+            },
+            1,
+        );
+        inc(&self.replayed, replayed);
     }
     /// An upgrade was refused with `code`.
     pub fn refused(&self, code: &'static str) {
@@ -158,8 +180,26 @@ impl Metrics {
         counter(
             &mut o,
             "tether_send_queue_drops_total",
-            "Frames dropped because the recipient was already closing.",
+            "Frames dropped: recipient closing, slow consumer's cleared queue, unsent at a close.",
             ld(&self.dropped),
+        );
+        family(
+            &mut o,
+            "tether_resumes_total",
+            "Resumes (since= on connect or subscribe), by whether every missed message was there.",
+            &["outcome"],
+            [
+                ("recovered", ld(&self.resumes_recovered)),
+                ("not_recovered", ld(&self.resumes_lost)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (vec![k.to_string()], v)),
+        );
+        counter(
+            &mut o,
+            "tether_replayed_messages_total",
+            "Stored messages replayed to resuming sessions.",
+            ld(&self.replayed),
         );
         family(
             &mut o,
@@ -202,6 +242,46 @@ impl Metrics {
         );
         o
     }
+}
+
+/// The engine's share of `/metrics`: history held and idempotency repeats.
+pub fn render_engine(o: &mut String, s: &crate::engine::EngineStats) {
+    gauge(
+        o,
+        "tether_history_streams",
+        "Streams (client ids and channels) held.",
+        s.streams,
+    );
+    gauge(
+        o,
+        "tether_history_messages",
+        "Messages stored over all streams.",
+        s.stored_messages,
+    );
+    gauge(
+        o,
+        "tether_history_bytes",
+        "Bytes of stored messages.",
+        s.stored_bytes,
+    );
+    counter(
+        o,
+        "tether_history_evicted_streams_total",
+        "Streams dropped as least recently used (history_max_streams).",
+        s.evicted_streams,
+    );
+    gauge(
+        o,
+        "tether_idempotency_keys",
+        "Idempotency keys held.",
+        s.idempotency_keys,
+    );
+    counter(
+        o,
+        "tether_idempotent_repeats_total",
+        "Push and publish calls answered from an earlier call with the same idempotency_key.",
+        s.idempotent_repeats,
+    );
 }
 
 fn gauge(o: &mut String, name: &str, help: &str, v: u64) {

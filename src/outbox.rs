@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use std::task::Waker;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::engine::{HandOver, Live, StreamKey};
 use crate::id::SessionId;
 
 /// A close the session task should perform.
@@ -50,8 +51,9 @@ pub enum Enqueued {
     Queued,
     /// The session is already closing; the frame was dropped.
     Closing,
-    /// The queue was full: the session is now being closed as a slow consumer (4003).
-    Overflow,
+    /// The queue was full: the session is now being closed as a slow consumer (4003). Holds how
+    /// many frames were dropped: the queued backlog and this one.
+    Overflow(usize),
 }
 
 /// The part of the outbox protected by the lock.
@@ -168,6 +170,9 @@ pub struct Batch {
     pub ping: bool,
 }
 
+/// A resuming session's gates, by stream.
+type Gates = Vec<(StreamKey, Arc<HandOver>)>;
+
 /// The shared half of one live session: how the rest of the server sees and reaches it.
 pub struct Outbox {
     /// Session id, unique in this process.
@@ -193,6 +198,9 @@ pub struct Outbox {
     pub(crate) subs: Mutex<Subscriptions>,
     /// Inbound rate limiter.
     pub(crate) inbound: Mutex<Bucket>,
+    /// Resumes in progress, one gate per stream being replayed (`docs/history.md`). `None` for
+    /// every session that is not resuming right now, so an idle session pays one word.
+    gates: Mutex<Option<Box<Gates>>>,
 }
 
 impl Outbox {
@@ -220,6 +228,7 @@ impl Outbox {
             expires_at: AtomicU64::new(0),
             subs: Mutex::new(Subscriptions::default()),
             inbound: Mutex::new(Bucket::default()),
+            gates: Mutex::new(None),
         }
     }
 
@@ -261,12 +270,12 @@ impl Outbox {
             let over_bytes = !q.frames.is_empty() && q.bytes + len > limits.bytes;
             if q.frames.len() >= limits.frames || over_bytes {
                 // The queued backlog is useless to a peer that is being disconnected.
-                q.frames = VecDeque::new();
+                let cleared = std::mem::take(&mut q.frames).len();
                 q.bytes = 0;
                 q.close = Some(CloseRequest {
                     code: crate::protocol::close::SLOW_CONSUMER,
                 });
-                Enqueued::Overflow
+                Enqueued::Overflow(cleared + 1)
             } else {
                 q.frames.push_back(msg);
                 q.bytes += len;
@@ -321,6 +330,44 @@ impl Outbox {
         self.wake.register(waker);
     }
 
+    /// Puts a live frame of `key` through this session's gate for that stream, if it is resuming
+    /// it, else straight to `push`; true when the session has or will have the frame. The gates
+    /// stay locked while pushing, so a gate added meanwhile cannot see a frame pushed past it.
+    pub fn offer(&self, key: &StreamKey, live: &Live, push: impl FnOnce(&Live) -> bool) -> bool {
+        let gates = self.gates.lock();
+        match gates
+            .as_deref()
+            .and_then(|g| g.iter().find(|(k, _)| k == key))
+        {
+            Some((_, gate)) => gate.offer(live, push).accepted(),
+            None => push(live),
+        }
+    }
+
+    /// Starts gating the live frames of `key` (step 1 of the hand-over).
+    pub fn add_gate(&self, key: StreamKey, gate: Arc<HandOver>) {
+        self.gates
+            .lock()
+            .get_or_insert_with(Box::default)
+            .push((key, gate));
+    }
+
+    /// Ends gating with `gate`; the last one gone frees the list.
+    pub fn remove_gate(&self, gate: &Arc<HandOver>) {
+        let mut gates = self.gates.lock();
+        if let Some(list) = gates.as_mut() {
+            list.retain(|(_, g)| !Arc::ptr_eq(g, gate));
+            if list.is_empty() {
+                *gates = None;
+            }
+        }
+    }
+
+    /// Frames still queued, taken away; the session counts them as dropped when it ends.
+    pub fn take_unsent(&self) -> usize {
+        std::mem::take(&mut self.queue.lock().frames).len()
+    }
+
     /// Snapshot of the subscribed channels.
     pub fn channel_list(&self) -> Vec<Arc<str>> {
         self.subs.lock().list.clone()
@@ -364,7 +411,7 @@ mod tests {
             bytes: 1 << 20,
         };
         assert_eq!(h.enqueue(Message::text("a"), two), Enqueued::Queued);
-        assert_eq!(h.enqueue(Message::text("b"), two), Enqueued::Overflow);
+        assert_eq!(h.enqueue(Message::text("b"), two), Enqueued::Overflow(3));
         assert_eq!(h.enqueue(Message::text("c"), two), Enqueued::Closing);
         let b = h.take_batch();
         assert!(b.frames.is_empty(), "a slow consumer's backlog is dropped");
@@ -393,7 +440,7 @@ mod tests {
             );
         }
         let one_more = Message::text("z".repeat(101));
-        assert_eq!(h.enqueue(one_more, limits), Enqueued::Overflow);
+        assert_eq!(h.enqueue(one_more, limits), Enqueued::Overflow(10));
     }
 
     #[test]

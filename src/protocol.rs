@@ -57,6 +57,8 @@ pub mod err {
     pub const FORBIDDEN: &str = "forbidden";
     /// Binary frames are not handled.
     pub const BINARY_NOT_SUPPORTED: &str = "binary_not_supported";
+    /// History could not be read or written just now; the command may be retried.
+    pub const UNAVAILABLE: &str = "unavailable";
     /// A client `publish` used a type only the server may send.
     pub const RESERVED_TYPE: &str = "reserved_type";
     /// The session holds `max_channels_per_session` channels already.
@@ -147,6 +149,9 @@ pub struct ChannelData<'a> {
     /// Channel name.
     #[serde(borrow)]
     pub channel: Cow<'a, str>,
+    /// `subscribe` only: resume the channel's stream after `<epoch>:<seq>` (§8).
+    #[serde(borrow, default)]
+    pub since: Option<Cow<'a, str>>,
 }
 
 /// `data` of a client `publish`.
@@ -181,7 +186,28 @@ pub fn envelope(
     id: Option<&str>,
     data: Option<&str>,
 ) -> Utf8Bytes {
-    let mut out = String::with_capacity(64 + kind.len() + data.map_or(0, str::len));
+    let mut out = envelope_head(kind, channel, data);
+    envelope_tail(&mut out, id, data);
+    Utf8Bytes::from(out)
+}
+
+/// A pushed or published envelope split where its `seq` goes: the engine assigns the seq
+/// inside its atomic append, so it joins `head`, the seq and `tail` (§2 `seq`).
+pub fn sequenced_envelope(
+    kind: &str,
+    channel: Option<&str>,
+    data: Option<&str>,
+) -> crate::engine::FrameTemplate {
+    let mut head = envelope_head(kind, channel, data);
+    head.push_str(",\"seq\":");
+    let mut tail = String::with_capacity(data.map_or(0, str::len) + 10);
+    envelope_tail(&mut tail, None, data);
+    crate::engine::FrameTemplate::new(head.into(), tail.into())
+}
+
+/// `{"type":..,"timestamp":..[,"channel":..]`, with room for the rest.
+fn envelope_head(kind: &str, channel: Option<&str>, data: Option<&str>) -> String {
+    let mut out = String::with_capacity(96 + kind.len() + data.map_or(0, str::len));
     out.push_str("{\"type\":");
     push_json_str(&mut out, kind);
     out.push_str(",\"timestamp\":\"");
@@ -191,6 +217,11 @@ pub fn envelope(
         out.push_str(",\"channel\":");
         push_json_str(&mut out, c);
     }
+    out
+}
+
+/// `[,"id":..][,"data":..]}`.
+fn envelope_tail(out: &mut String, id: Option<&str>, data: Option<&str>) {
     if let Some(id) = id {
         out.push_str(",\"id\":");
         out.push_str(id);
@@ -200,7 +231,6 @@ pub fn envelope(
         out.push_str(d);
     }
     out.push('}');
-    Utf8Bytes::from(out)
 }
 
 /// Builds an `error` envelope echoing the correlation id and the (cut) offending frame.
@@ -288,6 +318,20 @@ mod tests {
         assert!(s.ends_with(&format!(r#","channel":"room","id":7,"data":{data}}}"#)));
         let v: serde_json::Value = serde_json::from_str(s).unwrap();
         assert_eq!(v["type"], "notify");
+    }
+
+    #[test]
+    fn sequenced_envelope_puts_seq_after_the_header() {
+        let t = sequenced_envelope("notify", Some("room"), Some(r#"{"a":1}"#));
+        let frame = t.build(42);
+        let s = std::str::from_utf8(&frame).unwrap();
+        assert!(s.starts_with(r#"{"type":"notify","timestamp":""#), "{s}");
+        assert!(
+            s.ends_with(r#","channel":"room","seq":42,"data":{"a":1}}"#),
+            "{s}"
+        );
+        let v: serde_json::Value = serde_json::from_str(s).unwrap();
+        assert_eq!(v["seq"], 42);
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! The one task that owns time: it pings every session each `heartbeat_interval` and evicts the
-//! sessions silent past `heartbeat_timeout` with close 4001. Sessions keep no timers of their own.
+//! The one task that owns time: it pings every session each `heartbeat_interval`, evicts the
+//! sessions silent past `heartbeat_timeout` with close 4001, and has the engine drop history and
+//! idempotency keys past their age. Sessions and streams keep no timers of their own.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 
@@ -74,6 +77,22 @@ fn jittered(life: u64, id: u64) -> u64 {
     life.saturating_mul(900 + spread) / 1000
 }
 
+/// Longest wait between two purges: expired history is also trimmed whenever its stream is
+/// touched, so the purge only bounds what idle streams hold, and walking every stream is work.
+const PURGE_MAX_PERIOD: Duration = Duration::from_secs(30);
+
+/// How often to purge: a quarter of the shortest age limit, so nothing outlives its limit by
+/// much, but never more often than the reaper ticks.
+pub fn purge_period(shared: &Shared) -> Duration {
+    let c = &shared.config;
+    let shortest = if c.history() {
+        c.history_ttl.min(c.idempotency_window)
+    } else {
+        c.idempotency_window
+    };
+    (shortest / 4).clamp(c.reap_interval, PURGE_MAX_PERIOD.max(c.reap_interval))
+}
+
 /// Runs until the returned task is aborted (the server aborts it when it stops).
 pub fn spawn(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -87,6 +106,8 @@ pub fn spawn(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
         let interval_ms = interval.as_millis() as u64;
         let timeout_ms = timeout.as_millis() as u64;
         let mut next_ping = clock.now_ms() + interval_ms;
+        let purge_ms = purge_period(&shared).as_millis() as u64;
+        let mut next_purge = clock.now_ms() + purge_ms;
         loop {
             tick.tick().await;
             let now = clock.now_ms();
@@ -109,6 +130,14 @@ pub fn spawn(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
                     h.request_ping();
                 }
                 next_ping = now + interval_ms;
+            }
+            if now >= next_purge {
+                match shared.engine.purge().await {
+                    Ok(n) if n > 0 => log::debug!("purged {n} expired messages and keys"),
+                    Ok(_) => {}
+                    Err(e) => log::warn!("history purge failed: {e}"),
+                }
+                next_purge = now + purge_ms;
             }
         }
     })

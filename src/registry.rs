@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use crate::engine::{Live, LiveSink, StreamKey};
 use crate::id::SessionId;
 use crate::metrics::Metrics;
 use crate::outbox::{Enqueued, Outbox, QueueLimits};
@@ -107,17 +108,27 @@ impl Registry {
 
     /// Adds a session to the indexes.
     pub fn insert(&self, h: Arc<Outbox>) {
+        self.insert_client(&h);
+        self.insert_id(h);
+    }
+
+    /// Adds a resuming session to the client-id index only: its client stream reaches its gate
+    /// from now on, while broadcasts and lookups by id wait for [`Registry::insert_id`], after
+    /// its `welcome` is queued (welcome stays the first frame).
+    pub fn insert_client(&self, h: &Arc<Outbox>) {
         let mut idx = self.idx.write();
         match idx.by_client.get_mut(&h.client_id) {
-            Some(list) => list.add(Arc::clone(&h)),
+            Some(list) => list.add(Arc::clone(h)),
             None => {
-                idx.by_client.insert(
-                    Arc::clone(&h.client_id),
-                    ClientSessions::One(Arc::clone(&h)),
-                );
+                idx.by_client
+                    .insert(Arc::clone(&h.client_id), ClientSessions::One(Arc::clone(h)));
             }
         }
-        idx.by_id.insert(h.id, h);
+    }
+
+    /// Completes [`Registry::insert_client`]: the session is listed and reachable by id.
+    pub fn insert_id(&self, h: Arc<Outbox>) {
+        self.idx.write().by_id.insert(h.id, h);
     }
 
     /// Removes a session from every index (its channels included).
@@ -206,7 +217,7 @@ impl Registry {
     /// drop, a full queue is a slow consumer (closed with 4003). Every sender goes through here.
     pub fn enqueue(&self, h: &Outbox, msg: Message) -> Enqueued {
         let result = self.enqueue_quietly(h, msg);
-        if result == Enqueued::Overflow {
+        if matches!(result, Enqueued::Overflow(_)) {
             log::warn!(
                 "session {} client {} peer {}: send queue full, closing 4003",
                 h.id,
@@ -223,7 +234,10 @@ impl Registry {
         match result {
             Enqueued::Queued => {}
             Enqueued::Closing => self.metrics.dropped(),
-            Enqueued::Overflow => self.metrics.slow_consumer(),
+            Enqueued::Overflow(cleared) => {
+                self.metrics.slow_consumer();
+                self.metrics.dropped_n(cleared as u64);
+            }
         }
         result
     }
@@ -236,7 +250,7 @@ impl Registry {
         for h in &targets {
             match self.enqueue_quietly(h, msg.clone()) {
                 Enqueued::Queued => queued += 1,
-                Enqueued::Overflow => slow += 1,
+                Enqueued::Overflow(_) => slow += 1,
                 Enqueued::Closing => closing += 1,
             }
         }
@@ -283,6 +297,57 @@ impl Registry {
             .by_client
             .get(client_id)
             .map_or(0, |l| l.iter().len())
+    }
+}
+
+/// The engine's live fan-out: a stream's frame goes to each local session of that client id or
+/// channel, through the session's gate while it resumes that stream.
+impl LiveSink for Registry {
+    fn deliver(&self, key: &StreamKey, live: &Live) -> usize {
+        // Frames are built from envelopes, which are UTF-8: checked once, not per recipient.
+        let Ok(text) = Utf8Bytes::try_from(live.frame.clone()) else {
+            log::error!("stream frame is not UTF-8; not delivered");
+            return 0;
+        };
+        // A snapshot, as in every fan-out: no lock is held while thousands of queues are fed.
+        let targets: Vec<Arc<Outbox>> = {
+            let idx = self.idx.read();
+            match key {
+                StreamKey::Client(id) => idx
+                    .by_client
+                    .get(&**id)
+                    .map(|list| list.iter().cloned().collect())
+                    .unwrap_or_default(),
+                StreamKey::Channel(name) => idx
+                    .by_channel
+                    .get(&**name)
+                    .map(|subs| subs.values().cloned().collect())
+                    .unwrap_or_default(),
+            }
+        };
+        let mut slow = 0;
+        let delivered = targets
+            .iter()
+            .filter(|h| {
+                h.offer(key, live, |_| {
+                    match self.enqueue_quietly(h, Message::Text(text.clone())) {
+                        Enqueued::Queued => true,
+                        Enqueued::Overflow(_) => {
+                            slow += 1;
+                            false
+                        }
+                        Enqueued::Closing => false,
+                    }
+                })
+            })
+            .count();
+        if slow > 0 {
+            log::warn!(
+                "fan-out to {} sessions: {slow} send queues full (closing 4003)",
+                targets.len()
+            );
+        }
+        delivered
     }
 }
 
@@ -350,13 +415,14 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(r.enqueue(&h, Message::text("x")), Enqueued::Queued);
         }
-        assert_eq!(r.enqueue(&h, Message::text("x")), Enqueued::Overflow);
+        assert_eq!(r.enqueue(&h, Message::text("x")), Enqueued::Overflow(5));
         assert_eq!(r.enqueue(&h, Message::text("x")), Enqueued::Closing);
         let text = r.metrics.render(1, false);
         assert!(
             text.contains("tether_slow_consumer_closes_total 1\n"),
             "{text}"
         );
-        assert!(text.contains("tether_send_queue_drops_total 1\n"), "{text}");
+        // The four frames cleared by the overflow, the one that overflowed, the one after.
+        assert!(text.contains("tether_send_queue_drops_total 6\n"), "{text}");
     }
 }

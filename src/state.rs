@@ -11,6 +11,8 @@ use crate::admission::Admissions;
 use crate::auth::{AuthSettings, Verifier};
 use crate::clock::Clock;
 use crate::config::{AuthMode, Config, Secret, ShutdownMode, socket_budget};
+use crate::engine::memory::{MemoryConfig, MemoryEngine};
+use crate::engine::{Engine, SystemClock};
 use crate::handle::Handle;
 use crate::handler::Handler;
 use crate::id::SessionIds;
@@ -30,6 +32,8 @@ pub struct Shared {
     pub api_key: Option<Secret>,
     /// Who is connected here.
     pub registry: Arc<Registry>,
+    /// What outlives a session: stream seqs, history, idempotency keys (the memory engine).
+    pub engine: Arc<dyn Engine>,
     /// Connection slots under the limits.
     pub admissions: Arc<Admissions>,
     /// The descriptor budget every accepted socket counts against.
@@ -81,14 +85,22 @@ impl Shared {
             config.max_connections_per_ip,
             config.connect_rate_per_ip,
         ));
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new(
+            MemoryConfig::from_config(&config),
+            Arc::new(SystemClock),
+            Arc::clone(&registry) as _,
+        ));
         let handle = Handle {
             registry: Arc::clone(&registry),
+            engine: Arc::clone(&engine),
+            history: config.history(),
         };
         Ok(Shared {
             config,
             verifier,
             api_key,
             registry,
+            engine,
             admissions,
             sockets: Sockets::new(socket_budget()),
             metrics,

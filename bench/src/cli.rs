@@ -28,6 +28,9 @@ pub enum Scenario {
     Evict(EvictArgs),
     /// Connect N, drop all at once, reconnect all: accept rate of both waves.
     Storm(StormArgs),
+    /// N clients with history on, pushes to each at R/s while they drop and resume at random:
+    /// lost / duplicated / out of order, resume latency, server memory per connection.
+    Resume(ResumeArgs),
     /// Internal: one worker process of a scenario.
     #[command(hide = true)]
     Worker {
@@ -156,6 +159,29 @@ pub struct StormArgs {
     /// Deadline of one wave; failed attempts are retried (with backoff) until then.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub wave_timeout: Duration,
+}
+
+/// `tether-bench resume`.
+#[derive(clap::Args, Debug)]
+pub struct ResumeArgs {
+    /// Target, output and worker options (this scenario runs in one process).
+    #[command(flatten)]
+    pub common: Common,
+    /// Clients (client ids resume<pid>-0 ..).
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub clients: u64,
+    /// Pushes per second to each client id.
+    #[arg(long, default_value_t = 0.5)]
+    pub rate: f64,
+    /// How long to push.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Mean time a connection lives before the client drops it and resumes.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drop_every: Duration,
+    /// Longest wait for the last deliveries after the last push.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `tether-bench`: the load-test client of tether. Scenarios `hold`, `fanout`, `evict` and `storm`
+//! `tether-bench`: the load-test client of tether. Scenarios `hold`, `fanout`, `evict`, `storm` and `resume`
 //! drive a running server on loopback from several worker processes (this binary re-run as the
 //! hidden `tether-bench worker`), each with its own loopback source address, and merge their
 //! figures. It speaks only the wire protocol and the HTTP API, so it can load any build of the
@@ -6,7 +6,7 @@
 //!
 //! Layout: [`cli`] (the flags), [`target`] (URLs, durations), [`stats`] (histogram, loss
 //! accounting), [`proto`] (parent ↔ worker lines), [`fleet`] (worker processes, progress line),
-//! [`worker`], [`conn`] and [`raw`] (the clients), [`storm`] (its worker side), [`http`] (API
+//! [`worker`], [`conn`] and [`raw`] (the clients), [`storm`] (its worker side), [`resume`] (in-process), [`http`] (API
 //! client), [`sys`] (/proc), [`run`] and [`fanout`] (the scenario drivers and their reports).
 
 use std::process::ExitCode;
@@ -20,6 +20,7 @@ mod fleet;
 mod http;
 mod proto;
 mod raw;
+mod resume;
 mod run;
 mod stats;
 mod storm;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         Scenario::Fanout(a) => (fanout::run(a), &a.common),
         Scenario::Evict(a) => (run::evict(a), &a.common),
         Scenario::Storm(a) => (run::storm(a), &a.common),
+        Scenario::Resume(a) => (resume::run(a), &a.common),
     };
     match result {
         Ok((json, summary)) => {

@@ -27,7 +27,7 @@ pub(crate) fn emit(ev: &Event) {
 }
 
 /// Raises the soft descriptor limit to the hard one (best effort).
-fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

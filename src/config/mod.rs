@@ -47,6 +47,13 @@ pub const DEFAULT_SEND_QUEUE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MIGRATE_WINDOW: Duration = Duration::from_secs(10);
 /// Default clock skew tolerated on token times.
 pub const DEFAULT_AUTH_LEEWAY: Duration = Duration::from_secs(5);
+/// Default `history_ttl`: how long a stored message stays replayable.
+pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(300);
+/// Default `history_max_streams`: client ids and channels with history before the least
+/// recently used one goes.
+pub const DEFAULT_HISTORY_MAX_STREAMS: usize = 100_000;
+/// Default `idempotency_window`: how long a push's `idempotency_key` is remembered.
+pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
 /// File descriptors kept back from `max_connections = 0` for the listener, logs, HTTP API calls.
 pub const FD_RESERVE: u64 = 100;
 
@@ -213,6 +220,18 @@ keys! {
     worker_threads: usize = 0, "N",
         "Async runtime threads; 0 = one per core.";
     #[serde_as(as = "Scalar")]
+    history_size: usize = 0, "N",
+        "Messages kept per client id and per channel for resume and offline delivery; 0 = off.";
+    #[serde_as(as = "Dur")]
+    history_ttl: Duration = DEFAULT_HISTORY_TTL, "DURATION",
+        "How long a stored message stays replayable.";
+    #[serde_as(as = "Scalar")]
+    history_max_streams: usize = DEFAULT_HISTORY_MAX_STREAMS, "N",
+        "Client ids and channels with history; past it the least recently used one is dropped.";
+    #[serde_as(as = "Dur")]
+    idempotency_window: Duration = DEFAULT_IDEMPOTENCY_WINDOW, "DURATION",
+        "How long an `idempotency_key` of push or publish is remembered.";
+    #[serde_as(as = "Scalar")]
     demo_page: bool = true, "BOOL",
         "Serve the demo page at / and the browser client at /tether.js.";
     #[serde_as(as = "Unset")]
@@ -286,12 +305,26 @@ impl Config {
                     .into(),
             );
         }
+        if self.history_max_streams == 0 {
+            return err("history_max_streams: must be at least 1".into());
+        }
+        if self.history_size > 0 && self.history_ttl.is_zero() {
+            return err("history_ttl: must be greater than zero when history_size is set".into());
+        }
+        if self.idempotency_window.is_zero() {
+            return err("idempotency_window: must be greater than zero".into());
+        }
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => return err("tls_key: required when tls_cert is set".into()),
             (None, Some(_)) => return err("tls_cert: required when tls_key is set".into()),
             _ => {}
         }
         Ok(())
+    }
+
+    /// Whether messages are numbered and stored (`history_size` above 0).
+    pub fn history(&self) -> bool {
+        self.history_size > 0
     }
 
     /// `max_connections`, or when 0 the process's descriptor limit minus a reserve.

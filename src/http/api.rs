@@ -12,8 +12,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
+use percent_encoding::percent_decode_str;
+
+use super::delivery;
 use crate::error::Error;
-use crate::protocol::{self, json_str, timestamp};
+use crate::protocol::{json_str, timestamp};
 use crate::query::query_param;
 use crate::reply::{Body, error_response, json};
 use crate::state::Shared;
@@ -21,34 +24,10 @@ use crate::state::Shared;
 /// Largest API request body.
 pub const API_BODY_MAX: usize = 1024 * 1024;
 
-/// `POST /api/v1/push`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PushBody<'a> {
-    #[serde(borrow)]
-    client_id: Cow<'a, str>,
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
-}
-
 /// `POST /api/v1/broadcast`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BroadcastBody<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
-}
-
-/// `POST /api/v1/publish`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishBody<'a> {
-    #[serde(borrow)]
-    channel: Cow<'a, str>,
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
     #[serde(borrow, default)]
@@ -84,6 +63,7 @@ fn endpoint_name(path: &str) -> &'static str {
         "/api/v1/broadcast" => "broadcast",
         "/api/v1/publish" => "publish",
         p if p.starts_with("/api/v1/sessions") => "sessions",
+        p if p.starts_with("/api/v1/history/") => "history",
         _ => "other",
     }
 }
@@ -121,33 +101,31 @@ async fn dispatch(
                 return Err(Error::MethodNotAllowed("POST"));
             }
             let body = read_body(req).await?;
-            let n = match path {
-                "/api/v1/push" => {
-                    let b: PushBody<'_> = parse(&body)?;
-                    check_type(&b.kind)?;
-                    if b.client_id.is_empty() {
-                        return Err(Error::InvalidBody("`client_id` must not be empty".into()));
-                    }
-                    shared
-                        .handle
-                        .push(&b.client_id, &b.kind, b.data.map(RawValue::get))
-                        .ok_or(Error::NoSession)?
-                }
-                "/api/v1/broadcast" => {
-                    let b: BroadcastBody<'_> = parse(&body)?;
-                    check_type(&b.kind)?;
-                    shared.handle.broadcast(&b.kind, b.data.map(RawValue::get))
-                }
+            match path {
+                "/api/v1/push" => delivery::push(shared, parse(&body)?).await,
+                "/api/v1/publish" => delivery::publish(shared, parse(&body)?).await,
                 _ => {
-                    let b: PublishBody<'_> = parse(&body)?;
-                    check_type(&b.kind)?;
-                    protocol::valid_channel(&b.channel).map_err(Error::InvalidBody)?;
-                    shared
-                        .handle
-                        .publish(&b.channel, &b.kind, b.data.map(RawValue::get))
+                    let b: BroadcastBody<'_> = parse(&body)?;
+                    delivery::check_type(&b.kind)?;
+                    let n = shared.handle.broadcast(&b.kind, b.data.map(RawValue::get));
+                    Ok(json(StatusCode::OK, format!("{{\"delivered\":{n}}}")))
                 }
+            }
+        }
+        p if p.starts_with("/api/v1/history/") => {
+            if method != Method::GET {
+                return Err(Error::MethodNotAllowed("GET"));
+            }
+            let raw = &p["/api/v1/history/".len()..];
+            let client_id = percent_decode_str(raw)
+                .decode_utf8()
+                .map_err(|_| Error::InvalidBody("the client id is not valid UTF-8".into()))?;
+            let since = match req.uri().query().and_then(|q| query_param(q, "since")) {
+                Some(Ok(s)) => Some(s.into_owned()),
+                Some(Err(())) => return Err(Error::InvalidBody("since is not valid UTF-8".into())),
+                None => None,
             };
-            Ok(json(StatusCode::OK, format!("{{\"delivered\":{n}}}")))
+            delivery::history(shared, &client_id, since.as_deref()).await
         }
         "/api/v1/sessions" => {
             if method != Method::GET {
@@ -181,21 +159,6 @@ async fn dispatch(
         }
         _ => Err(Error::NotFound),
     }
-}
-
-/// A pushed message's `type`: non-empty and not one only the server sends (PROTOCOL §2), so a
-/// backend cannot forge a `shutdown` or a `welcome`.
-fn check_type(kind: &str) -> Result<(), Error> {
-    if kind.is_empty() {
-        return Err(Error::InvalidBody("`type` must not be empty".into()));
-    }
-    if protocol::is_reserved(kind) {
-        return Err(Error::InvalidBody(format!(
-            "`type` `{}` is reserved for the server's own messages",
-            protocol::cut(kind, 64)
-        )));
-    }
-    Ok(())
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, Error> {

@@ -2,6 +2,7 @@
 //! built-in pages.
 
 mod api;
+mod delivery;
 mod pages;
 
 use std::net::SocketAddr;

@@ -33,12 +33,14 @@ pub fn health(shared: &Shared) -> Response<Body> {
 
 /// `GET /metrics`: the Prometheus text exposition.
 pub fn metrics(shared: &Shared) -> Response<Body> {
+    let mut text = shared
+        .metrics
+        .render(shared.registry.len(), shared.is_draining());
+    crate::metrics::render_engine(&mut text, &shared.engine.stats());
     with_body(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
-        shared
-            .metrics
-            .render(shared.registry.len(), shared.is_draining()),
+        text,
     )
 }
 

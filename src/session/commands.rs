@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
@@ -13,6 +14,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::Deserialize;
 
 use crate::clock::unix_now;
+use crate::engine::{Position, StreamKey};
+use crate::handle::now;
 use crate::handler::{Handled, Session};
 use crate::identity::Identity;
 use crate::outbox::Outbox;
@@ -134,6 +137,22 @@ fn channel_body(channel: &str) -> String {
     format!("{{\"channel\":{}}}", json_str(channel))
 }
 
+/// Whether the session may take one more channel (or already has this one).
+fn has_room(outbox: &Outbox, channel: &str, max: usize) -> bool {
+    let subs = outbox.subs.lock();
+    subs.list.len() < max || subs.list.iter().any(|c| &**c == channel)
+}
+
+fn too_many_channels(r: &Reply<'_>) {
+    r.fail(
+        err::TOO_MANY_CHANNELS,
+        &format!(
+            "a session may subscribe to at most {} channels (max_channels_per_session)",
+            r.shared.config.max_channels_per_session
+        ),
+    );
+}
+
 /// With auth on, whether the session's token grants `channel`; answers `forbidden` itself.
 fn granted(r: &Reply<'_>, channel: &str) -> bool {
     let grants = r.outbox.subs.lock().grants.clone();
@@ -159,19 +178,58 @@ fn subscribe(r: &Reply<'_>, data: Option<&RawValue>) {
     if !granted(r, &data.channel) {
         return;
     }
-    match r.shared.registry.subscribe(r.outbox, &data.channel) {
-        Subscribed::New | Subscribed::Already => {
-            r.ok("subscribed", Some(&channel_body(&data.channel)));
-        }
-        Subscribed::TooMany => r.fail(
-            err::TOO_MANY_CHANNELS,
-            &format!(
-                "a session may subscribe to at most {} channels (max_channels_per_session)",
-                r.shared.config.max_channels_per_session
-            ),
-        ),
-        // The session is closing; nobody would read an answer.
-        Subscribed::Gone => {}
+    if !r.shared.config.history() {
+        return match r.shared.registry.subscribe(r.outbox, &data.channel) {
+            Subscribed::New | Subscribed::Already => {
+                r.ok("subscribed", Some(&channel_body(&data.channel)));
+            }
+            Subscribed::TooMany => too_many_channels(r),
+            // The session is closing; nobody would read an answer.
+            Subscribed::Gone => {}
+        };
+    }
+    if !has_room(
+        r.outbox,
+        &data.channel,
+        r.shared.config.max_channels_per_session,
+    ) {
+        return too_many_channels(r);
+    }
+    let since = match data.since.as_deref().map(Position::parse).transpose() {
+        Ok(since) => since,
+        Err(e) => return r.fail(err::INVALID_DATA, &format!("since: {e}")),
+    };
+    subscribe_resuming(r, &data.channel, since);
+}
+
+/// `subscribe` with history on: the channel stream's hand-over, so `subscribed` carries its
+/// position and the missed messages follow it before any live one.
+fn subscribe_resuming(r: &Reply<'_>, channel: &str, since: Option<Position>) {
+    let (shared, outbox) = (r.shared, r.outbox);
+    let resume = super::resume::hand_over(
+        shared,
+        outbox,
+        StreamKey::channel(channel),
+        since,
+        || {
+            shared.registry.subscribe(outbox, channel);
+        },
+        |resumed| {
+            let body = format!(
+                "{{\"channel\":{}{}}}",
+                json_str(channel),
+                resumed.json_fields()
+            );
+            Some(envelope("subscribed", None, r.id, Some(&body)))
+        },
+    );
+    // Commands run inside the session's poll: the memory engine answers at once, and an engine
+    // that cannot is refused here rather than blocking the connection.
+    if resume.now_or_never().is_none() {
+        r.fail(
+            err::UNAVAILABLE,
+            "history is not available right now; retry",
+        );
     }
 }
 
@@ -212,13 +270,25 @@ fn publish(r: &Reply<'_>, data: Option<&RawValue>) {
     if !granted(r, &data.channel) {
         return;
     }
-    let n = r
-        .shared
-        .handle
-        .publish(&data.channel, &data.kind, data.data.map(RawValue::get));
+    let sent = now(r.shared.handle.publish_channel(
+        &data.channel,
+        &data.kind,
+        data.data.map(RawValue::get),
+    ));
+    let Some(sent) = sent else {
+        return r.fail(
+            err::UNAVAILABLE,
+            "history is not available right now; retry",
+        );
+    };
+    let seq = sent
+        .seq
+        .map(|s| format!(",\"seq\":{s}"))
+        .unwrap_or_default();
     let body = format!(
-        "{{\"channel\":{},\"delivered\":{n}}}",
-        json_str(&data.channel)
+        "{{\"channel\":{},\"delivered\":{}{seq}}}",
+        json_str(&data.channel),
+        sent.delivered
     );
     r.ok("published", Some(&body));
 }

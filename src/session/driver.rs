@@ -33,6 +33,13 @@ pub struct Writer {
     dirty: bool,
 }
 
+impl Writer {
+    /// Frames taken from the outbox but never handed to the socket.
+    pub fn unsent(&self) -> usize {
+        self.pending.len()
+    }
+}
+
 /// Everything a live session's future holds, behind one pointer in its poll closure.
 pub struct Running<W> {
     /// The WebSocket.

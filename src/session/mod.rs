@@ -10,6 +10,7 @@
 mod close;
 mod commands;
 mod driver;
+mod resume;
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 pub use close::CLOSE_GRACE;
 
 use crate::admission::Slot;
+use crate::engine::{Position, StreamKey};
 use crate::handler::Session;
 use crate::identity::Identity;
 use crate::outbox::Outbox;
@@ -77,6 +79,11 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// The server state the session runs in.
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// Records how the session ended; dropping the guard then unregisters it.
     fn end(&mut self, code: u16) {
         self.code = code;
@@ -106,44 +113,60 @@ impl Drop for Guard {
     }
 }
 
-/// Opens a session on an upgraded socket: registers it now, and returns the future that runs
-/// it to its end.
+/// Sets a session up before its socket runs: registers it, and with history on resumes its
+/// client stream (`since`), queueing `welcome` and the missed messages. The returned guard
+/// owns the registration; [`open`] runs the session on its socket.
 ///
-/// Setup is synchronous so the returned future captures only the socket and the guard: every
-/// byte captured here is paid by every idle connection for its whole life.
-pub fn open<W: Socket>(
-    ws: W,
+/// This runs in the upgrade's task, not the session's, so the session's future captures only
+/// the socket and the guard: every byte captured there is paid by every idle connection.
+pub async fn prepare(
     shared: Arc<Shared>,
     identity: Identity,
     remote: SocketAddr,
+    since: Option<Position>,
     slot: Slot,
-) -> impl Future<Output = ()> + Send {
+) -> Guard {
     let id = shared.ids.next();
     let client_id = identity
         .client_id
         .unwrap_or_else(|| Arc::from(id.to_string()));
-    let welcome = shared
-        .handler
-        .welcome()
-        .then(|| Message::Text(welcome(&shared, &id.to_string(), &client_id)));
+    let greet = shared.handler.welcome();
+    let history = shared.config.history();
+    let first = (greet && !history)
+        .then(|| Message::Text(welcome(&shared, &id.to_string(), &client_id, None)));
     let outbox = Arc::new(Outbox::new(
         id,
         client_id,
         remote,
         shared.clock.now_ms(),
-        welcome,
+        first,
     ));
     outbox.set_token(identity.expires_at, identity.grants);
-    shared.registry.insert(Arc::clone(&outbox));
     slot.transfer();
-    // The guard exists before the application's callback runs: if it panics, the session is
-    // unregistered and its slot released, leaving no ghost that pushes would count.
+    // The guard exists before anything can fail or the application's callback runs: if it
+    // panics, the session is unregistered and its slot released, leaving no ghost.
     let guard = Guard {
         shared,
         outbox,
         code: codes::ABNORMAL,
     };
     let (shared, outbox) = (&guard.shared, &guard.outbox);
+    if history {
+        let key = StreamKey::Client(Arc::clone(&outbox.client_id));
+        let session_id = id.to_string();
+        resume::hand_over(
+            shared,
+            outbox,
+            key,
+            since,
+            || shared.registry.insert_client(outbox),
+            |r| greet.then(|| welcome(shared, &session_id, &outbox.client_id, Some(r))),
+        )
+        .await;
+        shared.registry.insert_id(Arc::clone(outbox));
+    } else {
+        shared.registry.insert(Arc::clone(outbox));
+    }
     shared.metrics.accepted();
     log::debug!(
         "session {id} client {} peer {remote}: open",
@@ -157,6 +180,11 @@ pub fn open<W: Socket>(
         outbox,
         registry: &shared.registry,
     });
+    guard
+}
+
+/// Runs a prepared session on its upgraded socket to its end.
+pub fn open<W: Socket>(ws: W, guard: Guard) -> impl Future<Output = ()> + Send {
     run(ws, guard)
 }
 
@@ -174,18 +202,31 @@ fn run<W: Socket>(ws: W, guard: Guard) -> impl Future<Output = ()> + Send {
         let ending = poll_fn(|cx| running.poll(cx)).await;
         // Boxed: only closing sessions pay for the close phase's timers and state.
         let code = Box::pin(close::finish(&mut running, ending)).await;
+        let unsent = running.writer.unsent() + running.guard.outbox.take_unsent();
+        if unsent > 0 {
+            running.guard.shared.metrics.dropped_n(unsent as u64);
+        }
         running.guard.end(code);
     }
 }
 
-/// The first frame of every session.
-fn welcome(shared: &Shared, session_id: &str, client_id: &str) -> Utf8Bytes {
+/// The first frame of every session; with history on it carries the client stream's position
+/// and, after a `since`, the resume's outcome.
+fn welcome(
+    shared: &Shared,
+    session_id: &str,
+    client_id: &str,
+    resumed: Option<&resume::Resumed>,
+) -> Utf8Bytes {
     let data = format!(
-        "{{\"session_id\":{},\"client_id\":{},\"heartbeat_interval_ms\":{},\"heartbeat_timeout_ms\":{}}}",
+        "{{\"session_id\":{},\"client_id\":{},\"heartbeat_interval_ms\":{},\"heartbeat_timeout_ms\":{}{}}}",
         json_str(session_id),
         json_str(client_id),
         shared.config.heartbeat_interval.as_millis(),
-        shared.config.heartbeat_timeout.as_millis()
+        shared.config.heartbeat_timeout.as_millis(),
+        resumed
+            .map(resume::Resumed::json_fields)
+            .unwrap_or_default()
     );
     envelope("welcome", None, None, Some(&data))
 }
@@ -212,13 +253,15 @@ mod tests {
             expires_at: None,
             grants: None,
         };
-        let f = Box::pin(open(
-            ws,
+        let guard = prepare(
             Arc::clone(&shared),
             anyone,
             "127.0.0.1:1".parse().unwrap(),
+            None,
             slot,
-        ));
+        )
+        .await;
+        let f = Box::pin(open(ws, guard));
         let future = std::mem::size_of_val(&*f);
         // The WebSocket object itself (about 300 bytes) lives inside the future.
         // 400 keeps tokio's task cell (128-byte aligned on x86_64) at 512 bytes.

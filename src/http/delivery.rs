@@ -1,0 +1,253 @@
+//! The delivery endpoints of the API (PROTOCOL §5, §8): push to a client id or one session,
+//! publish to a channel, each with an optional `idempotency_key`, and a client id's history.
+
+use std::borrow::Cow;
+use std::future::Future;
+
+use bytes::Bytes;
+use hyper::{Response, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::engine::{EngineError, IdempotencyOutcome, Position, StreamKey, Target};
+use crate::error::Error;
+use crate::protocol;
+use crate::reply::{Body, json};
+use crate::state::Shared;
+
+/// `POST /api/v1/push`: exactly one of `client_id` and `session_id`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushBody<'a> {
+    #[serde(borrow, default)]
+    client_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    session_id: Option<Cow<'a, str>>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    idempotency_key: Option<Cow<'a, str>>,
+}
+
+/// `POST /api/v1/publish`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBody<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    idempotency_key: Option<Cow<'a, str>>,
+}
+
+/// An answer before it becomes a response: it is also what a repeat of its key gets.
+type Answer = (StatusCode, String);
+
+/// Answers a push.
+pub async fn push(shared: &Shared, b: PushBody<'_>) -> Result<Response<Body>, Error> {
+    check_type(&b.kind)?;
+    let data = b.data.map(RawValue::get);
+    let (target, work) = match (&b.client_id, &b.session_id) {
+        (Some(client_id), None) => {
+            if client_id.is_empty() {
+                return Err(Error::InvalidBody("`client_id` must not be empty".into()));
+            }
+            let target = Target::Client(client_id.as_ref().into());
+            (target, Either::Client(client_id))
+        }
+        (None, Some(session_id)) => {
+            let target = Target::Session(session_id.as_ref().into());
+            (target, Either::Session(session_id))
+        }
+        _ => {
+            return Err(Error::InvalidBody(
+                "give exactly one of `client_id` and `session_id`".into(),
+            ));
+        }
+    };
+    let work = async {
+        match work {
+            Either::Client(client_id) => {
+                let sent = shared
+                    .handle
+                    .push_client(client_id, &b.kind, data)
+                    .await
+                    .map_err(unavailable)?
+                    .ok_or(Error::NoSession)?;
+                Ok(match sent.seq {
+                    Some(seq) if sent.delivered == 0 => (
+                        StatusCode::ACCEPTED,
+                        format!("{{\"delivered\":0,\"stored\":true,\"seq\":{seq}}}"),
+                    ),
+                    Some(seq) => (
+                        StatusCode::OK,
+                        format!("{{\"delivered\":{},\"seq\":{seq}}}", sent.delivered),
+                    ),
+                    None => (
+                        StatusCode::OK,
+                        format!("{{\"delivered\":{}}}", sent.delivered),
+                    ),
+                })
+            }
+            Either::Session(session_id) => {
+                let n = shared
+                    .handle
+                    .push_session(session_id, &b.kind, data)
+                    .ok_or(Error::UnknownSession)?;
+                Ok((StatusCode::OK, format!("{{\"delivered\":{n}}}")))
+            }
+        }
+    };
+    idempotent(shared, target, b.idempotency_key.as_deref(), work).await
+}
+
+/// The two targets of a push.
+enum Either<'a> {
+    Client(&'a str),
+    Session(&'a str),
+}
+
+/// Answers a publish.
+pub async fn publish(shared: &Shared, b: PublishBody<'_>) -> Result<Response<Body>, Error> {
+    check_type(&b.kind)?;
+    protocol::valid_channel(&b.channel).map_err(Error::InvalidBody)?;
+    let target = Target::Channel(b.channel.as_ref().into());
+    let work = async {
+        let sent = shared
+            .handle
+            .publish_channel(&b.channel, &b.kind, b.data.map(RawValue::get))
+            .await
+            .map_err(unavailable)?;
+        let seq = sent
+            .seq
+            .map(|s| format!(",\"seq\":{s}"))
+            .unwrap_or_default();
+        Ok((
+            StatusCode::OK,
+            format!("{{\"delivered\":{}{seq}}}", sent.delivered),
+        ))
+    };
+    idempotent(shared, target, b.idempotency_key.as_deref(), work).await
+}
+
+/// Runs `work` once per `key` and target within `idempotency_window`; a repeat gets the first
+/// answer. Only successes are remembered: an error delivered nothing, so its retry is new work.
+async fn idempotent(
+    shared: &Shared,
+    target: Target,
+    key: Option<&str>,
+    work: impl Future<Output = Result<Answer, Error>>,
+) -> Result<Response<Body>, Error> {
+    let Some(key) = key else {
+        return work.await.map(|(status, body)| json(status, body));
+    };
+    if key.is_empty() {
+        return Err(Error::InvalidBody(
+            "`idempotency_key` must not be empty".into(),
+        ));
+    }
+    let engine = &shared.engine;
+    let window = shared.config.idempotency_window;
+    match engine.idempotent(&target, key, window).await {
+        Err(e) => Err(engine_error(e)),
+        Ok(IdempotencyOutcome::InFlight) => Err(Error::InProgress),
+        Ok(IdempotencyOutcome::Repeat(answer)) => decode(&answer).ok_or(Error::InProgress),
+        Ok(IdempotencyOutcome::First) => match work.await {
+            Ok((status, body)) => {
+                let mut answer = status.as_u16().to_string().into_bytes();
+                answer.extend_from_slice(body.as_bytes());
+                if let Err(e) = engine.record_answer(&target, key, answer.into()).await {
+                    log::warn!("idempotency answer not recorded: {e}");
+                }
+                Ok(json(status, body))
+            }
+            Err(e) => {
+                if let Err(e) = engine.forget(&target, key).await {
+                    log::warn!("idempotency key not released: {e}");
+                }
+                Err(e)
+            }
+        },
+    }
+}
+
+/// A recorded answer: three status digits, then the body.
+fn decode(answer: &Bytes) -> Option<Response<Body>> {
+    let status = std::str::from_utf8(answer.get(..3)?).ok()?.parse().ok()?;
+    let status = StatusCode::from_u16(status).ok()?;
+    Some(json(status, answer.slice(3..)))
+}
+
+fn unavailable(e: EngineError) -> Error {
+    Error::EngineUnavailable(e.to_string())
+}
+
+fn engine_error(e: EngineError) -> Error {
+    match e {
+        EngineError::IdempotencyKeyTooLong { .. } => Error::InvalidBody(e.to_string()),
+        EngineError::Unavailable(_) => unavailable(e),
+    }
+}
+
+/// `GET /api/v1/history/{client_id}?since=`: what a client id's stream holds after `since`
+/// (everything still stored without it). Reads never create a stream: an unknown client id
+/// answers the start position `0:0` with no messages.
+pub async fn history(
+    shared: &Shared,
+    client_id: &str,
+    since: Option<&str>,
+) -> Result<Response<Body>, Error> {
+    if !shared.config.history() {
+        return Err(Error::HistoryOff);
+    }
+    let since = match since {
+        Some(text) => {
+            Position::parse(text).map_err(|e| Error::InvalidBody(format!("since: {e}")))?
+        }
+        None => Position::start(),
+    };
+    let key = StreamKey::client(client_id);
+    let engine = &shared.engine;
+    if engine.position(&key).await.map_err(unavailable)?.is_none() {
+        let body = r#"{"epoch":"0","seq":0,"recovered":true,"messages":[]}"#;
+        return Ok(json(StatusCode::OK, body));
+    }
+    let r = engine.recover(&key, &since).await.map_err(unavailable)?;
+    let bytes: usize = r.missed.iter().map(|m| m.frame.len() + 1).sum();
+    let mut body = Vec::with_capacity(bytes + 96);
+    body.extend_from_slice(
+        format!(
+            "{{\"epoch\":\"{}\",\"seq\":{},\"recovered\":{},\"messages\":[",
+            r.position.epoch, r.position.seq, r.recovered
+        )
+        .as_bytes(),
+    );
+    for (i, m) in r.missed.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&m.frame);
+    }
+    body.extend_from_slice(b"]}");
+    Ok(json(StatusCode::OK, body))
+}
+
+/// A pushed message's `type`: non-empty and not one only the server sends (PROTOCOL §2), so a
+/// backend cannot forge a `shutdown` or a `welcome`.
+pub(super) fn check_type(kind: &str) -> Result<(), Error> {
+    if kind.is_empty() {
+        return Err(Error::InvalidBody("`type` must not be empty".into()));
+    }
+    if protocol::is_reserved(kind) {
+        return Err(Error::InvalidBody(format!(
+            "`type` `{}` is reserved for the server's own messages",
+            protocol::cut(kind, 64)
+        )));
+    }
+    Ok(())
+}
