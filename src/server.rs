@@ -26,7 +26,7 @@ use crate::sockets::{Permit, PermitCell, Sockets};
 use crate::state::Shared;
 use crate::{http, tls};
 
-/// hyper's smallest read buffer; `max_header_size` below it is enforced at this size.
+/// hyper's smallest read buffer; a smaller `max_header_size` is still enforced exactly.
 const MIN_HEAD_BUFFER: usize = 8192;
 /// Listen backlog: a reconnect wave after a deploy arrives all at once.
 pub const BACKLOG: u32 = 4096;
@@ -258,8 +258,10 @@ fn serve<IO>(
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        // hyper answers 431 to a request head that does not fit (its floor is 8 KiB).
+        // The read buffer bounds memory, but it grows in steps that can overshoot its size by
+        // half (a 40 KiB head passed a 32 KiB buffer); the head limit is checked to the byte.
         .max_buf_size(max_head.max(MIN_HEAD_BUFFER))
+        .max_header_size(max_head)
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::spawn(async move {

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt, ready};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::close::Ending;
@@ -66,6 +67,11 @@ impl<W: Socket> Running<W> {
                 Poll::Ready(Some(Err(e))) => {
                     return Poll::Ready(match e {
                         WsError::Capacity(_) => Ending::TooBig,
+                        // tungstenite reports an EOF without a close frame as a protocol error;
+                        // it is a lost connection (1006), not a peer breaking the protocol.
+                        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                            Ending::Lost
+                        }
                         WsError::Protocol(_) => Ending::Violation(1002),
                         WsError::Utf8(_) => Ending::Violation(1007),
                         _ => Ending::Lost,

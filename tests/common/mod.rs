@@ -497,3 +497,51 @@ impl RawClient {
         self.s.write_all(&f).await.unwrap();
     }
 }
+
+// ---- refused upgrades and clients bound to a chosen source address ----
+
+/// A raw WebSocket upgrade of `path` with extra headers; returns the status and the JSON body
+/// (`Value::Null` when there is none, as for a 101).
+pub async fn upgrade_status(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let (status, _, body) = raw_exchange(addr, req.as_bytes()).await;
+    let v = if status == 101 || body.is_empty() {
+        Value::Null
+    } else {
+        json(&body)
+    };
+    (status, v)
+}
+
+/// A WebSocket client whose TCP source address is `src` (any 127.0.0.0/8 address is local), so a
+/// test can be a peer other than 127.0.0.1.
+pub async fn connect_from(
+    src: std::net::IpAddr,
+    to: SocketAddr,
+    path: &str,
+    headers: &[(&'static str, &str)],
+) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(src, 0)).unwrap();
+    let tcp = tokio::time::timeout(WAIT, socket.connect(to))
+        .await
+        .expect("connect timed out")
+        .unwrap();
+    let mut req = format!("ws://{to}{path}").into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(*k, v.parse().unwrap());
+    }
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(req, tcp))
+        .await
+        .expect("handshake timed out")
+        .unwrap();
+    ws
+}
