@@ -77,6 +77,10 @@ impl Server {
     pub async fn run(self, listener: TcpListener, mut signal: Signal) -> io::Result<Stopped> {
         let (shared, tls) = (self.shared, self.tls);
         let addr = listener.local_addr()?;
+        let _reload = match &shared.verifier {
+            Some(v) => Some(AbortOnDrop(reload_keys_on_sighup(Arc::clone(v))?)),
+            None => None,
+        };
         let c = &shared.config;
         log::info!(
             "tether listening on {}://{addr}{} (heartbeat interval {:?}, timeout {:?}, reap every {:?}, max {} connections)",
@@ -93,10 +97,7 @@ impl Server {
             );
         }
         let _reaper = AbortOnDrop(reaper::spawn(Arc::clone(&shared)));
-        let _reload = shared
-            .verifier
-            .as_ref()
-            .map(|v| AbortOnDrop(reload_keys_on_sighup(Arc::clone(v))));
+
         let (graceful, _) = watch::channel(false);
         let stopped = {
             let accept = accept_loop(&listener, &shared, tls.as_ref(), &graceful);
@@ -125,24 +126,19 @@ impl Server {
 }
 
 /// Re-reads the token key files on every SIGHUP, so keys rotate without a restart; a broken
-/// file is logged and the keys in force stay.
-fn reload_keys_on_sighup(verifier: Arc<Verifier>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("cannot listen for SIGHUP, token keys will not reload: {e}");
-                return;
-            }
-        };
+/// file is logged and the keys in force stay. The handler is installed before this returns, so
+/// a SIGHUP right after startup cannot fall on the default action (which ends the process).
+fn reload_keys_on_sighup(verifier: Arc<Verifier>) -> io::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
         while hup.recv().await.is_some() {
             match verifier.reload() {
                 Ok(()) => log::info!("SIGHUP: token keys reloaded"),
                 Err(e) => log::error!("SIGHUP: token keys not reloaded, the old ones stay: {e}"),
             }
         }
-    })
+    }))
 }
 
 /// Binds with a large backlog (the default 128 drops SYNs during reconnect storms).
