@@ -26,6 +26,8 @@ use crate::sockets::Sockets;
 pub struct Shared {
     /// The validated configuration.
     pub config: Config,
+    /// This node's name (`node_id`, or host name and pid).
+    pub node: Arc<str>,
     /// Token verification, when `auth = "on"`.
     pub verifier: Option<Arc<Verifier>>,
     /// The API key, from `api_key` or `api_key_file`.
@@ -95,7 +97,12 @@ impl Shared {
             engine: Arc::clone(&engine),
             history: config.history(),
         };
+        let node: Arc<str> = match &config.node_id {
+            Some(id) => Arc::from(id.as_str()),
+            None => Arc::from(default_node_id()),
+        };
         Ok(Shared {
+            node,
             config,
             verifier,
             api_key,
@@ -168,4 +175,15 @@ fn read_secret(path: &std::path::Path) -> Result<Secret, String> {
         ));
     }
     Ok(Secret(key.to_string()))
+}
+
+/// The host name and the process id, e.g. `web-3-4711`: unique among the nodes of a cluster
+/// without any configuration.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tether".into());
+    format!("{host}-{}", std::process::id())
 }

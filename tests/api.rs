@@ -389,3 +389,73 @@ async fn a_push_near_the_api_body_limit_reaches_the_client_whole() {
     assert_eq!(recv_json(&mut small).await["type"], "heartbeat_ack");
     stop(s).await;
 }
+
+#[tokio::test]
+async fn presence_says_who_is_online_here() {
+    let s = start(config(&[("node_id", "node-a")])).await;
+    let (_tab1, _) = connect(s.addr, "al%20ice").await;
+    let (_tab2, _) = connect(s.addr, "al%20ice").await;
+    let (status, _, body) = http(s.addr, "GET", "/api/v1/presence/al%20ice", &[], "").await;
+    assert_eq!(status, 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v["client_id"], "al ice");
+    assert_eq!(v["online"], true);
+    assert_eq!(v["sessions"], 2);
+    assert_eq!(v["nodes"], serde_json::json!(["node-a"]));
+    let (_, _, body) = http(s.addr, "GET", "/api/v1/presence/nobody", &[], "").await;
+    let v = json(&body);
+    assert_eq!(
+        (v["online"].clone(), v["sessions"].clone()),
+        (false.into(), 0.into())
+    );
+    assert_eq!(v["nodes"], serde_json::json!([]));
+    stop(s).await;
+}
+
+#[tokio::test]
+async fn session_listings_page_with_limit_and_after() {
+    let s = start(config(&[("node_id", "node-a")])).await;
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        clients.push(connect(s.addr, &format!("p{i}")).await.0);
+    }
+    let list = |q: String| async move {
+        let (status, _, body) = http(s.addr, "GET", &format!("/api/v1/sessions{q}"), &[], "").await;
+        (status, json(&body))
+    };
+    let (_, all) = list(String::new()).await;
+    let ids: Vec<String> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["session_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 5);
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["node"] == "node-a")
+    );
+    let (_, first) = list("?limit=2".into()).await;
+    let (_, second) = list(format!("?limit=2&after={}", ids[1])).await;
+    let (_, last) = list(format!("?limit=2&after={}", ids[3])).await;
+    let page_ids = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["session_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut walked = page_ids(&first);
+    walked.extend(page_ids(&second));
+    walked.extend(page_ids(&last));
+    assert_eq!(walked, ids, "the pages walk every session once, in order");
+    let (status, bad) = list("?limit=0".into()).await;
+    assert_eq!(status, 400);
+    assert_eq!(bad["error"]["code"], "invalid_body");
+    let (status, _) = list("?after=xyz".into()).await;
+    assert_eq!(status, 400);
+    drop(clients);
+    stop(s).await;
+}

@@ -216,6 +216,9 @@ keys! {
     #[serde_as(as = "Dur")]
     auth_leeway: Duration = DEFAULT_AUTH_LEEWAY, "DURATION",
         "Clock skew tolerated on a token's exp, nbf and iat.";
+    #[serde_as(as = "Unset")]
+    node_id: Option<String> = None, "ID",
+        "This node's name in presence, session listings and webhooks; default: host name and pid.";
     #[serde_as(as = "Scalar")]
     worker_threads: usize = 0, "N",
         "Async runtime threads; 0 = one per core.";

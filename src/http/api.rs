@@ -16,6 +16,7 @@ use percent_encoding::percent_decode_str;
 
 use super::delivery;
 use crate::error::Error;
+use crate::id::SessionId;
 use crate::protocol::{json_str, timestamp};
 use crate::query::query_param;
 use crate::reply::{Body, error_response, json};
@@ -64,6 +65,7 @@ fn endpoint_name(path: &str) -> &'static str {
         "/api/v1/publish" => "publish",
         p if p.starts_with("/api/v1/sessions") => "sessions",
         p if p.starts_with("/api/v1/history/") => "history",
+        p if p.starts_with("/api/v1/presence/") => "presence",
         _ => "other",
     }
 }
@@ -131,16 +133,41 @@ async fn dispatch(
             if method != Method::GET {
                 return Err(Error::MethodNotAllowed("GET"));
             }
-            let filter = match req.uri().query().and_then(|q| query_param(q, "client_id")) {
+            let query = req.uri().query();
+            let filter = match query.and_then(|q| query_param(q, "client_id")) {
                 Some(Ok(c)) => Some(c.into_owned()),
                 Some(Err(())) => {
                     return Err(Error::InvalidBody("client_id is not valid UTF-8".into()));
                 }
                 None => None,
             };
+            let page = Page::from_query(query)?;
             Ok(json(
                 StatusCode::OK,
-                list_sessions(shared, filter.as_deref()),
+                list_sessions(shared, filter.as_deref(), page),
+            ))
+        }
+        p if p.starts_with("/api/v1/presence/") => {
+            if method != Method::GET {
+                return Err(Error::MethodNotAllowed("GET"));
+            }
+            let raw = &p["/api/v1/presence/".len()..];
+            let client_id = percent_decode_str(raw)
+                .decode_utf8()
+                .map_err(|_| Error::InvalidBody("the client id is not valid UTF-8".into()))?;
+            let n = shared.registry.sessions_of(&client_id);
+            let nodes = if n > 0 {
+                format!("[{}]", json_str(&shared.node))
+            } else {
+                "[]".into()
+            };
+            Ok(json(
+                StatusCode::OK,
+                format!(
+                    "{{\"client_id\":{},\"online\":{},\"sessions\":{n},\"nodes\":{nodes}}}",
+                    json_str(&client_id),
+                    n > 0
+                ),
             ))
         }
         p if p.starts_with("/api/v1/sessions/") => {
@@ -186,10 +213,54 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Error> {
     })
 }
 
-fn list_sessions(shared: &Shared, client_id: Option<&str>) -> String {
+/// One page of `GET /api/v1/sessions`: at most `limit` sessions with ids after `after`.
+#[derive(Debug, Clone, Copy)]
+struct Page {
+    /// Most sessions in one answer.
+    limit: usize,
+    /// Only sessions whose id sorts after this one (the last id of the previous page).
+    after: Option<SessionId>,
+}
+
+/// Sessions in one page unless `?limit=` says otherwise.
+const PAGE_DEFAULT: usize = 1000;
+/// The largest `?limit=`.
+const PAGE_MAX: usize = 10_000;
+
+impl Page {
+    fn from_query(query: Option<&str>) -> Result<Page, Error> {
+        let limit = match query.and_then(|q| query_param(q, "limit")) {
+            None => PAGE_DEFAULT,
+            Some(Ok(v)) => match v.parse::<usize>() {
+                Ok(n) if (1..=PAGE_MAX).contains(&n) => n,
+                _ => {
+                    return Err(Error::InvalidBody(format!(
+                        "limit must be a whole number from 1 to {PAGE_MAX}"
+                    )));
+                }
+            },
+            Some(Err(())) => return Err(Error::InvalidBody("limit is not valid UTF-8".into())),
+        };
+        let after = match query.and_then(|q| query_param(q, "after")) {
+            None => None,
+            Some(Ok(v)) => Some(SessionId::parse(&v).ok_or_else(|| {
+                Error::InvalidBody("after must be a session id (16 hex digits)".into())
+            })?),
+            Some(Err(())) => return Err(Error::InvalidBody("after is not valid UTF-8".into())),
+        };
+        Ok(Page { limit, after })
+    }
+}
+
+fn list_sessions(shared: &Shared, client_id: Option<&str>, page: Page) -> String {
     let now = shared.clock.now_ms();
     let mut sessions = shared.registry.snapshot(client_id);
+    if let Some(after) = page.after {
+        sessions.retain(|h| h.id > after);
+    }
     sessions.sort_by_key(|h| h.id);
+    sessions.truncate(page.limit);
+    let node = json_str(&shared.node);
     let mut out = String::from("[");
     for (i, h) in sessions.iter().enumerate() {
         if i > 0 {
@@ -203,7 +274,7 @@ fn list_sessions(shared: &Shared, client_id: Option<&str>) -> String {
         };
         let channels: Vec<String> = h.channel_list().iter().map(|c| json_str(c)).collect();
         out.push_str(&format!(
-            "{{\"session_id\":\"{}\",\"client_id\":{},\"remote_addr\":{},\"connected_at\":\"{}\",\"last_seen_ms_ago\":{},\"channels\":[{}]}}",
+            "{{\"session_id\":\"{}\",\"client_id\":{},\"node\":{node},\"remote_addr\":{},\"connected_at\":\"{}\",\"last_seen_ms_ago\":{},\"channels\":[{}]}}",
             h.id,
             json_str(&h.client_id),
             json_str(&remote),
