@@ -1,13 +1,14 @@
-//! `tether-bench`: the load-test client of tether. Scenarios `hold`, `fanout`, `evict` and `storm`
-//! drive a running server on loopback from several worker processes (this binary re-run as the
+//! `tether-bench`: the load-test client of tether. Scenarios `hold`, `fanout`, `evict`, `storm`
+//! and `connect-load` drive a running server on loopback from several worker processes (this binary re-run as the
 //! hidden `tether-bench worker`), each with its own loopback source address, and merge their
 //! figures. It speaks only the wire protocol and the HTTP API, so it can load any build of the
 //! server, or another server that keeps the same contract.
 //!
 //! Layout: [`cli`] (the flags), [`target`] (URLs, durations), [`stats`] (histogram, loss
 //! accounting), [`proto`] (parent ↔ worker lines), [`fleet`] (worker processes, progress line),
-//! [`worker`], [`conn`] and [`raw`] (the clients), [`storm`] (its worker side), [`http`] (API
-//! client), [`sys`] (/proc), [`run`] and [`fanout`] (the scenario drivers and their reports).
+//! [`worker`], [`conn`] and [`raw`] (the clients), [`storm`] and [`probe`] (their worker sides),
+//! [`token`] (JWTs for servers with auth on), [`http`] (API client), [`sys`] (/proc), [`run`],
+//! [`fanout`] and [`connect_load`] (the scenario drivers), [`report`] (figures to JSON and text).
 
 use std::process::ExitCode;
 
@@ -15,16 +16,20 @@ use clap::Parser;
 
 mod cli;
 mod conn;
+mod connect_load;
 mod fanout;
 mod fleet;
 mod http;
+mod probe;
 mod proto;
 mod raw;
+mod report;
 mod run;
 mod stats;
 mod storm;
 mod sys;
 mod target;
+mod token;
 mod worker;
 
 use cli::{BenchArgs, Scenario};
@@ -40,9 +45,11 @@ fn main() -> ExitCode {
         Scenario::Fanout(a) => (fanout::run(a), &a.common),
         Scenario::Evict(a) => (run::evict(a), &a.common),
         Scenario::Storm(a) => (run::storm(a), &a.common),
+        Scenario::ConnectLoad(a) => (connect_load::run(a), &a.common),
     };
     match result {
-        Ok((json, summary)) => {
+        Ok((mut json, summary)) => {
+            json["tokens"] = common.token_secret.is_some().into();
             println!("{summary}");
             if let Some(path) = &common.json {
                 let text = serde_json::to_string_pretty(&json).unwrap_or_default();
