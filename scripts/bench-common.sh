@@ -3,6 +3,7 @@
 # Everything stays on loopback. Servers started here are stopped by `stop_servers` (trap it).
 
 SERVER_PIDS=()
+SECRET_FILE=""
 
 # Waits (bounded, 20 s) until GET http://127.0.0.1:$1/health answers.
 wait_health() {
@@ -53,6 +54,20 @@ stop_servers() {
   local pid
   for pid in "${SERVER_PIDS[@]}"; do stop_server "$pid"; done
   SERVER_PIDS=()
+}
+
+# new_secret: a random HS256 secret (64 base64 characters) in a fresh 0600 temp file; sets
+# SECRET_FILE, once per run. `bench_cleanup` removes it.
+new_secret() {
+  [[ -n $SECRET_FILE ]] && return 0
+  SECRET_FILE=$(mktemp "${TMPDIR:-/tmp}/tether-bench-secret.XXXXXX")
+  head -c 48 /dev/urandom | base64 -w0 >"$SECRET_FILE"
+}
+
+# Stops the servers and removes the secret (for `trap bench_cleanup EXIT`).
+bench_cleanup() {
+  stop_servers
+  if [[ -n $SECRET_FILE ]]; then rm -f "$SECRET_FILE"; fi
 }
 
 # bench NAME SCENARIO [args...]: runs `tether-bench`, JSON to $OUT/NAME.json, summary to NAME.txt.
@@ -121,6 +136,23 @@ METRICS=(
   "storm: wave 2 failed attempts|storm|.wave2.failed_attempts|0"
   "storm: wave 2 failures by kind|storm|.wave2.failures \| to_entries \| map(\"\\(.key)=\\(.value)\") \| join(\" \")|"
   "storm: all back after the drop (s)|storm|.all_back_secs|2"
+  "auth: connections established (token each)|auth|.established|0"
+  "auth: connect rate (conn/s)|auth|.connect.connect_rate|0"
+  "auth: handshake p50 (ms)|auth|.connect.handshake_ms.p50|1"
+  "auth: handshake p99 (ms)|auth|.connect.handshake_ms.p99|1"
+  "auth: failures by kind|auth|.connect.failures \| to_entries \| map(\"\\(.key)=\\(.value)\") \| join(\" \")|"
+  "auth: unexpected closes|auth|.unexpected_closes|0"
+  "auth: server RSS per connection (bytes)|auth|.server.rss_per_conn_bytes|0"
+  "connect-load: held / new per phase|connect-load|\"\\(.held) / \\(.new_clients_per_phase)\"|"
+  "connect-load: idle handshake p50 (ms)|connect-load|.idle.handshake_ms.p50|1"
+  "connect-load: idle handshake p99 (ms)|connect-load|.idle.handshake_ms.p99|1"
+  "connect-load: idle handshake max (ms)|connect-load|.idle.handshake_ms.max|1"
+  "connect-load: loaded handshake p50 (ms)|connect-load|.loaded.handshake_ms.p50|1"
+  "connect-load: loaded handshake p99 (ms)|connect-load|.loaded.handshake_ms.p99|1"
+  "connect-load: loaded handshake max (ms)|connect-load|.loaded.handshake_ms.max|1"
+  "connect-load: p99 loaded / idle|connect-load|.handshake_p99_loaded_over_idle|2"
+  "connect-load: new clients failed idle / loaded|connect-load|\"\\(.idle.failed) / \\(.loaded.failed)\"|"
+  "connect-load: broadcasts during the loaded phase|connect-load|.loaded.broadcasts_during_phase|0"
 )
 
 # metric DIR ENTRY: the formatted value of one METRICS entry from DIR's JSON files.
@@ -134,12 +166,22 @@ metric() {
   echo "$v"
 }
 
+# has_file DIR... ENTRY: whether any DIR holds the JSON file of a METRICS entry (scenarios that
+# were not run get no rows).
+has_file() {
+  local entry=${*: -1} file d
+  file=$(cut -d'|' -f2 <<<"$entry")
+  for d in "${@:1:$#-1}"; do [[ -f $d/$file.json ]] && return 0; done
+  return 1
+}
+
 # summary_md DIR: a one-column markdown table of DIR's figures.
 summary_md() {
   local dir=$1 entry
   echo "| figure | tether |"
   echo "|---|---|"
   for entry in "${METRICS[@]}"; do
+    has_file "$dir" "$entry" || continue
     echo "| ${entry%%|*} | $(metric "$dir" "$entry") |"
   done
 }
@@ -150,6 +192,7 @@ compare_md() {
   echo "| figure | tether | reference (Node ws) | tether / ref |"
   echo "|---|---|---|---|"
   for entry in "${METRICS[@]}"; do
+    has_file "$t" "$r" "$entry" || continue
     a=$(metric "$t" "$entry"); b=$(metric "$r" "$entry")
     ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a ~ /^-?[0-9.]+$/ && b ~ /^-?[0-9.]+$/ && b + 0 != 0) printf "%.2f", a / b; else print "-" }')
     echo "| ${entry%%|*} | $a | $b | $ratio |"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The standard load test of tether, on loopback only: hold, fanout, storm (19,000 connections
 # each by default) and evict (1,000 silent + 1,000 healthy clients on a server with short
-# heartbeat settings). Builds the release binaries (tether and tether-bench), starts a fresh
+# heartbeat settings); on request also auth (hold with a JWT per client against a server with
+# auth on) and connect-load (N - NEW held, then NEW new clients connected idle and again during
+# broadcasts, timing each handshake). Builds the release binaries (tether and tether-bench), starts a fresh
 # server per scenario (stopped on exit, whatever happens), and writes bench-results/<UTC
 # date-time>/ with one JSON and one text file per scenario plus summary.md.
 #
@@ -9,9 +11,13 @@
 #   HOLD=5m scripts/load-test.sh         # longer hold
 #   SOAK=1 scripts/load-test.sh          # the 10-minute soak (hold 10m)
 #   N=5000 ONLY="hold fanout" scripts/load-test.sh
+#   ONLY="auth connect-load" scripts/load-test.sh
+#   AUTH=1 ONLY=connect-load scripts/load-test.sh   # connect-load with tokens, auth on
 #
 # Environment: N (connections, 19000), HOLD (60s), SOAK (1 = 10m hold), PORT (18080),
-# ONLY (scenarios to run), OUT (results folder), PAUSE_SECS (5, between scenarios).
+# ONLY (scenarios to run: hold fanout storm evict [default], auth, connect-load), OUT (results
+# folder), PAUSE_SECS (5, between scenarios); connect-load: NEW (500), BATCH (8), BCAST_RATE (3),
+# AUTH (1 = auth on and tokens). Auth secrets are random, in a temp file removed on exit.
 # Needs: cargo, curl, jq. One process may hold at most 20,000 descriptors here: tether-bench
 # spreads its clients over worker processes and loopback source addresses by itself.
 set -euo pipefail
@@ -26,7 +32,7 @@ ONLY=${ONLY:-hold fanout storm evict}
 OUT=${OUT:-bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 URL="ws://127.0.0.1:$PORT/ws"
 mkdir -p "$OUT"
-trap stop_servers EXIT
+trap bench_cleanup EXIT
 
 cargo build --release --workspace
 # Room for N sessions plus API connections, below the 20,000-descriptor process limit.
@@ -53,6 +59,27 @@ if wants evict; then
   start_tether "$PORT" --max-connections "$MAXC" \
     --heartbeat-interval 2s --heartbeat-timeout 5s --reap-interval 1s
   bench evict evict --silent 1000 --healthy 1000 --reap-ms 1000 --url "$URL" --source "$(src 4)"
+  stop_servers; pause
+fi
+if wants auth; then
+  new_secret
+  start_tether "$PORT" --max-connections "$MAXC" --auth on --auth-hmac-secret-file "$SECRET_FILE"
+  bench auth hold -n "$N" --heartbeat 30s --hold "$HOLD" --url "$URL" --server-pid "$SERVER_PID" \
+    --source "$(src 5)" --token-secret "$SECRET_FILE"
+  stop_servers; pause
+fi
+if wants connect-load; then
+  NEW=${NEW:-500}
+  AUTH_FLAGS=() TOKEN_FLAGS=()
+  if [[ ${AUTH:-0} == 1 ]]; then
+    new_secret
+    AUTH_FLAGS=(--auth on --auth-hmac-secret-file "$SECRET_FILE")
+    TOKEN_FLAGS=(--token-secret "$SECRET_FILE")
+  fi
+  start_tether "$PORT" --max-connections "$MAXC" "${AUTH_FLAGS[@]}"
+  bench connect-load connect-load -n "$((N - NEW))" -m "$NEW" -b "${BATCH:-8}" \
+    --broadcast-rate "${BCAST_RATE:-3}" --url "$URL" --server-pid "$SERVER_PID" --source "$(src 6)" \
+    "${TOKEN_FLAGS[@]}"
   stop_servers
 fi
 
@@ -61,6 +88,9 @@ fi
   echo
   machine_md
   echo "- N=$N, hold $HOLD; evict server: heartbeat_interval 2s, heartbeat_timeout 5s, reap_interval 1s"
+  if wants connect-load; then
+    echo "- connect-load: $((N - ${NEW:-500})) held + ${NEW:-500} new per phase, batches of ${BATCH:-8}, broadcasts ${BCAST_RATE:-3}/s, auth ${AUTH:-0}"
+  fi
   echo
   summary_md "$OUT"
 } >"$OUT/summary.md"

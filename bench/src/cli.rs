@@ -31,6 +31,8 @@ pub enum Scenario {
     /// N clients with history on, pushes to each at R/s while they drop and resume at random:
     /// lost / duplicated / out of order, resume latency, server memory per connection.
     Resume(ResumeArgs),
+    /// Hold N, then connect M more in batches, idle and while broadcasting: handshake latency.
+    ConnectLoad(ConnectLoadArgs),
     /// Internal: one worker process of a scenario.
     #[command(hide = true)]
     Worker {
@@ -76,6 +78,13 @@ pub struct Common {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// HS256 secret file of a server with auth on: every client connects with `?token=<JWT>`
+    /// whose `sub` is its client id (minted up front, outside the timed connect phase).
+    #[arg(long, value_name = "FILE")]
+    pub token_secret: Option<PathBuf>,
+    /// Lifetime of the minted tokens (their `exp` is now + this).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
 }
 
 /// `tether-bench hold`.
@@ -184,6 +193,40 @@ pub struct ResumeArgs {
     pub drain_timeout: Duration,
 }
 
+/// `tether-bench connect-load`.
+#[derive(clap::Args, Debug)]
+pub struct ConnectLoadArgs {
+    /// Target, output and worker options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Connections held throughout (client ids c0..cN-1).
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub clients: u64,
+    /// New clients connected in each phase (idle, then loaded).
+    #[arg(short = 'm', long, default_value_t = 100)]
+    pub new_clients: u64,
+    /// New clients connecting at once; a batch starts when the last one has finished and
+    /// --batch-interval has passed since its start.
+    #[arg(short = 'b', long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub batch: u64,
+    /// Least time from one batch's start to the next: spreads a phase over many broadcasts.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub batch_interval: Duration,
+    /// Broadcasts per second (POST /api/v1/broadcast, to everyone) during the loaded phase.
+    #[arg(long, default_value_t = 3.0)]
+    pub broadcast_rate: f64,
+    /// Size of each broadcast's `data` in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub bytes: usize,
+    /// Broadcasting before the loaded phase starts, and the pause after closing the idle
+    /// phase's clients, so each phase meets a settled server.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub settle: Duration,
+    /// Application heartbeat period of the held clients.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +280,28 @@ mod tests {
             (e.silent, e.healthy, e.reap_ms, e.heartbeat),
             (3, 100, 100, None)
         );
+
+        let cli = Cli::try_parse_from([
+            "bench",
+            "connect-load",
+            "-n",
+            "18500",
+            "-m",
+            "500",
+            "--broadcast-rate",
+            "3",
+            "--token-secret",
+            "/tmp/s",
+        ])
+        .unwrap();
+        let Scenario::ConnectLoad(l) = cli.scenario else {
+            panic!("not connect-load")
+        };
+        assert_eq!((l.clients, l.new_clients, l.batch), (18500, 500, 8));
+        assert_eq!(l.broadcast_rate, 3.0);
+        assert_eq!(l.common.token_ttl.as_secs(), 3600);
+        assert!(l.common.token_secret.is_some());
+        assert!(Cli::try_parse_from(["bench", "connect-load", "-b", "0"]).is_err());
 
         assert!(Cli::try_parse_from(["bench", "hold", "--per-worker", "9001"]).is_err());
         assert!(Cli::try_parse_from(["bench", "hold", "--hold", "soon"]).is_err());

@@ -116,12 +116,41 @@ fn ws_config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
-/// Connects client `c<id>` and waits for its `welcome`; returns the socket, the welcome and the
-/// microseconds from TCP connect start to `welcome`.
-pub async fn open(spec: &WorkerSpec, id: u64) -> Result<(Ws, Welcome, u64), String> {
+/// When the steps of one connect completed, in µs from the start of the TCP connect.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timing {
+    /// TCP connection established (on loopback: the kernel's accept queue, not the server).
+    pub tcp_us: u64,
+    /// `101 Switching Protocols` read.
+    pub upgraded_us: u64,
+    /// `welcome` read.
+    pub welcome_us: u64,
+}
+
+/// Connects client `c<id>` (with `token`, if any) and waits for its `welcome`; returns the
+/// socket, the welcome and the microseconds from TCP connect start to `welcome`.
+pub async fn open(
+    spec: &WorkerSpec,
+    id: u64,
+    token: Option<&str>,
+) -> Result<(Ws, Welcome, u64), String> {
+    open_timed(spec, id, token)
+        .await
+        .map(|(ws, w, t)| (ws, w, t.welcome_us))
+}
+
+/// [`open`], with the time of each step.
+pub async fn open_timed(
+    spec: &WorkerSpec,
+    id: u64,
+    token: Option<&str>,
+) -> Result<(Ws, Welcome, Timing), String> {
     let t0 = Instant::now();
+    let us = |t: Instant| t.duration_since(t0).as_micros() as u64;
+    let mut timing = Timing::default();
     let attempt = async {
         let tcp = tcp(spec).await.map_err(|e| io_kind(&e))?;
+        timing.tcp_us = us(Instant::now());
         let url = format!(
             "ws://{}{}",
             spec.host,
@@ -130,12 +159,13 @@ pub async fn open(spec: &WorkerSpec, id: u64) -> Result<(Ws, Welcome, u64), Stri
                 host: spec.host.clone(),
                 path: spec.path.clone(),
             }
-            .path_for(&format!("c{id}"))
+            .path_for(&format!("c{id}"), token)
         );
         let req = url.into_client_request().map_err(|e| ws_kind(&e))?;
         let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(ws_config()))
             .await
             .map_err(|e| ws_kind(&e))?;
+        timing.upgraded_us = us(Instant::now());
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(t))) => {
@@ -154,10 +184,15 @@ pub async fn open(spec: &WorkerSpec, id: u64) -> Result<(Ws, Welcome, u64), Stri
             }
         }
     };
-    match tokio::time::timeout(Duration::from_millis(spec.connect_timeout_ms), attempt).await {
+    let result =
+        tokio::time::timeout(Duration::from_millis(spec.connect_timeout_ms), attempt).await;
+    match result {
         Err(_) => Err("timeout".into()),
         Ok(Err(e)) => Err(e),
-        Ok(Ok((ws, w))) => Ok((ws, w, t0.elapsed().as_micros() as u64)),
+        Ok(Ok((ws, w))) => {
+            timing.welcome_us = us(Instant::now());
+            Ok((ws, w, timing))
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use crate::conn::field_u64;
 use crate::fleet::Fleet;
 use crate::http::Client;
 use crate::proto::{Kind, merge_all, unix_us};
-use crate::run::{Failure, Outcome, connected, counts_line, pcts, plan};
+use crate::report::{connect_json, counts_line, pcts};
+use crate::run::{Failure, Outcome, connected, plan};
 use crate::stats::{Counts, Histogram, bump, lost};
 use crate::sys::sample;
 use crate::target::parse_url;
@@ -116,7 +117,7 @@ pub fn run(a: &FanoutArgs) -> Outcome {
         "scenario": "fanout",
         "mode": if a.push { "push" } else { "broadcast" },
         "workers": specs.len(),
-        "connect": crate::run::connect_json(&conn, a.clients),
+        "connect": connect_json(&conn, a.clients),
         "clients": a.clients,
         "established": established,
         "messages": a.messages,

@@ -198,23 +198,12 @@ impl Fleet {
     ) -> Result<Vec<Report>, String> {
         let until = Instant::now() + within;
         loop {
-            let reached = |s: &Seen| s.done.is_some() || s.phases.iter().any(|(n, _)| n == name);
-            if self.seen.iter().all(reached) {
+            if let Some(reports) = self.reports(name) {
                 self.draw(label, total);
                 self.end_line();
-                return Ok(self
-                    .seen
-                    .iter()
-                    .map(|s| {
-                        s.phases
-                            .iter()
-                            .find(|(n, _)| n == name)
-                            .map(|(_, r)| r.clone())
-                            .or_else(|| s.done.clone())
-                            .unwrap_or_default()
-                    })
-                    .collect());
+                return Ok(reports);
             }
+            let reached = |s: &Seen| s.done.is_some() || s.phases.iter().any(|(n, _)| n == name);
             if let Some(i) = self.seen.iter().position(|s| s.gone && !reached(s)) {
                 return Err(format!("worker {i} ended before `{name}`"));
             }
@@ -223,6 +212,45 @@ impl Fleet {
             }
             self.pump(Duration::from_millis(100), label, total)?;
         }
+    }
+
+    /// Every worker's report for phase `name` (a finished worker's final one), once all have
+    /// reached it; None before. Does not wait.
+    pub fn reports(&self, name: &str) -> Option<Vec<Report>> {
+        let reached = |s: &Seen| s.done.is_some() || s.phases.iter().any(|(n, _)| n == name);
+        if !self.seen.iter().all(reached) {
+            return None;
+        }
+        Some(
+            self.seen
+                .iter()
+                .map(|s| {
+                    s.phases
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, r)| r.clone())
+                        .or_else(|| s.done.clone())
+                        .unwrap_or_default()
+                })
+                .collect(),
+        )
+    }
+
+    /// Takes the events already waiting, without blocking or drawing: keeps a fleet that is
+    /// not being watched current, and surfaces its fatal errors.
+    pub fn drain(&mut self) -> Result<(), String> {
+        // Bounded: workers write about five lines a second each, far fewer than this.
+        for _ in 0..10_000 {
+            match self.rx.try_recv() {
+                Ok((i, Some(ev))) => self.take(i, ev)?,
+                Ok((i, None)) => self.seen[i].gone = true,
+                Err(_) => break,
+            }
+        }
+        if let Some(i) = self.seen.iter().position(|s| s.gone && s.done.is_none()) {
+            return Err(format!("worker {i} ended early"));
+        }
+        Ok(())
     }
 
     /// Collects every worker's final report, up to `within`; with `stop`, tells them to stop

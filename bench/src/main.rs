@@ -1,13 +1,15 @@
-//! `tether-bench`: the load-test client of tether. Scenarios `hold`, `fanout`, `evict`, `storm` and `resume`
-//! drive a running server on loopback from several worker processes (this binary re-run as the
+//! `tether-bench`: the load-test client of tether. Scenarios `hold`, `fanout`, `evict`, `storm`,
+//! `connect-load` and `resume` drive a running server on loopback from several worker processes (this binary re-run as the
 //! hidden `tether-bench worker`), each with its own loopback source address, and merge their
 //! figures. It speaks only the wire protocol and the HTTP API, so it can load any build of the
 //! server, or another server that keeps the same contract.
 //!
 //! Layout: [`cli`] (the flags), [`target`] (URLs, durations), [`stats`] (histogram, loss
 //! accounting), [`proto`] (parent ↔ worker lines), [`fleet`] (worker processes, progress line),
-//! [`worker`], [`conn`] and [`raw`] (the clients), [`storm`] (its worker side), [`resume`] (in-process), [`http`] (API
-//! client), [`sys`] (/proc), [`run`] and [`fanout`] (the scenario drivers and their reports).
+//! [`worker`], [`conn`] and [`raw`] (the clients), [`storm`] and [`probe`] (their worker sides),
+//! [`resume`] (in-process), [`token`] (JWTs for servers with auth on), [`http`] (API client),
+//! [`sys`] (/proc), [`run`], [`fanout`] and [`connect_load`] (the scenario drivers), [`report`]
+//! (figures to JSON and text).
 
 use std::process::ExitCode;
 
@@ -15,17 +17,21 @@ use clap::Parser;
 
 mod cli;
 mod conn;
+mod connect_load;
 mod fanout;
 mod fleet;
 mod http;
+mod probe;
 mod proto;
 mod raw;
+mod report;
 mod resume;
 mod run;
 mod stats;
 mod storm;
 mod sys;
 mod target;
+mod token;
 mod worker;
 
 use cli::{BenchArgs, Scenario};
@@ -42,9 +48,11 @@ fn main() -> ExitCode {
         Scenario::Evict(a) => (run::evict(a), &a.common),
         Scenario::Storm(a) => (run::storm(a), &a.common),
         Scenario::Resume(a) => (resume::run(a), &a.common),
+        Scenario::ConnectLoad(a) => (connect_load::run(a), &a.common),
     };
     match result {
-        Ok((json, summary)) => {
+        Ok((mut json, summary)) => {
+            json["tokens"] = common.token_secret.is_some().into();
             println!("{summary}");
             if let Some(path) = &common.json {
                 let text = serde_json::to_string_pretty(&json).unwrap_or_default();

@@ -3,6 +3,7 @@
 //! each worker answers with [`Event`] JSON lines on stdout.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,8 @@ pub enum Kind {
     Evict,
     /// Connect, drop all, reconnect all.
     Storm,
+    /// Connect-load: new clients in paced batches, one phase per `go`.
+    Probe,
 }
 
 /// One worker's share of the load.
@@ -57,6 +60,16 @@ pub struct WorkerSpec {
     pub max_wait_ms: u64,
     /// Evict: the server's reap interval, for flagging late evictions.
     pub reap_ms: u64,
+    /// HS256 secret file: mint a token per client (the path, so the secret stays out of `ps`).
+    pub token_secret: Option<PathBuf>,
+    /// Lifetime of minted tokens, seconds.
+    pub token_ttl_secs: u64,
+    /// Probe: new clients per phase (`clients` holds both phases).
+    pub per_phase: u64,
+    /// Probe: clients connecting at once.
+    pub batch: u64,
+    /// Probe: least time between batch starts, ms.
+    pub batch_interval_ms: u64,
 }
 
 /// A line from a worker.
@@ -103,6 +116,10 @@ pub struct Report {
     pub gave_up: u64,
     /// TCP connect start to `welcome` received.
     pub handshake_us: Histogram,
+    /// Probe: TCP connect start to connected.
+    pub tcp_us: Histogram,
+    /// Probe: TCP connect start to `101` read.
+    pub upgrade_us: Histogram,
     /// First connection attempt.
     pub start_us: u64,
     /// Last `welcome` received.
@@ -166,6 +183,8 @@ impl Report {
         add_counts(&mut self.failures, &o.failures);
         self.gave_up += o.gave_up;
         self.handshake_us.merge(&o.handshake_us);
+        self.tcp_us.merge(&o.tcp_us);
+        self.upgrade_us.merge(&o.upgrade_us);
         self.start_us = min_set(self.start_us, o.start_us);
         self.end_us = self.end_us.max(o.end_us);
         add_counts(&mut self.unexpected_closes, &o.unexpected_closes);

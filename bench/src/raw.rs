@@ -105,9 +105,13 @@ pub struct Silent {
 }
 
 impl Silent {
-    /// Connects `c<id>`, upgrades, and reads the `welcome`; returns the client, the welcome and
-    /// the microseconds from connect start to welcome.
-    pub async fn open(spec: &WorkerSpec, id: u64) -> Result<(Silent, Welcome, u64), String> {
+    /// Connects `c<id>` (with `token`, if any), upgrades, and reads the `welcome`; returns the
+    /// client, the welcome and the microseconds from connect start to welcome.
+    pub async fn open(
+        spec: &WorkerSpec,
+        id: u64,
+        token: Option<&str>,
+    ) -> Result<(Silent, Welcome, u64), String> {
         let t0 = Instant::now();
         let ep = Endpoint {
             addr: spec.addr,
@@ -119,7 +123,7 @@ impl Silent {
             let req = format!(
                 "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                ep.path_for(&format!("c{id}")),
+                ep.path_for(&format!("c{id}"), token),
                 spec.host
             );
             stream

@@ -24,7 +24,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::cli::ResumeArgs;
 use crate::conn::field_u64;
 use crate::http::Client;
-use crate::run::{Failure, Outcome, pcts};
+use crate::report::pcts;
+use crate::run::{Failure, Outcome};
 use crate::stats::Histogram;
 use crate::sys::sample;
 use crate::target::{Endpoint, parse_url, source_ip};
@@ -71,7 +72,7 @@ async fn open(ctx: &Ctx, i: u64, since: Option<&str>) -> Result<(Ws, Value, u64)
         sock.bind(SocketAddr::new(ip.into(), 0))
             .map_err(|e| e.to_string())?;
         let tcp = sock.connect(ctx.ws.addr).await.map_err(|e| e.to_string())?;
-        let mut path = ctx.ws.path_for(&format!("{}{i}", ctx.prefix));
+        let mut path = ctx.ws.path_for(&format!("{}{i}", ctx.prefix), None);
         if let Some(since) = since {
             path.push_str(&format!("&since={since}"));
         }
@@ -207,7 +208,7 @@ pub fn run(a: &ResumeArgs) -> Outcome {
         Some(u) => parse_url(u, "http").map_err(Failure::Usage)?,
         None => ws.api_base(),
     };
-    crate::worker::raise_fd_limit();
+    crate::sys::raise_fd_limit();
     let ctx = Arc::new(Ctx {
         ws,
         source: c.source,

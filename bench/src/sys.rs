@@ -1,4 +1,5 @@
-//! Server process figures from /proc (Linux): resident memory and CPU time, given its pid.
+//! Process figures from /proc (Linux): a server's resident memory and CPU time given its pid; and
+//! the descriptor limit of this process.
 
 /// Resident set size in KiB (`VmRSS` of /proc/PID/status).
 pub fn rss_kib(pid: u32) -> Option<u64> {
@@ -52,6 +53,21 @@ pub fn sample(pid: Option<u32>) -> Sample {
         rss_kib: rss_kib(p),
         cpu_secs: cpu_secs(p),
     })
+}
+
+/// Raises the soft descriptor limit to the hard one (best effort).
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write only the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,10 +17,14 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The path with `client_id=<id>` added to its query.
-    pub fn path_for(&self, id: &str) -> String {
+    /// The path with `client_id=<id>` and, when given, `token=<jwt>` added to its query.
+    pub fn path_for(&self, id: &str, token: Option<&str>) -> String {
         let sep = if self.path.contains('?') { '&' } else { '?' };
-        format!("{}{sep}client_id={id}", self.path)
+        match token {
+            // A JWT is base64url parts joined by dots: nothing in it needs percent-encoding.
+            Some(t) => format!("{}{sep}client_id={id}&token={t}", self.path),
+            None => format!("{}{sep}client_id={id}", self.path),
+        }
     }
 
     /// The HTTP API base derived from a WebSocket endpoint: same host and port, root path.
@@ -111,10 +115,14 @@ mod tests {
         let e = parse_url("ws://127.0.0.1:8080/ws", "ws").unwrap();
         assert_eq!(e.addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(e.host, "127.0.0.1:8080");
-        assert_eq!(e.path_for("c7"), "/ws?client_id=c7");
+        assert_eq!(e.path_for("c7", None), "/ws?client_id=c7");
+        assert_eq!(
+            e.path_for("c7", Some("a.b.c")),
+            "/ws?client_id=c7&token=a.b.c"
+        );
         let e = parse_url("ws://localhost/ws?x=1", "ws").unwrap();
         assert_eq!(e.addr, "127.0.0.1:80".parse().unwrap());
-        assert_eq!(e.path_for("c1"), "/ws?x=1&client_id=c1");
+        assert_eq!(e.path_for("c1", None), "/ws?x=1&client_id=c1");
         assert_eq!(e.api_base().path, "");
         assert_eq!(parse_url("ws://127.9.9.9:1", "ws").unwrap().path, "/");
     }

@@ -26,21 +26,6 @@ pub(crate) fn emit(ev: &Event) {
     }
 }
 
-/// Raises the soft descriptor limit to the hard one (best effort).
-pub(crate) fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write only the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 /// Entry point of a worker process.
 pub fn run(spec: &str) -> ExitCode {
     let spec: WorkerSpec = match serde_json::from_str(spec) {
@@ -52,7 +37,20 @@ pub fn run(spec: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    raise_fd_limit();
+    crate::sys::raise_fd_limit();
+    // Minted before the runtime starts, so no connect attempt waits behind HMAC work.
+    let tokens = match crate::token::tokens_for(
+        spec.token_secret.as_deref(),
+        spec.first,
+        spec.clients,
+        spec.token_ttl_secs,
+    ) {
+        Ok(t) => t,
+        Err(message) => {
+            emit(&Event::Fatal { message });
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -65,7 +63,7 @@ pub fn run(spec: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut report = rt.block_on(work(Arc::new(spec)));
+    let mut report = rt.block_on(work(Arc::new(spec), tokens));
     report.cpu_secs = crate::sys::cpu_secs(std::process::id()).unwrap_or(0.0);
     emit(&Event::Done {
         report: Box::new(report),
@@ -103,9 +101,19 @@ pub(super) struct Ctx {
     waves: [Mutex<Report>; 2],
     /// Limits handshakes in flight.
     sem: Semaphore,
+    /// Token of client `first + i` at `i`; empty without a token secret.
+    tokens: Vec<String>,
 }
 
 impl Ctx {
+    /// The token of client `c<id>`, if tokens are in use.
+    pub(crate) fn token(&self, id: u64) -> Option<&str> {
+        let i = id.checked_sub(self.spec.first)?;
+        self.tokens
+            .get(usize::try_from(i).ok()?)
+            .map(String::as_str)
+    }
+
     /// Connect figures of wave `i`.
     pub(crate) fn wave(&self, i: usize) -> std::sync::MutexGuard<'_, Report> {
         self.waves[i].lock().unwrap_or_else(|p| p.into_inner())
@@ -138,7 +146,7 @@ pub(super) async fn connect(
         WorkerSpec::clone(&ctx.spec)
     };
     loop {
-        match open(&spec, id).await {
+        match open(&spec, id, ctx.token(id)).await {
             Ok((ws, welcome, us)) => {
                 let mut r = ctx.wave(w);
                 r.established += 1;
@@ -179,13 +187,14 @@ pub(super) async fn all_resolved(rx: &mut mpsc::Receiver<()>, n: u64) {
     }
 }
 
-async fn work(spec: Arc<WorkerSpec>) -> Report {
+async fn work(spec: Arc<WorkerSpec>, tokens: Vec<String>) -> Report {
     let mut cmds = commands();
     let ctx = Arc::new(Ctx {
         sem: Semaphore::new(spec.concurrency.max(1) as usize),
         spec: Arc::clone(&spec),
         shared: Shared::default(),
         waves: Default::default(),
+        tokens,
     });
     let ticker = {
         let ctx = Arc::clone(&ctx);
@@ -204,6 +213,7 @@ async fn work(spec: Arc<WorkerSpec>) -> Report {
     let report = match spec.kind {
         Kind::Hold | Kind::Fanout | Kind::Evict => steady(&ctx, &mut cmds).await,
         Kind::Storm => crate::storm::storm(&ctx, &mut cmds).await,
+        Kind::Probe => crate::probe::probe(&ctx, &mut cmds).await,
     };
     ticker.abort();
     report
@@ -239,7 +249,7 @@ async fn steady(ctx: &Arc<Ctx>, cmds: &mut mpsc::Receiver<String>) -> Report {
             if i < ctx.spec.silent {
                 let opened = {
                     let _permit = ctx.sem.acquire().await;
-                    Silent::open(&ctx.spec, id).await
+                    Silent::open(&ctx.spec, id, ctx.token(id)).await
                 };
                 let (mut s, welcome, us) = match opened {
                     Ok(x) => x,

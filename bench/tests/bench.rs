@@ -1,4 +1,4 @@
-//! End to end: the real `tether-bench` binary (hold, fanout, evict) against an in-process server
+//! End to end: the real `tether-bench` binary (hold, fanout, evict, connect-load, tokens) against an in-process server
 //! on 127.0.0.1:0, asserting on its `--json` output. Figures are not asserted (the machine is
 //! shared and noisy), only correctness: everyone connected, nothing lost, every silent client
 //! evicted and no healthy one closed.
@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, start, stop};
+use common::{TempDir, config, start, stop};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -125,5 +125,90 @@ async fn evict_silent_clients_only() {
     assert_eq!(ev["not_evicted"], 0, "{ev}");
     assert_eq!(ev["early"], 0, "{ev}");
     assert_eq!(ev["healthy_wrongly_closed"], 0, "{ev}");
+    stop(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_connect_load_on_an_auth_server() {
+    let dir = TempDir::new("bench-auth");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "bench-secret-of-at-least-32-bytes-0123456789\n").unwrap();
+    let secret = secret.to_string_lossy().to_string();
+    let s = start(config(&[
+        ("auth", "on"),
+        ("auth_hmac_secret_file", &secret),
+    ]))
+    .await;
+
+    let hold = bench(
+        s.addr,
+        "hold-tokens",
+        &[
+            "hold",
+            "-n",
+            "10",
+            "--hold",
+            "500ms",
+            "--workers",
+            "2",
+            "--token-secret",
+            &secret,
+        ],
+    )
+    .await;
+    assert_eq!(hold["established"], 10, "{hold}");
+    assert_eq!(hold["tokens"], true, "{hold}");
+    assert_eq!(hold["unexpected_closes"], 0, "{hold}");
+
+    let refused = bench(
+        s.addr,
+        "hold-no-token",
+        &["hold", "-n", "2", "--hold", "0s", "--connect-timeout", "2s"],
+    )
+    .await;
+    assert_eq!(refused["established"], 0, "{refused}");
+    assert_eq!(refused["connect"]["failures"]["http_401"], 2, "{refused}");
+
+    let load = bench(
+        s.addr,
+        "connect-load",
+        &[
+            "connect-load",
+            "-n",
+            "10",
+            "-m",
+            "6",
+            "-b",
+            "4",
+            "--batch-interval",
+            "50ms",
+            "--broadcast-rate",
+            "20",
+            "--settle",
+            "200ms",
+            "--token-secret",
+            &secret,
+        ],
+    )
+    .await;
+    assert_eq!(load["held"], 10, "{load}");
+    for phase in ["idle", "loaded"] {
+        assert_eq!(load[phase]["established"], 6, "{load}");
+        assert_eq!(load[phase]["handshake_ms"]["count"], 6, "{load}");
+        assert_eq!(load[phase]["upgrade_ms"]["count"], 6, "{load}");
+    }
+    assert!(
+        load["handshake_p99_loaded_over_idle"].as_f64().unwrap() > 0.0,
+        "{load}"
+    );
+    let bc = &load["broadcast"];
+    assert!(bc["sent_ok"].as_u64().unwrap() >= 4, "{load}");
+    assert!(bc["held_received"].as_u64().unwrap() >= 40, "{load}");
+    assert_eq!(load["unexpected_closes"], 0, "{load}");
+    assert_eq!(
+        load["new_clients_closed_early"],
+        serde_json::json!({}),
+        "{load}"
+    );
     stop(s).await;
 }
