@@ -57,6 +57,7 @@ mod socket;
 mod sockets;
 mod state;
 mod tls;
+mod webhooks;
 
 pub use config::Config;
 pub use drain::Stopped;

@@ -284,6 +284,46 @@ pub fn render_engine(o: &mut String, s: &crate::engine::EngineStats) {
     );
 }
 
+/// The webhook side's share of `/metrics`.
+pub fn render_webhooks(o: &mut String, s: &crate::webhooks::Stats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    counter(
+        o,
+        "tether_webhook_events_total",
+        "Webhook events queued.",
+        s.queued.load(Relaxed),
+    );
+    counter(
+        o,
+        "tether_webhook_delivered_total",
+        "Webhook events the receiver accepted (2xx).",
+        s.delivered.load(Relaxed),
+    );
+    counter(
+        o,
+        "tether_webhook_failed_attempts_total",
+        "Webhook attempts that failed (error, timeout or non-2xx).",
+        s.failed_attempts.load(Relaxed),
+    );
+    family(
+        o,
+        "tether_webhook_dropped_total",
+        "Webhook events dropped: queue full, or retried past webhook_retry_for.",
+        &["reason"],
+        [
+            (vec!["queue_full".to_string()], s.dropped_full.load(Relaxed)),
+            (vec!["expired".to_string()], s.dropped_expired.load(Relaxed)),
+        ]
+        .into_iter(),
+    );
+    gauge(
+        o,
+        "tether_webhook_pending",
+        "Webhook events queued and not yet delivered or dropped.",
+        s.pending(),
+    );
+}
+
 fn gauge(o: &mut String, name: &str, help: &str, v: u64) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
 }

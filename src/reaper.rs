@@ -125,6 +125,9 @@ pub fn spawn(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
                 lifetime_ms: lifetime.map(|d| d.as_millis() as u64),
             };
             reap(&sessions, &shared.metrics, &rules);
+            if let Some(w) = &shared.webhooks {
+                w.tick(reg, std::time::Instant::now());
+            }
             if now >= next_ping {
                 for h in &sessions {
                     h.request_ping();

@@ -34,6 +34,8 @@ pub const BACKLOG: u32 = 4096;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after an accept error that is neither about one connection nor about descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest a stopping server waits for queued webhook events to be sent.
+const WEBHOOK_FLUSH: Duration = Duration::from_secs(2);
 /// After a forced stop, the longest `run` waits for sessions to let go of their sockets.
 const ABANDON_WAIT: Duration = Duration::from_millis(500);
 /// Pause after shedding a connection for want of descriptors.
@@ -97,6 +99,9 @@ impl Server {
             );
         }
         let _reaper = AbortOnDrop(reaper::spawn(Arc::clone(&shared)));
+        if let Some(w) = &shared.webhooks {
+            w.run();
+        }
 
         let (graceful, _) = watch::channel(false);
         let stopped = {
@@ -120,6 +125,10 @@ impl Server {
         // Plain HTTP keep-alive connections get a bounded moment to finish their request.
         let _ = graceful.send(true);
         let _ = tokio::time::timeout(CLOSE_GRACE, graceful.closed()).await;
+        if let Some(w) = &shared.webhooks {
+            // The disconnects of the drain are events too: give them a bounded moment.
+            w.flush(WEBHOOK_FLUSH).await;
+        }
         log::info!("shutdown complete ({stopped:?})");
         Ok(stopped)
     }

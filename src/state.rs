@@ -21,6 +21,7 @@ use crate::outbox::QueueLimits;
 use crate::protocol::close;
 use crate::registry::Registry;
 use crate::sockets::Sockets;
+use crate::webhooks::Webhooks;
 
 /// The server-wide state, one `Arc` of which every connection holds.
 pub struct Shared {
@@ -32,6 +33,8 @@ pub struct Shared {
     pub verifier: Option<Arc<Verifier>>,
     /// The API key, from `api_key` or `api_key_file`.
     pub api_key: Option<Secret>,
+    /// The webhook dispatcher, when `webhook_url` is set.
+    pub webhooks: Option<Arc<Webhooks>>,
     /// Who is connected here.
     pub registry: Arc<Registry>,
     /// What outlives a session: stream seqs, history, idempotency keys (the memory engine).
@@ -101,7 +104,9 @@ impl Shared {
             Some(id) => Arc::from(id.as_str()),
             None => Arc::from(default_node_id()),
         };
+        let webhooks = Webhooks::new(&config, Arc::clone(&node))?;
         Ok(Shared {
+            webhooks,
             node,
             config,
             verifier,

@@ -45,6 +45,10 @@ pub const DEFAULT_CLIENT_MESSAGE_RATE: u32 = 100;
 pub const DEFAULT_SEND_QUEUE_BYTES: usize = 1024 * 1024;
 /// Default time over which `restart` mode spreads its 1012 closes.
 pub const DEFAULT_MIGRATE_WINDOW: Duration = Duration::from_secs(10);
+/// Default time a webhook event is retried.
+pub const DEFAULT_WEBHOOK_RETRY_FOR: Duration = Duration::from_secs(300);
+/// Default time a client id may be gone before `offline`.
+pub const DEFAULT_OFFLINE_GRACE: Duration = Duration::from_secs(5);
 /// Default clock skew tolerated on token times.
 pub const DEFAULT_AUTH_LEEWAY: Duration = Duration::from_secs(5);
 /// Default `history_ttl`: how long a stored message stays replayable.
@@ -219,6 +223,18 @@ keys! {
     #[serde_as(as = "Unset")]
     node_id: Option<String> = None, "ID",
         "This node's name in presence, session listings and webhooks; default: host name and pid.";
+    #[serde_as(as = "Unset")]
+    webhook_url: Option<String> = None, "URL",
+        "When set, connect / disconnect / online / offline events are POSTed here as JSON.";
+    #[serde_as(as = "Unset")]
+    webhook_secret: Option<Secret> = None, "SECRET",
+        "Key of the X-Tether-Signature HMAC-SHA256 that signs each webhook body.";
+    #[serde_as(as = "Dur")]
+    webhook_retry_for: Duration = DEFAULT_WEBHOOK_RETRY_FOR, "DURATION",
+        "How long a webhook event is retried (with backoff) before it is dropped and counted.";
+    #[serde_as(as = "Dur")]
+    offline_grace: Duration = DEFAULT_OFFLINE_GRACE, "DURATION",
+        "How long a client id may be gone before its `offline` webhook fires.";
     #[serde_as(as = "Scalar")]
     worker_threads: usize = 0, "N",
         "Async runtime threads; 0 = one per core.";

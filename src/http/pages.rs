@@ -37,6 +37,9 @@ pub fn metrics(shared: &Shared) -> Response<Body> {
         .metrics
         .render(shared.registry.len(), shared.is_draining());
     crate::metrics::render_engine(&mut text, &shared.engine.stats());
+    if let Some(w) = &shared.webhooks {
+        crate::metrics::render_webhooks(&mut text, &w.stats);
+    }
     with_body(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",

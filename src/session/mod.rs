@@ -98,6 +98,10 @@ impl Drop for Guard {
         shared.admissions.release(self.outbox.remote().ip());
         shared.sockets.release_session();
         shared.metrics.closed(self.code);
+        if let Some(w) = &shared.webhooks {
+            let remaining = shared.registry.sessions_of(&self.outbox.client_id);
+            w.disconnected(&self.outbox, self.code, remaining);
+        }
         let s = Session {
             outbox: &self.outbox,
             registry: &shared.registry,
@@ -168,6 +172,9 @@ pub async fn prepare(
         shared.registry.insert(Arc::clone(outbox));
     }
     shared.metrics.accepted();
+    if let Some(w) = &shared.webhooks {
+        w.connected(outbox);
+    }
     log::debug!(
         "session {id} client {} peer {remote}: open",
         outbox.client_id

@@ -1,0 +1,236 @@
+//! Webhooks (PROTOCOL §10): `connect`, `disconnect`, `online` and `offline` events POSTed as
+//! JSON to `webhook_url`, signed with `webhook_secret`, at least once, in order per client id.
+//!
+//! Events go into a few bounded lanes (a client id always to the same lane, so its events keep
+//! their order); each lane's task sends one event at a time and retries it with backoff for up
+//! to `webhook_retry_for`. A full lane drops the event and counts it: the connection path never
+//! waits for the receiver. `offline` fires once a client id's last session ended and it has not
+//! come back within `offline_grace`; the reaper, which owns time, checks that.
+
+mod send;
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::outbox::Outbox;
+use crate::protocol::{json_str, timestamp};
+use crate::registry::Registry;
+use crate::shutdown::AbortOnDrop;
+
+pub use send::Sender;
+
+/// Lanes events are spread over; one client id's events always share a lane.
+const LANES: usize = 4;
+/// Events waiting over all lanes before new ones are dropped.
+pub const QUEUE: usize = 16_384;
+
+/// Counters of the webhook side, for `/metrics`.
+#[derive(Default)]
+pub struct Stats {
+    /// Events accepted into a lane.
+    pub queued: AtomicU64,
+    /// Events the receiver answered with 2xx.
+    pub delivered: AtomicU64,
+    /// Attempts that failed (error, timeout, non-2xx) and were retried or given up.
+    pub failed_attempts: AtomicU64,
+    /// Events dropped because their lane was full.
+    pub dropped_full: AtomicU64,
+    /// Events given up after `webhook_retry_for`.
+    pub dropped_expired: AtomicU64,
+}
+
+impl Stats {
+    /// Events accepted and not yet delivered or dropped.
+    pub fn pending(&self) -> u64 {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        l(&self.queued).saturating_sub(l(&self.delivered) + l(&self.dropped_expired))
+    }
+}
+
+/// One event, encoded once.
+pub struct Event {
+    /// The JSON body.
+    pub body: Bytes,
+}
+
+/// Which client ids are online here, and which are waiting out `offline_grace`.
+#[derive(Default)]
+struct Presence {
+    /// Client ids with a session, or gone for less than the grace.
+    online: HashSet<Arc<str>>,
+    /// Client ids whose last session ended, with when their `offline` is due.
+    leaving: HashMap<Arc<str>, Instant>,
+}
+
+/// The webhook dispatcher.
+pub struct Webhooks {
+    /// Each lane's queue.
+    lanes: Vec<mpsc::Sender<Event>>,
+    /// Picks a client id's lane.
+    hasher: RandomState,
+    /// Online tracking for `online` / `offline`.
+    presence: Mutex<Presence>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// This node's name, in every event.
+    node: Arc<str>,
+    /// `offline_grace`.
+    grace: Duration,
+    /// Each lane's receiving end until [`Webhooks::run`] starts its task.
+    waiting: Mutex<Vec<mpsc::Receiver<Event>>>,
+    /// Posts the events.
+    sender: Arc<Sender>,
+    /// The lanes' tasks, stopped with the server.
+    tasks: Mutex<Vec<AbortOnDrop>>,
+}
+
+impl Webhooks {
+    /// A dispatcher for `webhook_url`, `None` when webhooks are off; events queue until
+    /// [`Webhooks::run`] starts the lanes. Errors name the key.
+    pub fn new(config: &Config, node: Arc<str>) -> Result<Option<Arc<Webhooks>>, String> {
+        let Some(url) = &config.webhook_url else {
+            return Ok(None);
+        };
+        let sender = Arc::new(Sender::new(
+            url,
+            config.webhook_secret.clone(),
+            config.webhook_retry_for,
+        )?);
+        let stats = Arc::new(Stats::default());
+        let (lanes, waiting) = (0..LANES).map(|_| mpsc::channel(QUEUE / LANES)).unzip();
+        Ok(Some(Arc::new(Webhooks {
+            lanes,
+            hasher: RandomState::new(),
+            presence: Mutex::new(Presence::default()),
+            stats,
+            node,
+            grace: config.offline_grace,
+            waiting: Mutex::new(waiting),
+            sender,
+            tasks: Mutex::new(Vec::new()),
+        })))
+    }
+
+    /// Starts the lanes' tasks (once; the server's run calls it).
+    pub fn run(&self) {
+        let waiting = std::mem::take(&mut *self.waiting.lock());
+        let mut tasks = self.tasks.lock();
+        for rx in waiting {
+            let task = send::lane(rx, Arc::clone(&self.sender), Arc::clone(&self.stats));
+            tasks.push(AbortOnDrop(tokio::spawn(task)));
+        }
+    }
+
+    /// A session opened: `connect`, and `online` when it is the client id's first.
+    pub fn connected(&self, outbox: &Outbox) {
+        self.emit("connect", &outbox.client_id, Some(outbox), None);
+        let first = {
+            let mut p = self.presence.lock();
+            // Back within the grace: no `offline` was sent, so no `online` either.
+            let returning = p.leaving.remove(&outbox.client_id).is_some();
+            !returning && p.online.insert(Arc::clone(&outbox.client_id))
+        };
+        if first {
+            self.emit("online", &outbox.client_id, None, None);
+        }
+    }
+
+    /// A session ended with `code`; `remaining` is how many sessions its client id still has.
+    pub fn disconnected(&self, outbox: &Outbox, code: u16, remaining: usize) {
+        self.emit("disconnect", &outbox.client_id, Some(outbox), Some(code));
+        if remaining == 0 {
+            let due = Instant::now() + self.grace;
+            self.presence
+                .lock()
+                .leaving
+                .insert(Arc::clone(&outbox.client_id), due);
+        }
+    }
+
+    /// Sends `offline` for every client id whose grace is over and that has not come back; the
+    /// reaper calls it on every tick.
+    pub fn tick(&self, registry: &Registry, now: Instant) {
+        let due: Vec<Arc<str>> = {
+            let mut p = self.presence.lock();
+            let due: Vec<Arc<str>> = p
+                .leaving
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(c, _)| Arc::clone(c))
+                .collect();
+            for c in &due {
+                p.leaving.remove(c);
+                // A session that raced in between counted on `online` staying.
+                if registry.sessions_of(c) == 0 {
+                    p.online.remove(c);
+                }
+            }
+            due
+        };
+        for c in due {
+            if registry.sessions_of(&c) == 0 {
+                self.emit("offline", &c, None, None);
+            }
+        }
+    }
+
+    /// Waits, at most `bound`, for the lanes to send what they hold; then stops them.
+    pub async fn flush(&self, bound: Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        while self.stats.pending() > 0 && tokio::time::Instant::now() < deadline {
+            // Polling a counter here is the shutdown path only, once per server life.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.tasks.lock().clear();
+    }
+
+    fn emit(&self, event: &str, client_id: &Arc<str>, session: Option<&Outbox>, code: Option<u16>) {
+        let body = Bytes::from(self.encode(event, client_id, session, code));
+        let lane = (self.hasher.hash_one(&**client_id) as usize) % self.lanes.len();
+        match self.lanes[lane].try_send(Event { body }) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
+                log::warn!("webhook queue full: {event} event for {client_id} dropped");
+            }
+        }
+    }
+
+    fn encode(
+        &self,
+        event: &str,
+        client_id: &str,
+        session: Option<&Outbox>,
+        code: Option<u16>,
+    ) -> String {
+        let mut out = format!(
+            "{{\"event\":{},\"timestamp\":\"{}\",\"node\":{},\"client_id\":{}",
+            json_str(event),
+            timestamp(SystemTime::now()),
+            json_str(&self.node),
+            json_str(client_id)
+        );
+        if let Some(s) = session {
+            out.push_str(&format!(",\"session_id\":\"{}\"", s.id));
+        }
+        if let Some(code) = code {
+            let reason = crate::outbox::CloseRequest { code }.reason();
+            out.push_str(&format!(
+                ",\"close_code\":{code},\"reason\":{}",
+                json_str(reason)
+            ));
+        }
+        out.push('}');
+        out
+    }
+}

@@ -1,0 +1,153 @@
+//! Sending one lane's events: an HTTP client with timeouts (hyper's, with rustls for https),
+//! the `X-Tether-Signature` HMAC, and retries with backoff.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
+use http_body_util::Full;
+use hyper::{Method, Request, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use sha2::Sha256;
+use tokio::sync::mpsc;
+
+use super::{Event, Stats};
+use crate::config::Secret;
+
+/// Longest one attempt may take, connect included.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// First pause after a failed attempt; it doubles up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest pause between attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Posts events to the webhook URL.
+pub struct Sender {
+    /// Keep-alive client for http and https.
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `webhook_url`.
+    url: Uri,
+    /// `webhook_secret`, for the signature.
+    secret: Option<Secret>,
+    /// `webhook_retry_for`.
+    retry_for: Duration,
+}
+
+impl Sender {
+    /// A sender for `url`; errors name `webhook_url`.
+    pub fn new(url: &str, secret: Option<Secret>, retry_for: Duration) -> Result<Sender, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("webhook_url: `{url}` is not a URL: {e}"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(format!(
+                "webhook_url: `{url}` must be an http:// or https:// URL"
+            ));
+        }
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(provider)
+            .map_err(|e| format!("webhook_url: TLS setup failed: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Sender {
+            client: Client::builder(TokioExecutor::new()).build(tls),
+            url: uri,
+            secret,
+            retry_for,
+        })
+    }
+
+    /// `sha256=<hex HMAC-SHA256 of body>` with the secret.
+    pub fn signature(secret: &Secret, body: &[u8]) -> Option<String> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.0.as_bytes()).ok()?;
+        mac.update(body);
+        let digest = mac.finalize().into_bytes();
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Some(format!("sha256={hex}"))
+    }
+
+    /// One attempt; Ok only for a 2xx answer.
+    async fn attempt(&self, body: &Bytes) -> Result<(), String> {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(self.url.clone())
+            .header("content-type", "application/json")
+            .header("user-agent", concat!("tether/", env!("CARGO_PKG_VERSION")));
+        if let Some(sig) = self.secret.as_ref().and_then(|s| Self::signature(s, body)) {
+            req = req.header("x-tether-signature", sig);
+        }
+        let req = req
+            .body(Full::new(body.clone()))
+            .map_err(|e| format!("request: {e}"))?;
+        let res = tokio::time::timeout(ATTEMPT_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|_| format!("no answer within {ATTEMPT_TIMEOUT:?}"))?
+            .map_err(|e| e.to_string())?;
+        if res.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("answered {}", res.status()))
+        }
+    }
+}
+
+/// One lane: sends its events one at a time, in order, each retried until it is delivered or
+/// `webhook_retry_for` has passed since its first attempt.
+pub async fn lane(mut rx: mpsc::Receiver<Event>, sender: Arc<Sender>, stats: Arc<Stats>) {
+    while let Some(event) = rx.recv().await {
+        let first = Instant::now();
+        let mut pause = BACKOFF_MIN;
+        loop {
+            match sender.attempt(&event.body).await {
+                Ok(()) => {
+                    stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => {
+                    stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    if first.elapsed() + pause > sender.retry_for {
+                        stats.dropped_expired.fetch_add(1, Ordering::Relaxed);
+                        log::warn!(
+                            "webhook: giving up an event after {:?}: {e}",
+                            first.elapsed()
+                        );
+                        break;
+                    }
+                    log::debug!("webhook attempt failed ({e}); retrying in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_the_hex_hmac_of_the_body() {
+        // RFC 4231 test case 2.
+        let sig = Sender::signature(&Secret("Jefe".into()), b"what do ya want for nothing?");
+        assert_eq!(
+            sig.as_deref(),
+            Some("sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        );
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        let d = Duration::from_secs(1);
+        let err = |url: &str| Sender::new(url, None, d).err().unwrap_or_default();
+        assert!(err("ftp://x").starts_with("webhook_url:"));
+        assert!(err("not a url").starts_with("webhook_url:"));
+        assert!(Sender::new("http://127.0.0.1:9/hook", None, d).is_ok());
+    }
+}

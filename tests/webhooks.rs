@@ -1,0 +1,269 @@
+//! Webhooks (PROTOCOL §10) against a real HTTP receiver on loopback: the events and their order,
+//! the signature, online/offline with the grace, retries after failures, a slow receiver, and
+//! events given up (and counted) after `webhook_retry_for`.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use hmac::{Hmac, KeyInit, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use sha2::Sha256;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// What the receiver got: the signature header and the JSON body.
+struct Hit {
+    signature: Option<String>,
+    raw: Bytes,
+    body: Value,
+}
+
+/// A webhook receiver: answers 500 to its first `fail_first` requests, waits `delay` before
+/// each answer, and reports every request it accepted with 2xx.
+struct Receiver {
+    url: String,
+    hits: mpsc::UnboundedReceiver<Hit>,
+    attempts: Arc<AtomicUsize>,
+}
+
+async fn receiver(fail_first: usize, delay: Duration) -> Receiver {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, hits) = mpsc::unbounded_channel();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&attempts);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (tx, seen) = (tx.clone(), Arc::clone(&seen));
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (tx, seen) = (tx.clone(), Arc::clone(&seen));
+                async move {
+                    let n = seen.fetch_add(1, Ordering::SeqCst);
+                    let signature = req
+                        .headers()
+                        .get("x-tether-signature")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    let raw = req.into_body().collect().await.unwrap().to_bytes();
+                    tokio::time::sleep(delay).await;
+                    let status = if n < fail_first {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        let body = serde_json::from_slice(&raw).unwrap();
+                        let _ = tx.send(Hit {
+                            signature,
+                            raw,
+                            body,
+                        });
+                        StatusCode::NO_CONTENT
+                    };
+                    let mut res = Response::new(Full::new(Bytes::new()));
+                    *res.status_mut() = status;
+                    Ok::<_, Infallible>(res)
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc),
+            );
+        }
+    });
+    Receiver {
+        url,
+        hits,
+        attempts,
+    }
+}
+
+impl Receiver {
+    async fn next(&mut self) -> Hit {
+        tokio::time::timeout(WAIT, self.hits.recv())
+            .await
+            .expect("no webhook in time")
+            .expect("receiver gone")
+    }
+
+    /// The next `n` events as (event, client_id) pairs.
+    async fn events(&mut self, n: usize) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let h = self.next().await;
+            out.push((
+                h.body["event"].as_str().unwrap().to_string(),
+                h.body["client_id"].as_str().unwrap().to_string(),
+            ));
+        }
+        out
+    }
+}
+
+fn pair(e: &str, c: &str) -> (String, String) {
+    (e.to_string(), c.to_string())
+}
+
+#[tokio::test]
+async fn events_are_signed_and_online_offline_follow_the_grace() {
+    let mut rx = receiver(0, Duration::ZERO).await;
+    let s = start(config(&[
+        ("webhook_url", &rx.url),
+        ("webhook_secret", "s3cret"),
+        ("offline_grace", "300ms"),
+        ("reap_interval", "50ms"),
+        ("node_id", "node-a"),
+    ]))
+    .await;
+    let (ws, welcome) = connect(s.addr, "ann").await;
+    let sid = welcome["data"]["session_id"].as_str().unwrap().to_string();
+    let first = rx.next().await;
+    assert_eq!(first.body["event"], "connect");
+    assert_eq!(first.body["client_id"], "ann");
+    assert_eq!(first.body["session_id"], sid.as_str());
+    assert_eq!(first.body["node"], "node-a");
+    assert!(first.body["timestamp"].as_str().unwrap().ends_with('Z'));
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(&first.raw);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(first.signature, Some(format!("sha256={hex}")));
+    assert_eq!(rx.events(1).await, vec![pair("online", "ann")]);
+
+    drop(ws);
+    let gone = rx.next().await;
+    assert_eq!(gone.body["event"], "disconnect");
+    assert_eq!(
+        gone.body["close_code"], 1006,
+        "dropped without a close frame"
+    );
+    assert_eq!(rx.events(1).await, vec![pair("offline", "ann")]);
+
+    // Back within the grace: a connect and a disconnect, but neither offline nor online.
+    let (mut ws, _) = connect(s.addr, "bob").await;
+    assert_eq!(
+        rx.events(2).await,
+        vec![pair("connect", "bob"), pair("online", "bob")]
+    );
+    let normal = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: 1000.into(),
+        reason: "bye".into(),
+    };
+    ws.close(Some(normal)).await.unwrap();
+    let _ = recv_close(&mut ws, WAIT).await;
+    let bye = rx.next().await;
+    assert_eq!(bye.body["event"], "disconnect");
+    assert_eq!(bye.body["close_code"], 1000);
+    let (_ws2, _) = connect(s.addr, "bob").await;
+    let (_ws3, _) = connect(s.addr, "zed").await;
+    // zed's online arriving after bob's reconnect shows bob got neither offline nor online.
+    let mut seen = rx.events(3).await;
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            pair("connect", "bob"),
+            pair("connect", "zed"),
+            pair("online", "zed")
+        ]
+    );
+    stop(s).await;
+}
+
+#[tokio::test]
+async fn a_failing_receiver_gets_every_event_again_in_order() {
+    let mut rx = receiver(3, Duration::ZERO).await;
+    let s = start(config(&[
+        ("webhook_url", &rx.url),
+        ("offline_grace", "10s"),
+    ]))
+    .await;
+    let mut tabs = Vec::new();
+    for _ in 0..3 {
+        tabs.push(connect(s.addr, "carol").await.0);
+    }
+    drop(tabs);
+    let events: Vec<String> = rx.events(7).await.into_iter().map(|e| e.0).collect();
+    assert_eq!(
+        events,
+        [
+            "connect",
+            "online",
+            "connect",
+            "connect",
+            "disconnect",
+            "disconnect",
+            "disconnect"
+        ]
+    );
+    assert!(
+        rx.attempts.load(Ordering::SeqCst) >= 10,
+        "the 3 failures were retried"
+    );
+    stop(s).await;
+}
+
+#[tokio::test]
+async fn a_slow_receiver_loses_nothing_and_keeps_each_clients_order() {
+    let mut rx = receiver(0, Duration::from_millis(30)).await;
+    let s = start(config(&[
+        ("webhook_url", &rx.url),
+        ("offline_grace", "10s"),
+    ]))
+    .await;
+    let mut open = Vec::new();
+    for i in 0..6 {
+        open.push(connect(s.addr, &format!("slow{i}")).await.0);
+    }
+    drop(open);
+    let events = rx.events(18).await;
+    for i in 0..6 {
+        let mine: Vec<&str> = events
+            .iter()
+            .filter(|(_, c)| *c == format!("slow{i}"))
+            .map(|(e, _)| e.as_str())
+            .collect();
+        assert_eq!(mine, ["connect", "online", "disconnect"], "slow{i}");
+    }
+    stop(s).await;
+}
+
+#[tokio::test]
+async fn events_are_given_up_and_counted_after_webhook_retry_for() {
+    let rx = receiver(usize::MAX, Duration::ZERO).await;
+    let s = start(config(&[
+        ("webhook_url", &rx.url),
+        ("webhook_retry_for", "400ms"),
+    ]))
+    .await;
+    let (_ws, _) = connect(s.addr, "dave").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, _, body) = http(s.addr, "GET", "/metrics", &[], "").await;
+        if body.contains("tether_webhook_dropped_total{reason=\"expired\"} 2\n") {
+            assert!(body.contains("tether_webhook_events_total 2\n"), "{body}");
+            assert!(body.contains("tether_webhook_pending 0\n"), "{body}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not given up: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        rx.attempts.load(Ordering::SeqCst) >= 4,
+        "retried before giving up"
+    );
+    stop(s).await;
+}
