@@ -34,6 +34,7 @@ mod admission;
 pub mod auth;
 mod clock;
 pub mod config;
+mod dashboard;
 mod drain;
 pub(crate) mod engine;
 mod error;

@@ -40,6 +40,25 @@ pub struct Metrics {
     api: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
+/// Cumulative counters at one moment (the dashboard turns differences into rates).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Sessions established.
+    pub accepted: u64,
+    /// Sessions ended.
+    pub closed: u64,
+    /// Client frames received.
+    pub received: u64,
+    /// Frames written to clients.
+    pub sent: u64,
+    /// Evictions for silence.
+    pub evicted: u64,
+    /// Slow-consumer closes.
+    pub slow_consumers: u64,
+    /// Upgrades refused.
+    pub refused: u64,
+}
+
 /// A `tether_closes_total` label: a defined close code, or `other` for whatever else a peer sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum CloseLabel {
@@ -129,6 +148,20 @@ impl Metrics {
     /// Sessions evicted so far.
     pub fn evicted_total(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// The counters the dashboard charts, read together.
+    pub fn totals(&self) -> Totals {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Totals {
+            accepted: l(&self.accepted),
+            closed: self.closes.lock().values().sum(),
+            received: l(&self.received),
+            sent: l(&self.sent),
+            evicted: l(&self.evicted),
+            slow_consumers: l(&self.slow_consumers),
+            refused: self.refusals.lock().values().sum(),
+        }
     }
 
     /// The Prometheus text exposition.

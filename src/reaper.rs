@@ -128,6 +128,11 @@ pub fn spawn(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
             if let Some(w) = &shared.webhooks {
                 w.tick(reg, std::time::Instant::now());
             }
+            if shared.config.dashboard {
+                shared
+                    .samples
+                    .record(sessions.len(), shared.metrics.totals());
+            }
             if now >= next_ping {
                 for h in &sessions {
                     h.request_ping();

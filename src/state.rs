@@ -11,6 +11,7 @@ use crate::admission::Admissions;
 use crate::auth::{AuthSettings, Verifier};
 use crate::clock::Clock;
 use crate::config::{AuthMode, Config, Secret, ShutdownMode, socket_budget};
+use crate::dashboard::Samples;
 use crate::engine::memory::{MemoryConfig, MemoryEngine};
 use crate::engine::{Engine, SystemClock};
 use crate::handle::Handle;
@@ -57,6 +58,8 @@ pub struct Shared {
     draining: AtomicBool,
     /// Start time, for `/health`.
     pub started: Instant,
+    /// The dashboard's samples.
+    pub samples: Samples,
     /// Flipped when `run` returns after a forced stop: closing sessions stop waiting at once.
     abandon: watch::Sender<bool>,
 }
@@ -122,6 +125,7 @@ impl Shared {
             handle,
             draining: AtomicBool::new(false),
             started: Instant::now(),
+            samples: Samples::default(),
             abandon: watch::channel(false).0,
         })
     }

@@ -512,3 +512,74 @@ fn demo_page_receives_pushes_and_reconnects_after_a_restart() {
     drop(second);
     drop(tether);
 }
+
+/// Opens a WebSocket session by hand (blocking) and keeps it: the dashboard's connections.
+fn hold_session(addr: SocketAddr, client_id: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /ws?client_id={client_id} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed during the upgrade");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+#[test]
+fn dashboard_charts_live_counters_in_a_real_browser() {
+    let budget = Budget(Instant::now() + BUDGET);
+    let dir = TempDir::new("dashboard");
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let tether = start_tether(addr, &dir, 1, budget);
+    let browser = Browser::start(&dir, budget);
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _a = hold_session(addr, "dash-a");
+        let _b = hold_session(addr, "dash-b");
+        browser.goto(&format!("http://{addr}/dashboard"));
+        browser.wait_for(
+            budget,
+            Duration::from_secs(15),
+            "two connections charted",
+            |b| b.text_of("connections") == "2",
+        );
+        let charts = browser.eval("return document.querySelectorAll('canvas').length;");
+        assert_eq!(charts, 8, "one chart per series");
+        let node = browser.text_of("node");
+        assert!(!node.is_empty() && node != "…", "node shown: {node:?}");
+        // A third session shows up live, without a reload.
+        let _c = hold_session(addr, "dash-c");
+        browser.wait_for(
+            budget,
+            Duration::from_secs(10),
+            "the third connection",
+            |b| b.text_of("connections") == "3",
+        );
+    }));
+    match run {
+        Ok(()) => {
+            let path = browser
+                .screenshot("dashboard-ok.png")
+                .unwrap_or_else(|e| panic!("screenshot: {e}"));
+            eprintln!("dashboard: screenshot saved to {}", path.display());
+        }
+        Err(panic) => {
+            let _ = browser.screenshot("dashboard-failure.png");
+            eprintln!("--- tether\n{}", tether.logs());
+            std::panic::resume_unwind(panic);
+        }
+    }
+    drop(browser);
+    drop(tether);
+}

@@ -251,6 +251,9 @@ keys! {
     idempotency_window: Duration = DEFAULT_IDEMPOTENCY_WINDOW, "DURATION",
         "How long an `idempotency_key` of push or publish is remembered.";
     #[serde_as(as = "Scalar")]
+    dashboard: bool = true, "BOOL",
+        "Serve the live operator dashboard at /dashboard (open like /metrics).";
+    #[serde_as(as = "Scalar")]
     demo_page: bool = true, "BOOL",
         "Serve the demo page at / and the browser client at /tether.js.";
     #[serde_as(as = "Unset")]
@@ -269,7 +272,15 @@ impl Config {
             return err(format!("ws_path: `{}` must start with /", self.ws_path));
         }
         if self.ws_path.starts_with("/api/")
-            || ["/health", "/metrics", "/", "/tether.js"].contains(&self.ws_path.as_str())
+            || [
+                "/health",
+                "/metrics",
+                "/",
+                "/tether.js",
+                "/dashboard",
+                "/dashboard/data",
+            ]
+            .contains(&self.ws_path.as_str())
         {
             return err(format!(
                 "ws_path: `{}` collides with a built-in route",

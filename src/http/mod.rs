@@ -35,6 +35,8 @@ pub async fn route(
         "/metrics" if get => pages::metrics(&shared),
         "/" if get && shared.config.demo_page => pages::demo(),
         "/tether.js" if get && shared.config.demo_page => pages::client_js(),
+        "/dashboard" if get && shared.config.dashboard => pages::dashboard(),
+        "/dashboard/data" if get && shared.config.dashboard => pages::dashboard_data(&shared),
         "/health" | "/metrics" => error_response(&Error::MethodNotAllowed("GET")),
         _ => error_response(&Error::NotFound),
     }

@@ -47,6 +47,19 @@ pub fn metrics(shared: &Shared) -> Response<Body> {
     )
 }
 
+/// The operators' dashboard, served at `/dashboard` when `dashboard` is on.
+const DASHBOARD: &str = include_str!("../../static/dashboard.html");
+
+/// `GET /dashboard`: the live page.
+pub fn dashboard() -> Response<Body> {
+    with_body(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD)
+}
+
+/// `GET /dashboard/data`: the samples the page charts.
+pub fn dashboard_data(shared: &Shared) -> Response<Body> {
+    json(StatusCode::OK, shared.samples.json(&shared.node))
+}
+
 /// `GET /`: the demo page.
 pub fn demo() -> Response<Body> {
     with_body(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE)
