@@ -40,6 +40,29 @@ pub struct Metrics {
     api: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
+/// Counters of the webhook side, for `/metrics`.
+#[derive(Default)]
+pub struct WebhookStats {
+    /// Events accepted into a lane.
+    pub queued: AtomicU64,
+    /// Events the receiver answered with 2xx.
+    pub delivered: AtomicU64,
+    /// Attempts that failed (error, timeout, non-2xx) and were retried or given up.
+    pub failed_attempts: AtomicU64,
+    /// Events dropped because their lane was full.
+    pub dropped_full: AtomicU64,
+    /// Events given up after `webhook_retry_for`.
+    pub dropped_expired: AtomicU64,
+}
+
+impl WebhookStats {
+    /// Events accepted and not yet delivered or dropped.
+    pub fn pending(&self) -> u64 {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        l(&self.queued).saturating_sub(l(&self.delivered) + l(&self.dropped_expired))
+    }
+}
+
 /// Cumulative counters at one moment (the dashboard turns differences into rates).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -318,7 +341,7 @@ pub fn render_engine(o: &mut String, s: &crate::engine::EngineStats) {
 }
 
 /// The webhook side's share of `/metrics`.
-pub fn render_webhooks(o: &mut String, s: &crate::webhooks::Stats) {
+pub fn render_webhooks(o: &mut String, s: &WebhookStats) {
     use std::sync::atomic::Ordering::Relaxed;
     counter(
         o,

@@ -12,7 +12,7 @@ mod send;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::metrics::WebhookStats as Stats;
 use crate::outbox::Outbox;
 use crate::protocol::{json_str, timestamp};
 use crate::registry::Registry;
@@ -31,29 +32,6 @@ pub use send::Sender;
 const LANES: usize = 4;
 /// Events waiting over all lanes before new ones are dropped.
 pub const QUEUE: usize = 16_384;
-
-/// Counters of the webhook side, for `/metrics`.
-#[derive(Default)]
-pub struct Stats {
-    /// Events accepted into a lane.
-    pub queued: AtomicU64,
-    /// Events the receiver answered with 2xx.
-    pub delivered: AtomicU64,
-    /// Attempts that failed (error, timeout, non-2xx) and were retried or given up.
-    pub failed_attempts: AtomicU64,
-    /// Events dropped because their lane was full.
-    pub dropped_full: AtomicU64,
-    /// Events given up after `webhook_retry_for`.
-    pub dropped_expired: AtomicU64,
-}
-
-impl Stats {
-    /// Events accepted and not yet delivered or dropped.
-    pub fn pending(&self) -> u64 {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        l(&self.queued).saturating_sub(l(&self.delivered) + l(&self.dropped_expired))
-    }
-}
 
 /// One event, encoded once.
 pub struct Event {

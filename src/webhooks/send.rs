@@ -15,8 +15,9 @@ use hyper_util::rt::TokioExecutor;
 use sha2::Sha256;
 use tokio::sync::mpsc;
 
-use super::{Event, Stats};
+use super::Event;
 use crate::config::Secret;
+use crate::metrics::WebhookStats as Stats;
 
 /// Longest one attempt may take, connect included.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
