@@ -29,12 +29,18 @@ pub struct Identity {
 impl Identity {
     /// The identity a verified token gives: its `sub`, its expiry and its channel grants.
     pub fn from_claims(claims: Claims) -> Identity {
+        // Tokens without a `channels` claim all grant the same nothing: one shared value, so
+        // such sessions pay no allocation for it.
+        static NO_CHANNELS: std::sync::LazyLock<Arc<Grants>> =
+            std::sync::LazyLock::new(|| Arc::new(Grants { channels: None }));
+        let grants = match claims.channels {
+            None => Arc::clone(&NO_CHANNELS),
+            channels => Arc::new(Grants { channels }),
+        };
         Identity {
             client_id: Some(Arc::from(claims.sub)),
             expires_at: claims.exp,
-            grants: Some(Arc::new(Grants {
-                channels: claims.channels,
-            })),
+            grants: Some(grants),
         }
     }
 }
