@@ -29,11 +29,12 @@ impl Handler for Echo {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    // Conformance suites connect without a client id and send messages up to 16 MiB; the
-    // environment comes after these, so it wins.
+    // Conformance suites connect without a client id, send messages up to 16 MiB and
+    // thousands of them back to back; the environment comes after these, so it wins.
     let mut env: Vec<(String, String)> = [
         ("require_client_id", "false"),
         ("max_message_size", "16777216"),
+        ("client_message_rate", "0"),
         ("shutdown_mode", "restart"),
     ]
     .iter()
