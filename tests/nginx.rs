@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// The shortened `proxy_read_timeout` of the /ws location in the timeout tests.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -172,32 +171,14 @@ async fn start_nginx(upstream: SocketAddr, read_timeout: Option<Duration>) -> Ng
     unreachable!()
 }
 
-/// A WebSocket client whose TCP connection leaves from `src` (another loopback address).
-async fn connect_from(
-    src: Ipv4Addr,
-    to: SocketAddr,
-    path: &str,
-    headers: &[(&'static str, &str)],
-) -> Ws {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::from((src, 0))).unwrap();
-    let tcp = tokio::time::timeout(WAIT, socket.connect(to))
-        .await
-        .expect("connect timed out")
-        .unwrap();
-    let mut req = format!("ws://{to}{path}").into_client_request().unwrap();
-    for (k, v) in headers {
-        req.headers_mut().insert(*k, v.parse().unwrap());
-    }
-    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(req, tcp))
-        .await
-        .expect("handshake timed out")
-        .unwrap();
-    ws
-}
-
 async fn connect_welcomed(to: SocketAddr, client_id: &str) -> (Ws, serde_json::Value) {
-    let mut ws = connect_from(CLIENT_IP, to, &format!("/ws?client_id={client_id}"), &[]).await;
+    let mut ws = connect_from(
+        CLIENT_IP.into(),
+        to,
+        &format!("/ws?client_id={client_id}"),
+        &[],
+    )
+    .await;
     let welcome = recv_json(&mut ws).await;
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     (ws, welcome)
@@ -236,7 +217,7 @@ async fn welcome_push_and_forwarded_client_address_through_nginx() {
 
     // The client connects from 127.0.0.2 and tries to pass itself off as 203.0.113.9.
     let mut ws = connect_from(
-        CLIENT_IP,
+        CLIENT_IP.into(),
         nginx.addr,
         "/ws?client_id=fwd",
         &[("x-forwarded-for", "203.0.113.9")],
@@ -260,7 +241,7 @@ async fn welcome_push_and_forwarded_client_address_through_nginx() {
 
     // The same forged header sent straight to tether, from an untrusted peer, is ignored.
     let mut direct = connect_from(
-        DIRECT_IP,
+        DIRECT_IP.into(),
         s.addr,
         "/ws?client_id=direct",
         &[("x-forwarded-for", "203.0.113.9")],
