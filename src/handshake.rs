@@ -223,7 +223,7 @@ fn validate(shared: &Shared, req: &Request<Incoming>) -> Result<String, Error> {
 }
 
 /// A Sec-WebSocket-Key is 16 bytes in base64: 22 characters and `==`.
-fn valid_key(k: &str) -> bool {
+pub fn valid_key(k: &str) -> bool {
     let b = k.as_bytes();
     b.len() == 24
         && b[22..] == *b"=="
@@ -232,7 +232,8 @@ fn valid_key(k: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
 }
 
-fn has_token(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+/// Whether any `name` header lists `token` (comma-separated, case-insensitive).
+pub fn has_token(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     h.get_all(name).iter().any(|v| {
         v.to_str()
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))

@@ -66,3 +66,13 @@ pub use handle::Handle;
 pub use handler::{Handled, Handler, Session};
 pub use serde_json::value::RawValue;
 pub use server::{Server, bind};
+
+/// Internal parsers of untrusted input, exposed only for the `fuzz/` crate's targets.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz_api {
+    pub use crate::error::Error;
+    pub use crate::handshake::{has_token, valid_key};
+    pub use crate::identity::{client_addr, client_id};
+    pub use crate::query::query_param;
+}
