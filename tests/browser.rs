@@ -668,18 +668,63 @@ fn client_position(b: &Browser) -> (String, u64) {
 
 #[test]
 fn demo_page_resumes_what_it_missed_while_its_connection_was_down() {
-    let budget = Budget(Instant::now() + BUDGET);
     let dir = TempDir::new("browser-resume");
+    resume_after_a_cut(&dir, "browser-resume", "resume1", &[], |_| String::new());
+}
+
+/// The same with `auth = "on"`: the page's `getToken` hands over an HS256 token (minted here,
+/// passed in the page URL) on the first connection and again on the resume.
+#[test]
+fn demo_page_resumes_with_a_token_when_auth_is_on() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let dir = TempDir::new("browser-resume-auth");
+    let secret: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let secret_file = dir.join("secret");
+    std::fs::write(&secret_file, &secret).unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let key = EncodingKey::from_secret(secret.as_bytes()).unwrap();
+    let token = move |id: &str| {
+        let claims = json!({"sub": id, "exp": exp});
+        encode(&Header::default(), &claims, &key).unwrap()
+    };
+    let args = ["--auth", "on", "--auth-hmac-secret-file"];
+    let args = [&args[..], &[secret_file.to_str().unwrap()]].concat();
+    resume_after_a_cut(&dir, "browser-resume-auth", "resume2", &args, |id| {
+        format!("&token={}", token(id))
+    });
+}
+
+/// Opens the demo page as `id` (`extra_query(id)` appended to its query) through a [`Proxy`]
+/// to tether with history on (and `extra` flags), pushes A, cuts the connection, pushes B and
+/// C while the page is away, lets it back, and checks that the client resumed by itself: B and
+/// C once each, after A, `welcome` with `recovered: true, missed: 2`; then D arrives live.
+/// Screenshots `<tag>-ok.png` / `<tag>-failure.png`.
+fn resume_after_a_cut(
+    dir: &TempDir,
+    tag: &str,
+    id: &str,
+    extra: &[&str],
+    extra_query: impl Fn(&str) -> String,
+) {
+    let budget = Budget(Instant::now() + BUDGET);
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let tether = start_tether(addr, &dir, 1, &["--history-size", "50"], budget);
+    let args = [&["--history-size", "50"][..], extra].concat();
+    let tether = start_tether(addr, dir, 1, &args, budget);
     // The page (HTTP and WebSocket) goes through the proxy; the test pushes to tether directly.
     let proxy = Proxy::start(addr);
-    let browser = Browser::start(&dir, budget);
+    let browser = Browser::start(dir, budget);
 
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let unique = format!("{}-{}", std::process::id(), addr.port());
-        let id = "resume1";
-        browser.goto(&format!("http://{}/?client_id={id}", proxy.addr));
+        let query = extra_query(id);
+        browser.goto(&format!("http://{}/?client_id={id}{query}", proxy.addr));
         browser.wait_status(budget, Duration::from_secs(15), "open");
         let first_session = browser.text_of("session");
         assert!(first_session.len() > 3, "no session id: {first_session:?}");
@@ -778,7 +823,7 @@ fn demo_page_resumes_what_it_missed_while_its_connection_was_down() {
         );
         assert_eq!(client_position(&browser), (epoch.clone(), 4));
         eprintln!(
-            "browser-resume: sessions {first_session} then {second_session}; \
+            "{tag}: sessions {first_session} then {second_session}; \
              {} attempt(s) refused while cut; events {events:?}",
             proxy.refused()
         );
@@ -787,17 +832,14 @@ fn demo_page_resumes_what_it_missed_while_its_connection_was_down() {
     match run {
         Ok(()) => {
             let path = browser
-                .screenshot("browser-resume-ok.png")
+                .screenshot(&format!("{tag}-ok.png"))
                 .unwrap_or_else(|e| panic!("screenshot: {e}"));
-            eprintln!("browser-resume: screenshot saved to {}", path.display());
+            eprintln!("{tag}: screenshot saved to {}", path.display());
         }
         Err(panic) => {
-            match browser.screenshot("browser-resume-failure.png") {
-                Ok(p) => eprintln!(
-                    "browser-resume: failure screenshot saved to {}",
-                    p.display()
-                ),
-                Err(e) => eprintln!("browser-resume: no failure screenshot: {e}"),
+            match browser.screenshot(&format!("{tag}-failure.png")) {
+                Ok(p) => eprintln!("{tag}: failure screenshot saved to {}", p.display()),
+                Err(e) => eprintln!("{tag}: no failure screenshot: {e}"),
             }
             eprintln!("--- tether\n{}", tether.logs());
             eprintln!("--- chromedriver (tail)\n{}", browser.logs());
