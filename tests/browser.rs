@@ -2,6 +2,8 @@
 //! WebDriver HTTP API (plain HTTP/1.1 + JSON, no WebDriver crate). The page served by the
 //! binary at `/` connects with `/tether.js`, shows a push, goes to `reconnecting` when the
 //! server stops, and comes back by itself when the server is started again on the same port.
+//! With history on, a page whose connection is cut (a loopback proxy in between; the server
+//! keeps running) gets what was pushed meanwhile on its own resume (`since`), once each.
 //!
 //! Screenshots: `<target dir>/test-artifacts/browser-ok.png` on success,
 //! `browser-failure.png` (taken before the panic propagates) on failure.
@@ -9,9 +11,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{Proc, TempDir, free_port, program};
@@ -111,12 +116,13 @@ struct Tether {
 }
 
 /// Starts the binary on `addr` and waits (bounded) until `/health` answers 200.
-fn start_tether(addr: SocketAddr, dir: &TempDir, n: u32, budget: Budget) -> Tether {
+fn start_tether(addr: SocketAddr, dir: &TempDir, n: u32, extra: &[&str], budget: Budget) -> Tether {
     let log = dir.join(format!("tether-{n}.log"));
     let proc = Proc::spawn(
         "tether",
         Command::new(env!("CARGO_BIN_EXE_tether"))
             .args(["--listen", &addr.to_string(), "--shutdown-timeout", "5s"])
+            .args(extra)
             .env_clear()
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -147,7 +153,8 @@ impl Tether {
     }
 }
 
-fn push(addr: SocketAddr, client_id: &str, text: &str) {
+/// `POST /api/v1/push` of a `notify` `{text}`; returns the status and the JSON answer.
+fn push_answer(addr: SocketAddr, client_id: &str, text: &str) -> (u16, Value) {
     let body = json!({"client_id": client_id, "type": "notify", "data": {"text": text}});
     let (status, answer) = request(
         addr,
@@ -157,11 +164,138 @@ fn push(addr: SocketAddr, client_id: &str, text: &str) {
         Duration::from_secs(5),
     )
     .unwrap();
+    let v = serde_json::from_str::<Value>(&answer)
+        .unwrap_or_else(|e| panic!("push: not JSON ({e}): {answer}"));
+    (status, v)
+}
+
+/// A push that must reach exactly one live session.
+fn push(addr: SocketAddr, client_id: &str, text: &str) -> Value {
+    let (status, answer) = push_answer(addr, client_id, text);
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&answer).unwrap()["delivered"],
-        1
-    );
+    assert_eq!(answer["delivered"], 1, "{answer}");
+    answer
+}
+
+/// Whether tether counts a session for `client_id` (`GET /api/v1/presence/{id}`).
+fn online(addr: SocketAddr, client_id: &str) -> bool {
+    let path = format!("/api/v1/presence/{client_id}");
+    let (status, answer) = request(addr, "GET", &path, None, Duration::from_secs(5)).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    serde_json::from_str::<Value>(&answer).unwrap()["online"] == true
+}
+
+// ---- a loopback TCP proxy whose connections the test can cut ----
+
+/// Copies bytes both ways between the browser and tether, one pair of threads per connection.
+/// `cut` ends every connection (the page sees its socket drop, 1006; tether sees EOF) and
+/// refuses new ones until `unblock`: the network goes away while the server keeps running.
+struct Proxy {
+    addr: SocketAddr,
+    shared: Arc<ProxyShared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+struct ProxyShared {
+    /// `blocked` and the registration of a new connection change under one lock, so no
+    /// connection accepted around a `cut` survives it.
+    state: Mutex<ProxyState>,
+    stop: AtomicBool,
+    /// Connections closed at once because the proxy was blocked (the page's retries).
+    refused: AtomicUsize,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    blocked: bool,
+    /// Both ends of every connection, for `cut`.
+    conns: Vec<TcpStream>,
+    pumps: Vec<JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(ProxyShared {
+            state: Mutex::new(ProxyState::default()),
+            stop: AtomicBool::new(false),
+            refused: AtomicUsize::new(0),
+        });
+        let s = shared.clone();
+        let accept = std::thread::spawn(move || {
+            for down in listener.incoming() {
+                if s.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(down) = down else { continue };
+                let up = TcpStream::connect_timeout(&upstream, Duration::from_secs(5));
+                let mut st = s.state.lock().unwrap();
+                let Ok(up) = up.map_err(|e| eprintln!("proxy: upstream: {e}")) else {
+                    let _ = down.shutdown(Shutdown::Both);
+                    continue;
+                };
+                if st.blocked {
+                    s.refused.fetch_add(1, Ordering::SeqCst);
+                    let _ = down.shutdown(Shutdown::Both);
+                    let _ = up.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let (d2, u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                st.conns
+                    .extend([down.try_clone().unwrap(), up.try_clone().unwrap()]);
+                st.pumps.push(std::thread::spawn(move || pump(down, up)));
+                st.pumps.push(std::thread::spawn(move || pump(u2, d2)));
+            }
+        });
+        Proxy {
+            addr,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    /// Ends every connection and refuses new ones until `unblock`; returns how many it cut.
+    fn cut(&self) -> usize {
+        let mut st = self.shared.state.lock().unwrap();
+        st.blocked = true;
+        let n = st.conns.len() / 2;
+        for c in st.conns.drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        n
+    }
+
+    fn unblock(&self) {
+        self.shared.state.lock().unwrap().blocked = false;
+    }
+
+    fn refused(&self) -> usize {
+        self.shared.refused.load(Ordering::SeqCst)
+    }
+}
+
+/// Copies `from` to `to` until either side ends, then ends both (which stops the other pump).
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop, which then sees `stop`.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2));
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        self.cut();
+        let pumps = std::mem::take(&mut self.shared.state.lock().unwrap().pumps);
+        for t in pumps {
+            let _ = t.join();
+        }
+    }
 }
 
 // ---- chromedriver and one browser session ----
@@ -444,7 +578,7 @@ fn demo_page_receives_pushes_and_reconnects_after_a_restart() {
     let budget = Budget(Instant::now() + BUDGET);
     let dir = TempDir::new("browser");
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut tether = start_tether(addr, &dir, 1, budget);
+    let mut tether = start_tether(addr, &dir, 1, &[], budget);
     let browser = Browser::start(&dir, budget);
 
     let mut second = None;
@@ -470,7 +604,7 @@ fn demo_page_receives_pushes_and_reconnects_after_a_restart() {
         browser.wait_status(budget, Duration::from_secs(10), "reconnecting");
 
         // The same port again: the page comes back by itself, with a new session.
-        second = Some(start_tether(addr, &dir, 2, budget));
+        second = Some(start_tether(addr, &dir, 2, &[], budget));
         browser.wait_status(budget, RECONNECT_WITHIN, "open");
         let second_session = browser.text_of("session");
         assert_ne!(
@@ -513,6 +647,210 @@ fn demo_page_receives_pushes_and_reconnects_after_a_restart() {
     drop(tether);
 }
 
+/// The `text` of every `notify` the page shows, oldest first (the list is newest first).
+fn notify_texts(b: &Browser) -> Vec<String> {
+    let v = b.eval(
+        "return [...document.querySelectorAll('#messages li[data-type=notify] .data')]\
+         .map((e) => JSON.parse(e.textContent).text).reverse();",
+    );
+    serde_json::from_value(v).unwrap()
+}
+
+/// `lastPosition().client` of the page's client, as `(epoch, seq)`.
+fn client_position(b: &Browser) -> (String, u64) {
+    let v = b.eval("return window.tether.client.lastPosition().client;");
+    let text = v
+        .as_str()
+        .unwrap_or_else(|| panic!("no client position: {v}"));
+    let (epoch, seq) = text.rsplit_once(':').unwrap();
+    (epoch.to_string(), seq.parse().unwrap())
+}
+
+#[test]
+fn demo_page_resumes_what_it_missed_while_its_connection_was_down() {
+    let dir = TempDir::new("browser-resume");
+    resume_after_a_cut(&dir, "browser-resume", "resume1", &[], |_| String::new());
+}
+
+/// The same with `auth = "on"`: the page's `getToken` hands over an HS256 token (minted here,
+/// passed in the page URL) on the first connection and again on the resume.
+#[test]
+fn demo_page_resumes_with_a_token_when_auth_is_on() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let dir = TempDir::new("browser-resume-auth");
+    let secret: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let secret_file = dir.join("secret");
+    std::fs::write(&secret_file, &secret).unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let key = EncodingKey::from_secret(secret.as_bytes()).unwrap();
+    let token = move |id: &str| {
+        let claims = json!({"sub": id, "exp": exp});
+        encode(&Header::default(), &claims, &key).unwrap()
+    };
+    let args = ["--auth", "on", "--auth-hmac-secret-file"];
+    let args = [&args[..], &[secret_file.to_str().unwrap()]].concat();
+    resume_after_a_cut(&dir, "browser-resume-auth", "resume2", &args, |id| {
+        format!("&token={}", token(id))
+    });
+}
+
+/// Opens the demo page as `id` (`extra_query(id)` appended to its query) through a [`Proxy`]
+/// to tether with history on (and `extra` flags), pushes A, cuts the connection, pushes B and
+/// C while the page is away, lets it back, and checks that the client resumed by itself: B and
+/// C once each, after A, `welcome` with `recovered: true, missed: 2`; then D arrives live.
+/// Screenshots `<tag>-ok.png` / `<tag>-failure.png`.
+fn resume_after_a_cut(
+    dir: &TempDir,
+    tag: &str,
+    id: &str,
+    extra: &[&str],
+    extra_query: impl Fn(&str) -> String,
+) {
+    let budget = Budget(Instant::now() + BUDGET);
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let args = [&["--history-size", "50"][..], extra].concat();
+    let tether = start_tether(addr, dir, 1, &args, budget);
+    // The page (HTTP and WebSocket) goes through the proxy; the test pushes to tether directly.
+    let proxy = Proxy::start(addr);
+    let browser = Browser::start(dir, budget);
+
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let unique = format!("{}-{}", std::process::id(), addr.port());
+        let query = extra_query(id);
+        browser.goto(&format!("http://{}/?client_id={id}{query}", proxy.addr));
+        browser.wait_status(budget, Duration::from_secs(15), "open");
+        let first_session = browser.text_of("session");
+        assert!(first_session.len() > 3, "no session id: {first_session:?}");
+
+        let a = format!("A {unique}");
+        let answer = push(addr, id, &a);
+        assert_eq!(
+            answer["seq"], 1,
+            "history on: pushes are numbered: {answer}"
+        );
+        browser.wait_for(budget, Duration::from_secs(5), "A shown", |b| {
+            notify_texts(b) == [a.as_str()]
+        });
+        let (epoch, seq) = client_position(&browser);
+        assert_eq!(seq, 1, "position after A");
+
+        // The network goes away; tether keeps running (and keeps its history).
+        let cut = proxy.cut();
+        assert!(cut >= 1, "no connection to cut");
+        browser.wait_status(budget, Duration::from_secs(10), "reconnecting");
+        let deadline = Instant::now() + budget.limit(Duration::from_secs(10), "session gone");
+        while online(addr, id) {
+            assert!(
+                Instant::now() < deadline,
+                "tether still counts a session for {id}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+
+        // Offline delivery: stored, numbered on.
+        let (b_text, c_text) = (format!("B {unique}"), format!("C {unique}"));
+        for (text, want_seq) in [(&b_text, 2), (&c_text, 3)] {
+            let (status, answer) = push_answer(addr, id, text);
+            assert_eq!(status, 202, "{answer}");
+            assert_eq!(answer["stored"], true, "{answer}");
+            assert_eq!(answer["delivered"], 0, "{answer}");
+            assert_eq!(answer["seq"], want_seq, "{answer}");
+        }
+        // The proxy refuses every attempt, so the page cannot have come back yet.
+        assert_eq!(browser.status(), "reconnecting");
+        assert_eq!(notify_texts(&browser), [a.as_str()], "shown while offline?");
+
+        // The network comes back: the client reconnects with `since` by itself.
+        proxy.unblock();
+        browser.wait_status(budget, RECONNECT_WITHIN, "open");
+        let second_session = browser.text_of("session");
+        assert_ne!(
+            second_session, first_session,
+            "a reconnect is a new session"
+        );
+        browser.wait_for(budget, Duration::from_secs(5), "B and C shown", |b| {
+            notify_texts(b).len() >= 3
+        });
+        assert_eq!(
+            notify_texts(&browser),
+            [a.as_str(), b_text.as_str(), c_text.as_str()],
+            "B and C once each, in order, after A"
+        );
+
+        // The new connection's welcome (the newest one in the list) and the page's events.
+        let welcome: Value = serde_json::from_str(
+            browser
+                .eval(
+                    "return document.querySelector('#messages li[data-type=welcome] .data')\
+                     .textContent;",
+                )
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(welcome["session_id"], second_session.as_str(), "{welcome}");
+        assert_eq!(welcome["recovered"], true, "{welcome}");
+        assert_eq!(welcome["missed"], 2, "{welcome}");
+        assert_eq!(welcome["epoch"], epoch.as_str(), "same epoch: {welcome}");
+        let events = browser.eval("return window.tether.events;");
+        let events = events.as_array().unwrap();
+        assert!(
+            events.iter().all(|e| e["event"] == "resumed"),
+            "no recovery_failed: {events:?}"
+        );
+        let last = events.last().unwrap();
+        assert_eq!(last["stream"], "client", "{last}");
+        assert_eq!(last["missed"], 2, "{last}");
+        assert_eq!(client_position(&browser), (epoch.clone(), 3), "A, B, C");
+
+        // And live again.
+        let d = format!("D {unique}");
+        let answer = push(addr, id, &d);
+        assert_eq!(answer["seq"], 4, "{answer}");
+        browser.wait_for(budget, Duration::from_secs(5), "D shown", |b| {
+            notify_texts(b).len() >= 4
+        });
+        assert_eq!(
+            notify_texts(&browser),
+            [a.as_str(), b_text.as_str(), c_text.as_str(), d.as_str()]
+        );
+        assert_eq!(client_position(&browser), (epoch.clone(), 4));
+        eprintln!(
+            "{tag}: sessions {first_session} then {second_session}; \
+             {} attempt(s) refused while cut; events {events:?}",
+            proxy.refused()
+        );
+    }));
+
+    match run {
+        Ok(()) => {
+            let path = browser
+                .screenshot(&format!("{tag}-ok.png"))
+                .unwrap_or_else(|e| panic!("screenshot: {e}"));
+            eprintln!("{tag}: screenshot saved to {}", path.display());
+        }
+        Err(panic) => {
+            match browser.screenshot(&format!("{tag}-failure.png")) {
+                Ok(p) => eprintln!("{tag}: failure screenshot saved to {}", p.display()),
+                Err(e) => eprintln!("{tag}: no failure screenshot: {e}"),
+            }
+            eprintln!("--- tether\n{}", tether.logs());
+            eprintln!("--- chromedriver (tail)\n{}", browser.logs());
+            std::panic::resume_unwind(panic);
+        }
+    }
+    drop(browser);
+    drop(proxy);
+    drop(tether);
+}
+
 /// Opens a WebSocket session by hand (blocking) and keeps it: the dashboard's connections.
 fn hold_session(addr: SocketAddr, client_id: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -542,7 +880,7 @@ fn dashboard_charts_live_counters_in_a_real_browser() {
     let budget = Budget(Instant::now() + BUDGET);
     let dir = TempDir::new("dashboard");
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let tether = start_tether(addr, &dir, 1, budget);
+    let tether = start_tether(addr, &dir, 1, &[], budget);
     let browser = Browser::start(&dir, budget);
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let _a = hold_session(addr, "dash-a");
