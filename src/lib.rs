@@ -48,6 +48,7 @@ mod metrics;
 mod outbox;
 pub mod protocol;
 mod query;
+mod rate;
 mod reaper;
 mod registry;
 mod reply;

@@ -14,8 +14,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::close::Ending;
 use super::{Guard, Socket, commands};
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, Rate};
+use crate::outbox::Outbox;
 use crate::protocol::close;
+use crate::rate::Rate;
 use crate::state::Shared;
 
 /// Frames read in one poll before the task yields, so one chatty peer cannot hog a worker.
