@@ -67,6 +67,13 @@ impl Handle {
         self.registry.broadcast(&m)
     }
 
+    /// [`Handle::broadcast`] paced in slices (see `Registry::broadcast_paced`), for async callers
+    /// such as the HTTP API.
+    pub async fn broadcast_paced(&self, kind: &str, data: Option<&str>) -> usize {
+        let m = Message::Text(envelope(kind, None, None, data));
+        self.registry.broadcast_paced(&m).await
+    }
+
     /// Push to a client id; `None` when it has no session and history is off.
     pub(crate) async fn push_client(
         &self,

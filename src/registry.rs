@@ -14,6 +14,9 @@ use crate::id::SessionId;
 use crate::metrics::Metrics;
 use crate::outbox::{Enqueued, Outbox, QueueLimits};
 
+/// Sessions one paced fan-out slice wakes before it yields.
+pub const FAN_OUT_SLICE: usize = 512;
+
 /// What a subscribe did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subscribed {
@@ -245,9 +248,9 @@ impl Registry {
     /// Queues `msg` to each target outside the registry lock (the targets are a snapshot), so
     /// a connect or a close never waits out a fan-out to thousands of queues; returns how many
     /// queues accepted it and logs one line for all the slow consumers it found.
-    fn fan_out(&self, targets: Vec<Arc<Outbox>>, msg: &Message) -> usize {
+    fn fan_out(&self, targets: &[Arc<Outbox>], msg: &Message) -> usize {
         let (mut queued, mut slow, mut closing) = (0, 0, 0);
-        for h in &targets {
+        for h in targets {
             match self.enqueue_quietly(h, msg.clone()) {
                 Enqueued::Queued => queued += 1,
                 Enqueued::Overflow(_) => slow += 1,
@@ -273,12 +276,26 @@ impl Registry {
             .iter()
             .cloned()
             .collect();
-        Some(self.fan_out(targets, msg))
+        Some(self.fan_out(&targets, msg))
     }
 
     /// Queues `msg` to every live session.
     pub fn broadcast(&self, msg: &Message) -> usize {
-        self.fan_out(self.snapshot(None), msg)
+        self.fan_out(&self.snapshot(None), msg)
+    }
+
+    /// [`Registry::broadcast`] in slices of [`FAN_OUT_SLICE`] sessions with a yield between
+    /// them, for callers on the runtime (the API): the sessions one slice wakes get to write
+    /// before the next slice is woken, and a connect that arrives meanwhile waits behind one
+    /// slice instead of behind every session on the node.
+    pub async fn broadcast_paced(&self, msg: &Message) -> usize {
+        let targets = self.snapshot(None);
+        let mut queued = 0;
+        for slice in targets.chunks(FAN_OUT_SLICE) {
+            queued += self.fan_out(slice, msg);
+            tokio::task::yield_now().await;
+        }
+        queued
     }
 
     /// Queues `msg` to every subscriber of `channel`.
@@ -287,7 +304,7 @@ impl Registry {
             Some(subs) => subs.values().cloned().collect(),
             None => return 0,
         };
-        self.fan_out(targets, msg)
+        self.fan_out(&targets, msg)
     }
 
     /// Sessions `client_id` holds here.

@@ -109,7 +109,10 @@ async fn dispatch(
                 _ => {
                     let b: BroadcastBody<'_> = parse(&body)?;
                     delivery::check_type(&b.kind)?;
-                    let n = shared.handle.broadcast(&b.kind, b.data.map(RawValue::get));
+                    let n = shared
+                        .handle
+                        .broadcast_paced(&b.kind, b.data.map(RawValue::get))
+                        .await;
                     Ok(json(StatusCode::OK, format!("{{\"delivered\":{n}}}")))
                 }
             }
