@@ -138,12 +138,20 @@ async fn worker_threads_sets_the_runtime_size() {
         .arg("3");
     let (child, _addr) = spawn(c).await;
     let pid = child.id().expect("running");
-    let workers = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|name| name.starts_with("tokio-rt-worker"))
-        .count();
-    assert_eq!(workers, 3, "runtime worker threads");
+    let workers = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("tokio-rt-worker"))
+            .count()
+    };
+    // tokio starts its workers in the background: they may still be coming up when the
+    // listening line is logged, so watch /proc (bounded) until the count settles.
+    let deadline = std::time::Instant::now() + WAIT;
+    while workers() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(workers(), 3, "runtime worker threads");
     signal(&child, libc::SIGTERM);
     assert_eq!(exit_code(child).await, 0);
 }
