@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -36,9 +36,7 @@ pub struct Samples {
 impl Samples {
     /// Records a sample unless the last one is younger than [`EVERY`].
     pub fn record(&self, connections: usize, totals: Totals) {
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let at_ms = crate::clock::wall_ms();
         let mut ring = self.ring.lock();
         if ring
             .back()

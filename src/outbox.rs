@@ -159,9 +159,7 @@ impl Outbox {
             client_id,
             remote_ip: remote.ip(),
             remote_port: remote.port(),
-            connected_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            connected_at_ms: crate::clock::wall_ms(),
             last_seen: AtomicU64::new(now_ms),
             queue: Mutex::new(queue),
             wake: AtomicWaker::new(),

@@ -3,7 +3,6 @@
 //! idempotency keys past their age. Sessions and streams keep no timers of their own.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::time::Duration;
 
@@ -114,9 +113,7 @@ pub fn spawn(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
             // A snapshot, so the registry lock is never held while thousands of sessions are
             // looked at and woken.
             let sessions = reg.snapshot(None);
-            let wall_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let wall_ms = crate::clock::wall_ms();
             let rules = Rules {
                 now_ms: now,
                 timeout_ms,

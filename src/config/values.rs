@@ -100,13 +100,15 @@ pub struct Dur;
 impl<'de> DeserializeAs<'de, Duration> for Dur {
     fn deserialize_as<D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        let t = s.trim();
-        humantime::parse_duration(t).map_err(|e| {
-            de::Error::custom(format!(
-                "`{t}` is not a duration ({e}); write e.g. \"250ms\", \"30s\", \"2m\""
-            ))
-        })
+        parse_duration(s.trim()).map_err(de::Error::custom)
     }
+}
+
+/// A duration with a unit; the error says what is wrong and how to write one.
+fn parse_duration(t: &str) -> Result<Duration, String> {
+    humantime::parse_duration(t).map_err(|e| {
+        format!("`{t}` is not a duration ({e}); write e.g. \"250ms\", \"30s\", \"2m\"")
+    })
 }
 
 impl SerializeAs<Duration> for Dur {
@@ -125,11 +127,7 @@ impl<'de> DeserializeAs<'de, Option<Duration>> for OptDur {
         if t.is_empty() {
             return Ok(None);
         }
-        humantime::parse_duration(t).map(Some).map_err(|e| {
-            de::Error::custom(format!(
-                "`{t}` is not a duration ({e}); write e.g. \"250ms\", \"30s\", \"2m\""
-            ))
-        })
+        parse_duration(t).map(Some).map_err(de::Error::custom)
     }
 }
 
