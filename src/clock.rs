@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 /// Milliseconds since the server started.
+#[derive(Clone, Copy, Debug)]
 pub struct Clock {
     /// Origin of the clock.
     epoch: Instant,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::cluster::{Cluster, Routed};
 use crate::engine::{Engine, EngineError, StreamKey};
 use crate::id::SessionId;
 use crate::outbox::Enqueued;
@@ -24,6 +25,8 @@ pub struct Handle {
     pub(crate) engine: Arc<dyn Engine>,
     /// `history_size > 0`: messages to client ids and channels are numbered and stored.
     pub(crate) history: bool,
+    /// The cluster, when `redis_url` is set: deliveries go through Redis to every node.
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
 /// What one push or publish did.
@@ -33,25 +36,62 @@ pub(crate) struct Sent {
     pub delivered: usize,
     /// Its place in the stream, with history on.
     pub seq: Option<u64>,
+    /// In a cluster: some node did not answer in time, or Redis was unreachable and only this
+    /// node's sessions were reached.
+    pub partial: bool,
+}
+
+impl Sent {
+    fn local(delivered: usize) -> Sent {
+        Sent {
+            delivered,
+            seq: None,
+            partial: false,
+        }
+    }
+
+    fn routed(r: Routed) -> Sent {
+        Sent {
+            delivered: r.delivered,
+            seq: None,
+            partial: r.partial,
+        }
+    }
 }
 
 impl Handle {
     /// Pushes to every session of `client_id`. With history on the message is also stored (so
     /// `Some(0)` means stored for later); without it `None` means the id has no session.
+    ///
+    /// In a cluster the delivery goes through Redis and its count is not known at once: the
+    /// push is sent in the background and `None` is returned; use the HTTP API for counts.
     pub fn push(&self, client_id: &str, kind: &str, data: Option<&str>) -> Option<usize> {
+        if self.cluster.is_some() {
+            let (h, c, k, d) = self.owned(client_id, kind, data);
+            self.background(async move { h.push_client(&c, &k, d.as_deref()).await.map(|_| ()) });
+            return None;
+        }
         now(self.push_client(client_id, kind, data))
             .flatten()
             .map(|s| s.delivered)
     }
 
     /// Pushes to the subscribers of `channel` (and its history, with history on); returns how
-    /// many queued it.
+    /// many queued it (in a cluster: sent in the background, 0 returned, as for [`Handle::push`]).
     pub fn publish(&self, channel: &str, kind: &str, data: Option<&str>) -> usize {
+        if self.cluster.is_some() {
+            let (h, c, k, d) = self.owned(channel, kind, data);
+            self.background(
+                async move { h.publish_channel(&c, &k, d.as_deref()).await.map(|_| ()) },
+            );
+            return 0;
+        }
         now(self.publish_channel(channel, kind, data)).map_or(0, |s| s.delivered)
     }
 
-    /// Pushes to one session only; `None` when no such session is live. Not stored: a session
-    /// id never comes back, and the client stream's other sessions must not see it on resume.
+    /// Pushes to one session of this node only; `None` when no such session is live here. Not
+    /// stored: a session id never comes back, and the client stream's other sessions must not
+    /// see it on resume.
     pub fn push_session(&self, session_id: &str, kind: &str, data: Option<&str>) -> Option<usize> {
         let h = self.registry.get(SessionId::parse(session_id)?)?;
         let m = Message::Text(envelope(kind, None, None, data));
@@ -60,18 +100,49 @@ impl Handle {
         ))
     }
 
-    /// Pushes to every live session; returns how many queued it. Never stored: everyone is no
-    /// stream.
+    /// Pushes to every live session of this node; returns how many queued it. Never stored:
+    /// everyone is no stream. (The HTTP broadcast reaches every node of a cluster.)
     pub fn broadcast(&self, kind: &str, data: Option<&str>) -> usize {
         let m = Message::Text(envelope(kind, None, None, data));
         self.registry.broadcast(&m)
     }
 
-    /// [`Handle::broadcast`] paced in slices (see `Registry::broadcast_paced`), for async callers
-    /// such as the HTTP API.
-    pub async fn broadcast_paced(&self, kind: &str, data: Option<&str>) -> usize {
-        let m = Message::Text(envelope(kind, None, None, data));
-        self.registry.broadcast_paced(&m).await
+    /// Every session on every node, paced in slices here (see `Registry::broadcast_paced`).
+    pub(crate) async fn broadcast_everywhere(&self, kind: &str, data: Option<&str>) -> Sent {
+        let frame = envelope(kind, None, None, data);
+        if let Some(c) = &self.cluster {
+            match c.send_all(frame.as_bytes()).await {
+                Ok(r) => return Sent::routed(r),
+                Err(e) => log::debug!("broadcast reaches this node only: {e}"),
+            }
+            let n = self.registry.broadcast_paced(&Message::Text(frame)).await;
+            return Sent {
+                partial: true,
+                ..Sent::local(n)
+            };
+        }
+        Sent::local(self.registry.broadcast_paced(&Message::Text(frame)).await)
+    }
+
+    /// One session wherever it is; `None` when no node has it.
+    pub(crate) async fn push_session_everywhere(
+        &self,
+        session_id: &str,
+        kind: &str,
+        data: Option<&str>,
+    ) -> Result<Option<Sent>, EngineError> {
+        let Some(c) = &self.cluster else {
+            return Ok(self.push_session(session_id, kind, data).map(Sent::local));
+        };
+        if let Some(n) = self.push_session(session_id, kind, data) {
+            return Ok(Some(Sent::local(n)));
+        }
+        if SessionId::parse(session_id).is_none() {
+            return Ok(None);
+        }
+        let frame = envelope(kind, None, None, data);
+        let r = c.send_session(session_id, frame.as_bytes()).await?;
+        Ok((r.delivered > 0).then(|| Sent::routed(r)))
     }
 
     /// Push to a client id; `None` when it has no session and history is off.
@@ -81,25 +152,46 @@ impl Handle {
         kind: &str,
         data: Option<&str>,
     ) -> Result<Option<Sent>, EngineError> {
-        if !self.history {
-            let m = Message::Text(envelope(kind, None, None, data));
-            return Ok(self
-                .registry
-                .send_to_client(client_id, &m)
-                .map(|delivered| Sent {
-                    delivered,
-                    seq: None,
-                }));
+        let outcome = match (&self.cluster, self.history) {
+            (None, false) => {
+                let m = Message::Text(envelope(kind, None, None, data));
+                return Ok(self.registry.send_to_client(client_id, &m).map(Sent::local));
+            }
+            (Some(c), false) => {
+                let frame = envelope(kind, None, None, data);
+                c.send_client(client_id, frame.as_bytes())
+                    .await
+                    .map(|r| r.map(Sent::routed))
+            }
+            (_, true) => {
+                let key = StreamKey::client(client_id);
+                self.engine
+                    .append(&key, sequenced_envelope(kind, None, data))
+                    .await
+                    .map(|a| {
+                        Some(Sent {
+                            delivered: a.delivered,
+                            seq: Some(a.position.seq),
+                            partial: a.partial,
+                        })
+                    })
+            }
+        };
+        match outcome {
+            Err(EngineError::Unavailable(cause)) if self.cluster.is_some() => {
+                // Redis is down: this node's sessions still get it, unnumbered; with nobody
+                // here the caller must hear that nothing was delivered or stored.
+                let m = Message::Text(envelope(kind, None, None, data));
+                match self.registry.send_to_client(client_id, &m) {
+                    Some(n) if n > 0 => Ok(Some(Sent {
+                        partial: true,
+                        ..Sent::local(n)
+                    })),
+                    _ => Err(EngineError::Unavailable(cause)),
+                }
+            }
+            other => other,
         }
-        let key = StreamKey::client(client_id);
-        let appended = self
-            .engine
-            .append(&key, sequenced_envelope(kind, None, data))
-            .await?;
-        Ok(Some(Sent {
-            delivered: appended.delivered,
-            seq: Some(appended.position.seq),
-        }))
     }
 
     /// Publish to a channel.
@@ -109,25 +201,42 @@ impl Handle {
         kind: &str,
         data: Option<&str>,
     ) -> Result<Sent, EngineError> {
-        if !self.history {
-            let m = Message::Text(envelope(kind, Some(channel), None, data));
-            return Ok(Sent {
-                delivered: self.registry.publish(channel, &m),
-                seq: None,
-            });
+        let outcome = match (&self.cluster, self.history) {
+            (None, false) => {
+                let m = Message::Text(envelope(kind, Some(channel), None, data));
+                return Ok(Sent::local(self.registry.publish(channel, &m)));
+            }
+            (Some(c), false) => {
+                let frame = envelope(kind, Some(channel), None, data);
+                c.send_channel(channel, frame.as_bytes())
+                    .await
+                    .map(Sent::routed)
+            }
+            (_, true) => {
+                let key = StreamKey::channel(channel);
+                self.engine
+                    .append(&key, sequenced_envelope(kind, Some(channel), data))
+                    .await
+                    .map(|a| Sent {
+                        delivered: a.delivered,
+                        seq: Some(a.position.seq),
+                        partial: a.partial,
+                    })
+            }
+        };
+        match outcome {
+            Err(EngineError::Unavailable(_)) if self.cluster.is_some() => {
+                let m = Message::Text(envelope(kind, Some(channel), None, data));
+                Ok(Sent {
+                    partial: true,
+                    ..Sent::local(self.registry.publish(channel, &m))
+                })
+            }
+            other => other,
         }
-        let key = StreamKey::channel(channel);
-        let appended = self
-            .engine
-            .append(&key, sequenced_envelope(kind, Some(channel), data))
-            .await?;
-        Ok(Sent {
-            delivered: appended.delivered,
-            seq: Some(appended.position.seq),
-        })
     }
 
-    /// Closes a session with 4002 (admin close); false when it is unknown.
+    /// Closes a session of this node with 4002 (admin close); false when it is unknown here.
     pub fn disconnect(&self, session_id: &str) -> bool {
         let Some(id) = SessionId::parse(session_id) else {
             return false;
@@ -141,9 +250,53 @@ impl Handle {
         }
     }
 
-    /// Live sessions.
+    /// Closes a session wherever it is.
+    pub(crate) async fn disconnect_everywhere(
+        &self,
+        session_id: &str,
+    ) -> Result<bool, EngineError> {
+        if self.disconnect(session_id) {
+            return Ok(true);
+        }
+        match &self.cluster {
+            Some(c) if SessionId::parse(session_id).is_some() => {
+                Ok(c.kill(session_id).await?.delivered > 0)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Live sessions of this node.
     pub fn connections(&self) -> usize {
         self.registry.len()
+    }
+
+    fn owned(
+        &self,
+        to: &str,
+        kind: &str,
+        data: Option<&str>,
+    ) -> (Handle, String, String, Option<String>) {
+        (
+            self.clone(),
+            to.to_string(),
+            kind.to_string(),
+            data.map(str::to_string),
+        )
+    }
+
+    /// Runs a cluster delivery for the synchronous methods without blocking their caller.
+    fn background(&self, work: impl Future<Output = Result<(), EngineError>> + Send + 'static) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = work.await {
+                        log::warn!("push from the application not delivered: {e}");
+                    }
+                });
+            }
+            Err(_) => log::error!("a cluster push needs a tokio runtime; not sent"),
+        }
     }
 }
 

@@ -33,6 +33,7 @@
 mod admission;
 pub mod auth;
 mod clock;
+mod cluster;
 pub mod config;
 mod dashboard;
 mod drain;
@@ -44,6 +45,7 @@ mod handshake;
 mod http;
 mod id;
 mod identity;
+mod listing;
 mod metrics;
 mod outbox;
 pub mod protocol;

@@ -307,6 +307,16 @@ impl Registry {
         self.fan_out(&targets, msg)
     }
 
+    /// The client ids with a session here (the cluster rewrites their presence after an outage).
+    pub fn client_ids(&self) -> Vec<Arc<str>> {
+        self.idx.read().by_client.keys().cloned().collect()
+    }
+
+    /// True while some session here is subscribed to `channel`.
+    pub fn has_channel(&self, channel: &str) -> bool {
+        self.idx.read().by_channel.contains_key(channel)
+    }
+
     /// Sessions `client_id` holds here.
     pub fn sessions_of(&self, client_id: &str) -> usize {
         self.idx

@@ -99,6 +99,7 @@ impl Server {
             );
         }
         let _reaper = AbortOnDrop(reaper::spawn(Arc::clone(&shared)));
+        let _cluster = shared.cluster.as_ref().map(|c| c.start());
         if let Some(w) = &shared.webhooks {
             w.run();
         }

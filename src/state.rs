@@ -10,6 +10,8 @@ use tokio::sync::watch;
 use crate::admission::Admissions;
 use crate::auth::{AuthSettings, Verifier};
 use crate::clock::Clock;
+use crate::cluster::Cluster;
+use crate::cluster::engine::RedisEngine;
 use crate::config::{AuthMode, Config, Secret, ShutdownMode, socket_budget};
 use crate::dashboard::Samples;
 use crate::engine::memory::{MemoryConfig, MemoryEngine};
@@ -38,8 +40,11 @@ pub struct Shared {
     pub webhooks: Option<Arc<Webhooks>>,
     /// Who is connected here.
     pub registry: Arc<Registry>,
-    /// What outlives a session: stream seqs, history, idempotency keys (the memory engine).
+    /// What outlives a session: stream seqs, history, idempotency keys (memory, or Redis in a
+    /// cluster).
     pub engine: Arc<dyn Engine>,
+    /// This node's membership of a cluster, when `redis_url` is set.
+    pub cluster: Option<Arc<Cluster>>,
     /// Connection slots under the limits.
     pub admissions: Arc<Admissions>,
     /// The descriptor budget every accepted socket counts against.
@@ -93,21 +98,41 @@ impl Shared {
             config.max_connections_per_ip,
             config.connect_rate_per_ip,
         ));
-        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new(
-            MemoryConfig::from_config(&config),
-            Arc::new(SystemClock),
-            Arc::clone(&registry) as _,
-        ));
-        let handle = Handle {
-            registry: Arc::clone(&registry),
-            engine: Arc::clone(&engine),
-            history: config.history(),
-        };
         let node: Arc<str> = match &config.node_id {
             Some(id) => Arc::from(id.as_str()),
             None => Arc::from(default_node_id()),
         };
         let webhooks = Webhooks::new(&config, Arc::clone(&node))?;
+        let clock = Clock::new();
+        let cluster = match &config.redis_url {
+            Some(url) => Some(Cluster::new(
+                &config,
+                &url.0,
+                Arc::clone(&node),
+                Arc::clone(&registry),
+                webhooks.clone(),
+                clock,
+            )?),
+            None => None,
+        };
+        let engine: Arc<dyn Engine> = match &cluster {
+            Some(c) => Arc::new(RedisEngine::new(
+                Arc::clone(c),
+                config.history_size,
+                config.history_ttl,
+            )),
+            None => Arc::new(MemoryEngine::new(
+                MemoryConfig::from_config(&config),
+                Arc::new(SystemClock),
+                Arc::clone(&registry) as _,
+            )),
+        };
+        let handle = Handle {
+            registry: Arc::clone(&registry),
+            engine: Arc::clone(&engine),
+            history: config.history(),
+            cluster: cluster.clone(),
+        };
         Ok(Shared {
             webhooks,
             node,
@@ -116,10 +141,11 @@ impl Shared {
             api_key,
             registry,
             engine,
+            cluster,
             admissions,
             sockets: Sockets::new(socket_budget()),
             metrics,
-            clock: Clock::new(),
+            clock,
             ids: SessionIds::new(),
             handler,
             handle,

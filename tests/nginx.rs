@@ -114,14 +114,32 @@ fn rewrite(
 /// The backup node is a port nothing listens on, so a request that nginx did not send to the
 /// tether under test fails visibly (502) instead of being served by something else.
 async fn start_nginx(upstream: SocketAddr, read_timeout: Option<Duration>) -> Nginx {
+    start_nginx_over(upstream, None, read_timeout).await
+}
+
+/// [`start_nginx`] with a second node: given, it is a peer in the round robin (a cluster),
+/// not a backup.
+async fn start_nginx_over(
+    upstream: SocketAddr,
+    peer: Option<SocketAddr>,
+    read_timeout: Option<Duration>,
+) -> Nginx {
     // A port picked by bind-and-release can be taken by someone else before nginx binds it:
     // retry a few times with new ports in that case only.
     for attempt in 1..=3 {
         let prefix = TempDir::new("nginx");
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let backup = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let backup = peer.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
         let conf = prefix.join("nginx.conf");
-        std::fs::write(&conf, rewrite(listen, upstream, backup, read_timeout)).unwrap();
+        let mut text = rewrite(listen, upstream, backup, read_timeout);
+        if peer.is_some() {
+            // What docs/cluster.md tells operators: clustered nodes are all primaries.
+            text = text.replace(
+                &format!("server {backup} backup;"),
+                &format!("server {backup};"),
+            );
+        }
+        std::fs::write(&conf, text).unwrap();
         let stderr = std::fs::File::create(prefix.join("stderr.log")).unwrap();
         let proc = Proc::spawn(
             "nginx",
@@ -433,4 +451,48 @@ async fn nginx_holds_many_sessions() {
     wait_connections(s.addr, 0).await;
     drop(nginx);
     stop(s).await;
+}
+
+/// Two clustered nodes behind the shipped config in round robin, with no stickiness: clients
+/// land on both nodes, API calls too, and a push through nginx reaches every client wherever
+/// it landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_over_a_cluster_reaches_every_client() {
+    let redis = common::redis::Redis::start();
+    let url = redis.url();
+    let node = |id: &'static str| {
+        config(&[
+            ("trusted_proxies", NGINX_IP),
+            ("redis_url", url.as_str()),
+            ("node_id", id),
+        ])
+    };
+    let (one, two) = (start(node("one")).await, start(node("two")).await);
+    let nginx = start_nginx_over(one.addr, Some(two.addr), None).await;
+    const CLIENTS: usize = 12;
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        clients.push(connect_welcomed(nginx.addr, &format!("rr-{i}")).await.0);
+    }
+    let (h1, h2) = (
+        json(&http(one.addr, "GET", "/health", &[], "").await.2),
+        json(&http(two.addr, "GET", "/health", &[], "").await.2),
+    );
+    let (n1, n2) = (
+        h1["connections"].as_u64().unwrap(),
+        h2["connections"].as_u64().unwrap(),
+    );
+    assert_eq!(n1 + n2, CLIENTS as u64);
+    assert!(
+        n1 > 0 && n2 > 0,
+        "round robin put {n1} and {n2} sessions on the nodes"
+    );
+    for (i, ws) in clients.iter_mut().enumerate() {
+        let id = format!("rr-{i}");
+        let v = push(nginx.addr, &id, &id).await;
+        assert_eq!(v["delivered"], 1, "{id}: {v}");
+        let m = recv_json(ws).await;
+        assert_eq!(m["data"]["text"], id.as_str(), "{m}");
+    }
+    drop(nginx);
 }

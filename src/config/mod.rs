@@ -49,6 +49,12 @@ pub const DEFAULT_MIGRATE_WINDOW: Duration = Duration::from_secs(10);
 pub const DEFAULT_WEBHOOK_RETRY_FOR: Duration = Duration::from_secs(300);
 /// Default time a client id may be gone before `offline`.
 pub const DEFAULT_OFFLINE_GRACE: Duration = Duration::from_secs(5);
+/// How long a push waits for the other nodes' answers (§9).
+pub const DEFAULT_CLUSTER_REPLY_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long a silent node stays in presence (§9).
+pub const DEFAULT_NODE_TTL: Duration = Duration::from_secs(15);
+/// Longest `node_id`: it rides in every cluster message header.
+pub const MAX_NODE_ID_LEN: usize = 64;
 /// Default clock skew tolerated on token times.
 pub const DEFAULT_AUTH_LEEWAY: Duration = Duration::from_secs(5);
 /// Default `history_ttl`: how long a stored message stays replayable.
@@ -221,8 +227,17 @@ keys! {
     auth_leeway: Duration = DEFAULT_AUTH_LEEWAY, "DURATION",
         "Clock skew tolerated on a token's exp, nbf and iat.";
     #[serde_as(as = "Unset")]
+    redis_url: Option<Secret> = None, "URL",
+        "When set, nodes sharing this Redis (redis:// or rediss://) are one cluster; unset: one node.";
+    #[serde_as(as = "Unset")]
     node_id: Option<String> = None, "ID",
         "This node's name in presence, session listings and webhooks; default: host name and pid.";
+    #[serde_as(as = "Dur")]
+    cluster_reply_timeout: Duration = DEFAULT_CLUSTER_REPLY_TIMEOUT, "DURATION",
+        "How long a push waits for other nodes' delivery counts before answering `partial`.";
+    #[serde_as(as = "Dur")]
+    node_ttl: Duration = DEFAULT_NODE_TTL, "DURATION",
+        "A node silent this long is dead: it leaves presence and its client ids go offline.";
     #[serde_as(as = "Unset")]
     webhook_url: Option<String> = None, "URL",
         "When set, connect / disconnect / online / offline events are POSTed here as JSON.";
@@ -295,6 +310,33 @@ impl Config {
             if d.is_zero() {
                 return err(format!("{key}: must be greater than zero"));
             }
+        }
+        if let Some(id) = &self.node_id {
+            let ok = !id.is_empty()
+                && id.len() <= MAX_NODE_ID_LEN
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+            if !ok {
+                return err(format!(
+                    "node_id: `{}` must be 1 to {MAX_NODE_ID_LEN} letters, digits or - _ . :",
+                    id.chars().take(80).collect::<String>()
+                ));
+            }
+        }
+        if let Some(url) = &self.redis_url
+            && let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.0.as_str())
+        {
+            return err(format!("redis_url: not a Redis URL: {e}"));
+        }
+        if self.cluster_reply_timeout.is_zero() {
+            return err("cluster_reply_timeout: must be greater than zero".into());
+        }
+        if self.node_ttl < Duration::from_secs(1) {
+            return err(format!(
+                "node_ttl: {:?} is too short; at least 1s, or a busy node would be declared dead",
+                self.node_ttl
+            ));
         }
         if self.heartbeat_interval >= self.heartbeat_timeout {
             return err(format!(

@@ -225,6 +225,7 @@ impl MemoryEngine {
                     seq,
                 },
                 delivered,
+                partial: false,
             };
         }
     }

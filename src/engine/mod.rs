@@ -145,6 +145,8 @@ pub struct Appended {
     pub position: Position,
     /// Sessions whose queue accepted the message (summed over nodes in a cluster).
     pub delivered: usize,
+    /// In a cluster: some node holding a recipient did not answer in time.
+    pub partial: bool,
 }
 
 /// An envelope with a hole for its seq: the frame carries its own seq, and the seq is only
@@ -176,6 +178,11 @@ impl FrameTemplate {
             head: Bytes::from_static(b"{\"seq\":"),
             tail: tail.freeze(),
         })
+    }
+
+    /// The bytes before and after the seq.
+    pub fn parts(&self) -> (&Bytes, &Bytes) {
+        (&self.head, &self.tail)
     }
 
     /// The frame for one seq.

@@ -17,7 +17,8 @@ use percent_encoding::percent_decode_str;
 use super::delivery;
 use crate::error::Error;
 use crate::id::SessionId;
-use crate::protocol::{json_str, timestamp};
+use crate::listing;
+use crate::protocol::json_str;
 use crate::query::query_param;
 use crate::reply::{Body, error_response, json};
 use crate::state::Shared;
@@ -109,11 +110,11 @@ async fn dispatch(
                 _ => {
                     let b: BroadcastBody<'_> = parse(&body)?;
                     delivery::check_type(&b.kind)?;
-                    let n = shared
+                    let sent = shared
                         .handle
-                        .broadcast_paced(&b.kind, b.data.map(RawValue::get))
+                        .broadcast_everywhere(&b.kind, b.data.map(RawValue::get))
                         .await;
-                    Ok(json(StatusCode::OK, format!("{{\"delivered\":{n}}}")))
+                    Ok(json(StatusCode::OK, delivery::answer_body(None, &sent)))
                 }
             }
         }
@@ -147,7 +148,7 @@ async fn dispatch(
             let page = Page::from_query(query)?;
             Ok(json(
                 StatusCode::OK,
-                list_sessions(shared, filter.as_deref(), page),
+                list_sessions(shared, filter.as_deref(), page).await?,
             ))
         }
         p if p.starts_with("/api/v1/presence/") => {
@@ -158,27 +159,19 @@ async fn dispatch(
             let client_id = percent_decode_str(raw)
                 .decode_utf8()
                 .map_err(|_| Error::InvalidBody("the client id is not valid UTF-8".into()))?;
-            let n = shared.registry.sessions_of(&client_id);
-            let nodes = if n > 0 {
-                format!("[{}]", json_str(&shared.node))
-            } else {
-                "[]".into()
-            };
-            Ok(json(
-                StatusCode::OK,
-                format!(
-                    "{{\"client_id\":{},\"online\":{},\"sessions\":{n},\"nodes\":{nodes}}}",
-                    json_str(&client_id),
-                    n > 0
-                ),
-            ))
+            presence(shared, &client_id).await
         }
         p if p.starts_with("/api/v1/sessions/") => {
             if method != Method::DELETE {
                 return Err(Error::MethodNotAllowed("DELETE"));
             }
             let id = &p["/api/v1/sessions/".len()..];
-            if shared.handle.disconnect(id) {
+            let closed = shared
+                .handle
+                .disconnect_everywhere(id)
+                .await
+                .map_err(delivery::unavailable)?;
+            if closed {
                 Ok(json(
                     StatusCode::OK,
                     format!("{{\"session_id\":{},\"closed\":true}}", json_str(id)),
@@ -189,6 +182,28 @@ async fn dispatch(
         }
         _ => Err(Error::NotFound),
     }
+}
+
+/// `GET /api/v1/presence/{client_id}`: this node's sessions, or the cluster's live nodes'.
+async fn presence(shared: &Shared, client_id: &str) -> Result<Response<Body>, Error> {
+    let nodes: Vec<(String, u64)> = match &shared.cluster {
+        Some(c) => c.presence(client_id).await.map_err(delivery::unavailable)?,
+        None => match shared.registry.sessions_of(client_id) {
+            0 => Vec::new(),
+            n => vec![(shared.node.to_string(), n as u64)],
+        },
+    };
+    let sessions: u64 = nodes.iter().map(|(_, n)| n).sum();
+    let names: Vec<String> = nodes.iter().map(|(node, _)| json_str(node)).collect();
+    Ok(json(
+        StatusCode::OK,
+        format!(
+            "{{\"client_id\":{},\"online\":{},\"sessions\":{sessions},\"nodes\":[{}]}}",
+            json_str(client_id),
+            sessions > 0,
+            names.join(",")
+        ),
+    ))
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, Error> {
@@ -255,39 +270,40 @@ impl Page {
     }
 }
 
-fn list_sessions(shared: &Shared, client_id: Option<&str>, page: Page) -> String {
-    let now = shared.clock.now_ms();
+async fn list_sessions(
+    shared: &Shared,
+    client_id: Option<&str>,
+    page: Page,
+) -> Result<String, Error> {
     let mut sessions = shared.registry.snapshot(client_id);
     if let Some(after) = page.after {
         sessions.retain(|h| h.id > after);
     }
     sessions.sort_by_key(|h| h.id);
     sessions.truncate(page.limit);
-    let node = json_str(&shared.node);
     let mut out = String::from("[");
-    for (i, h) in sessions.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
+    out.push_str(&listing::render(
+        &sessions,
+        &shared.node,
+        shared.clock.now_ms(),
+    ));
+    if let (Some(cluster), Some(client_id)) = (&shared.cluster, client_id) {
+        // Other nodes' sessions of the client id; this node's part is the one above.
+        for part in cluster
+            .list_remote(client_id)
+            .await
+            .map_err(delivery::unavailable)?
+        {
+            if !part.is_empty() {
+                if out.len() > 1 {
+                    out.push(',');
+                }
+                out.push_str(&part);
+            }
         }
-        let addr = h.remote();
-        let remote = if addr.port() == 0 {
-            addr.ip().to_string()
-        } else {
-            addr.to_string()
-        };
-        let channels: Vec<String> = h.channel_list().iter().map(|c| json_str(c)).collect();
-        out.push_str(&format!(
-            "{{\"session_id\":\"{}\",\"client_id\":{},\"node\":{node},\"remote_addr\":{},\"connected_at\":\"{}\",\"last_seen_ms_ago\":{},\"channels\":[{}]}}",
-            h.id,
-            json_str(&h.client_id),
-            json_str(&remote),
-            timestamp(h.connected_at()),
-            now.saturating_sub(h.last_seen()),
-            channels.join(",")
-        ));
     }
     out.push(']');
-    out
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::engine::{EngineError, IdempotencyOutcome, Position, StreamKey, Target};
 use crate::error::Error;
+use crate::handle::Sent;
 use crate::protocol;
 use crate::reply::{Body, json};
 use crate::state::Shared;
@@ -79,27 +80,37 @@ pub async fn push(shared: &Shared, b: PushBody<'_>) -> Result<Response<Body>, Er
                     .await
                     .map_err(unavailable)?
                     .ok_or(Error::NoSession)?;
+                let partial = if sent.partial {
+                    ",\"partial\":true"
+                } else {
+                    ""
+                };
                 Ok(match sent.seq {
                     Some(seq) if sent.delivered == 0 => (
                         StatusCode::ACCEPTED,
-                        format!("{{\"delivered\":0,\"stored\":true,\"seq\":{seq}}}"),
+                        format!("{{\"delivered\":0,\"stored\":true,\"seq\":{seq}{partial}}}"),
                     ),
                     Some(seq) => (
                         StatusCode::OK,
-                        format!("{{\"delivered\":{},\"seq\":{seq}}}", sent.delivered),
+                        format!(
+                            "{{\"delivered\":{},\"seq\":{seq}{partial}}}",
+                            sent.delivered
+                        ),
                     ),
                     None => (
                         StatusCode::OK,
-                        format!("{{\"delivered\":{}}}", sent.delivered),
+                        format!("{{\"delivered\":{}{partial}}}", sent.delivered),
                     ),
                 })
             }
             Either::Session(session_id) => {
-                let n = shared
+                let sent = shared
                     .handle
-                    .push_session(session_id, &b.kind, data)
+                    .push_session_everywhere(session_id, &b.kind, data)
+                    .await
+                    .map_err(unavailable)?
                     .ok_or(Error::UnknownSession)?;
-                Ok((StatusCode::OK, format!("{{\"delivered\":{n}}}")))
+                Ok((StatusCode::OK, answer_body(None, &sent)))
             }
         }
     };
@@ -123,14 +134,7 @@ pub async fn publish(shared: &Shared, b: PublishBody<'_>) -> Result<Response<Bod
             .publish_channel(&b.channel, &b.kind, b.data.map(RawValue::get))
             .await
             .map_err(unavailable)?;
-        let seq = sent
-            .seq
-            .map(|s| format!(",\"seq\":{s}"))
-            .unwrap_or_default();
-        Ok((
-            StatusCode::OK,
-            format!("{{\"delivered\":{}{seq}}}", sent.delivered),
-        ))
+        Ok((StatusCode::OK, answer_body(sent.seq, &sent)))
     };
     idempotent(shared, target, b.idempotency_key.as_deref(), work).await
 }
@@ -183,7 +187,18 @@ fn decode(answer: &Bytes) -> Option<Response<Body>> {
     Some(json(status, answer.slice(3..)))
 }
 
-fn unavailable(e: EngineError) -> Error {
+/// `{"delivered":n}`, with `seq` when numbered and `partial` when some node did not answer.
+pub(super) fn answer_body(seq: Option<u64>, sent: &Sent) -> String {
+    let seq = seq.map(|s| format!(",\"seq\":{s}")).unwrap_or_default();
+    let partial = if sent.partial {
+        ",\"partial\":true"
+    } else {
+        ""
+    };
+    format!("{{\"delivered\":{}{seq}{partial}}}", sent.delivered)
+}
+
+pub(super) fn unavailable(e: EngineError) -> Error {
     Error::EngineUnavailable(e.to_string())
 }
 

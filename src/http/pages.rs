@@ -13,9 +13,21 @@ const CLIENT_JS: &str = include_str!("../../clients/js/tether.js");
 /// `GET /health`: 200 with counts, 503 `draining` once shutdown began.
 pub fn health(shared: &Shared) -> Response<Body> {
     let draining = shared.is_draining();
+    let status = match &shared.cluster {
+        _ if draining => "draining",
+        Some(c) if !c.is_up() => "degraded",
+        _ => "ok",
+    };
+    let cluster = match &shared.cluster {
+        Some(c) => format!(
+            ",\"node\":{},\"cluster_nodes\":{}",
+            crate::protocol::json_str(&shared.node),
+            c.stats.nodes.load(std::sync::atomic::Ordering::Relaxed)
+        ),
+        None => String::new(),
+    };
     let body = format!(
-        "{{\"status\":\"{}\",\"connections\":{},\"max_connections\":{},\"sockets_free\":{},\"accepted_total\":{},\"evicted_total\":{},\"uptime_s\":{}}}",
-        if draining { "draining" } else { "ok" },
+        "{{\"status\":\"{status}\",\"connections\":{},\"max_connections\":{},\"sockets_free\":{},\"accepted_total\":{},\"evicted_total\":{},\"uptime_s\":{}{cluster}}}",
         shared.registry.len(),
         shared.admissions.max_connections(),
         shared.sockets.available(),
@@ -37,6 +49,9 @@ pub fn metrics(shared: &Shared) -> Response<Body> {
         .metrics
         .render(shared.registry.len(), shared.is_draining());
     crate::metrics::render_engine(&mut text, &shared.engine.stats());
+    if let Some(c) = &shared.cluster {
+        c.render_metrics(&mut text);
+    }
     if let Some(w) = &shared.webhooks {
         crate::metrics::render_webhooks(&mut text, &w.stats);
     }

@@ -30,7 +30,7 @@ struct Reply<'a> {
     /// The sender.
     outbox: &'a Arc<Outbox>,
     /// Server state.
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     /// The frame being answered, echoed (cut) in errors.
     text: &'a str,
     /// The client's correlation id, raw JSON.
@@ -80,7 +80,7 @@ pub fn on_binary(data: &Bytes, outbox: &Arc<Outbox>, shared: &Shared) {
 }
 
 /// A text frame: the application's raw hook first, then the envelope and its command.
-pub fn on_text(text: &str, outbox: &Arc<Outbox>, shared: &Shared) {
+pub fn on_text(text: &str, outbox: &Arc<Outbox>, shared: &Arc<Shared>) {
     let s = Session {
         outbox,
         registry: &shared.registry,
@@ -180,6 +180,9 @@ fn subscribe(r: &Reply<'_>, data: Option<&RawValue>) {
     }
     if !r.shared.config.history() {
         return match r.shared.registry.subscribe(r.outbox, &data.channel) {
+            Subscribed::New | Subscribed::Already if r.shared.cluster.is_some() => {
+                super::clustered::confirm_subscribe(r.shared, r.outbox, &data.channel, r.id);
+            }
             Subscribed::New | Subscribed::Already => {
                 r.ok("subscribed", Some(&channel_body(&data.channel)));
             }
@@ -206,6 +209,9 @@ fn subscribe(r: &Reply<'_>, data: Option<&RawValue>) {
 /// position and the missed messages follow it before any live one.
 fn subscribe_resuming(r: &Reply<'_>, channel: &str, since: Option<Position>) {
     let (shared, outbox) = (r.shared, r.outbox);
+    if shared.cluster.is_some() {
+        return super::clustered::subscribe_resuming(shared, outbox, channel, since, r.id);
+    }
     let resume = super::resume::hand_over(
         shared,
         outbox,
@@ -270,6 +276,9 @@ fn publish(r: &Reply<'_>, data: Option<&RawValue>) {
     if !granted(r, &data.channel) {
         return;
     }
+    if r.shared.cluster.is_some() {
+        return super::clustered::publish(r.shared, r.outbox, data, r.id);
+    }
     let sent = now(r.shared.handle.publish_channel(
         &data.channel,
         &data.kind,
@@ -281,16 +290,25 @@ fn publish(r: &Reply<'_>, data: Option<&RawValue>) {
             "history is not available right now; retry",
         );
     };
+    r.ok("published", Some(&published_body(&data.channel, &sent)));
+}
+
+/// `published` data: the channel, how many got it, its seq with history on.
+pub(super) fn published_body(channel: &str, sent: &crate::handle::Sent) -> String {
     let seq = sent
         .seq
         .map(|s| format!(",\"seq\":{s}"))
         .unwrap_or_default();
-    let body = format!(
-        "{{\"channel\":{},\"delivered\":{}{seq}}}",
-        json_str(&data.channel),
+    let partial = if sent.partial {
+        ",\"partial\":true"
+    } else {
+        ""
+    };
+    format!(
+        "{{\"channel\":{},\"delivered\":{}{seq}{partial}}}",
+        json_str(channel),
         sent.delivered
-    );
-    r.ok("published", Some(&body));
+    )
 }
 
 /// `data` of a client `refresh`.

@@ -55,7 +55,7 @@ pub struct Running<W> {
 impl<W: Socket> Running<W> {
     /// One poll of the session: read what arrived, then write what is queued. Ready when it ends.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
-        let (outbox, shared) = (&self.guard.outbox, &*self.guard.shared);
+        let (outbox, shared) = (&self.guard.outbox, &self.guard.shared);
         let ws = &mut self.ws;
         outbox.register(cx.waker());
         if let Some(c) = outbox.close_requested() {
@@ -150,7 +150,7 @@ fn poll_write<W: Socket>(
 }
 
 /// Handles one frame from the peer; `Some` when it ends the session.
-fn on_frame(msg: Message, outbox: &Arc<Outbox>, shared: &Shared) -> Option<Ending> {
+fn on_frame(msg: Message, outbox: &Arc<Outbox>, shared: &Arc<Shared>) -> Option<Ending> {
     let now = shared.clock.now_ms();
     outbox.touch(now);
     shared.metrics.received();

@@ -8,6 +8,7 @@
 //! admission slot.
 
 mod close;
+mod clustered;
 mod commands;
 mod driver;
 mod resume;
@@ -93,10 +94,15 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         let shared = &self.shared;
-        shared.registry.remove(&self.outbox);
-        // The admission slot and the socket permit were transferred to this session.
+        // The admission slot and the socket permit were transferred to this session. They go
+        // back before the session leaves the registry, so whoever sees the count drop (a
+        // health check, a waiting client) also finds the slot free.
         shared.admissions.release(self.outbox.remote().ip());
         shared.sockets.release_session();
+        shared.registry.remove(&self.outbox);
+        if let Some(c) = &shared.cluster {
+            c.touch(&self.outbox.client_id);
+        }
         shared.metrics.closed(self.code);
         if let Some(w) = &shared.webhooks {
             let remaining = shared.registry.sessions_of(&self.outbox.client_id);
@@ -170,6 +176,10 @@ pub async fn prepare(
         shared.registry.insert_id(Arc::clone(outbox));
     } else {
         shared.registry.insert(Arc::clone(outbox));
+        if let Some(c) = &shared.cluster {
+            // Before `welcome` goes out: a push sent once it arrived reaches it from any node.
+            c.present(&outbox.client_id).await;
+        }
     }
     shared.metrics.accepted();
     if let Some(w) = &shared.webhooks {

@@ -57,6 +57,14 @@ pub async fn hand_over(
     let gate = Arc::new(HandOver::new(shared.config.send_queue));
     outbox.add_gate(key.clone(), Arc::clone(&gate));
     index();
+    if let Some(c) = &shared.cluster {
+        // Other nodes must route the stream here before it is read, or a message appended
+        // between the read and the routing would reach neither the replay nor the gate.
+        match &key {
+            StreamKey::Client(id) => c.present(id).await,
+            StreamKey::Channel(name) => c.watch(name).await,
+        }
+    }
     let outcome = replay(shared, outbox, &key, since, &gate, header).await;
     // Also after a failure: the session is closing then, and a gate left behind only holds frames.
     if let Err(e) = shared.engine.settle(&key).await {

@@ -62,6 +62,9 @@ pub struct Webhooks {
     node: Arc<str>,
     /// `offline_grace`.
     grace: Duration,
+    /// In a cluster the cluster decides `online` / `offline` for all nodes (see
+    /// [`Webhooks::online`]); this node's own tracking stays off.
+    clustered: bool,
     /// Each lane's receiving end until [`Webhooks::run`] starts its task.
     waiting: Mutex<Vec<mpsc::Receiver<Event>>>,
     /// Posts the events.
@@ -91,6 +94,7 @@ impl Webhooks {
             stats,
             node,
             grace: config.offline_grace,
+            clustered: config.redis_url.is_some(),
             waiting: Mutex::new(waiting),
             sender,
             tasks: Mutex::new(Vec::new()),
@@ -110,6 +114,9 @@ impl Webhooks {
     /// A session opened: `connect`, and `online` when it is the client id's first.
     pub fn connected(&self, outbox: &Outbox) {
         self.emit("connect", &outbox.client_id, Some(outbox), None);
+        if self.clustered {
+            return;
+        }
         let first = {
             let mut p = self.presence.lock();
             // Back within the grace: no `offline` was sent, so no `online` either.
@@ -124,13 +131,23 @@ impl Webhooks {
     /// A session ended with `code`; `remaining` is how many sessions its client id still has.
     pub fn disconnected(&self, outbox: &Outbox, code: u16, remaining: usize) {
         self.emit("disconnect", &outbox.client_id, Some(outbox), Some(code));
-        if remaining == 0 {
+        if remaining == 0 && !self.clustered {
             let due = Instant::now() + self.grace;
             self.presence
                 .lock()
                 .leaving
                 .insert(Arc::clone(&outbox.client_id), due);
         }
+    }
+
+    /// `online` for a client id the cluster saw come online (its first session anywhere).
+    pub fn online(&self, client_id: &Arc<str>) {
+        self.emit("online", client_id, None, None);
+    }
+
+    /// `offline` for a client id the cluster saw gone past the grace (once cluster-wide).
+    pub fn offline(&self, client_id: &Arc<str>) {
+        self.emit("offline", client_id, None, None);
     }
 
     /// Sends `offline` for every client id whose grace is over and that has not come back; the

@@ -1,0 +1,255 @@
+//! What arrives from Redis pub/sub: messages for this node's sessions, replies to this node's
+//! requests and its own markers. The inbox runs inside the subscriber connection's reader, so
+//! per topic it sees messages in the order Redis executed their publishes — the order the
+//! append script gave their seqs — and hands them to the registry in that order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use super::wire::{self, Kind, Msg};
+use crate::clock::Clock;
+use crate::engine::{Epoch, Live, LiveSink, StreamKey};
+use crate::id::SessionId;
+use crate::listing;
+use crate::outbox::Enqueued;
+use crate::protocol::close;
+use crate::registry::Registry;
+
+/// A reply this node owes another: the origin's topic and the encoded reply.
+pub type Outgoing = (String, Vec<u8>);
+
+/// Requests waiting for the nodes' answers.
+#[derive(Default)]
+pub struct Pending {
+    waiting: Mutex<HashMap<u64, Waiting>>,
+    next: AtomicU64,
+}
+
+#[derive(Default)]
+struct Waiting {
+    replies: usize,
+    delivered: usize,
+    bodies: Vec<Bytes>,
+    expected: Option<usize>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Waiting {
+    fn finish_if_complete(&mut self) {
+        if self.expected.is_some_and(|n| self.replies >= n)
+            && let Some(done) = self.done.take()
+        {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// What the nodes answered to one request.
+#[derive(Debug, Default, Clone)]
+pub struct Gathered {
+    /// Summed counts.
+    pub delivered: usize,
+    /// Listings, one per node that sent one.
+    pub bodies: Vec<Bytes>,
+    /// False when some node did not answer within the timeout.
+    pub complete: bool,
+}
+
+/// A request in flight: registered before its publish, so no reply can come too early.
+pub struct Ticket {
+    /// The request's number.
+    pub req: u64,
+    done: oneshot::Receiver<()>,
+}
+
+impl Pending {
+    /// Registers a new request.
+    pub fn begin(&self) -> Ticket {
+        let req = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().insert(
+            req,
+            Waiting {
+                done: Some(tx),
+                ..Waiting::default()
+            },
+        );
+        Ticket { req, done: rx }
+    }
+
+    /// Records one node's answer; unknown requests (timed out, or forged) are ignored.
+    pub fn reply(&self, req: u64, delivered: u64, body: Bytes) {
+        if let Some(w) = self.waiting.lock().get_mut(&req) {
+            w.replies += 1;
+            w.delivered = w.delivered.saturating_add(delivered as usize);
+            if !body.is_empty() {
+                w.bodies.push(body);
+            }
+            w.finish_if_complete();
+        }
+    }
+
+    /// Waits until `expected` nodes answered or `timeout` passed, and forgets the request.
+    pub async fn gather(&self, ticket: Ticket, expected: usize, timeout: Duration) -> Gathered {
+        if let Some(w) = self.waiting.lock().get_mut(&ticket.req) {
+            w.expected = Some(expected);
+            w.finish_if_complete();
+        }
+        let complete = tokio::time::timeout(timeout, ticket.done).await.is_ok();
+        let w = self.waiting.lock().remove(&ticket.req).unwrap_or_default();
+        Gathered {
+            delivered: w.delivered,
+            bodies: w.bodies,
+            complete: complete || w.replies >= expected,
+        }
+    }
+
+    /// Forgets a request whose publish failed.
+    pub fn cancel(&self, ticket: Ticket) {
+        self.waiting.lock().remove(&ticket.req);
+    }
+}
+
+/// The subscriber connection's handler.
+pub struct Inbox {
+    /// This node.
+    pub node: Arc<str>,
+    /// Where messages for local sessions go.
+    pub registry: Arc<Registry>,
+    /// This node's requests.
+    pub pending: Arc<Pending>,
+    /// Replies owed to other nodes, sent by the replier task.
+    pub outgoing: mpsc::UnboundedSender<Outgoing>,
+    /// The liveness clock, for listings' `last_seen_ms_ago`.
+    pub clock: Clock,
+    /// Messages dropped as malformed.
+    pub malformed: AtomicU64,
+    /// Markers by request number, for `settle`.
+    pub markers: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+}
+
+impl Inbox {
+    /// Handles one push from Redis. Never blocks: enqueueing is all it does.
+    pub fn push(&self, info: PushInfo) {
+        if !matches!(info.kind, PushKind::Message) {
+            return;
+        }
+        // `message` pushes are [topic, payload].
+        let Some(Value::BulkString(payload)) = info.data.into_iter().nth(1) else {
+            self.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        match wire::decode(Bytes::from(payload)) {
+            Ok(msg) => self.handle(msg),
+            Err(e) => {
+                self.malformed.fetch_add(1, Ordering::Relaxed);
+                log::debug!("cluster message dropped: {}", e.0);
+            }
+        }
+    }
+
+    fn handle(&self, msg: Msg) {
+        let (count, body) = match msg.kind {
+            Kind::Reply => {
+                if msg.origin != *self.node {
+                    self.pending.reply(msg.req, msg.seq, msg.body);
+                }
+                return;
+            }
+            Kind::Marker => {
+                if let Some(done) = self.markers.lock().remove(&msg.req) {
+                    let _ = done.send(());
+                }
+                return;
+            }
+            Kind::Client | Kind::Channel => (self.deliver(&msg), Bytes::new()),
+            Kind::All => match text(&msg.body) {
+                Some(t) => (self.registry.broadcast(&Message::Text(t)), Bytes::new()),
+                None => (0, Bytes::new()),
+            },
+            Kind::Session => {
+                let n = match (SessionId::parse(&msg.target), text(&msg.body)) {
+                    (Some(id), Some(t)) => self.registry.get(id).map_or(0, |h| {
+                        usize::from(self.registry.enqueue(&h, Message::Text(t)) == Enqueued::Queued)
+                    }),
+                    _ => 0,
+                };
+                (n, Bytes::new())
+            }
+            Kind::Kill => {
+                let found = SessionId::parse(&msg.target).and_then(|id| self.registry.get(id));
+                if let Some(h) = &found {
+                    h.request_close(close::ADMIN);
+                }
+                (usize::from(found.is_some()), Bytes::new())
+            }
+            Kind::List => {
+                let sessions = self.registry.snapshot(Some(&msg.target));
+                let list = listing::render(&sessions, &self.node, self.clock.now_ms());
+                (1, Bytes::from(list))
+            }
+        };
+        self.answer(&msg, count, body);
+    }
+
+    fn deliver(&self, msg: &Msg) -> usize {
+        let key = match msg.kind {
+            Kind::Client => StreamKey::client(&msg.target),
+            _ => StreamKey::channel(&msg.target),
+        };
+        match msg.epoch.as_deref().map(Epoch::parse) {
+            Some(Ok(epoch)) => self.registry.deliver(
+                &key,
+                &Live {
+                    epoch,
+                    seq: msg.seq,
+                    frame: msg.body.clone(),
+                },
+            ),
+            Some(Err(_)) => {
+                self.malformed.fetch_add(1, Ordering::Relaxed);
+                0
+            }
+            None => match text(&msg.body) {
+                Some(t) => {
+                    let m = Message::Text(t);
+                    match key {
+                        StreamKey::Client(id) => self.registry.send_to_client(&id, &m).unwrap_or(0),
+                        StreamKey::Channel(name) => self.registry.publish(&name, &m),
+                    }
+                }
+                None => 0,
+            },
+        }
+    }
+
+    fn answer(&self, msg: &Msg, count: usize, body: Bytes) {
+        if msg.origin == *self.node {
+            self.pending.reply(msg.req, count as u64, body);
+            return;
+        }
+        let reply = wire::encode(
+            Kind::Reply,
+            &self.node,
+            msg.req,
+            None,
+            count as u64,
+            "",
+            &body,
+        );
+        let _ = self.outgoing.send((wire::node_topic(&msg.origin), reply));
+    }
+}
+
+/// A frame as text: every envelope is UTF-8, and one that is not is dropped, not delivered.
+fn text(body: &Bytes) -> Option<Utf8Bytes> {
+    Utf8Bytes::try_from(body.clone()).ok()
+}

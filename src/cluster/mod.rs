@@ -1,0 +1,536 @@
+//! The cluster (PROTOCOL §9): tether nodes that share one Redis behave as one big node.
+//!
+//! - **Routing.** Each node listens on its own topic (`tether:to:<node>`), on `tether:all`, and
+//!   on a channel's topic only while it has local subscribers. A push to a client id goes, in
+//!   one Lua step, to the nodes its presence lists; a publish to the channel's topic; so a node
+//!   only sees messages it has a recipient for. Receivers answer with their delivery counts and
+//!   the origin sums what arrives within `cluster_reply_timeout` (`partial` otherwise).
+//! - **Presence.** One writer task per node keeps `tether:{c:<id>}:p` (node → sessions) equal
+//!   to the registry, in batches; a session that opens waits for its entry, so a push sent
+//!   once its `welcome` arrived reaches it from any node. Nodes heartbeat into `tether:nodes`;
+//!   the first survivor to see one silent past `node_ttl` clears its presence.
+//! - **Streams** live in Redis ([`engine::RedisEngine`]), so a client resumes on any node.
+//! - **Failure.** Every Redis call is bounded in time and fails as
+//!   [`EngineError::Unavailable`]; callers then deliver locally and answer `partial`. The
+//!   upkeep task marks the node degraded, and once Redis answers again it resubscribes and
+//!   rewrites its presence; nothing needs a restart.
+//!
+//! Crate: `redis` (redis-rs) with its `ConnectionManager`: well kept, tokio-native, reconnects
+//! with backoff by itself and, on RESP3, re-subscribes and hands pub/sub messages to a callback
+//! without a second task hop.
+
+pub mod engine;
+mod inbox;
+mod presence;
+mod scripts;
+pub mod wire;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, IntoConnectionInfo, ProtocolVersion, RedisError};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::engine::EngineError;
+use crate::registry::Registry;
+use crate::shutdown::AbortOnDrop;
+use crate::webhooks::Webhooks;
+use inbox::{Gathered, Inbox, Outgoing, Pending};
+use wire::Kind;
+
+/// Longest any one Redis call may take before it counts as Redis being unreachable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a session's open waits for its presence entry before it goes on regardless.
+const PRESENCE_WAIT: Duration = Duration::from_secs(2);
+
+/// What the nodes answered to a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed {
+    /// Queues that accepted it, summed over the nodes that answered.
+    pub delivered: usize,
+    /// Some node that was sent the message did not answer in time.
+    pub partial: bool,
+}
+
+/// Counters for `/metrics` and `/health`.
+#[derive(Default)]
+pub struct ClusterStats {
+    /// Redis calls that failed or timed out.
+    pub errors: AtomicU64,
+    /// Deliveries answered `partial`.
+    pub partial: AtomicU64,
+    /// Times Redis came back after being unreachable.
+    pub recoveries: AtomicU64,
+    /// Live nodes at the last heartbeat (this one included).
+    pub nodes: AtomicU64,
+}
+
+/// Client ids whose presence entry must be rewritten, and sessions waiting for that.
+#[derive(Default)]
+struct Dirty {
+    clients: HashSet<Arc<str>>,
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// This node's membership of the cluster.
+pub struct Cluster {
+    /// This node's id.
+    pub node: Arc<str>,
+    /// Commands (scripts, publishes).
+    cmd: ConnectionManager,
+    /// Subscriptions; its pushes go straight to the inbox.
+    sub: ConnectionManager,
+    inbox: Arc<Inbox>,
+    pending: Arc<Pending>,
+    registry: Arc<Registry>,
+    webhooks: Option<Arc<Webhooks>>,
+    reply_timeout: Duration,
+    node_ttl: Duration,
+    offline_grace: Duration,
+    /// Redis answered the last call.
+    up: AtomicBool,
+    /// Channel topics subscribed; a tokio lock, held across the SUBSCRIBE it guards.
+    topics: tokio::sync::Mutex<HashSet<Arc<str>>>,
+    dirty: Mutex<Dirty>,
+    wake: Notify,
+    /// Replies owed to other nodes, until the replier task takes them.
+    outgoing: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
+    /// Counters.
+    pub stats: ClusterStats,
+    scripts: scripts::Set,
+}
+
+impl Cluster {
+    /// Joins the cluster at `config.redis_url`, lazily: nothing is dialled until the tasks of
+    /// [`Cluster::start`] run, and a Redis that is down only makes the node degraded.
+    pub fn new(
+        config: &Config,
+        url: &str,
+        node: Arc<str>,
+        registry: Arc<Registry>,
+        webhooks: Option<Arc<Webhooks>>,
+        clock: Clock,
+    ) -> Result<Arc<Cluster>, String> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err("redis_url: the server must be created inside a tokio runtime".into());
+        }
+        let bad = |e: RedisError| format!("redis_url: {e}");
+        let info = url.into_connection_info().map_err(bad)?;
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let sub_info = info.clone().set_redis_settings(resp3);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(Pending::default());
+        let inbox = Arc::new(Inbox {
+            node: Arc::clone(&node),
+            registry: Arc::clone(&registry),
+            pending: Arc::clone(&pending),
+            outgoing: tx,
+            clock,
+            malformed: AtomicU64::new(0),
+            markers: Mutex::new(Default::default()),
+        });
+        let manager = || {
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_millis(500)))
+                .set_response_timeout(Some(CALL_TIMEOUT))
+                .set_number_of_retries(2)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_secs(1))
+        };
+        let cmd =
+            ConnectionManager::new_lazy_with_config(Client::open(info).map_err(bad)?, manager())
+                .map_err(bad)?;
+        let to_inbox = Arc::clone(&inbox);
+        let sub = ConnectionManager::new_lazy_with_config(
+            Client::open(sub_info).map_err(bad)?,
+            manager()
+                .set_push_sender(move |info| {
+                    to_inbox.push(info);
+                    Ok::<(), ()>(())
+                })
+                .set_automatic_resubscription(),
+        )
+        .map_err(bad)?;
+        Ok(Arc::new(Cluster {
+            node,
+            cmd,
+            sub,
+            inbox,
+            pending,
+            registry,
+            webhooks,
+            reply_timeout: config.cluster_reply_timeout,
+            node_ttl: config.node_ttl,
+            offline_grace: config.offline_grace,
+            up: AtomicBool::new(false),
+            topics: tokio::sync::Mutex::new(HashSet::new()),
+            dirty: Mutex::new(Dirty::default()),
+            wake: Notify::new(),
+            outgoing: Mutex::new(Some(rx)),
+            stats: ClusterStats::default(),
+            scripts: scripts::Set::new(),
+        }))
+    }
+
+    /// Starts the node's background tasks: the presence writer, the replier and the upkeep
+    /// (heartbeat, dead nodes, `offline`, resync). They stop when the guards drop.
+    pub fn start(self: &Arc<Self>) -> Vec<AbortOnDrop> {
+        let mut tasks = vec![
+            AbortOnDrop(tokio::spawn(presence::writer(Arc::clone(self)))),
+            AbortOnDrop(tokio::spawn(presence::upkeep(Arc::clone(self)))),
+        ];
+        if let Some(rx) = self.outgoing.lock().take() {
+            tasks.push(AbortOnDrop(tokio::spawn(replier(Arc::clone(self), rx))));
+        }
+        tasks
+    }
+
+    /// Redis answered the last call: `/health` says `ok`, not `degraded`.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Cluster messages dropped as malformed.
+    pub fn malformed(&self) -> u64 {
+        self.inbox.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Runs one Redis call with the time bound; a failure marks the node degraded.
+    async fn call<T>(
+        &self,
+        what: &str,
+        f: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, EngineError> {
+        let outcome = match tokio::time::timeout(CALL_TIMEOUT, f).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {CALL_TIMEOUT:?}"),
+        };
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        if self.up.swap(false, Ordering::AcqRel) {
+            log::warn!(
+                "redis unreachable ({what}: {outcome}); delivering locally until it is back"
+            );
+        }
+        Err(EngineError::Unavailable(Arc::new(std::io::Error::other(
+            format!("redis: {what}: {outcome}"),
+        ))))
+    }
+
+    /// A command connection (a cheap clone of the manager).
+    fn conn(&self) -> ConnectionManager {
+        self.cmd.clone()
+    }
+
+    /// Publishes `msg` to `topic` under `ticket` and gathers the receivers' answers.
+    async fn request(
+        &self,
+        topic: String,
+        kind: Kind,
+        target: &str,
+        body: &[u8],
+    ) -> Result<Gathered, EngineError> {
+        let ticket = self.pending.begin();
+        let msg = wire::encode(kind, &self.node, ticket.req, None, 0, target, body);
+        let mut con = self.conn();
+        let sent = self
+            .call("publish", async move {
+                redis::cmd("PUBLISH")
+                    .arg(topic)
+                    .arg(msg)
+                    .query_async::<usize>(&mut con)
+                    .await
+            })
+            .await;
+        match sent {
+            Ok(receivers) => Ok(self.gather(ticket, receivers).await),
+            Err(e) => {
+                self.pending.cancel(ticket);
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for `expected` answers to `ticket`, counting a short answer as partial.
+    async fn gather(&self, ticket: inbox::Ticket, expected: usize) -> Gathered {
+        let g = self
+            .pending
+            .gather(ticket, expected, self.reply_timeout)
+            .await;
+        if !g.complete {
+            self.stats.partial.fetch_add(1, Ordering::Relaxed);
+        }
+        g
+    }
+
+    /// Sends an unsequenced frame to every session of `client_id` on every node. `None`
+    /// when no node holds the client id.
+    pub async fn send_client(
+        &self,
+        client_id: &str,
+        frame: &[u8],
+    ) -> Result<Option<Routed>, EngineError> {
+        let ticket = self.pending.begin();
+        let msg = wire::encode(
+            Kind::Client,
+            &self.node,
+            ticket.req,
+            None,
+            0,
+            client_id,
+            frame,
+        );
+        let mut con = self.conn();
+        let script = &self.scripts.route_client;
+        let key = scripts::presence(client_id);
+        let nodes = self
+            .call("route", async move {
+                script
+                    .key(key)
+                    .arg(msg)
+                    .invoke_async::<usize>(&mut con)
+                    .await
+            })
+            .await;
+        match nodes {
+            Ok(0) => {
+                self.pending.cancel(ticket);
+                Ok(None)
+            }
+            Ok(n) => Ok(Some(routed(self.gather(ticket, n).await))),
+            Err(e) => {
+                self.pending.cancel(ticket);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends an unsequenced frame to every subscriber of `channel` on every node.
+    pub async fn send_channel(&self, channel: &str, frame: &[u8]) -> Result<Routed, EngineError> {
+        let g = self
+            .request(wire::channel_topic(channel), Kind::Channel, channel, frame)
+            .await?;
+        Ok(routed(g))
+    }
+
+    /// Sends a frame to every session on every node.
+    pub async fn send_all(&self, frame: &[u8]) -> Result<Routed, EngineError> {
+        Ok(routed(
+            self.request(wire::ALL.into(), Kind::All, "", frame).await?,
+        ))
+    }
+
+    /// Sends a frame to one session, wherever it is; `delivered` 0 when no node has it.
+    pub async fn send_session(
+        &self,
+        session_id: &str,
+        frame: &[u8],
+    ) -> Result<Routed, EngineError> {
+        Ok(routed(
+            self.request(wire::ALL.into(), Kind::Session, session_id, frame)
+                .await?,
+        ))
+    }
+
+    /// Closes one session with 4002, wherever it is; `delivered` 1 when some node had it.
+    pub async fn kill(&self, session_id: &str) -> Result<Routed, EngineError> {
+        Ok(routed(
+            self.request(wire::ALL.into(), Kind::Kill, session_id, b"")
+                .await?,
+        ))
+    }
+
+    /// Other nodes' listings of their sessions of `client_id` (see `listing::render`).
+    pub async fn list_remote(&self, client_id: &str) -> Result<Vec<String>, EngineError> {
+        let mut parts = Vec::new();
+        for (node, _) in self.presence(client_id).await? {
+            if *node == *self.node {
+                continue;
+            }
+            let g = self
+                .request(wire::node_topic(&node), Kind::List, client_id, b"")
+                .await?;
+            parts.extend(
+                g.bodies
+                    .iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned()),
+            );
+        }
+        Ok(parts)
+    }
+
+    /// The live nodes holding sessions of `client_id`, with their session counts.
+    pub async fn presence(&self, client_id: &str) -> Result<Vec<(String, u64)>, EngineError> {
+        let mut con = self.conn();
+        let script = &self.scripts.read_presence;
+        let key = scripts::presence(client_id);
+        let ttl = self.node_ttl.as_millis() as u64;
+        let flat: Vec<String> = self
+            .call("presence", async move {
+                script
+                    .key(key)
+                    .key(scripts::NODES)
+                    .arg(ttl)
+                    .invoke_async(&mut con)
+                    .await
+            })
+            .await?;
+        Ok(flat
+            .chunks_exact(2)
+            .map(|pair| (pair[0].clone(), pair[1].parse().unwrap_or(0)))
+            .collect())
+    }
+
+    /// Marks `client_id`'s presence entry for rewriting (a session of it opened or closed).
+    pub fn touch(&self, client_id: &Arc<str>) {
+        self.dirty.lock().clients.insert(Arc::clone(client_id));
+        self.wake.notify_one();
+    }
+
+    /// [`Cluster::touch`], then waits (bounded) until the entry is written: from then on
+    /// pushes to the client id from any node reach this node.
+    pub async fn present(&self, client_id: &Arc<str>) {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut d = self.dirty.lock();
+            d.clients.insert(Arc::clone(client_id));
+            d.waiters.push(tx);
+        }
+        self.wake.notify_one();
+        if tokio::time::timeout(PRESENCE_WAIT, rx).await.is_err() {
+            log::debug!("presence of {client_id} not confirmed; going on locally");
+        }
+    }
+
+    /// Subscribes this node to `channel`'s topic if it is not yet; returns once Redis
+    /// confirmed, so a publish from any node reaches the new subscriber.
+    pub async fn watch(&self, channel: &str) {
+        let mut topics = self.topics.lock().await;
+        if topics.contains(channel) {
+            return;
+        }
+        let mut sub = self.sub.clone();
+        let topic = wire::channel_topic(channel);
+        if self
+            .call("subscribe", async move { sub.subscribe(topic).await })
+            .await
+            .is_ok()
+        {
+            topics.insert(Arc::from(channel));
+        }
+        // On failure the resync after Redis returns subscribes every local channel.
+    }
+
+    /// Resolves once this node's subscriber has handled every message published before the
+    /// call: a marker sent to itself comes back after them (Redis keeps publish order).
+    pub async fn settle(&self) -> Result<(), EngineError> {
+        let ticket = self.pending.begin();
+        let req = ticket.req;
+        self.pending.cancel(ticket);
+        let (tx, rx) = oneshot::channel();
+        self.inbox.markers.lock().insert(req, tx);
+        let msg = wire::encode(Kind::Marker, &self.node, req, None, 0, "", b"");
+        let mut con = self.conn();
+        let topic = wire::node_topic(&self.node);
+        let sent = self
+            .call("settle", async move {
+                redis::cmd("PUBLISH")
+                    .arg(topic)
+                    .arg(msg)
+                    .query_async::<usize>(&mut con)
+                    .await
+            })
+            .await;
+        let outcome = match sent {
+            Ok(_) => match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+                Ok(_) => Ok(()),
+                Err(_) => Err(EngineError::Unavailable(Arc::new(std::io::Error::other(
+                    "redis: settle marker did not come back",
+                )))),
+            },
+            Err(e) => Err(e),
+        };
+        self.inbox.markers.lock().remove(&req);
+        outcome
+    }
+}
+
+fn routed(g: Gathered) -> Routed {
+    Routed {
+        delivered: g.delivered,
+        partial: !g.complete,
+    }
+}
+
+/// Sends the replies this node owes, in the order they were made.
+async fn replier(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let mut pipe = redis::pipe();
+        for (topic, msg) in batch.drain(..) {
+            pipe.cmd("PUBLISH").arg(topic).arg(msg).ignore();
+        }
+        let mut con = cluster.conn();
+        // A lost reply only makes its origin answer `partial`; nothing to retry here.
+        let _ = cluster
+            .call(
+                "reply",
+                async move { pipe.query_async::<()>(&mut con).await },
+            )
+            .await;
+    }
+}
+
+impl Cluster {
+    /// The cluster's lines of `/metrics`.
+    pub fn render_metrics(&self, o: &mut String) {
+        let s = &self.stats;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        crate::metrics::gauge(
+            o,
+            "tether_cluster_up",
+            "1 while Redis answers; 0 while this node delivers locally only (degraded).",
+            u64::from(self.is_up()),
+        );
+        crate::metrics::gauge(
+            o,
+            "tether_cluster_nodes",
+            "Live nodes at the last heartbeat, this one included.",
+            load(&s.nodes),
+        );
+        crate::metrics::counter(
+            o,
+            "tether_cluster_redis_errors_total",
+            "Redis calls that failed or timed out.",
+            load(&s.errors),
+        );
+        crate::metrics::counter(
+            o,
+            "tether_cluster_partial_total",
+            "Deliveries answered partial (a node did not answer in time).",
+            load(&s.partial),
+        );
+        crate::metrics::counter(
+            o,
+            "tether_cluster_recoveries_total",
+            "Times Redis became reachable (the first connection included).",
+            load(&s.recoveries),
+        );
+        crate::metrics::counter(
+            o,
+            "tether_cluster_malformed_total",
+            "Cluster messages dropped because they did not parse.",
+            self.malformed(),
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! The node's two background tasks besides the replier.
+//!
+//! - [`writer`]: makes the presence entries of the client ids this node holds equal to the
+//!   registry. It writes absolute counts read at write time, so the last write after any change
+//!   is right whatever order sessions opened and closed in, and a rewrite after Redis lost
+//!   everything is the same code. Changes are batched: a reconnect storm of thousands of
+//!   sessions costs a few round trips.
+//! - [`upkeep`]: the heartbeat into `tether:nodes`, clearing dead nodes, firing due `offline`
+//!   webhooks, unsubscribing channels nobody here listens to, and the resync after an outage.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Cluster, scripts, wire};
+
+/// Client ids written per script call, so one call never holds Redis for long.
+const BATCH: usize = 500;
+/// Due `offline` events taken per upkeep round.
+const OFFLINE_BATCH: usize = 200;
+/// Pause after a failed write before the next try.
+const RETRY: Duration = Duration::from_millis(250);
+
+/// Writes presence whenever [`Cluster::touch`] or [`Cluster::present`] asked for it.
+pub async fn writer(c: Arc<Cluster>) {
+    loop {
+        c.wake.notified().await;
+        loop {
+            let (clients, waiters) = {
+                let mut d = c.dirty.lock();
+                if d.clients.is_empty() {
+                    // Nothing to write, so whoever waits has their entry already.
+                    for w in d.waiters.drain(..) {
+                        let _ = w.send(());
+                    }
+                    break;
+                }
+                (
+                    std::mem::take(&mut d.clients),
+                    std::mem::take(&mut d.waiters),
+                )
+            };
+            let clients: Vec<_> = clients.into_iter().collect();
+            let mut failed_at = None;
+            for (i, chunk) in clients.chunks(BATCH).enumerate() {
+                if write(&c, chunk).await.is_err() {
+                    failed_at = Some(i * BATCH);
+                    break;
+                }
+            }
+            match failed_at {
+                None => {
+                    for w in waiters {
+                        let _ = w.send(());
+                    }
+                }
+                Some(from) => {
+                    {
+                        let mut d = c.dirty.lock();
+                        d.clients.extend(clients[from..].iter().cloned());
+                        d.waiters.extend(waiters);
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+}
+
+/// One batch: this node's counts of `clients`, and the `online` webhooks they trigger.
+async fn write(c: &Cluster, clients: &[Arc<str>]) -> Result<(), ()> {
+    let mut invocation = c.scripts.set_presence.prepare_invoke();
+    invocation
+        .key(scripts::node_clients(&c.node))
+        .key(scripts::OFFLINE_DUE)
+        .arg(&*c.node)
+        .arg(c.offline_grace.as_millis() as u64);
+    for client in clients {
+        invocation
+            .arg(&**client)
+            .arg(c.registry.sessions_of(client));
+    }
+    let mut con = c.conn();
+    let outcome: Vec<i64> = c
+        .call("presence", async move {
+            invocation.invoke_async(&mut con).await
+        })
+        .await
+        .map_err(|_| ())?;
+    if let Some(w) = &c.webhooks {
+        for (client, r) in clients.iter().zip(outcome) {
+            if r == 1 {
+                w.online(client);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The heartbeat and everything that runs on it; one round every `node_ttl / 5` (at most a
+/// second), so a dead node is noticed within `node_ttl` plus a round.
+pub async fn upkeep(c: Arc<Cluster>) {
+    let round = (c.node_ttl / 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(round);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut synced = false;
+    loop {
+        tick.tick().await;
+        let Ok((fresh, dead)) = heartbeat(&c).await else {
+            synced = false;
+            continue;
+        };
+        if !synced || fresh {
+            if resync(&c).await.is_err() {
+                continue;
+            }
+            if synced {
+                log::warn!(
+                    "node {} was declared dead meanwhile; presence rewritten",
+                    c.node
+                );
+            }
+            synced = true;
+        }
+        if !c.up.swap(true, Ordering::AcqRel) {
+            c.stats.recoveries.fetch_add(1, Ordering::Relaxed);
+            log::info!("redis reachable; node {} is in the cluster", c.node);
+        }
+        for node in dead {
+            reap(&c, &node).await;
+        }
+        fire_offline(&c).await;
+        sweep_topics(&c).await;
+    }
+}
+
+/// Stamps this node alive; returns whether it was unlisted and the nodes silent too long.
+async fn heartbeat(c: &Cluster) -> Result<(bool, Vec<String>), ()> {
+    let mut con = c.conn();
+    let script = &c.scripts.heartbeat;
+    let node = c.node.to_string();
+    let ttl = c.node_ttl.as_millis() as u64;
+    let out: Vec<redis::Value> = c
+        .call("heartbeat", async move {
+            script
+                .key(scripts::NODES)
+                .arg(node)
+                .arg(ttl)
+                .invoke_async(&mut con)
+                .await
+        })
+        .await
+        .map_err(|_| ())?;
+    let mut items = out.into_iter();
+    let fresh = matches!(items.next(), Some(redis::Value::Int(1)));
+    let alive = match items.next() {
+        Some(redis::Value::Int(n)) => n.max(0) as u64,
+        _ => 0,
+    };
+    c.stats.nodes.store(alive, Ordering::Relaxed);
+    let dead = items
+        .filter_map(|v| match v {
+            redis::Value::BulkString(b) => String::from_utf8(b).ok(),
+            _ => None,
+        })
+        .filter(|n| *n != *c.node)
+        .collect();
+    Ok((fresh, dead))
+}
+
+/// Subscribes again and rewrites every presence entry: after a start, an outage, or after
+/// other nodes took this one for dead. The subscriber connection is pinged first, which also
+/// makes its manager reconnect if the connection died.
+async fn resync(c: &Cluster) -> Result<(), ()> {
+    let mut sub = c.sub.clone();
+    let mut topics = vec![wire::node_topic(&c.node), wire::ALL.to_string()];
+    topics.extend(
+        c.topics
+            .lock()
+            .await
+            .iter()
+            .map(|ch| wire::channel_topic(ch)),
+    );
+    c.call("resubscribe", async move {
+        redis::cmd("PING").query_async::<()>(&mut sub).await?;
+        sub.subscribe(topics).await
+    })
+    .await
+    .map_err(|_| ())?;
+    let mut d = c.dirty.lock();
+    d.clients.extend(c.registry.client_ids());
+    drop(d);
+    c.wake.notify_one();
+    Ok(())
+}
+
+/// Clears a dead node's presence (if no other node did first).
+async fn reap(c: &Cluster, node: &str) {
+    let mut con = c.conn();
+    let script = &c.scripts.reap_node;
+    let clients = scripts::node_clients(node);
+    let dead = node.to_string();
+    let ttl = c.node_ttl.as_millis() as u64;
+    let cleared = c
+        .call("reap", async move {
+            script
+                .key(scripts::NODES)
+                .key(clients)
+                .key(scripts::OFFLINE_DUE)
+                .arg(dead)
+                .arg(ttl)
+                .invoke_async::<i64>(&mut con)
+                .await
+        })
+        .await;
+    if let Ok(n @ 0..) = cleared {
+        log::warn!("node {node} is silent past node_ttl: cleared its {n} client ids");
+    }
+}
+
+/// Sends `offline` for client ids whose grace is over; each is taken by one node only.
+async fn fire_offline(c: &Cluster) {
+    let mut con = c.conn();
+    let script = &c.scripts.take_offline;
+    let due: Result<Vec<String>, _> = c
+        .call("offline", async move {
+            script
+                .key(scripts::OFFLINE_DUE)
+                .arg(OFFLINE_BATCH)
+                .invoke_async(&mut con)
+                .await
+        })
+        .await;
+    if let (Ok(due), Some(w)) = (due, &c.webhooks) {
+        for client in due {
+            w.offline(&Arc::from(client));
+        }
+    }
+}
+
+/// Unsubscribes the channel topics this node no longer has subscribers for. The check and the
+/// unsubscribe happen under the topics lock, which `watch` takes too, so a subscriber that
+/// arrives meanwhile is never left without the topic.
+async fn sweep_topics(c: &Cluster) {
+    let mut topics = c.topics.lock().await;
+    let idle: Vec<Arc<str>> = topics
+        .iter()
+        .filter(|ch| !c.registry.has_channel(ch))
+        .cloned()
+        .collect();
+    if idle.is_empty() {
+        return;
+    }
+    let names: Vec<String> = idle.iter().map(|ch| wire::channel_topic(ch)).collect();
+    let mut sub = c.sub.clone();
+    if c.call("unsubscribe", async move { sub.unsubscribe(names).await })
+        .await
+        .is_ok()
+    {
+        for ch in idle {
+            topics.remove(&ch);
+        }
+    }
+}

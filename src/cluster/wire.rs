@@ -1,0 +1,223 @@
+//! What nodes say to each other over Redis pub/sub: one header line, then the target name and
+//! the frame as raw bytes, so a frame crosses nodes without being re-encoded.
+//!
+//! ```text
+//! <kind> <origin> <req> <epoch|-> <seq> <target length>\n<target><body>
+//! ```
+//!
+//! The Lua append script writes the same layout (the header up to `<req>` comes in as an
+//! argument), so a stored message and its live copy are one string. A message that does not
+//! parse is dropped and counted, never trusted: Redis is shared, and anything can publish.
+
+use bytes::Bytes;
+
+/// The Redis topic every node listens on for broadcasts and session lookups.
+pub const ALL: &str = "tether:all";
+
+/// The topic of one node: pushes to its client ids, replies to its requests.
+pub fn node_topic(node: &str) -> String {
+    format!("tether:to:{node}")
+}
+
+/// The topic of one channel, subscribed only while this node has subscribers to it.
+pub fn channel_topic(channel: &str) -> String {
+    format!("tether:ch:{channel}")
+}
+
+/// What a message asks of the node that receives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Deliver `body` to the sessions of client id `target`.
+    Client,
+    /// Deliver `body` to the subscribers of channel `target`.
+    Channel,
+    /// Deliver `body` to every session.
+    All,
+    /// Deliver `body` to session `target`, if it is here.
+    Session,
+    /// Close session `target` with 4002, if it is here.
+    Kill,
+    /// Answer with the JSON list of this node's sessions of client id `target`.
+    List,
+    /// An answer to request `req`: `seq` is the count, `body` the listing if any.
+    Reply,
+    /// A node's own marker: every message published before it has been handled.
+    Marker,
+}
+
+impl Kind {
+    /// The one letter on the wire.
+    pub fn letter(self) -> char {
+        match self {
+            Kind::Client => 'c',
+            Kind::Channel => 'h',
+            Kind::All => 'a',
+            Kind::Session => 's',
+            Kind::Kill => 'k',
+            Kind::List => 'l',
+            Kind::Reply => 'r',
+            Kind::Marker => 'm',
+        }
+    }
+
+    fn from_letter(b: &[u8]) -> Option<Kind> {
+        Some(match b {
+            b"c" => Kind::Client,
+            b"h" => Kind::Channel,
+            b"a" => Kind::All,
+            b"s" => Kind::Session,
+            b"k" => Kind::Kill,
+            b"l" => Kind::List,
+            b"r" => Kind::Reply,
+            b"m" => Kind::Marker,
+            _ => return None,
+        })
+    }
+}
+
+/// Longest header line accepted: node ids and epochs are short, numbers have 20 digits.
+const MAX_HEADER: usize = 256;
+
+/// One decoded message; `target` and `body` share the received buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Msg {
+    /// What to do.
+    pub kind: Kind,
+    /// The node that sent the request (where the reply goes).
+    pub origin: String,
+    /// The request's number at its origin.
+    pub req: u64,
+    /// The stream's epoch, for sequenced messages.
+    pub epoch: Option<String>,
+    /// The message's seq (0 when not sequenced), or a reply's count.
+    pub seq: u64,
+    /// The client id, channel or session id the message is for.
+    pub target: String,
+    /// The frame to deliver, or a reply's listing.
+    pub body: Bytes,
+}
+
+/// Why a message was dropped.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
+
+/// The header up to `<req>`: what the append script is given to prefix.
+pub fn prefix(kind: Kind, origin: &str, req: u64) -> String {
+    format!("{} {origin} {req}", kind.letter())
+}
+
+/// Encodes a message.
+pub fn encode(
+    kind: Kind,
+    origin: &str,
+    req: u64,
+    epoch: Option<&str>,
+    seq: u64,
+    target: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let head = format!(
+        "{} {} {seq} {}\n",
+        prefix(kind, origin, req),
+        epoch.unwrap_or("-"),
+        target.len()
+    );
+    let mut out = Vec::with_capacity(head.len() + target.len() + body.len());
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Decodes a message; `Err` for anything that is not exactly the layout above.
+pub fn decode(raw: Bytes) -> Result<Msg, Malformed> {
+    let window = &raw[..raw.len().min(MAX_HEADER)];
+    let end = window
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or(Malformed("no header line"))?;
+    let header = std::str::from_utf8(&raw[..end]).map_err(|_| Malformed("header not UTF-8"))?;
+    let mut fields = header.split(' ');
+    let mut next = || fields.next().ok_or(Malformed("header too short"));
+    let kind = Kind::from_letter(next()?.as_bytes()).ok_or(Malformed("unknown kind"))?;
+    let origin = next()?.to_string();
+    let req = next()?
+        .parse()
+        .map_err(|_| Malformed("bad request number"))?;
+    let epoch = match next()? {
+        "-" => None,
+        e => Some(e.to_string()),
+    };
+    let seq = next()?.parse().map_err(|_| Malformed("bad seq"))?;
+    let target_len: usize = next()?
+        .parse()
+        .map_err(|_| Malformed("bad target length"))?;
+    if fields.next().is_some() {
+        return Err(Malformed("header too long"));
+    }
+    if origin.is_empty() {
+        return Err(Malformed("no origin"));
+    }
+    let start = end + 1;
+    let body_at = start
+        .checked_add(target_len)
+        .filter(|&at| at <= raw.len())
+        .ok_or(Malformed("target past the end"))?;
+    let target = std::str::from_utf8(&raw[start..body_at])
+        .map_err(|_| Malformed("target not UTF-8"))?
+        .to_string();
+    Ok(Msg {
+        kind,
+        origin,
+        req,
+        epoch,
+        seq,
+        target,
+        body: raw.slice(body_at..),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_every_byte() {
+        let body = b"{\"type\":\"t\",\"data\":\"a b\\nc\"}";
+        let raw = encode(Kind::Client, "n-1", 7, Some("ab12"), 42, "ali ce\n", body);
+        let m = decode(Bytes::from(raw)).unwrap();
+        assert_eq!(m.kind, Kind::Client);
+        assert_eq!(m.origin, "n-1");
+        assert_eq!((m.req, m.seq), (7, 42));
+        assert_eq!(m.epoch.as_deref(), Some("ab12"));
+        assert_eq!(m.target, "ali ce\n");
+        assert_eq!(&m.body[..], &body[..]);
+    }
+
+    #[test]
+    fn unsequenced_and_empty_parts() {
+        let m = decode(Bytes::from(encode(Kind::All, "n", 0, None, 0, "", b""))).unwrap();
+        assert_eq!((m.kind, m.epoch, m.target.as_str()), (Kind::All, None, ""));
+        assert!(m.body.is_empty());
+    }
+
+    #[test]
+    fn garbage_is_refused_not_trusted() {
+        for bad in [
+            &b""[..],
+            b"no newline at all",
+            b"x n 1 - 0 0\n",
+            b"c n 1 - 0\n",
+            b"c n 1 - 0 0 extra\n",
+            b"c n one - 0 0\n",
+            b"c n 1 - 0 99\nshort",
+            b"c n 1 - 0 18446744073709551615\n",
+            b"c  1 - 0 0\n",
+            b"c n 1 - 0 2\n\xff\xfe",
+        ] {
+            assert!(decode(Bytes::from_static(bad)).is_err(), "{bad:?}");
+        }
+        let long = vec![b'a'; 1000];
+        assert!(decode(Bytes::from(long)).is_err());
+    }
+}

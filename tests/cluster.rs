@@ -1,0 +1,463 @@
+//! A cluster (PROTOCOL §9): several nodes on one real redis-server behave as one big node —
+//! pushes, publishes, broadcasts, presence, listings, idempotency keys and history cross nodes;
+//! a node killed with SIGKILL drops out within `node_ttl` and its client resumes elsewhere with
+//! nothing lost; a Redis outage degrades to local delivery and heals by itself.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::redis::Redis;
+use common::*;
+use serde_json::Value;
+
+/// A node of the cluster on `redis`, with `extra` keys.
+async fn node(redis: &Redis, id: &str, extra: &[(&str, &str)]) -> TestServer {
+    let url = redis.url();
+    let mut keys = vec![
+        ("redis_url", url.as_str()),
+        ("node_id", id),
+        ("node_ttl", "2s"),
+        ("cluster_reply_timeout", "1s"),
+    ];
+    keys.extend_from_slice(extra);
+    let s = start(config(&keys)).await;
+    wait_health(s.addr, "ok").await;
+    s
+}
+
+/// Waits (bounded) until `/health` reports `status`.
+async fn wait_health(addr: SocketAddr, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, _, body) = http(addr, "GET", "/health", &[], "").await;
+        let v = json(&body);
+        if v["status"] == status {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health never became {status}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
+    let (status, _, text) = http(addr, "POST", path, &[], body).await;
+    (status, json(&text))
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Value {
+    let (status, _, text) = http(addr, "GET", path, &[], "").await;
+    assert_eq!(status, 200, "{path}: {text}");
+    json(&text)
+}
+
+/// Waits (bounded) until `check` holds for the JSON at `path`.
+async fn eventually(
+    addr: SocketAddr,
+    path: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = get(addr, path).await;
+        if check(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} never held: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_deliver_list_and_count_as_one() {
+    let redis = Redis::start();
+    let (a, b, c) = (
+        node(&redis, "a", &[]).await,
+        node(&redis, "b", &[]).await,
+        node(&redis, "c", &[]).await,
+    );
+    let (mut alice, _) = connect(a.addr, "alice").await;
+    let (mut bob, welcome) = connect(b.addr, "bob").await;
+    let bob_session = welcome["data"]["session_id"].as_str().unwrap().to_string();
+
+    // A push on B to a client on A arrives byte for byte.
+    let data = r#"{"text":"héllo ✓","n":[1,2.5e3,null],"nested":{"a":"\"q\""}}"#;
+    let (status, v) = post(
+        b.addr,
+        "/api/v1/push",
+        &format!(r#"{{"client_id":"alice","type":"note","data":{data}}}"#),
+    )
+    .await;
+    assert_eq!((status, &v["delivered"]), (200, &Value::from(1)), "{v}");
+    let raw = recv_text(&mut alice).await;
+    assert!(raw.contains(&format!("\"data\":{data}")), "{raw}");
+
+    // A publish on C reaches subscribers on A and B.
+    for ws in [&mut alice, &mut bob] {
+        send_json(ws, r#"{"type":"subscribe","data":{"channel":"scores"}}"#).await;
+        assert_eq!(recv_json(ws).await["type"], "subscribed");
+    }
+    let (status, v) = post(
+        c.addr,
+        "/api/v1/publish",
+        r#"{"channel":"scores","type":"goal","data":{"home":1}}"#,
+    )
+    .await;
+    assert_eq!((status, v["delivered"].as_u64()), (200, Some(2)), "{v}");
+    assert!(v.get("partial").is_none(), "{v}");
+    for ws in [&mut alice, &mut bob] {
+        let m = recv_json(ws).await;
+        assert_eq!(
+            (m["type"].as_str(), m["channel"].as_str()),
+            (Some("goal"), Some("scores"))
+        );
+    }
+
+    // Presence and listings from any node.
+    let (_alice_on_c, _) = connect(c.addr, "alice").await;
+    for n in [&a, &b, &c] {
+        let p = get(n.addr, "/api/v1/presence/alice").await;
+        assert_eq!(p["online"], true, "{p}");
+        assert_eq!(p["sessions"], 2, "{p}");
+        let mut nodes: Vec<&str> = p["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        nodes.sort_unstable();
+        assert_eq!(nodes, ["a", "c"]);
+        let list = get(n.addr, "/api/v1/sessions?client_id=alice").await;
+        let mut on: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["node"].as_str())
+            .collect();
+        on.sort_unstable();
+        assert_eq!(on, ["a", "c"], "{list}");
+    }
+    assert_eq!(
+        get(a.addr, "/api/v1/presence/nobody").await["online"],
+        false
+    );
+
+    // A broadcast counts every node's sessions.
+    let (_, v) = post(a.addr, "/api/v1/broadcast", r#"{"type":"all","data":1}"#).await;
+    assert_eq!(v["delivered"], 3, "{v}");
+    assert_eq!(recv_json(&mut bob).await["type"], "all");
+
+    // One session by id on another node: pushed to, then closed with 4002.
+    let (status, v) = post(
+        c.addr,
+        "/api/v1/push",
+        &format!(r#"{{"session_id":"{bob_session}","type":"direct"}}"#),
+    )
+    .await;
+    assert_eq!((status, v["delivered"].as_u64()), (200, Some(1)), "{v}");
+    assert_eq!(recv_json(&mut bob).await["type"], "direct");
+    let (status, _, body) = http(
+        c.addr,
+        "DELETE",
+        &format!("/api/v1/sessions/{bob_session}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let close = recv_close(&mut bob, WAIT).await.expect("bob closed");
+    assert_eq!(u16::from(close.code), 4002);
+    drop(bob);
+    // Once B has finished the close, the session is unknown on every node.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http(
+        c.addr,
+        "DELETE",
+        &format!("/api/v1/sessions/{bob_session}"),
+        &[],
+        "",
+    )
+    .await
+    .0 != 404
+    {
+        assert!(Instant::now() < deadline, "closed session still listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Nobody anywhere: 404 as on one node.
+    let (status, v) = post(
+        a.addr,
+        "/api/v1/push",
+        r#"{"client_id":"ghost","type":"x"}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_hold_across_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a", &[]).await, node(&redis, "b", &[]).await);
+    let (mut carol, _) = connect(a.addr, "carol").await;
+    let body = r#"{"client_id":"carol","type":"charge","data":7,"idempotency_key":"k-1"}"#;
+    let first = post(a.addr, "/api/v1/push", body).await;
+    let again = post(b.addr, "/api/v1/push", body).await;
+    assert_eq!(first.0, 200);
+    assert_eq!(
+        first, again,
+        "the repeat on another node answers as the first did"
+    );
+    assert_eq!(recv_json(&mut carol).await["data"], 7);
+    // Only one copy: the next frame is the marker pushed after.
+    post(
+        b.addr,
+        "/api/v1/push",
+        r#"{"client_id":"carol","type":"marker"}"#,
+    )
+    .await;
+    assert_eq!(recv_json(&mut carol).await["type"], "marker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_resume_span_nodes() {
+    let redis = Redis::start();
+    let h = [("history_size", "100")];
+    let (a, b) = (node(&redis, "a", &h).await, node(&redis, "b", &h).await);
+    // Stored while nobody is connected, then fetched on another node.
+    for i in 1..=3 {
+        let (status, v) = post(
+            a.addr,
+            "/api/v1/push",
+            &format!(r#"{{"client_id":"dave","type":"m","data":{i}}}"#),
+        )
+        .await;
+        assert_eq!(
+            (status, v["stored"].as_bool(), v["seq"].as_u64()),
+            (202, Some(true), Some(i)),
+            "{v}"
+        );
+    }
+    let mut ws = connect_raw(b.addr, "/ws?client_id=dave&since=0:0")
+        .await
+        .unwrap();
+    let welcome = recv_json(&mut ws).await;
+    assert_eq!(
+        (
+            welcome["data"]["recovered"].as_bool(),
+            welcome["data"]["missed"].as_u64()
+        ),
+        (Some(true), Some(3)),
+        "{welcome}"
+    );
+    for i in 1..=3 {
+        let m = recv_json(&mut ws).await;
+        assert_eq!(
+            (m["data"].as_u64(), m["seq"].as_u64()),
+            (Some(i), Some(i)),
+            "{m}"
+        );
+    }
+    let epoch = welcome["data"]["epoch"].as_str().unwrap().to_string();
+    // Live from the other node, numbered on.
+    let (_, v) = post(
+        a.addr,
+        "/api/v1/push",
+        r#"{"client_id":"dave","type":"m","data":4}"#,
+    )
+    .await;
+    assert_eq!(
+        (v["delivered"].as_u64(), v["seq"].as_u64()),
+        (Some(1), Some(4)),
+        "{v}"
+    );
+    assert_eq!(recv_json(&mut ws).await["seq"], 4);
+    drop(ws);
+    // Channel history too, resumed through subscribe on another node.
+    let (_, v) = post(
+        a.addr,
+        "/api/v1/publish",
+        r#"{"channel":"feed","type":"p","data":1}"#,
+    )
+    .await;
+    assert_eq!(v["seq"], 1, "{v}");
+    let (mut eve, _) = connect(b.addr, "eve").await;
+    send_json(
+        &mut eve,
+        r#"{"type":"subscribe","data":{"channel":"feed","since":"0:0"}}"#,
+    )
+    .await;
+    let sub = recv_json(&mut eve).await;
+    assert_eq!(
+        (sub["type"].as_str(), sub["data"]["missed"].as_u64()),
+        (Some("subscribed"), Some(1)),
+        "{sub}"
+    );
+    assert_eq!(recv_json(&mut eve).await["data"], 1);
+    let (_, v) = post(
+        a.addr,
+        "/api/v1/publish",
+        r#"{"channel":"feed","type":"p","data":2}"#,
+    )
+    .await;
+    assert_eq!(
+        (v["delivered"].as_u64(), v["seq"].as_u64()),
+        (Some(1), Some(2)),
+        "{v}"
+    );
+    assert_eq!(recv_json(&mut eve).await["data"], 2);
+    // The history API on either node sees the same stream.
+    let hist = get(b.addr, &format!("/api/v1/history/dave?since={epoch}:2")).await;
+    let seqs: Vec<u64> = hist["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["seq"].as_u64())
+        .collect();
+    assert_eq!(seqs, [3, 4], "{hist}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_degrades_to_local_delivery_and_heals() {
+    let mut redis = Redis::start();
+    let (a, b) = (node(&redis, "a", &[]).await, node(&redis, "b", &[]).await);
+    let (mut frank, _) = connect(a.addr, "frank").await;
+    redis.stop();
+    wait_health(a.addr, "degraded").await;
+    // Local delivery goes on, flagged partial.
+    let (status, v) = post(
+        a.addr,
+        "/api/v1/push",
+        r#"{"client_id":"frank","type":"local"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, v["delivered"].as_u64(), v["partial"].as_bool()),
+        (200, Some(1), Some(true)),
+        "{v}"
+    );
+    assert_eq!(recv_json(&mut frank).await["type"], "local");
+    // Nobody here and Redis down: the caller hears it was not delivered.
+    let (status, v) = post(
+        b.addr,
+        "/api/v1/push",
+        r#"{"client_id":"frank","type":"lost"}"#,
+    )
+    .await;
+    assert_eq!(status, 503, "{v}");
+    let metrics = http(a.addr, "GET", "/metrics", &[], "").await.2;
+    assert!(metrics.contains("tether_cluster_up 0"), "{metrics}");
+
+    // Redis comes back empty: nodes resubscribe and rewrite presence by themselves.
+    redis.restart();
+    wait_health(a.addr, "ok").await;
+    wait_health(b.addr, "ok").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, v) = post(
+            b.addr,
+            "/api/v1/push",
+            r#"{"client_id":"frank","type":"back"}"#,
+        )
+        .await;
+        if status == 200 && v["delivered"] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cross-node delivery never came back: {status} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(recv_json(&mut frank).await["type"], "back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_drops_out_and_its_client_resumes_elsewhere() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let a = node(&redis, "a", &[("history_size", "100")]).await;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--node-id",
+        "doomed",
+        "--node-ttl",
+        "2s",
+    ])
+    .args(["--history-size", "100", "--redis-url", &url])
+    .env_clear()
+    .env("RUST_LOG", "info")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
+    let (child, doomed) = spawn(cmd).await;
+    wait_health(doomed, "ok").await;
+
+    let mut ws = connect_raw(doomed, "/ws?client_id=gina&since=0:0")
+        .await
+        .unwrap();
+    let welcome = recv_json(&mut ws).await;
+    let epoch = welcome["data"]["epoch"].as_str().unwrap().to_string();
+    let (_, v) = post(
+        a.addr,
+        "/api/v1/push",
+        r#"{"client_id":"gina","type":"m","data":1}"#,
+    )
+    .await;
+    assert_eq!(v["delivered"], 1, "{v}");
+    assert_eq!(recv_json(&mut ws).await["seq"], 1);
+    eventually(
+        a.addr,
+        "/api/v1/presence/gina",
+        "gina online on doomed",
+        |p| p["nodes"] == serde_json::json!(["doomed"]),
+    )
+    .await;
+
+    signal(&child, libc::SIGKILL);
+    let killed = Instant::now();
+    // Sent while the client has no node: stored, not lost.
+    for i in 2..=3 {
+        let (status, v) = post(
+            a.addr,
+            "/api/v1/push",
+            &format!(r#"{{"client_id":"gina","type":"m","data":{i}}}"#),
+        )
+        .await;
+        assert!(status == 200 || status == 202, "{status} {v}");
+        assert_eq!(v["seq"], i, "{v}");
+    }
+    eventually(a.addr, "/api/v1/presence/gina", "gina offline", |p| {
+        p["online"] == false
+    })
+    .await;
+    // node_ttl 2 s, plus a heartbeat round and scheduling slack on a shared machine.
+    assert!(
+        killed.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        killed.elapsed()
+    );
+
+    let mut ws = connect_raw(a.addr, &format!("/ws?client_id=gina&since={epoch}:1"))
+        .await
+        .unwrap();
+    let welcome = recv_json(&mut ws).await;
+    assert_eq!(
+        (
+            welcome["data"]["recovered"].as_bool(),
+            welcome["data"]["missed"].as_u64()
+        ),
+        (Some(true), Some(2)),
+        "{welcome}"
+    );
+    for i in 2..=3 {
+        assert_eq!(recv_json(&mut ws).await["data"], i);
+    }
+}

@@ -1,0 +1,105 @@
+//! A real redis-server (the distribution's package) on a free loopback port in a temp dir,
+//! with nothing persisted; stopped however the test ends. It can be stopped and started again
+//! on the same port, as an outage and its end.
+
+use std::time::{Duration, Instant};
+
+use super::{Proc, TempDir, free_port, program};
+
+/// A running (or stopped) redis-server.
+pub struct Redis {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: TempDir,
+    proc: Option<Proc>,
+}
+
+fn binary() -> std::path::PathBuf {
+    program("redis-server", &["/usr/bin/redis-server"]).expect(
+        "redis-server not found: run scripts/install-test-deps.sh (Debian package `redis-server`)",
+    )
+}
+
+impl Redis {
+    /// Starts a fresh server; retries with another port if the free one was taken meanwhile.
+    pub fn start() -> Redis {
+        for _ in 0..5 {
+            let mut r = Redis {
+                port: free_port(),
+                dir: TempDir::new("redis"),
+                proc: None,
+            };
+            if r.launch() {
+                return r;
+            }
+        }
+        panic!("redis-server did not come up on any of 5 ports");
+    }
+
+    /// The URL nodes are given.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn launch(&mut self) -> bool {
+        let mut p = Proc::spawn(
+            "redis-server",
+            std::process::Command::new(binary())
+                .args(["--bind", "127.0.0.1", "--port"])
+                .arg(self.port.to_string())
+                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                .arg("--dir")
+                .arg(&self.dir.path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if p.exited().is_some() {
+                return false;
+            }
+            if self.ping() {
+                self.proc = Some(p);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// True when the server answers PING.
+    pub fn ping(&self) -> bool {
+        self.command("PING").is_some_and(|r| r.starts_with("+PONG"))
+    }
+
+    /// Sends one inline command and returns the raw reply (None if unreachable).
+    pub fn command(&self, line: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(format!("{line}\r\n").as_bytes()).ok()?;
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// Stops the server (an outage); everything it held is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop(libc::SIGKILL, Duration::from_secs(5));
+        }
+    }
+
+    /// Starts the server again on the same port.
+    pub fn restart(&mut self) {
+        assert!(self.proc.is_none(), "restart of a running redis");
+        for _ in 0..50 {
+            if self.launch() {
+                return;
+            }
+            // The old socket may linger a moment before the port can be bound again.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not come back on port {}", self.port);
+    }
+}
