@@ -267,3 +267,83 @@ async fn events_are_given_up_and_counted_after_webhook_retry_for() {
     );
     stop(s).await;
 }
+
+/// With Redis, `online` and `offline` are the cluster's: one `online` for a client id's first
+/// session anywhere, one `offline` when its last session anywhere ended and the grace passed —
+/// also when the node that held it was killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_and_offline_fire_once_for_the_whole_cluster() {
+    let mut rx = receiver(0, Duration::ZERO).await;
+    let redis = common::redis::Redis::start();
+    let url = redis.url();
+    let node = |id: &'static str| {
+        config(&[
+            ("webhook_url", rx.url.as_str()),
+            ("offline_grace", "300ms"),
+            ("redis_url", url.as_str()),
+            ("node_id", id),
+            ("node_ttl", "2s"),
+        ])
+    };
+    let (a, b) = (start(node("a")).await, start(node("b")).await);
+    let (on_a, _) = connect(a.addr, "hana").await;
+    let mut seen = rx.events(2).await;
+    seen.sort();
+    assert_eq!(seen, vec![pair("connect", "hana"), pair("online", "hana")]);
+    // A second session on another node is no new `online`; the first leaving is no `offline`.
+    let (on_b, _) = connect(b.addr, "hana").await;
+    assert_eq!(rx.events(1).await, vec![pair("connect", "hana")]);
+    drop(on_a);
+    assert_eq!(rx.events(1).await, vec![pair("disconnect", "hana")]);
+    drop(on_b);
+    let end = rx.events(2).await;
+    assert_eq!(
+        end,
+        vec![pair("disconnect", "hana"), pair("offline", "hana")]
+    );
+
+    // The node holding ivan's only session is killed: a survivor sends his `offline`.
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--node-id",
+        "doomed",
+        "--node-ttl",
+        "2s",
+    ])
+    .args([
+        "--redis-url",
+        &url,
+        "--webhook-url",
+        &rx.url,
+        "--offline-grace",
+        "300ms",
+    ])
+    .env_clear()
+    .env("RUST_LOG", "info")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
+    let (child, doomed) = spawn(cmd).await;
+    let (ivan, _) = connect(doomed, "ivan").await;
+    let mut seen = rx.events(2).await;
+    seen.sort();
+    assert_eq!(seen, vec![pair("connect", "ivan"), pair("online", "ivan")]);
+    signal(&child, libc::SIGKILL);
+    let last = rx.next().await;
+    assert_eq!(
+        (&last.body["event"], &last.body["client_id"]),
+        (&"offline".into(), &"ivan".into())
+    );
+    assert!(
+        last.body["node"] == "a" || last.body["node"] == "b",
+        "{}",
+        last.body
+    );
+    drop(ivan);
+    // Nothing more: hana's and ivan's offline came once each (ivan's took node_ttl, plenty of
+    // time for a duplicate from the other node to show up first).
+    assert!(rx.hits.try_recv().is_err(), "an event fired twice");
+}
