@@ -45,10 +45,12 @@ pub enum Scenario {
 /// Options every scenario takes.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Common {
-    /// WebSocket URL of the server (loopback 127.0.0.0/8 only).
+    /// WebSocket URL of the server (loopback 127.0.0.0/8 only); several, comma-separated, for
+    /// the nodes of a cluster: worker i connects to URL i mod count.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
-    /// HTTP API base, e.g. http://127.0.0.1:8080 [default: derived from --url].
+    /// HTTP API base, e.g. http://127.0.0.1:8080 [default: derived from the first --url];
+    /// several, comma-separated: message i goes to base i mod count (fanout).
     #[arg(long)]
     pub api: Option<String>,
     /// API key sent as `Authorization: Bearer <key>`.
@@ -57,9 +59,10 @@ pub struct Common {
     /// Also write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Server process id: sample its RSS and CPU time from /proc.
-    #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    /// Server process id: sample its RSS and CPU time from /proc; several, comma-separated,
+    /// for a cluster's nodes (figures are summed).
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Worker processes [default: clients / --per-worker, rounded up].
     #[arg(long)]
     pub workers: Option<u64>,
@@ -125,6 +128,12 @@ pub struct FanoutArgs {
     /// POST /api/v1/push to one client id per message (c<i mod N>) instead of broadcasting.
     #[arg(long)]
     pub push: bool,
+    /// With --push: each message to a client id picked at random (the same sequence every run).
+    #[arg(long)]
+    pub random_targets: bool,
+    /// Hold the connected clients this long (heartbeating) before the first message.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub idle: Duration,
     /// Application heartbeat period of the clients.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub heartbeat: Duration,
@@ -260,7 +269,7 @@ mod tests {
         };
         assert_eq!(
             (h.clients, h.hold.as_secs(), h.common.server_pid),
-            (19000, 600, Some(42))
+            (19000, 600, vec![42])
         );
         assert_eq!(h.common.per_worker, 5000);
 

@@ -20,7 +20,7 @@ use crate::report::{connect_json, connect_line, counts_line, cpu_between, pcts};
 use crate::run::{Failure, Outcome, connected, plan};
 use crate::stats::{Counts, Histogram, bump};
 use crate::sys::sample;
-use crate::target::{parse_url, source_ip};
+use crate::target::{first_url, parse_url, source_ip};
 
 /// Broadcasts paced at a fixed rate, and what the API answered.
 struct Broadcaster {
@@ -123,7 +123,9 @@ pub fn run(a: &ConnectLoadArgs) -> Outcome {
     }
     let api = match &c.api {
         Some(u) => parse_url(u, "http").map_err(Failure::Usage)?,
-        None => parse_url(&c.url, "ws").map_err(Failure::Usage)?.api_base(),
+        None => parse_url(first_url(&c.url), "ws")
+            .map_err(Failure::Usage)?
+            .api_base(),
     };
     let mut specs = plan(c, Kind::Hold, a.clients, 0)?;
     for s in &mut specs {
@@ -146,22 +148,22 @@ pub fn run(a: &ConnectLoadArgs) -> Outcome {
         Err(kind) => return Err(Failure::Run(format!("broadcast API: {kind}"))),
     }
 
-    let before = sample(c.server_pid);
+    let before = sample(&c.server_pid);
     let mut held = Fleet::spawn(&specs, "connect-load", c.quiet)?;
     let conn = connected(&mut held, c, a.clients)?;
     held.send("go");
-    let held_sample = sample(c.server_pid);
+    let held_sample = sample(&c.server_pid);
     let mut probes = Fleet::spawn(std::slice::from_ref(&probe), "new clients", c.quiet)?;
     let batches = a.new_clients.div_ceil(a.batch);
     let budget = (a.batch_interval + c.connect_timeout) * batches as u32 + Duration::from_secs(30);
     let m = a.new_clients;
 
-    let idle_cpu0 = sample(c.server_pid);
+    let idle_cpu0 = sample(&c.server_pid);
     let t = Instant::now();
     probes.send("go");
     let idle = merge_all(&probes.phase(PHASES[0], "idle phase", budget, m)?);
     let idle_secs = t.elapsed().as_secs_f64();
-    let idle_cpu = cpu_between(&idle_cpu0, &sample(c.server_pid));
+    let idle_cpu = cpu_between(&idle_cpu0, &sample(&c.server_pid));
     held.drain()?;
     probes.send("close");
     probes.phase("closed", "closing", budget, m)?;
@@ -188,16 +190,16 @@ pub fn run(a: &ConnectLoadArgs) -> Outcome {
         warm_until,
         |_| false,
     )?;
-    let loaded_cpu0 = sample(c.server_pid);
+    let loaded_cpu0 = sample(&c.server_pid);
     let t = Instant::now();
     probes.send("go");
     let during = b.run(&mut probes, &mut held, "loaded phase", m, t + budget, |f| {
         f.reports(PHASES[1]).is_some()
     })?;
     let loaded_secs = t.elapsed().as_secs_f64();
-    let loaded_cpu = cpu_between(&loaded_cpu0, &sample(c.server_pid));
+    let loaded_cpu = cpu_between(&loaded_cpu0, &sample(&c.server_pid));
     let loaded = merge_all(&probes.phase(PHASES[1], "loaded phase", Duration::ZERO, m)?);
-    let end = sample(c.server_pid);
+    let end = sample(&c.server_pid);
 
     // The held clients' last deliveries: until they stop arriving, at most a few seconds.
     let (mut last, mut moved, drain) = (held.totals().2, Instant::now(), Instant::now());

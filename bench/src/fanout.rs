@@ -29,6 +29,25 @@ pub fn message(seq: u64, t_us: u64, bytes: usize, push_to: Option<&str>) -> Stri
     }
 }
 
+/// A well-mixed function of `seq` (splitmix64): random-looking push targets that are the same
+/// in every run, so two runs load the same client ids.
+fn mix(seq: u64) -> u64 {
+    let mut z = seq.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// RSS and CPU of each server process on its own (the nodes of a cluster).
+fn each_pid(pids: &[u32]) -> Vec<serde_json::Value> {
+    pids.iter()
+        .map(|&p| {
+            let s = sample(&[p]);
+            json!({ "pid": p, "rss_kib": s.rss_kib, "cpu_secs": s.cpu_secs })
+        })
+        .collect()
+}
+
 /// Runs the scenario.
 pub fn run(a: &FanoutArgs) -> Outcome {
     let c = &a.common;
@@ -40,10 +59,19 @@ pub fn run(a: &FanoutArgs) -> Outcome {
             "too many messages × clients to track".into(),
         ));
     }
-    let api = match &c.api {
-        Some(u) => parse_url(u, "http").map_err(Failure::Usage)?,
-        None => parse_url(&c.url, "ws").map_err(Failure::Usage)?.api_base(),
-    };
+    // One API base per node of a cluster: message i goes to base i mod count.
+    let apis: Vec<_> = match &c.api {
+        Some(list) => list
+            .split(',')
+            .map(|u| parse_url(u.trim(), "http"))
+            .collect::<Result<_, _>>(),
+        None => c
+            .url
+            .split(',')
+            .map(|u| parse_url(u.trim(), "ws").map(|e| e.api_base()))
+            .collect::<Result<_, _>>(),
+    }
+    .map_err(Failure::Usage)?;
     let mut specs = plan(c, Kind::Fanout, a.clients, 0)?;
     for s in &mut specs {
         s.heartbeat_ms = a.heartbeat.as_millis() as u64;
@@ -53,7 +81,15 @@ pub fn run(a: &FanoutArgs) -> Outcome {
     let conn = connected(&mut fleet, c, a.clients)?;
     fleet.send("go");
     let established = conn.established;
-    let mut http = Client::new(api, c.api_key.as_deref(), Duration::from_secs(10))?;
+    if !a.idle.is_zero() {
+        // Held with heartbeats before the first send: a scale run holds, then pushes.
+        fleet.pump(a.idle, "holding", established)?;
+    }
+    let held = each_pid(&c.server_pid);
+    let mut https = apis
+        .into_iter()
+        .map(|api| Client::new(api, c.api_key.as_deref(), Duration::from_secs(10)))
+        .collect::<Result<Vec<_>, _>>()?;
     let endpoint = if a.push {
         "/api/v1/push"
     } else {
@@ -62,7 +98,7 @@ pub fn run(a: &FanoutArgs) -> Outcome {
     let mut targets = vec![0u64; a.messages as usize];
     let (mut server_delivered, mut send_failures, mut api_us) =
         (0u64, Counts::new(), Histogram::default());
-    let before = sample(c.server_pid);
+    let before = sample(&c.server_pid);
     let first_send_us = unix_us();
     let t0 = Instant::now();
     let gap = Duration::from_secs_f64(1.0 / a.rate);
@@ -71,8 +107,15 @@ pub fn run(a: &FanoutArgs) -> Outcome {
         if let Some(wait) = slot.checked_duration_since(Instant::now()) {
             fleet.pump(wait, "sending", established)?;
         }
-        let to = a.push.then(|| format!("c{}", seq % a.clients));
+        let target = if a.random_targets {
+            mix(seq) % a.clients
+        } else {
+            seq % a.clients
+        };
+        let to = a.push.then(|| format!("c{target}"));
         let body = message(seq, unix_us(), a.bytes, to.as_deref());
+        let n = https.len();
+        let http = &mut https[seq as usize % n];
         let sent = Instant::now();
         match http.post(endpoint, &body) {
             Ok((200, answer)) => {
@@ -85,6 +128,7 @@ pub fn run(a: &FanoutArgs) -> Outcome {
         }
     }
     let send_secs = t0.elapsed().as_secs_f64();
+    let n_api = https.len();
     let expected: u64 = targets.iter().sum();
     // Wait for the last deliveries: until all arrived, nothing moved for 2 s, or the drain timeout.
     let drain = Instant::now();
@@ -98,7 +142,7 @@ pub fn run(a: &FanoutArgs) -> Outcome {
             (last, moved) = (fleet.totals().2, Instant::now());
         }
     }
-    let after = sample(c.server_pid);
+    let after = sample(&c.server_pid);
     fleet.end_line();
     let r = merge_all(&fleet.finish(Duration::from_secs(60), true)?);
     let lost_n = lost(&targets, &r.unique_per_seq);
@@ -116,6 +160,7 @@ pub fn run(a: &FanoutArgs) -> Outcome {
     let v = json!({
         "scenario": "fanout",
         "mode": if a.push { "push" } else { "broadcast" },
+        "api_bases": n_api,
         "workers": specs.len(),
         "connect": connect_json(&conn, a.clients),
         "clients": a.clients,
@@ -140,7 +185,7 @@ pub fn run(a: &FanoutArgs) -> Outcome {
         "api_ms": pcts(&api_us, &[("p50", 50.0), ("p99", 99.0)]),
         "unexpected_closes": r.unexpected_closes.values().sum::<u64>(),
         "closes_by_code": r.unexpected_closes,
-        "server": { "pid": c.server_pid, "cpu_secs": cpu, "rss_kib": after.rss_kib },
+        "server": { "pid": c.server_pid, "cpu_secs": cpu, "rss_kib": after.rss_kib, "held": held },
         "client_cpu_secs": r.cpu_secs,
     });
     let mut out = String::from("== fanout ==\n");

@@ -28,7 +28,7 @@ use crate::report::pcts;
 use crate::run::{Failure, Outcome};
 use crate::stats::Histogram;
 use crate::sys::sample;
-use crate::target::{Endpoint, parse_url, source_ip};
+use crate::target::{Endpoint, first_url, parse_url, source_ip};
 
 /// Loopback source addresses the clients' sockets are spread over.
 const RESUME_SOURCES: u32 = 8;
@@ -203,7 +203,7 @@ pub fn run(a: &ResumeArgs) -> Outcome {
     if rounds.saturating_mul(a.clients) > 50_000_000 {
         return Err(Failure::Usage("too many pushes to track".into()));
     }
-    let ws = parse_url(&c.url, "ws").map_err(Failure::Usage)?;
+    let ws = parse_url(first_url(&c.url), "ws").map_err(Failure::Usage)?;
     let api = match &c.api {
         Some(u) => parse_url(u, "http").map_err(Failure::Usage)?,
         None => ws.api_base(),
@@ -223,7 +223,7 @@ pub fn run(a: &ResumeArgs) -> Outcome {
         .enable_all()
         .build()
         .map_err(|e| Failure::Run(format!("runtime: {e}")))?;
-    let before = sample(c.server_pid);
+    let before = sample(&c.server_pid);
     // First every client connects once and learns its epoch (a `welcome` without one means the
     // server has history off, and the scenario would measure nothing).
     let probe = rt
@@ -248,7 +248,7 @@ pub fn run(a: &ResumeArgs) -> Outcome {
     rt.block_on(async {
         // Sample the server half way through, with every client connected or resuming.
         tokio::time::sleep(a.duration / 2).await;
-        mid = Some(sample(c.server_pid));
+        mid = Some(sample(&c.server_pid));
         for t in tasks {
             books.push(t.await.unwrap_or_default());
         }
@@ -256,7 +256,7 @@ pub fn run(a: &ResumeArgs) -> Outcome {
     let (pushed, refused) = pusher
         .join()
         .map_err(|_| Failure::Run("pusher panicked".into()))?;
-    let end = sample(c.server_pid);
+    let end = sample(&c.server_pid);
     report(
         a,
         &ctx,

@@ -34,7 +34,12 @@ pub type Outcome = Result<(Value, String), Failure>;
 
 /// Splits `clients` (of which the first `silent` overall are silent) over the worker processes.
 pub fn plan(c: &Common, kind: Kind, clients: u64, silent: u64) -> Result<Vec<WorkerSpec>, Failure> {
-    let ep: Endpoint = parse_url(&c.url, "ws").map_err(Failure::Usage)?;
+    let eps: Vec<Endpoint> = c
+        .url
+        .split(',')
+        .map(|u| parse_url(u.trim(), "ws"))
+        .collect::<Result<_, _>>()
+        .map_err(Failure::Usage)?;
     if clients == 0 {
         return Err(Failure::Usage("need at least one client".into()));
     }
@@ -59,6 +64,7 @@ pub fn plan(c: &Common, kind: Kind, clients: u64, silent: u64) -> Result<Vec<Wor
             .min(silent_left)
             .min(n);
         silent_left -= s;
+        let ep = &eps[i as usize % eps.len()];
         specs.push(WorkerSpec {
             kind,
             index: i as u32,
@@ -110,10 +116,10 @@ pub fn hold(a: &HoldArgs) -> Outcome {
     specs
         .iter_mut()
         .for_each(|s| s.heartbeat_ms = a.heartbeat.as_millis() as u64);
-    let before = sample(c.server_pid);
+    let before = sample(&c.server_pid);
     let mut fleet = Fleet::spawn(&specs, "hold", c.quiet)?;
     let conn = connected(&mut fleet, c, a.clients)?;
-    let connected = sample(c.server_pid);
+    let connected = sample(&c.server_pid);
     fleet.send("go");
     let t0 = Instant::now();
     while t0.elapsed() < a.hold {
@@ -121,7 +127,7 @@ pub fn hold(a: &HoldArgs) -> Outcome {
         let what = format!("hold {}/{}s", t0.elapsed().as_secs(), a.hold.as_secs());
         fleet.pump(left.min(Duration::from_secs(1)), &what, a.clients)?;
     }
-    let end = sample(c.server_pid);
+    let end = sample(&c.server_pid);
     fleet.end_line();
     let held = t0.elapsed().as_secs_f64();
     let fin = merge_all(&fleet.finish(Duration::from_secs(60), true)?);
@@ -164,7 +170,7 @@ pub fn hold(a: &HoldArgs) -> Outcome {
         v["unexpected_closes"],
         counts_line(&fin.unexpected_closes)
     );
-    if c.server_pid.is_some() {
+    if !c.server_pid.is_empty() {
         let _ = writeln!(
             out,
             "server RSS: before {:?} KiB, connected {:?} KiB, end {:?} KiB; per connection {} bytes; CPU during hold {} s",
@@ -262,15 +268,15 @@ pub fn storm(a: &StormArgs) -> Outcome {
     specs
         .iter_mut()
         .for_each(|s| s.max_wait_ms = a.wave_timeout.as_millis() as u64);
-    let before = sample(c.server_pid);
+    let before = sample(&c.server_pid);
     let mut fleet = Fleet::spawn(&specs, "storm", c.quiet)?;
     let budget = a.wave_timeout + Duration::from_secs(30);
     let w1 = merge_all(&fleet.phase("wave1", "wave 1", budget, a.clients)?);
-    let mid = sample(c.server_pid);
+    let mid = sample(&c.server_pid);
     let drop_us = unix_us();
     fleet.send("go");
     let w2 = merge_all(&fleet.phase("wave2", "wave 2", budget, w1.established)?);
-    let end = sample(c.server_pid);
+    let end = sample(&c.server_pid);
     let fin = fleet.finish(Duration::from_secs(60), true)?;
     let back = w2.end_us.saturating_sub(drop_us) as f64 / 1e6;
     let v = json!({

@@ -47,12 +47,16 @@ pub struct Sample {
     pub cpu_secs: Option<f64>,
 }
 
-/// Samples `pid` (all None without a pid or when /proc cannot be read).
-pub fn sample(pid: Option<u32>) -> Sample {
-    pid.map_or(Sample::default(), |p| Sample {
-        rss_kib: rss_kib(p),
-        cpu_secs: cpu_secs(p),
-    })
+/// Samples the server processes, summed (all None without a pid or when /proc of one of them
+/// cannot be read).
+pub fn sample(pids: &[u32]) -> Sample {
+    if pids.is_empty() {
+        return Sample::default();
+    }
+    Sample {
+        rss_kib: pids.iter().map(|&p| rss_kib(p)).sum(),
+        cpu_secs: pids.iter().map(|&p| cpu_secs(p)).sum(),
+    }
 }
 
 /// Raises the soft descriptor limit to the hard one (best effort).
@@ -89,6 +93,6 @@ mod tests {
         let me = std::process::id();
         assert!(rss_kib(me).is_some_and(|k| k > 0));
         assert!(cpu_secs(me).is_some());
-        assert!(sample(None).rss_kib.is_none());
+        assert!(sample(&[]).rss_kib.is_none());
     }
 }

@@ -5,6 +5,11 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
+/// The first of a comma-separated list of URLs (the one a single-target scenario uses).
+pub fn first_url(list: &str) -> &str {
+    list.split(',').next().unwrap_or(list).trim()
+}
+
 /// A parsed `ws://` or `http://` endpoint on loopback.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
