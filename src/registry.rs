@@ -312,6 +312,11 @@ impl Registry {
         self.idx.read().by_client.keys().cloned().collect()
     }
 
+    /// The channels with a subscriber here.
+    pub fn channel_names(&self) -> Vec<Arc<str>> {
+        self.idx.read().by_channel.keys().cloned().collect()
+    }
+
     /// True while some session here is subscribed to `channel`.
     pub fn has_channel(&self, channel: &str) -> bool {
         self.idx.read().by_channel.contains_key(channel)

@@ -351,6 +351,13 @@ async fn a_redis_outage_degrades_to_local_delivery_and_heals() {
     assert_eq!(status, 503, "{v}");
     let metrics = http(a.addr, "GET", "/metrics", &[], "").await.2;
     assert!(metrics.contains("tether_cluster_up 0"), "{metrics}");
+    // A subscription made during the outage is answered at once and carried over.
+    send_json(
+        &mut frank,
+        r#"{"type":"subscribe","data":{"channel":"news"}}"#,
+    )
+    .await;
+    assert_eq!(recv_json(&mut frank).await["type"], "subscribed");
 
     // Redis comes back empty: nodes resubscribe and rewrite presence by themselves.
     redis.restart();
@@ -374,6 +381,62 @@ async fn a_redis_outage_degrades_to_local_delivery_and_heals() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(recv_json(&mut frank).await["type"], "back");
+    let (_, v) = post(
+        b.addr,
+        "/api/v1/publish",
+        r#"{"channel":"news","type":"story"}"#,
+    )
+    .await;
+    assert_eq!(v["delivered"], 1, "{v}");
+    assert_eq!(recv_json(&mut frank).await["type"], "story");
+}
+
+/// A node restarted under the same `node_id` clears what its last run left in presence at
+/// once, without waiting for `node_ttl`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_clears_its_stale_presence() {
+    let redis = Redis::start();
+    let url = redis.url();
+    // node_ttl 60 s everywhere: only the restarted node's own resync can clear the entry in time.
+    let a = node(&redis, "a", &[("node_ttl", "60s")]).await;
+    let run = |url: &str| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--node-id",
+            "same",
+            "--node-ttl",
+            "60s",
+        ])
+        .args(["--redis-url", url])
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+        cmd
+    };
+    let (first, addr) = spawn(run(&url)).await;
+    wait_health(addr, "ok").await;
+    let (_ws, _) = connect(addr, "ida").await;
+    eventually(a.addr, "/api/v1/presence/ida", "ida online", |p| {
+        p["online"] == true
+    })
+    .await;
+    signal(&first, libc::SIGKILL);
+    let (_second, addr) = spawn(run(&url)).await;
+    let restarted = Instant::now();
+    wait_health(addr, "ok").await;
+    eventually(a.addr, "/api/v1/presence/ida", "ida offline", |p| {
+        p["online"] == false
+    })
+    .await;
+    assert!(
+        restarted.elapsed() < Duration::from_secs(20),
+        "waited for node_ttl instead"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

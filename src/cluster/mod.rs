@@ -94,8 +94,10 @@ pub struct Cluster {
     reply_timeout: Duration,
     node_ttl: Duration,
     offline_grace: Duration,
-    /// Redis answered the last call.
+    /// In the cluster: the upkeep's last round reached Redis and the node is synced.
     up: AtomicBool,
+    /// The last Redis call succeeded (starts true: a node that just started expects Redis).
+    reachable: AtomicBool,
     /// Channel topics subscribed; a tokio lock, held across the SUBSCRIBE it guards.
     topics: tokio::sync::Mutex<HashSet<Arc<str>>>,
     dirty: Mutex<Dirty>,
@@ -173,6 +175,7 @@ impl Cluster {
             node_ttl: config.node_ttl,
             offline_grace: config.offline_grace,
             up: AtomicBool::new(false),
+            reachable: AtomicBool::new(true),
             topics: tokio::sync::Mutex::new(HashSet::new()),
             dirty: Mutex::new(Dirty::default()),
             wake: Notify::new(),
@@ -212,11 +215,15 @@ impl Cluster {
         f: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, EngineError> {
         let outcome = match tokio::time::timeout(CALL_TIMEOUT, f).await {
-            Ok(Ok(v)) => return Ok(v),
+            Ok(Ok(v)) => {
+                self.reachable.store(true, Ordering::Relaxed);
+                return Ok(v);
+            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {CALL_TIMEOUT:?}"),
         };
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        self.reachable.store(false, Ordering::Relaxed);
         if self.up.swap(false, Ordering::AcqRel) {
             log::warn!(
                 "redis unreachable ({what}: {outcome}); delivering locally until it is back"
@@ -400,6 +407,12 @@ impl Cluster {
     /// [`Cluster::touch`], then waits (bounded) until the entry is written: from then on
     /// pushes to the client id from any node reach this node.
     pub async fn present(&self, client_id: &Arc<str>) {
+        if !self.reachable.load(Ordering::Relaxed) {
+            // Degraded: the session is served locally now, and the resync after Redis returns
+            // writes its entry; waiting would only delay its welcome.
+            self.touch(client_id);
+            return;
+        }
         let (tx, rx) = oneshot::channel();
         {
             let mut d = self.dirty.lock();
@@ -415,6 +428,10 @@ impl Cluster {
     /// Subscribes this node to `channel`'s topic if it is not yet; returns once Redis
     /// confirmed, so a publish from any node reaches the new subscriber.
     pub async fn watch(&self, channel: &str) {
+        if !self.reachable.load(Ordering::Relaxed) {
+            // The resync after Redis returns subscribes every channel with local subscribers.
+            return;
+        }
         let mut topics = self.topics.lock().await;
         if topics.contains(channel) {
             return;

@@ -58,7 +58,9 @@ pub async fn writer(c: Arc<Cluster>) {
                     {
                         let mut d = c.dirty.lock();
                         d.clients.extend(clients[from..].iter().cloned());
-                        d.waiters.extend(waiters);
+                        // Sessions that gave up waiting leave nothing behind.
+                        d.waiters
+                            .extend(waiters.into_iter().filter(|w| !w.is_closed()));
                     }
                     tokio::time::sleep(RETRY).await;
                 }
@@ -172,23 +174,33 @@ async fn heartbeat(c: &Cluster) -> Result<(bool, Vec<String>), ()> {
 /// other nodes took this one for dead. The subscriber connection is pinged first, which also
 /// makes its manager reconnect if the connection died.
 async fn resync(c: &Cluster) -> Result<(), ()> {
+    let mut topics = c.topics.lock().await;
+    // Every channel with a subscriber here, including those subscribed while Redis was down.
+    let channels = c.registry.channel_names();
+    let mut names = vec![wire::node_topic(&c.node), wire::ALL.to_string()];
+    names.extend(channels.iter().map(|ch| wire::channel_topic(ch)));
     let mut sub = c.sub.clone();
-    let mut topics = vec![wire::node_topic(&c.node), wire::ALL.to_string()];
-    topics.extend(
-        c.topics
-            .lock()
-            .await
-            .iter()
-            .map(|ch| wire::channel_topic(ch)),
-    );
     c.call("resubscribe", async move {
         redis::cmd("PING").query_async::<()>(&mut sub).await?;
-        sub.subscribe(topics).await
+        sub.subscribe(names).await
     })
     .await
     .map_err(|_| ())?;
+    topics.extend(channels);
+    drop(topics);
+    // What Redis says this node holds, from an earlier run with the same node_id or from before
+    // an outage: each is rewritten with today's count, so a stale entry goes to 0.
+    let mut con = c.conn();
+    let key = scripts::node_clients(&c.node);
+    let listed: Vec<String> = c
+        .call("resync", async move {
+            redis::cmd("SMEMBERS").arg(key).query_async(&mut con).await
+        })
+        .await
+        .map_err(|_| ())?;
     let mut d = c.dirty.lock();
     d.clients.extend(c.registry.client_ids());
+    d.clients.extend(listed.into_iter().map(Arc::from));
     drop(d);
     c.wake.notify_one();
     Ok(())
