@@ -63,12 +63,19 @@ pub struct Session<'a> {
     pub(crate) outbox: &'a Arc<Outbox>,
     /// The registry, which queues and accounts for every frame sent.
     pub(crate) registry: &'a Registry,
+    /// In `on_connect`: the node this client id's sessions left with 1012 (restart, rotation).
+    pub(crate) migrated_from: Option<&'a str>,
 }
 
 impl Session<'_> {
     /// The server-generated session id.
     pub fn id(&self) -> String {
         self.outbox.id.to_string()
+    }
+    /// In `on_connect` in a cluster: the node id a session of this client id was closed on with
+    /// 1012 (restart or rotation) within the last minute, when this session is its migration.
+    pub fn migrated_from(&self) -> Option<&str> {
+        self.migrated_from
     }
     /// The client id the session connected with.
     pub fn client_id(&self) -> &str {

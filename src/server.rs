@@ -126,6 +126,11 @@ impl Server {
         // Plain HTTP keep-alive connections get a bounded moment to finish their request.
         let _ = graceful.send(true);
         let _ = tokio::time::timeout(CLOSE_GRACE, graceful.closed()).await;
+        if let Some(c) = &shared.cluster {
+            // Presence of the closed sessions (and where they migrate from) is written, and the
+            // node leaves the cluster, instead of lingering until node_ttl.
+            c.leave(WEBHOOK_FLUSH).await;
+        }
         if let Some(w) = &shared.webhooks {
             // The disconnects of the drain are events too: give them a bounded moment.
             w.flush(WEBHOOK_FLUSH).await;

@@ -347,3 +347,53 @@ async fn online_and_offline_fire_once_for_the_whole_cluster() {
     // time for a duplicate from the other node to show up first).
     assert!(rx.hits.try_recv().is_err(), "an event fired twice");
 }
+
+/// A client moved off a node by its paced restart (1012) and back on another node is marked
+/// as migrated: its `connect` there carries `migrated_from`, the old node's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_moved_by_a_restart_connects_as_migrated() {
+    let mut rx = receiver(0, Duration::ZERO).await;
+    let redis = common::redis::Redis::start();
+    let url = redis.url();
+    let node = |id: &'static str| {
+        config(&[
+            ("webhook_url", rx.url.as_str()),
+            ("redis_url", url.as_str()),
+            ("node_id", id),
+            ("shutdown_mode", "restart"),
+            ("migrate_window", "200ms"),
+        ])
+    };
+    let (old, new) = (start(node("old")).await, start(node("new")).await);
+    let (mut ws, _) = connect(old.addr, "kim").await;
+    let mut seen = rx.events(2).await;
+    seen.sort();
+    assert_eq!(seen, vec![pair("connect", "kim"), pair("online", "kim")]);
+    old.trigger.signal();
+    assert_eq!(recv_json(&mut ws).await["type"], "shutdown");
+    let close = recv_close(&mut ws, WAIT)
+        .await
+        .expect("closed by the restart");
+    assert_eq!(u16::from(close.code), 1012);
+    let gone = rx.next().await;
+    assert_eq!(
+        (&gone.body["event"], &gone.body["close_code"]),
+        (&"disconnect".into(), &1012.into())
+    );
+    let (_ws, _) = connect(new.addr, "kim").await;
+    let back = rx.next().await;
+    assert_eq!(back.body["event"], "connect", "{}", back.body);
+    assert_eq!(back.body["node"], "new");
+    assert_eq!(back.body["migrated_from"], "old", "{}", back.body);
+    // A client that merely reconnects is not migrated.
+    let (plain, _) = connect(new.addr, "lee").await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let h = rx.next().await;
+        assert!(h.body.get("migrated_from").is_none(), "{}", h.body);
+        seen.push(h.body["event"].as_str().unwrap().to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, ["connect", "online"]);
+    drop(plain);
+}

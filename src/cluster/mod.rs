@@ -72,11 +72,17 @@ pub struct ClusterStats {
     pub nodes: AtomicU64,
 }
 
+/// A session waiting for its client id's presence entry; it learns where the client id's
+/// sessions migrated from, if they did.
+type Waiter = (Arc<str>, oneshot::Sender<Option<Arc<str>>>);
+
 /// Client ids whose presence entry must be rewritten, and sessions waiting for that.
 #[derive(Default)]
 struct Dirty {
     clients: HashSet<Arc<str>>,
-    waiters: Vec<oneshot::Sender<()>>,
+    /// Client ids of which a session here was closed with 1012: their migration begins.
+    migrating: HashSet<Arc<str>>,
+    waiters: Vec<Waiter>,
 }
 
 /// This node's membership of the cluster.
@@ -404,25 +410,71 @@ impl Cluster {
         self.wake.notify_one();
     }
 
+    /// A session of `client_id` ended with `code`; a 1012 (restart, rotation) is remembered
+    /// for a minute, so its next session elsewhere is marked as migrated from this node.
+    pub fn closed(&self, client_id: &Arc<str>, code: u16) {
+        let mut d = self.dirty.lock();
+        d.clients.insert(Arc::clone(client_id));
+        if code == crate::protocol::close::RESTART {
+            d.migrating.insert(Arc::clone(client_id));
+        }
+        drop(d);
+        self.wake.notify_one();
+    }
+
     /// [`Cluster::touch`], then waits (bounded) until the entry is written: from then on
-    /// pushes to the client id from any node reach this node.
-    pub async fn present(&self, client_id: &Arc<str>) {
+    /// pushes to the client id from any node reach this node. Returns the node the client id's
+    /// sessions migrated from (closed there with 1012 within the last minute), if any.
+    pub async fn present(&self, client_id: &Arc<str>) -> Option<Arc<str>> {
         if !self.reachable.load(Ordering::Relaxed) {
             // Degraded: the session is served locally now, and the resync after Redis returns
             // writes its entry; waiting would only delay its welcome.
             self.touch(client_id);
-            return;
+            return None;
         }
         let (tx, rx) = oneshot::channel();
         {
             let mut d = self.dirty.lock();
             d.clients.insert(Arc::clone(client_id));
-            d.waiters.push(tx);
+            d.waiters.push((Arc::clone(client_id), tx));
         }
         self.wake.notify_one();
-        if tokio::time::timeout(PRESENCE_WAIT, rx).await.is_err() {
-            log::debug!("presence of {client_id} not confirmed; going on locally");
+        match tokio::time::timeout(PRESENCE_WAIT, rx).await {
+            Ok(Ok(from)) => from,
+            _ => {
+                log::debug!("presence of {client_id} not confirmed; going on locally");
+                None
+            }
         }
+    }
+
+    /// On shutdown, once the sessions are closed: waits (at most `bound`) for their presence
+    /// to be written, then takes the node out of the cluster's live nodes. When the write did
+    /// not make it, the node stays listed, so the others clear its presence after `node_ttl`.
+    pub async fn leave(&self, bound: Duration) {
+        let (tx, rx) = oneshot::channel();
+        self.dirty.lock().waiters.push((Arc::from(""), tx));
+        self.wake.notify_one();
+        let written = matches!(tokio::time::timeout(bound, rx).await, Ok(Ok(_)))
+            && self.dirty.lock().clients.is_empty();
+        if !written {
+            log::warn!(
+                "node {}: presence not written before exit; the cluster clears it after node_ttl",
+                self.node
+            );
+            return;
+        }
+        let mut con = self.conn();
+        let node = self.node.to_string();
+        let _ = self
+            .call("leave", async move {
+                redis::cmd("ZREM")
+                    .arg(scripts::NODES)
+                    .arg(node)
+                    .query_async::<()>(&mut con)
+                    .await
+            })
+            .await;
     }
 
     /// Subscribes this node to `channel`'s topic if it is not yet; returns once Redis

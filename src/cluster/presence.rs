@@ -8,6 +8,7 @@
 //! - [`upkeep`]: the heartbeat into `tether:nodes`, clearing dead nodes, firing due `offline`
 //!   webhooks, unsubscribing channels nobody here listens to, and the resync after an outage.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -18,6 +19,8 @@ use super::{Cluster, scripts, wire};
 const BATCH: usize = 500;
 /// Due `offline` events taken per upkeep round.
 const OFFLINE_BATCH: usize = 200;
+/// How long a node's 1012 is remembered for its client ids' next sessions elsewhere.
+const MIGRATION_MEMORY: Duration = Duration::from_secs(60);
 /// Pause after a failed write before the next try.
 const RETRY: Duration = Duration::from_millis(250);
 
@@ -26,41 +29,44 @@ pub async fn writer(c: Arc<Cluster>) {
     loop {
         c.wake.notified().await;
         loop {
-            let (clients, waiters) = {
+            let (clients, migrating, waiters) = {
                 let mut d = c.dirty.lock();
                 if d.clients.is_empty() {
                     // Nothing to write, so whoever waits has their entry already.
-                    for w in d.waiters.drain(..) {
-                        let _ = w.send(());
+                    for (_, w) in d.waiters.drain(..) {
+                        let _ = w.send(None);
                     }
                     break;
                 }
                 (
                     std::mem::take(&mut d.clients),
+                    std::mem::take(&mut d.migrating),
                     std::mem::take(&mut d.waiters),
                 )
             };
             let clients: Vec<_> = clients.into_iter().collect();
+            let mut from = HashMap::new();
             let mut failed_at = None;
             for (i, chunk) in clients.chunks(BATCH).enumerate() {
-                if write(&c, chunk).await.is_err() {
+                if write(&c, chunk, &migrating, &mut from).await.is_err() {
                     failed_at = Some(i * BATCH);
                     break;
                 }
             }
             match failed_at {
                 None => {
-                    for w in waiters {
-                        let _ = w.send(());
+                    for (client, w) in waiters {
+                        let _ = w.send(from.get(&client).cloned());
                     }
                 }
-                Some(from) => {
+                Some(at) => {
                     {
                         let mut d = c.dirty.lock();
-                        d.clients.extend(clients[from..].iter().cloned());
+                        d.clients.extend(clients[at..].iter().cloned());
+                        d.migrating.extend(migrating);
                         // Sessions that gave up waiting leave nothing behind.
                         d.waiters
-                            .extend(waiters.into_iter().filter(|w| !w.is_closed()));
+                            .extend(waiters.into_iter().filter(|(_, w)| !w.is_closed()));
                     }
                     tokio::time::sleep(RETRY).await;
                 }
@@ -69,30 +75,46 @@ pub async fn writer(c: Arc<Cluster>) {
     }
 }
 
-/// One batch: this node's counts of `clients`, and the `online` webhooks they trigger.
-async fn write(c: &Cluster, clients: &[Arc<str>]) -> Result<(), ()> {
+/// One batch: this node's counts of `clients`, the `online` webhooks they trigger, and where
+/// the ones that came back migrated from (into `from`).
+async fn write(
+    c: &Cluster,
+    clients: &[Arc<str>],
+    migrating: &HashSet<Arc<str>>,
+    from: &mut HashMap<Arc<str>, Arc<str>>,
+) -> Result<(), ()> {
     let mut invocation = c.scripts.set_presence.prepare_invoke();
     invocation
         .key(scripts::node_clients(&c.node))
         .key(scripts::OFFLINE_DUE)
         .arg(&*c.node)
-        .arg(c.offline_grace.as_millis() as u64);
+        .arg(c.offline_grace.as_millis() as u64)
+        .arg(MIGRATION_MEMORY.as_millis() as u64);
     for client in clients {
         invocation
             .arg(&**client)
-            .arg(c.registry.sessions_of(client));
+            .arg(c.registry.sessions_of(client))
+            .arg(if migrating.contains(client) { "1" } else { "0" });
     }
     let mut con = c.conn();
-    let outcome: Vec<i64> = c
+    let outcome: Vec<redis::Value> = c
         .call("presence", async move {
             invocation.invoke_async(&mut con).await
         })
         .await
         .map_err(|_| ())?;
-    if let Some(w) = &c.webhooks {
-        for (client, r) in clients.iter().zip(outcome) {
-            if r == 1 {
+    for (client, pair) in clients.iter().zip(outcome.chunks(2)) {
+        if let [redis::Value::Int(r), node] = pair {
+            if *r == 1
+                && let Some(w) = &c.webhooks
+            {
                 w.online(client);
+            }
+            if let redis::Value::BulkString(b) = node
+                && !b.is_empty()
+                && let Ok(node) = std::str::from_utf8(b)
+            {
+                from.insert(Arc::clone(client), Arc::from(node));
             }
         }
     }

@@ -176,26 +176,34 @@ return out"
 }
 
 /// Writes this node's session counts of a batch of client ids and tells, for each, whether it
-/// came online or went away cluster-wide.
+/// came online or went away cluster-wide, and which node its sessions migrated from.
 ///
-/// KEYS: this node's clients, the offline queue. ARGV: node, offline_grace in ms, then pairs of
-/// client id and count. Returns one number per pair: 1 (online: its first session anywhere,
-/// not a return within the grace), -1 (its last session anywhere ended: `offline` is queued)
-/// or 0.
+/// KEYS: this node's clients, the offline queue. ARGV: node, offline_grace in ms, migration
+/// memory in ms, then triples of client id, count and `1` when a session of it here was just
+/// closed with 1012 (a migration starts). Returns two values per triple: 1 (online: its first
+/// session anywhere, not a return within the grace), -1 (its last session anywhere ended:
+/// `offline` is queued) or 0; and the node it migrated from, or an empty string.
 pub fn set_presence() -> Script {
     Script::new(&format!(
         "{NOW}
 local out = {{}}
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 3 do
   local c = ARGV[i]
   local p = 'tether:{{c:' .. c .. '}}:p'
+  local mig = 'tether:{{c:' .. c .. '}}:mig'
   local n = tonumber(ARGV[i + 1])
   local r = 0
+  local from = ''
+  if ARGV[i + 2] == '1' then
+    redis.call('SET', mig, ARGV[1], 'PX', ARGV[3])
+  end
   if n > 0 then
     local before = redis.call('HLEN', p)
     redis.call('HSET', p, ARGV[1], n)
     redis.call('SADD', KEYS[1], c)
     if before == 0 and redis.call('ZREM', KEYS[2], c) == 0 then r = 1 end
+    local m = redis.call('GET', mig)
+    if m and m ~= ARGV[1] then from = m end
   else
     redis.call('SREM', KEYS[1], c)
     if redis.call('HDEL', p, ARGV[1]) == 1 and redis.call('HLEN', p) == 0 then
@@ -204,6 +212,7 @@ for i = 3, #ARGV, 2 do
     end
   end
   table.insert(out, r)
+  table.insert(out, from)
 end
 return out"
     ))

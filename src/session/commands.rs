@@ -67,6 +67,7 @@ pub fn on_binary(data: &Bytes, outbox: &Arc<Outbox>, shared: &Shared) {
     let s = Session {
         outbox,
         registry: &shared.registry,
+        migrated_from: None,
     };
     if shared.handler.on_binary(&s, data) == Handled::No {
         let e = error_envelope(
@@ -84,6 +85,7 @@ pub fn on_text(text: &str, outbox: &Arc<Outbox>, shared: &Arc<Shared>) {
     let s = Session {
         outbox,
         registry: &shared.registry,
+        migrated_from: None,
     };
     if shared.handler.on_text(&s, text) == Handled::Yes {
         return;

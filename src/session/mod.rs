@@ -101,7 +101,7 @@ impl Drop for Guard {
         shared.sockets.release_session();
         shared.registry.remove(&self.outbox);
         if let Some(c) = &shared.cluster {
-            c.touch(&self.outbox.client_id);
+            c.closed(&self.outbox.client_id, self.code);
         }
         shared.metrics.closed(self.code);
         if let Some(w) = &shared.webhooks {
@@ -111,6 +111,7 @@ impl Drop for Guard {
         let s = Session {
             outbox: &self.outbox,
             registry: &shared.registry,
+            migrated_from: None,
         };
         shared.handler.on_disconnect(&s, self.code);
         log::debug!(
@@ -161,10 +162,12 @@ pub async fn prepare(
         code: codes::ABNORMAL,
     };
     let (shared, outbox) = (&guard.shared, &guard.outbox);
+    let migrated_from;
     if history {
         let key = StreamKey::Client(Arc::clone(&outbox.client_id));
         let session_id = id.to_string();
-        resume::hand_over(
+        // In a cluster the hand-over writes the presence entry before it reads the stream.
+        migrated_from = resume::hand_over(
             shared,
             outbox,
             key,
@@ -176,14 +179,16 @@ pub async fn prepare(
         shared.registry.insert_id(Arc::clone(outbox));
     } else {
         shared.registry.insert(Arc::clone(outbox));
-        if let Some(c) = &shared.cluster {
-            // Before `welcome` goes out: a push sent once it arrived reaches it from any node.
-            c.present(&outbox.client_id).await;
-        }
+        // In a cluster, the presence entry before `welcome`: a push sent once it arrived
+        // reaches this session from any node.
+        migrated_from = match &shared.cluster {
+            Some(c) => c.present(&outbox.client_id).await,
+            None => None,
+        };
     }
     shared.metrics.accepted();
     if let Some(w) = &shared.webhooks {
-        w.connected(outbox);
+        w.connected(outbox, migrated_from.as_deref());
     }
     log::debug!(
         "session {id} client {} peer {remote}: open",
@@ -196,6 +201,7 @@ pub async fn prepare(
     shared.handler.on_connect(&Session {
         outbox,
         registry: &shared.registry,
+        migrated_from: migrated_from.as_deref(),
     });
     guard
 }

@@ -45,7 +45,8 @@ impl Resumed {
 
 /// Runs the hand-over of `key` for `outbox`: `index` enters the session in the registry's index
 /// of the stream once its gate is in place; `header` makes the frame queued before the replay.
-/// `None` when the session had to be closed instead.
+/// For a client stream in a cluster, returns the node its sessions migrated from (see
+/// `Cluster::present`).
 pub async fn hand_over(
     shared: &Shared,
     outbox: &Arc<Outbox>,
@@ -53,25 +54,30 @@ pub async fn hand_over(
     since: Option<Position>,
     index: impl FnOnce(),
     header: impl FnOnce(&Resumed) -> Option<Utf8Bytes>,
-) -> Option<Resumed> {
+) -> Option<Arc<str>> {
     let gate = Arc::new(HandOver::new(shared.config.send_queue));
     outbox.add_gate(key.clone(), Arc::clone(&gate));
     index();
-    if let Some(c) = &shared.cluster {
-        // Other nodes must route the stream here before it is read, or a message appended
-        // between the read and the routing would reach neither the replay nor the gate.
-        match &key {
-            StreamKey::Client(id) => c.present(id).await,
-            StreamKey::Channel(name) => c.watch(name).await,
+    // Other nodes must route the stream here before it is read, or a message appended between
+    // the read and the routing would reach neither the replay nor the gate.
+    let migrated_from = match (&shared.cluster, &key) {
+        (Some(c), StreamKey::Client(id)) => c.present(id).await,
+        (Some(c), StreamKey::Channel(name)) => {
+            c.watch(name).await;
+            None
         }
-    }
+        (None, _) => None,
+    };
     let outcome = replay(shared, outbox, &key, since, &gate, header).await;
     // Also after a failure: the session is closing then, and a gate left behind only holds frames.
     if let Err(e) = shared.engine.settle(&key).await {
         log::warn!("session {}: settling {key:?} failed: {e}", outbox.id);
     }
     outbox.remove_gate(&gate);
-    outcome
+    if outcome.is_none() {
+        log::debug!("session {}: resume of {key:?} ended the session", outbox.id);
+    }
+    migrated_from
 }
 
 async fn replay(

@@ -112,8 +112,15 @@ impl Webhooks {
     }
 
     /// A session opened: `connect`, and `online` when it is the client id's first.
-    pub fn connected(&self, outbox: &Outbox) {
-        self.emit("connect", &outbox.client_id, Some(outbox), None);
+    pub fn connected(&self, outbox: &Outbox, migrated_from: Option<&str>) {
+        let body = self.encode_with(
+            "connect",
+            &outbox.client_id,
+            Some(outbox),
+            None,
+            migrated_from,
+        );
+        self.send("connect", &outbox.client_id, body);
         if self.clustered {
             return;
         }
@@ -188,7 +195,12 @@ impl Webhooks {
     }
 
     fn emit(&self, event: &str, client_id: &Arc<str>, session: Option<&Outbox>, code: Option<u16>) {
-        let body = Bytes::from(self.encode(event, client_id, session, code));
+        let body = self.encode_with(event, client_id, session, code, None);
+        self.send(event, client_id, body);
+    }
+
+    fn send(&self, event: &str, client_id: &Arc<str>, body: String) {
+        let body = Bytes::from(body);
         let lane = (self.hasher.hash_one(&**client_id) as usize) % self.lanes.len();
         match self.lanes[lane].try_send(Event { body }) {
             Ok(()) => {
@@ -201,12 +213,13 @@ impl Webhooks {
         }
     }
 
-    fn encode(
+    fn encode_with(
         &self,
         event: &str,
         client_id: &str,
         session: Option<&Outbox>,
         code: Option<u16>,
+        migrated_from: Option<&str>,
     ) -> String {
         let mut out = format!(
             "{{\"event\":{},\"timestamp\":\"{}\",\"node\":{},\"client_id\":{}",
@@ -224,6 +237,9 @@ impl Webhooks {
                 ",\"close_code\":{code},\"reason\":{}",
                 json_str(reason)
             ));
+        }
+        if let Some(node) = migrated_from {
+            out.push_str(&format!(",\"migrated_from\":{}", json_str(node)));
         }
         out.push('}');
         out
