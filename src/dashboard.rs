@@ -56,7 +56,13 @@ impl Samples {
 
     /// `{"node", "samples": [...]}`: per sample its time, the live sessions, and the counters'
     /// increase since the previous sample (per second rates, as the samples are a second apart).
+    #[cfg(test)]
     pub fn json(&self, node: &str) -> String {
+        self.json_with(node, "")
+    }
+
+    /// [`Samples::json`] with more fields (each with its leading comma) before the closing brace.
+    pub fn json_with(&self, node: &str, more: &str) -> String {
         let ring = self.ring.lock();
         let mut out = format!("{{\"node\":{},\"samples\":[", json_str(node));
         let mut prev: Option<&Sample> = None;
@@ -64,29 +70,47 @@ impl Samples {
             let Some(p) = prev.replace(s) else {
                 continue;
             };
-            let secs = (s.at_ms.saturating_sub(p.at_ms) as f64 / 1000.0).max(0.001);
-            let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
-            let (a, b) = (&s.totals, &p.totals);
             if !out.ends_with('[') {
                 out.push(',');
             }
-            let _ = write!(
-                out,
-                "{{\"t\":{},\"connections\":{},\"connects\":{:.1},\"disconnects\":{:.1},\"messages_in\":{:.1},\"messages_out\":{:.1},\"evictions\":{:.1},\"slow_consumers\":{:.1},\"refusals\":{:.1}}}",
-                s.at_ms,
-                s.connections,
-                rate(a.accepted, b.accepted),
-                rate(a.closed, b.closed),
-                rate(a.received, b.received),
-                rate(a.sent, b.sent),
-                rate(a.evicted, b.evicted),
-                rate(a.slow_consumers, b.slow_consumers),
-                rate(a.refused, b.refused)
-            );
+            rates(&mut out, s, p);
         }
-        out.push_str("]}");
+        out.push(']');
+        out.push_str(more);
+        out.push('}');
         out
     }
+
+    /// The newest sample as one JSON object, as in [`Samples::json`]; what a node shares with
+    /// the cluster's dashboards.
+    pub fn latest(&self) -> Option<String> {
+        let ring = self.ring.lock();
+        let n = ring.len();
+        let (p, s) = (ring.get(n.checked_sub(2)?)?, ring.get(n - 1)?);
+        let mut out = String::new();
+        rates(&mut out, s, p);
+        Some(out)
+    }
+}
+
+/// One sample `s` as rates since `p`.
+fn rates(out: &mut String, s: &Sample, p: &Sample) {
+    let secs = (s.at_ms.saturating_sub(p.at_ms) as f64 / 1000.0).max(0.001);
+    let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
+    let (a, b) = (&s.totals, &p.totals);
+    let _ = write!(
+        out,
+        "{{\"t\":{},\"connections\":{},\"connects\":{:.1},\"disconnects\":{:.1},\"messages_in\":{:.1},\"messages_out\":{:.1},\"evictions\":{:.1},\"slow_consumers\":{:.1},\"refusals\":{:.1}}}",
+        s.at_ms,
+        s.connections,
+        rate(a.accepted, b.accepted),
+        rate(a.closed, b.closed),
+        rate(a.received, b.received),
+        rate(a.sent, b.sent),
+        rate(a.evicted, b.evicted),
+        rate(a.slow_consumers, b.slow_consumers),
+        rate(a.refused, b.refused)
+    );
 }
 
 #[cfg(test)]

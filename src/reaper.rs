@@ -129,6 +129,9 @@ pub fn spawn(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
                 shared
                     .samples
                     .record(sessions.len(), shared.metrics.totals());
+                if let (Some(c), Some(latest)) = (&shared.cluster, shared.samples.latest()) {
+                    c.share_sample(latest);
+                }
             }
             if now >= next_ping {
                 for h in &sessions {

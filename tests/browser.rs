@@ -921,3 +921,55 @@ fn dashboard_charts_live_counters_in_a_real_browser() {
     drop(browser);
     drop(tether);
 }
+
+#[test]
+fn the_dashboard_of_a_cluster_charts_every_node() {
+    let budget = Budget(Instant::now() + BUDGET);
+    let dir = TempDir::new("dashboard-cluster");
+    let redis = common::redis::Redis::start();
+    let url = redis.url();
+    let (one, two) = (
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+    );
+    let cluster = |id: &'static str| ["--redis-url", url.as_str(), "--node-id", id];
+    let t1 = start_tether(one, &dir, 1, &cluster("dash-1"), budget);
+    let t2 = start_tether(two, &dir, 2, &cluster("dash-2"), budget);
+    let browser = Browser::start(&dir, budget);
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _a = hold_session(one, "dash-a");
+        let _b = hold_session(two, "dash-b");
+        let _c = hold_session(two, "dash-c");
+        browser.goto(&format!("http://{one}/dashboard"));
+        // Each node's line and legend, from the page served by node 1 alone.
+        let legend = |b: &Browser| {
+            b.eval(
+                "return [...document.querySelectorAll('#grid .card:first-child .legend span')]\
+                 .map((s) => s.textContent).join('|');",
+            )
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+        };
+        browser.wait_for(
+            budget,
+            Duration::from_secs(20),
+            "both nodes charted with their connections",
+            |b| legend(b) == "dash-1: 1|dash-2: 2",
+        );
+        assert!(
+            browser
+                .text_of("cluster")
+                .contains("cluster of 2: dash-1, dash-2"),
+            "{}",
+            browser.text_of("cluster")
+        );
+    }));
+    if let Err(panic) = run {
+        let _ = browser.screenshot("dashboard-cluster-failure.png");
+        eprintln!("--- tether 1\n{}\n--- tether 2\n{}", t1.logs(), t2.logs());
+        std::panic::resume_unwind(panic);
+    }
+    drop(browser);
+    drop((t1, t2));
+}

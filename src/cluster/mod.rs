@@ -110,6 +110,8 @@ pub struct Cluster {
     wake: Notify,
     /// Replies owed to other nodes, until the replier task takes them.
     outgoing: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
+    /// This node's newest dashboard sample, until the upkeep shares it.
+    sample: Mutex<Option<String>>,
     /// Counters.
     pub stats: ClusterStats,
     scripts: scripts::Set,
@@ -186,6 +188,7 @@ impl Cluster {
             dirty: Mutex::new(Dirty::default()),
             wake: Notify::new(),
             outgoing: Mutex::new(Some(rx)),
+            sample: Mutex::new(None),
             stats: ClusterStats::default(),
             scripts: scripts::Set::new(),
         }))
@@ -561,6 +564,36 @@ async fn replier(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Outgoing
 }
 
 impl Cluster {
+    /// Hands the newest dashboard sample to the upkeep, which shares it with the cluster.
+    pub fn share_sample(&self, json: String) {
+        *self.sample.lock() = Some(json);
+    }
+
+    /// Takes the sample waiting to be shared.
+    fn take_sample(&self) -> Option<String> {
+        self.sample.lock().take()
+    }
+
+    /// Every live node's recent dashboard samples, as (node, JSON array) pairs.
+    pub async fn dashboards(&self) -> Result<Vec<(String, String)>, EngineError> {
+        let mut con = self.conn();
+        let script = &self.scripts.read_dashboards;
+        let ttl = self.node_ttl.as_millis() as u64;
+        let flat: Vec<String> = self
+            .call("dashboard", async move {
+                script
+                    .key(scripts::NODES)
+                    .arg(ttl)
+                    .invoke_async(&mut con)
+                    .await
+            })
+            .await?;
+        Ok(flat
+            .chunks_exact(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect())
+    }
+
     /// The cluster's lines of `/metrics`.
     pub fn render_metrics(&self, o: &mut String) {
         let s = &self.stats;

@@ -155,6 +155,7 @@ pub async fn upkeep(c: Arc<Cluster>) {
         }
         fire_offline(&c).await;
         sweep_topics(&c).await;
+        share_sample(&c).await;
     }
 }
 
@@ -295,4 +296,25 @@ async fn sweep_topics(c: &Cluster) {
             topics.remove(&ch);
         }
     }
+}
+
+/// Appends this node's newest dashboard sample to its list in Redis (kept short, and gone a
+/// while after the node stops).
+async fn share_sample(c: &Cluster) {
+    let Some(sample) = c.take_sample() else {
+        return;
+    };
+    let key = scripts::dashboard(&c.node);
+    let keep = scripts::DASH_SAMPLES as i64;
+    let ttl = (c.node_ttl * 4).as_millis() as u64;
+    let mut pipe = redis::pipe();
+    pipe.cmd("RPUSH").arg(&key).arg(sample).ignore();
+    pipe.cmd("LTRIM").arg(&key).arg(-keep).arg(-1).ignore();
+    pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
+    let mut con = c.conn();
+    let _ = c
+        .call("dashboard", async move {
+            pipe.query_async::<()>(&mut con).await
+        })
+        .await;
 }

@@ -27,6 +27,8 @@ pub struct Set {
     pub reap_node: Script,
     /// [`read_presence`].
     pub read_presence: Script,
+    /// [`read_dashboards`].
+    pub read_dashboards: Script,
 }
 
 impl Set {
@@ -41,6 +43,7 @@ impl Set {
             heartbeat: heartbeat(),
             reap_node: reap_node(),
             read_presence: read_presence(),
+            read_dashboards: read_dashboards(),
         }
     }
 }
@@ -286,6 +289,29 @@ for i = 1, #fields, 2 do
     table.insert(out, fields[i])
     table.insert(out, fields[i + 1])
   end
+end
+return out"
+    ))
+}
+
+/// How many of a node's samples the cluster keeps for the dashboards (two minutes).
+pub const DASH_SAMPLES: usize = 120;
+
+/// A node's list of recent dashboard samples (JSON objects).
+pub fn dashboard(node: &str) -> String {
+    format!("tether:dash:{node}")
+}
+
+/// Every live node's recent dashboard samples.
+///
+/// KEYS: nodes. ARGV: node_ttl in ms. Returns `{node, "[sample,…]", node, …}`.
+pub fn read_dashboards() -> Script {
+    Script::new(&format!(
+        "{NOW}
+local out = {{}}
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')) do
+  table.insert(out, n)
+  table.insert(out, '[' .. table.concat(redis.call('LRANGE', 'tether:dash:' .. n, 0, -1), ',') .. ']')
 end
 return out"
     ))

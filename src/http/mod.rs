@@ -36,7 +36,7 @@ pub async fn route(
         "/" if get && shared.config.demo_page => pages::demo(),
         "/tether.js" if get && shared.config.demo_page => pages::client_js(),
         "/dashboard" if get && shared.config.dashboard => pages::dashboard(),
-        "/dashboard/data" if get && shared.config.dashboard => pages::dashboard_data(&shared),
+        "/dashboard/data" if get && shared.config.dashboard => pages::dashboard_data(&shared).await,
         "/health" | "/metrics" => error_response(&Error::MethodNotAllowed("GET")),
         _ => error_response(&Error::NotFound),
     }

@@ -70,9 +70,27 @@ pub fn dashboard() -> Response<Body> {
     with_body(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD)
 }
 
-/// `GET /dashboard/data`: the samples the page charts.
-pub fn dashboard_data(shared: &Shared) -> Response<Body> {
-    json(StatusCode::OK, shared.samples.json(&shared.node))
+/// `GET /dashboard/data`: the samples the page charts; in a cluster also every live node's
+/// recent samples under `nodes` (this node's included), so the page can chart them per node.
+pub async fn dashboard_data(shared: &Shared) -> Response<Body> {
+    let more = match &shared.cluster {
+        Some(c) => match c.dashboards().await {
+            Ok(nodes) => {
+                let parts: Vec<String> = nodes
+                    .iter()
+                    .map(|(node, samples)| format!("{}:{samples}", crate::protocol::json_str(node)))
+                    .collect();
+                format!(",\"nodes\":{{{}}}", parts.join(","))
+            }
+            // Degraded: this node's own samples are still worth showing.
+            Err(_) => ",\"nodes\":null".to_string(),
+        },
+        None => String::new(),
+    };
+    json(
+        StatusCode::OK,
+        shared.samples.json_with(&shared.node, &more),
+    )
 }
 
 /// `GET /`: the demo page.
