@@ -12,6 +12,8 @@
 //! - [`Handle`] (`handle`), [`Handler`] (`handler`), `reaper`: what pushes, what is called
 //!   back, what owns time.
 //! - `state`: what every layer shares (small); `admission`: connection slots.
+//! - `cluster`: nodes joined through Redis (routing, presence, the Redis engine); `engine`:
+//!   streams, history and idempotency behind one trait (memory on one node).
 //! - `registry`: sessions by id, client id and channel; fan-out. `outbox`: a session's shared half
 //!   (liveness stamp, bounded queue, close request).
 //! - [`protocol`], [`config`], `metrics`, `error`, `id`, `clock`, [`shutdown`]: the bottom.
