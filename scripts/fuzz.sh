@@ -19,7 +19,7 @@ rss_mb="${FUZZ_RSS_MB:-1024}"
 sanitizer="${FUZZ_SANITIZER:-none}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(envelope upgrade token config)
+    targets=(envelope upgrade token config cluster_wire)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -76,6 +76,7 @@ pub use server::{Server, bind};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz_api {
+    pub use crate::cluster::wire::{Kind as WireKind, decode as wire_decode, encode as wire_encode};
     pub use crate::error::Error;
     pub use crate::handshake::{has_token, valid_key};
     pub use crate::identity::{client_addr, client_id};
