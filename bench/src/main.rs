@@ -31,6 +31,7 @@ mod stats;
 mod storm;
 mod sys;
 mod target;
+mod timeline;
 mod token;
 mod worker;
 
