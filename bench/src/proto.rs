@@ -23,6 +23,21 @@ pub enum Kind {
     Storm,
     /// Connect-load: new clients in paced batches, one phase per `go`.
     Probe,
+    /// Storm with --migrate-to: follow node A's shutdown, reconnect to node B.
+    Migrate,
+}
+
+/// Migrate: where wave 2 goes (node B) and how a client treats node A's `shutdown` hint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Migration {
+    /// Node B's address.
+    pub addr: SocketAddr,
+    /// Node B's `Host` header value.
+    pub host: String,
+    /// Node B's upgrade path.
+    pub path: String,
+    /// Wait `reconnect_after_ms` of a `shutdown` message before reconnecting.
+    pub honor_hint: bool,
 }
 
 /// One worker's share of the load.
@@ -70,6 +85,26 @@ pub struct WorkerSpec {
     pub batch: u64,
     /// Probe: least time between batch starts, ms.
     pub batch_interval_ms: u64,
+    /// Migrate: node B and the hint policy; None in every other scenario.
+    #[serde(default)]
+    pub migration: Option<Migration>,
+}
+
+impl WorkerSpec {
+    /// The spec of a wave-2 connect: wave 2's source address (fresh ports, not those in
+    /// TIME_WAIT from wave 1) and, when migrating, node B as the target.
+    pub fn wave2(&self) -> WorkerSpec {
+        let mut s = WorkerSpec {
+            source_ip: self.wave2_ip,
+            ..self.clone()
+        };
+        if let Some(m) = &self.migration {
+            s.addr = m.addr;
+            s.host.clone_from(&m.host);
+            s.path.clone_from(&m.path);
+        }
+        s
+    }
 }
 
 /// A line from a worker.
