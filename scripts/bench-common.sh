@@ -4,6 +4,10 @@
 
 SERVER_PIDS=()
 SECRET_FILE=""
+# PIN=1: servers started here run on CPU 1 and tether-bench on CPU 0 (taskset), so the load
+# generator cannot take the servers' core; PIN=0 (the default) leaves both to the scheduler.
+PIN_SERVER=() PIN_BENCH=()
+if [[ ${PIN:-0} == 1 ]]; then PIN_SERVER=(taskset -c 1) PIN_BENCH=(taskset -c 0); fi
 
 # Waits (bounded, 20 s) until GET http://127.0.0.1:$1/health answers.
 wait_health() {
@@ -19,7 +23,7 @@ wait_health() {
 # start_tether PORT [flags...]: starts target/release/tether in the background; sets SERVER_PID.
 start_tether() {
   local port=$1; shift
-  RUST_LOG=${SERVER_LOG:-warn} target/release/tether --listen "127.0.0.1:$port" --demo-page false "$@" \
+  RUST_LOG=${SERVER_LOG:-warn} "${PIN_SERVER[@]}" target/release/tether --listen "127.0.0.1:$port" --demo-page false "$@" \
     >>"$OUT/tether-server.log" 2>&1 &
   SERVER_PID=$!
   SERVER_PIDS+=("$SERVER_PID")
@@ -74,7 +78,7 @@ bench_cleanup() {
 bench() {
   local name=$1; shift
   echo "== $name: tether-bench $*" >&2
-  target/release/tether-bench "$@" --json "$OUT/$name.json" | tee "$OUT/$name.txt"
+  "${PIN_BENCH[@]}" target/release/tether-bench "$@" --json "$OUT/$name.json" | tee "$OUT/$name.txt"
 }
 
 # src N: the first loopback source address of a scenario (127.0.N.1; its workers count up from
@@ -91,6 +95,7 @@ machine_md() {
   echo "- memory: $(free -g | awk '/Mem:/{print $2}') GiB; kernel $(uname -r)"
   echo "- $(rustc --version); node $(node --version 2>/dev/null || echo 'not installed')"
   echo "- descriptor limit per process: $(ulimit -n); ephemeral ports: $(tr '\t' '-' </proc/sys/net/ipv4/ip_local_port_range)"
+  echo "- PIN=${PIN:-0} (1: servers on CPU 1, tether-bench on CPU 0)"
 }
 
 # jq helper: prints field $2 of JSON file $1 (or "-" when missing or null).
@@ -154,6 +159,20 @@ METRICS=(
   "connect-load: new clients failed idle / loaded|connect-load|\"\\(.idle.failed) / \\(.loaded.failed)\"|"
   "connect-load: broadcasts during the loaded phase|connect-load|.loaded.broadcasts_during_phase|0"
 )
+# The migration runs of load-test.sh (ONLY=migrate): paced / all at once, clients that
+# reconnect when closed / that honour the hint.
+for m in migrate-paced migrate-unpaced migrate-paced-hint migrate-unpaced-hint; do
+  METRICS+=(
+    "$m: back on node B / connected to node A|$m|\"\\(.reconnected) / \\(.established)\"|"
+    "$m: peak reconnects per 100 ms|$m|.peak_per_100ms|0"
+    "$m: peak at (ms after go)|$m|.peak_at_ms|0"
+    "$m: all back after go (s)|$m|.all_back_secs|2"
+    "$m: go to reconnected p50 / p99 (ms)|$m|\"\\(.go_to_reconnected_ms.p50) / \\(.go_to_reconnected_ms.p99)\"|"
+    "$m: wave 2 failed attempts / gave up|$m|\"\\(.failed_attempts) / \\(.gave_up)\"|"
+    "$m: wave 2 failures by kind|$m|.failures \| to_entries \| map(\"\\(.key)=\\(.value)\") \| join(\" \")|"
+    "$m: shutdown with a hint / just closed|$m|\"\\(.shutdown_with_hint) / \\(.just_closed)\"|"
+  )
+done
 
 # metric DIR ENTRY: the formatted value of one METRICS entry from DIR's JSON files.
 metric() {

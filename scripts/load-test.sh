@@ -2,8 +2,9 @@
 # The standard load test of tether, on loopback only: hold, fanout, storm (19,000 connections
 # each by default) and evict (1,000 silent + 1,000 healthy clients on a server with short
 # heartbeat settings); on request also auth (hold with a JWT per client against a server with
-# auth on) and connect-load (N - NEW held, then NEW new clients connected idle and again during
-# broadcasts, timing each handshake). Builds the release binaries (tether and tether-bench), starts a fresh
+# auth on), connect-load (N - NEW held, then NEW new clients connected idle and again during
+# broadcasts, timing each handshake) and migrate (N clients on node A, which is stopped in
+# restart mode, reconnecting to node B: reconnects per 100 ms with pacing and without). Builds the release binaries (tether and tether-bench), starts a fresh
 # server per scenario (stopped on exit, whatever happens), and writes bench-results/<UTC
 # date-time>/ with one JSON and one text file per scenario plus summary.md.
 #
@@ -13,11 +14,15 @@
 #   N=5000 ONLY="hold fanout" scripts/load-test.sh
 #   ONLY="auth connect-load" scripts/load-test.sh
 #   AUTH=1 ONLY=connect-load scripts/load-test.sh   # connect-load with tokens, auth on
+#   ONLY=migrate scripts/load-test.sh    # paced restart vs. all at once, each with and without --honor-hint
+#   PIN=1 ONLY=migrate scripts/load-test.sh         # servers on CPU 1, tether-bench on CPU 0
 #
 # Environment: N (connections, 19000), HOLD (60s), SOAK (1 = 10m hold), PORT (18080),
-# ONLY (scenarios to run: hold fanout storm evict [default], auth, connect-load), OUT (results
+# ONLY (scenarios to run: hold fanout storm evict [default], auth, connect-load, migrate), OUT (results
 # folder), PAUSE_SECS (5, between scenarios); connect-load: NEW (500), BATCH (8), BCAST_RATE (3),
-# AUTH (1 = auth on and tokens). Auth secrets are random, in a temp file removed on exit.
+# AUTH (1 = auth on and tokens); migrate: MIGRATE_WINDOW (10s), MIGRATE_HINT ("no yes": runs
+# without and with --honor-hint), node B on PORT + 1; PIN (1 = taskset: servers on CPU 1,
+# tether-bench on CPU 0). Auth secrets are random, in a temp file removed on exit.
 # Needs: cargo, curl, jq. One process may hold at most 20,000 descriptors here: tether-bench
 # spreads its clients over worker processes and loopback source addresses by itself.
 set -euo pipefail
@@ -82,12 +87,42 @@ if wants connect-load; then
     "${TOKEN_FLAGS[@]}"
   stop_servers
 fi
+if wants migrate; then
+  # Node A in restart mode, node B plain; tether-bench connects N clients to A, sends its
+  # workers `go`, SIGTERMs A and times the reconnects to B. Paced: migrate_window
+  # MIGRATE_WINDOW. All at once: the same restart mode with migrate_window 0s (valid: every
+  # session gets `shutdown` with reconnect_after_ms 0 and 1012 at once), so only the pacing
+  # differs; drain with --shutdown-timeout 0s would also close everyone at once, but with 1001
+  # ("reconnect with backoff") instead of 1012, i.e. a different contract.
+  PORT_B=$((PORT + 1))
+  k=7
+  for pacing in paced unpaced; do
+    window=${MIGRATE_WINDOW:-10s}
+    [[ $pacing == unpaced ]] && window=0s
+    for hint in ${MIGRATE_HINT:-no yes}; do
+      name="migrate-$pacing" HINT_FLAGS=()
+      if [[ $hint == yes ]]; then name+="-hint" HINT_FLAGS=(--honor-hint); fi
+      start_tether "$PORT" --max-connections "$MAXC" --shutdown-mode restart --migrate-window "$window"
+      A_PID=$SERVER_PID
+      start_tether "$PORT_B" --max-connections "$MAXC"
+      # Each run from its own source addresses (127.0.k.*), away from the last run's TIME_WAIT.
+      bench "$name" storm -n "$N" --wave-timeout 60s --url "$URL" \
+        --migrate-to "ws://127.0.0.1:$PORT_B/ws" --stop-pid "$A_PID" --server-pid "$SERVER_PID" \
+        --source "$(src "$k")" "${HINT_FLAGS[@]}"
+      stop_servers; pause
+      k=$((k + 1))
+    done
+  done
+fi
 
 {
   echo "# tether load test, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   machine_md
   echo "- N=$N, hold $HOLD; evict server: heartbeat_interval 2s, heartbeat_timeout 5s, reap_interval 1s"
+  if wants migrate; then
+    echo "- migrate: node A --shutdown-mode restart --migrate-window ${MIGRATE_WINDOW:-10s} (paced) or 0s (all at once), node B plain; runs with --honor-hint: ${MIGRATE_HINT:-no yes}"
+  fi
   if wants connect-load; then
     echo "- connect-load: $((N - ${NEW:-500})) held + ${NEW:-500} new per phase, batches of ${BATCH:-8}, broadcasts ${BCAST_RATE:-3}/s, auth ${AUTH:-0}"
   fi

@@ -26,7 +26,8 @@ pub enum Scenario {
     Fanout(FanoutArgs),
     /// S silent clients and H healthy ones: time to eviction, healthy clients wrongly closed.
     Evict(EvictArgs),
-    /// Connect N, drop all at once, reconnect all: accept rate of both waves.
+    /// Connect N, drop all at once, reconnect all: accept rate of both waves; with
+    /// --migrate-to, stop the node instead and time the reconnects to another one.
     Storm(StormArgs),
     /// N clients with history on, pushes to each at R/s while they drop and resume at random:
     /// lost / duplicated / out of order, resume latency, server memory per connection.
@@ -177,6 +178,18 @@ pub struct StormArgs {
     /// Deadline of one wave; failed attempts are retried (with backoff) until then.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub wave_timeout: Duration,
+    /// Migration: on `go`, SIGTERM --stop-pid (node A at --url, e.g. in `restart` mode); each
+    /// client waits until node A ends its connection, then reconnects to this URL (node B).
+    #[arg(long, value_name = "URL", requires = "stop_pid")]
+    pub migrate_to: Option<String>,
+    /// Migration: process id of node A, the server at --url, sent SIGTERM on `go`.
+    #[arg(long, value_name = "PID", requires = "migrate_to")]
+    pub stop_pid: Option<u32>,
+    /// Migration: a client told `shutdown` with `reconnect_after_ms` waits that long (closing
+    /// its socket then, if node A has not) before reconnecting; without it, it reconnects as
+    /// soon as node A closes its connection.
+    #[arg(long, requires = "migrate_to")]
+    pub honor_hint: bool,
 }
 
 /// `tether-bench resume`.
@@ -311,6 +324,33 @@ mod tests {
         assert_eq!(l.common.token_ttl.as_secs(), 3600);
         assert!(l.common.token_secret.is_some());
         assert!(Cli::try_parse_from(["bench", "connect-load", "-b", "0"]).is_err());
+
+        let cli = Cli::try_parse_from([
+            "bench",
+            "storm",
+            "--migrate-to",
+            "ws://127.0.0.1:9001/ws",
+            "--stop-pid",
+            "77",
+            "--honor-hint",
+        ])
+        .unwrap();
+        let Scenario::Storm(m) = cli.scenario else {
+            panic!("not storm")
+        };
+        assert_eq!(m.migrate_to.as_deref(), Some("ws://127.0.0.1:9001/ws"));
+        assert_eq!((m.stop_pid, m.honor_hint), (Some(77), true));
+        let Scenario::Storm(plain) = Cli::try_parse_from(["bench", "storm"]).unwrap().scenario
+        else {
+            panic!("not storm")
+        };
+        assert!(plain.migrate_to.is_none() && !plain.honor_hint);
+        // Each migration flag needs the others it depends on.
+        assert!(
+            Cli::try_parse_from(["bench", "storm", "--migrate-to", "ws://127.0.0.1:1/ws"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["bench", "storm", "--stop-pid", "7"]).is_err());
+        assert!(Cli::try_parse_from(["bench", "storm", "--honor-hint"]).is_err());
 
         assert!(Cli::try_parse_from(["bench", "hold", "--per-worker", "9001"]).is_err());
         assert!(Cli::try_parse_from(["bench", "hold", "--hold", "soon"]).is_err());

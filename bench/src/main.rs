@@ -6,10 +6,10 @@
 //!
 //! Layout: [`cli`] (the flags), [`target`] (URLs, durations), [`stats`] (histogram, loss
 //! accounting), [`proto`] (parent ↔ worker lines), [`fleet`] (worker processes, progress line),
-//! [`worker`], [`conn`] and [`raw`] (the clients), [`storm`] and [`probe`] (their worker sides),
-//! [`resume`] (in-process), [`token`] (JWTs for servers with auth on), [`http`] (API client),
-//! [`sys`] (/proc), [`run`], [`fanout`] and [`connect_load`] (the scenario drivers), [`report`]
-//! (figures to JSON and text).
+//! [`worker`], [`conn`] and [`raw`] (the clients), [`storm`], [`migrate`] and [`probe`] (their
+//! worker sides), [`resume`] (in-process), [`token`] (JWTs for servers with auth on), [`http`]
+//! (API client), [`sys`] (/proc), [`run`], [`fanout`], [`connect_load`] and [`migrate_run`] (the
+//! scenario drivers), [`timeline`] (reconnects per 100 ms), [`report`] (figures to JSON and text).
 
 use std::process::ExitCode;
 
@@ -21,6 +21,8 @@ mod connect_load;
 mod fanout;
 mod fleet;
 mod http;
+mod migrate;
+mod migrate_run;
 mod probe;
 mod proto;
 mod raw;
@@ -31,6 +33,7 @@ mod stats;
 mod storm;
 mod sys;
 mod target;
+mod timeline;
 mod token;
 mod worker;
 

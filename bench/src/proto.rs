@@ -23,6 +23,21 @@ pub enum Kind {
     Storm,
     /// Connect-load: new clients in paced batches, one phase per `go`.
     Probe,
+    /// Storm with --migrate-to: follow node A's shutdown, reconnect to node B.
+    Migrate,
+}
+
+/// Migrate: where wave 2 goes (node B) and how a client treats node A's `shutdown` hint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Migration {
+    /// Node B's address.
+    pub addr: SocketAddr,
+    /// Node B's `Host` header value.
+    pub host: String,
+    /// Node B's upgrade path.
+    pub path: String,
+    /// Wait `reconnect_after_ms` of a `shutdown` message before reconnecting.
+    pub honor_hint: bool,
 }
 
 /// One worker's share of the load.
@@ -70,6 +85,26 @@ pub struct WorkerSpec {
     pub batch: u64,
     /// Probe: least time between batch starts, ms.
     pub batch_interval_ms: u64,
+    /// Migrate: node B and the hint policy; None in every other scenario.
+    #[serde(default)]
+    pub migration: Option<Migration>,
+}
+
+impl WorkerSpec {
+    /// The spec of a wave-2 connect: wave 2's source address (fresh ports, not those in
+    /// TIME_WAIT from wave 1) and, when migrating, node B as the target.
+    pub fn wave2(&self) -> WorkerSpec {
+        let mut s = WorkerSpec {
+            source_ip: self.wave2_ip,
+            ..self.clone()
+        };
+        if let Some(m) = &self.migration {
+            s.addr = m.addr;
+            s.host.clone_from(&m.host);
+            s.path.clone_from(&m.path);
+        }
+        s
+    }
 }
 
 /// A line from a worker.
@@ -167,6 +202,25 @@ pub struct Report {
     pub late_from_last_byte: u64,
     /// CPU seconds the worker process used (the load generator shares the machine).
     pub cpu_secs: f64,
+    /// Migrate: wave-2 reconnects in 100 ms bins since `go` (see [`crate::timeline`]).
+    #[serde(default)]
+    pub reconnects_per_100ms: Vec<u64>,
+    /// Migrate: per client, `go` to its `welcome` from node B.
+    #[serde(default)]
+    pub migrate_us: Histogram,
+    /// Migrate: clients node A sent `shutdown` with `reconnect_after_ms`.
+    #[serde(default)]
+    pub hinted: u64,
+    /// Migrate: the `reconnect_after_ms` hints, in µs.
+    #[serde(default)]
+    pub hint_us: Histogram,
+    /// Migrate: clients whose connection to node A ended without such a hint.
+    #[serde(default)]
+    pub just_closed: u64,
+    /// Migrate: how the connections to node A ended (close code, `tcp_end`, `client_closed`
+    /// after an honoured hint, `deadline` when node A never ended it).
+    #[serde(default)]
+    pub ended_by: Counts,
 }
 
 fn min_set(a: u64, b: u64) -> u64 {
@@ -213,6 +267,12 @@ impl Report {
         add_counts(&mut self.healthy_closed, &o.healthy_closed);
         self.late_from_last_byte += o.late_from_last_byte;
         self.cpu_secs += o.cpu_secs;
+        crate::timeline::add(&mut self.reconnects_per_100ms, &o.reconnects_per_100ms);
+        self.migrate_us.merge(&o.migrate_us);
+        self.hinted += o.hinted;
+        self.hint_us.merge(&o.hint_us);
+        self.just_closed += o.just_closed;
+        add_counts(&mut self.ended_by, &o.ended_by);
     }
 
     /// Seconds between the first attempt and the last `welcome`.
@@ -260,7 +320,13 @@ mod tests {
         };
         b.handshake_us.record(30);
         b.failures.insert("refused".into(), 1);
+        a.reconnects_per_100ms = vec![1, 0, 2];
+        b.reconnects_per_100ms = vec![0, 4, 1, 0, 3];
+        b.hinted = 2;
+        b.ended_by.insert("1012".into(), 2);
         let m = merge_all([&a, &b]);
+        assert_eq!(m.reconnects_per_100ms, vec![1, 4, 3, 0, 3]);
+        assert_eq!((m.hinted, m.ended_by["1012"]), (2, 2));
         assert_eq!(m.established, 5);
         assert_eq!((m.start_us, m.end_us), (50, 200));
         assert_eq!(m.unique_per_seq, vec![5, 4, 3]);
@@ -272,7 +338,10 @@ mod tests {
         })
         .unwrap();
         match serde_json::from_str::<Event>(&line).unwrap() {
-            Event::Done { report } => assert_eq!(report.handshake_us.max(), 30),
+            Event::Done { report } => {
+                assert_eq!(report.handshake_us.max(), 30);
+                assert_eq!(report.reconnects_per_100ms, vec![1, 4, 3, 0, 3]);
+            }
             other => panic!("{other:?}"),
         }
     }

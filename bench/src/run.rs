@@ -87,6 +87,7 @@ pub fn plan(c: &Common, kind: Kind, clients: u64, silent: u64) -> Result<Vec<Wor
             per_phase: 0,
             batch: 0,
             batch_interval_ms: 0,
+            migration: None,
         });
         first += n;
     }
@@ -261,8 +262,11 @@ pub fn evict(a: &EvictArgs) -> Outcome {
     Ok((v, out))
 }
 
-/// `tether-bench storm`.
+/// `tether-bench storm` (with --migrate-to: the migration of one node's clients to another).
 pub fn storm(a: &StormArgs) -> Outcome {
+    if let (Some(to), Some(pid)) = (&a.migrate_to, a.stop_pid) {
+        return crate::migrate_run::run(a, to, pid);
+    }
     let c = &a.common;
     let mut specs = plan(c, Kind::Storm, a.clients, 0)?;
     specs

@@ -138,10 +138,7 @@ pub(super) async fn connect(
         };
     }
     let spec = if w == 1 {
-        WorkerSpec {
-            source_ip: ctx.spec.wave2_ip,
-            ..WorkerSpec::clone(&ctx.spec)
-        }
+        ctx.spec.wave2()
     } else {
         WorkerSpec::clone(&ctx.spec)
     };
@@ -214,6 +211,7 @@ async fn work(spec: Arc<WorkerSpec>, tokens: Vec<String>) -> Report {
         Kind::Hold | Kind::Fanout | Kind::Evict => steady(&ctx, &mut cmds).await,
         Kind::Storm => crate::storm::storm(&ctx, &mut cmds).await,
         Kind::Probe => crate::probe::probe(&ctx, &mut cmds).await,
+        Kind::Migrate => crate::migrate::migrate(&ctx, &mut cmds).await,
     };
     ticker.abort();
     report

@@ -1,5 +1,6 @@
-//! End to end: the real `tether-bench` binary (hold, fanout, evict, connect-load, tokens) against an in-process server
-//! on 127.0.0.1:0, asserting on its `--json` output. Figures are not asserted (the machine is
+//! End to end: the real `tether-bench` binary (hold, fanout, evict, connect-load, tokens, a
+//! storm migrating between two nodes) against in-process servers on 127.0.0.1:0, asserting on
+//! its `--json` output. Figures are not asserted (the machine is
 //! shared and noisy), only correctness: everyone connected, nothing lost, every silent client
 //! evicted and no healthy one closed.
 
@@ -8,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TempDir, config, start, stop};
+use common::{TempDir, WAIT, config, start, stop};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -211,4 +212,92 @@ async fn tokens_and_connect_load_on_an_auth_server() {
         "{load}"
     );
     stop(s).await;
+}
+
+/// `storm --migrate-to`: node A runs in this process in `restart` mode (migrate window 1 s),
+/// node B is a second server. The bench SIGTERMs `--stop-pid`, this process, where the signal
+/// only stops node A. Every client must be back on node B, with the reconnects spread over the
+/// window; once with clients that reconnect when closed, once with clients that honour the hint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_migrates_clients_to_another_node_paced() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let b = start(config(&[])).await;
+    let to = format!("ws://{}/ws", b.addr);
+    let pid = std::process::id().to_string();
+    for honor in [false, true] {
+        let a = start(config(&[
+            ("shutdown_mode", "restart"),
+            ("migrate_window", "1s"),
+        ]))
+        .await;
+        // Listening before the bench starts, so its SIGTERM never meets the default action.
+        let mut term = signal(SignalKind::terminate()).expect("cannot handle SIGTERM");
+        let trigger = a.trigger.clone();
+        let relay = tokio::spawn(async move {
+            if term.recv().await.is_some() {
+                trigger.signal();
+            }
+        });
+        let mut args = vec![
+            "storm",
+            "-n",
+            "50",
+            "--workers",
+            "2",
+            "--wave-timeout",
+            "10s",
+            "--migrate-to",
+            &to,
+            "--stop-pid",
+            &pid,
+        ];
+        if honor {
+            args.push("--honor-hint");
+        }
+        let name = if honor { "migrate-hint" } else { "migrate" };
+        let m = bench(a.addr, name, &args).await;
+        assert_eq!(
+            (m["mode"].as_str(), m["honor_hint"].as_bool()),
+            (Some("migrate"), Some(honor)),
+            "{m}"
+        );
+        assert_eq!(m["established"], 50, "{m}");
+        assert_eq!(m["reconnected"], 50, "{m}");
+        assert_eq!(m["wave2"]["established"], 50, "{m}");
+        assert_eq!(m["gave_up"], 0, "{m}");
+        let bins: Vec<u64> = serde_json::from_value(m["reconnects_per_100ms"].clone()).unwrap();
+        assert_eq!(bins.iter().sum::<u64>(), 50, "{m}");
+        assert!(
+            m["bins_with_reconnects"].as_u64().unwrap() > 1,
+            "not spread: {m}"
+        );
+        assert!(m["peak_per_100ms"].as_u64().unwrap() < 50, "{m}");
+        assert_eq!(m["go_to_reconnected_ms"]["count"], 50, "{m}");
+        // Node A told everyone, the last one 49/50 of the window after it began to stop.
+        assert_eq!(m["shutdown_with_hint"], 50, "{m}");
+        assert_eq!(m["just_closed"], 0, "{m}");
+        let last_hint = m["hint_ms"]["max"].as_f64().unwrap();
+        assert!(
+            (979.0..=981.0).contains(&last_hint),
+            "histogram precision 0.1 %: {m}"
+        );
+        assert!(m["all_back_secs"].as_f64().unwrap() >= 0.98, "{m}");
+        let ended = &m["ended_by"];
+        let by = |k: &str| ended[k].as_u64().unwrap_or(0);
+        if honor {
+            // Whichever came first: node A's 1012 at the hint's time, or the client's own close.
+            assert_eq!(by("1012") + by("client_closed"), 50, "{m}");
+        } else {
+            assert_eq!(by("1012"), 50, "{m}");
+        }
+        // Node A finished its paced restart by itself.
+        let stopped = tokio::time::timeout(WAIT, a.join)
+            .await
+            .expect("node A did not stop")
+            .unwrap()
+            .unwrap();
+        assert_eq!(stopped, tether::Stopped::Clean);
+        relay.abort();
+    }
+    stop(b).await;
 }
