@@ -116,17 +116,22 @@ if wants scale; then
   start_redis
   nodes "$NODES" $((PER + 500))
   TOTAL=$((NODES * PER))
+  declare -A RSS0
+  for pid in "${NODE_PIDS[@]}"; do RSS0[$pid]=$(ps -o rss= -p "$pid" | tr -d ' '); done
   mem0=$(redis_info memory used_memory)
   cpu0=$(redis_info cpu used_cpu_user); sys0=$(redis_info cpu used_cpu_sys)
   # One push per client id: c0..c(TOTAL-1) in order, through the nodes in turn.
   bench_pinned scale fanout -n "$TOTAL" -m "$TOTAL" --rate "${PUSH_RATE:-2000}" --bytes 100 --push \
-    --idle "$HOLD" --heartbeat 30s --per-worker 9000 --concurrency 256 --connect-timeout 30s \
+    --idle "$HOLD" --heartbeat 30s --workers $((NODES * 3)) --concurrency 256 --connect-timeout 30s \
     --url "$URLS" --api "$APIS" --server-pid "$PIDS" --source "$(src 30)" --drain-timeout 60s
   cpu1=$(redis_info cpu used_cpu_user); sys1=$(redis_info cpu used_cpu_sys)
   {
     echo "redis: used_memory before $mem0 B, peak $(redis_info memory used_memory_peak) B;" \
       "CPU seconds during the run $(awk -v a="$cpu0" -v b="$sys0" -v c="$cpu1" -v d="$sys1" 'BEGIN{printf "%.2f", (c+d)-(a+b)}')"
-    jq -r '.server.held[] | "node pid \(.pid): RSS \(.rss_kib) KiB after the hold"' "$OUT/scale.json"
+    jq -r '.server.held[] | "\(.pid) \(.rss_kib)"' "$OUT/scale.json" | while read -r pid rss; do
+      echo "node pid $pid: RSS ${RSS0[$pid]} KiB idle, $rss KiB after the hold:" \
+        "$(( (rss - RSS0[$pid]) * 1024 / PER )) bytes per connection"
+    done
   } | tee -a "$OUT/scale.txt"
   stop_servers; stop_redis
 fi

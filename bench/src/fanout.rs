@@ -54,7 +54,9 @@ pub fn run(a: &FanoutArgs) -> Outcome {
     if !(a.rate > 0.0 && a.rate.is_finite()) || a.messages == 0 {
         return Err(Failure::Usage("need --rate > 0 and --messages > 0".into()));
     }
-    if a.messages > 1_000_000 || a.messages.saturating_mul(a.clients) > 4_000_000_000 {
+    // A broadcast is tracked per client and message; a push only per message.
+    let tracked = if a.push { a.messages } else { a.messages.saturating_mul(a.clients) };
+    if a.messages > 1_000_000 || tracked > 4_000_000_000 {
         return Err(Failure::Usage(
             "too many messages × clients to track".into(),
         ));
