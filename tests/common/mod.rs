@@ -2,6 +2,8 @@
 //! Readiness is the bound listener; every wait is bounded.
 #![allow(dead_code)]
 
+pub mod deflate;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
