@@ -32,6 +32,7 @@ mod storm;
 mod sys;
 mod target;
 mod token;
+mod wire;
 mod worker;
 
 use cli::{BenchArgs, Scenario};

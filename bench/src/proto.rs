@@ -70,6 +70,9 @@ pub struct WorkerSpec {
     pub batch: u64,
     /// Probe: least time between batch starts, ms.
     pub batch_interval_ms: u64,
+    /// Offer permessage-deflate and inflate what arrives compressed (`--compression`).
+    #[serde(default)]
+    pub compression: bool,
 }
 
 /// A line from a worker.
@@ -167,6 +170,10 @@ pub struct Report {
     pub late_from_last_byte: u64,
     /// CPU seconds the worker process used (the load generator shares the machine).
     pub cpu_secs: f64,
+    /// Bytes the clients read off the wire so far (HTTP answers included).
+    pub wire_bytes: u64,
+    /// Messages that arrived compressed (permessage-deflate) so far.
+    pub compressed: u64,
 }
 
 fn min_set(a: u64, b: u64) -> u64 {
@@ -213,6 +220,8 @@ impl Report {
         add_counts(&mut self.healthy_closed, &o.healthy_closed);
         self.late_from_last_byte += o.late_from_last_byte;
         self.cpu_secs += o.cpu_secs;
+        self.wire_bytes += o.wire_bytes;
+        self.compressed += o.compressed;
     }
 
     /// Seconds between the first attempt and the last `welcome`.

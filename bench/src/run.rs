@@ -81,6 +81,7 @@ pub fn plan(c: &Common, kind: Kind, clients: u64, silent: u64) -> Result<Vec<Wor
             per_phase: 0,
             batch: 0,
             batch_interval_ms: 0,
+            compression: c.compression,
         });
         first += n;
     }
