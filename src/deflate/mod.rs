@@ -53,7 +53,9 @@ thread_local! {
 }
 
 /// `payload` compressed as one permessage-deflate message with a window of `window_bits`
-/// (9..=15), the trailing `00 00 ff ff` removed; None when it would not be smaller.
+/// (9..=15), the trailing `00 00 ff ff` removed. Incompressible data comes out a few bytes
+/// larger (stored blocks), and is sent so all the same: what is compressed depends on its size
+/// alone (PROTOCOL §11). None only for a window tether does not offer.
 pub fn compress(payload: &[u8], window_bits: u8) -> Option<Bytes> {
     let slot = usize::from(window_bits.checked_sub(9)?);
     COMPRESSORS.with(|c| {
@@ -62,28 +64,28 @@ pub fn compress(payload: &[u8], window_bits: u8) -> Option<Bytes> {
             Compress::new_with_window_bits(Compression::new(LEVEL), false, window_bits)
         });
         c.reset();
-        // Output as large as the input at most: past that, the plain frame is the better one.
-        let mut out = Vec::with_capacity(payload.len() + TAIL.len());
+        // JSON shrinks to a fifth or so: half the input is room enough in one go, mostly.
+        let mut out = Vec::with_capacity(payload.len() / 2 + 64);
         let start = c.total_in();
         loop {
             let (before_in, before_out) = (c.total_in(), out.len());
             let rest = payload.get((before_in - start) as usize..)?;
             c.compress_vec(rest, &mut out, FlushCompress::Sync).ok()?;
             let consumed = (c.total_in() - start) as usize == payload.len();
+            let room = out.len() < out.capacity();
             // Room left after a sync flush means zlib wrote everything it had.
-            if consumed && out.len() < out.capacity() {
+            if consumed && room {
                 break;
             }
-            let stalled = c.total_in() == before_in && out.len() == before_out;
-            if out.len() == out.capacity() || stalled {
+            if room && c.total_in() == before_in && out.len() == before_out {
+                // No progress with input and room left: never seen; send the plain frame.
                 return None;
             }
+            out.reserve(out.capacity());
         }
         let body = out.strip_suffix(&TAIL)?.len();
-        (body < payload.len()).then(|| {
-            out.truncate(body);
-            Bytes::from(out)
-        })
+        out.truncate(body);
+        Some(Bytes::from(out))
     })
 }
 
@@ -140,7 +142,7 @@ fn frame(data: Bytes, opcode: Data) -> Message {
 }
 
 /// The compressed form of a text or binary message of at least `min` bytes; None for other
-/// messages, small ones, and those deflate does not shrink.
+/// messages and small ones.
 fn deflated(msg: &Message, window_bits: u8, min: usize) -> Option<Message> {
     let (payload, opcode) = match msg {
         Message::Text(t) => (t.as_str().as_bytes(), Data::Text),
@@ -155,7 +157,7 @@ fn deflated(msg: &Message, window_bits: u8, min: usize) -> Option<Message> {
 }
 
 /// What a session's writer sends for `msg`: compressed when the session agreed to deflate with
-/// `window_bits` (0 = it did not) and the message is worth it, else `msg` itself.
+/// `window_bits` (0 = it did not) and the message is large enough, else `msg` itself.
 pub fn outgoing(msg: Message, window_bits: u8, min: usize) -> Message {
     if window_bits == 0 {
         return msg;
@@ -170,7 +172,7 @@ pub struct FanOut {
     plain: Message,
     /// `compression_min_size`.
     min: usize,
-    /// Compressed forms by window bits 9..=15; `Some(None)` when not worth compressing.
+    /// Compressed forms by window bits 9..=15; `Some(None)` when under the minimum size.
     forms: [OnceCell<Option<Message>>; 7],
 }
 
@@ -234,18 +236,24 @@ mod tests {
     }
 
     #[test]
-    fn incompressible_or_small_messages_stay_plain() {
+    fn small_messages_and_control_frames_stay_plain() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..4096)
+        let noise: Vec<u8> = (0..100_000)
             .map(|_| {
-                // xorshift64: bytes deflate cannot shrink.
+                // xorshift64: bytes deflate cannot shrink; they still go compressed, barely larger.
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
                 (x >> 32) as u8
             })
             .collect();
-        assert_eq!(compress(&noise, 15), None);
+        let c = compress(&noise, 15).unwrap();
+        assert!(
+            c.len() > noise.len() && c.len() < noise.len() + 64,
+            "{}",
+            c.len()
+        );
+        assert_eq!(inflate_like_a_client(&c), noise);
         let m = outgoing(Message::text("short"), 15, 512);
         assert!(matches!(m, Message::Text(_)));
         let ping = outgoing(Message::Ping(Bytes::from(json(20))), 15, 0);
@@ -255,6 +263,11 @@ mod tests {
         );
         let not_agreed = outgoing(Message::text(json(60)), 0, 0);
         assert!(matches!(not_agreed, Message::Text(_)));
+        let empty = outgoing(Message::text(""), 15, 0);
+        let Message::Frame(f) = empty else {
+            panic!("min 0 compresses even the empty message")
+        };
+        assert_eq!(inflate_like_a_client(f.payload()), b"");
     }
 
     #[test]
