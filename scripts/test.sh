@@ -15,7 +15,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test (unit, integration, examples; the server and tether-bench)"
 cargo test --workspace
-echo "== autobahn (RFC 6455 conformance, chapters 1-10, against the echo example)"
+echo "== autobahn (RFC 6455 conformance, chapters 1-10; RFC 7692 chapters 12-13; against the echo example)"
 bash scripts/autobahn.sh
 echo "== fuzz (cargo-fuzz on the stable toolchain, bounded: FUZZ_SECONDS per target)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-10} bash scripts/fuzz.sh

@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::admission::AdmitError;
 use crate::clock::unix_now;
+use crate::deflate::{self, Agreed, Inflater, stream::Inflating};
 use crate::engine::Position;
 use crate::error::Error;
 use crate::identity::{client_addr, identify};
@@ -75,6 +76,18 @@ pub fn upgrade(
         }
     };
 
+    let compression = shared
+        .config
+        .compression
+        .then(|| {
+            deflate::negotiate(
+                req.headers()
+                    .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+            )
+        })
+        .flatten();
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
     let shared = Arc::clone(shared);
@@ -82,7 +95,10 @@ pub fn upgrade(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let guard = session::prepare(shared, identity, remote, since, slot).await;
-                spawn_session(upgraded, guard);
+                if let Some(agreed) = compression {
+                    guard.agreed_deflate(agreed.window_bits);
+                }
+                spawn_session(upgraded, guard, compression);
             }
             Err(e) => {
                 shared.sockets.release_session();
@@ -97,6 +113,9 @@ pub fn upgrade(
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(v) = compression.and_then(|a| HeaderValue::from_str(&a.response()).ok()) {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
     }
     res
 }
@@ -117,28 +136,57 @@ fn take_socket_permit(req: &Request<Incoming>) -> Result<(), Error> {
 /// Spawns the session on the socket underneath hyper's `Upgraded` when its type is known, so the
 /// session does not keep hyper's boxed IO wrapper alive for its whole life. Each stream type gets
 /// its own task, sized for that type alone (a TLS stream is far larger than a TCP one); plain
-/// TCP, the common case, skips tokio-tungstenite's adapter (see `socket.rs`).
-fn spawn_session(upgraded: Upgraded, guard: Guard) {
+/// TCP, the common case, skips tokio-tungstenite's adapter (see `socket.rs`). A session that
+/// agreed to permessage-deflate reads through its inflating layer, a type of its own, so the
+/// others pay nothing for it.
+fn spawn_session(upgraded: Upgraded, guard: Guard, compression: Option<Agreed>) {
     let max = guard.shared().config.max_message_size;
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             // An empty `read_buf` may still point into hyper's 8 KiB read buffer: never keep it.
             let part = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
-            let ws = TcpWs::new(parts.io.into_inner(), part, session::ws_config(max));
-            tokio::spawn(session::open(ws, guard));
+            let (tcp, cfg) = (parts.io.into_inner(), session::ws_config(max));
+            if compression.is_some() {
+                let inflater = Box::new(Inflater::new(max));
+                let ws = TcpWs::with_inbound(tcp, part, cfg, inflater);
+                tokio::spawn(session::open(ws, guard));
+            } else {
+                tokio::spawn(session::open(TcpWs::new(tcp, part, cfg), guard));
+            }
             return;
         }
         Err(u) => u,
     };
     let upgraded = match upgraded.downcast::<TokioIo<tls::Stream>>() {
         Ok(parts) => {
-            let ws = socket(parts.io.into_inner(), parts.read_buf, max);
-            return spawn_on(ws, guard);
+            let (io, part) = (parts.io.into_inner(), parts.read_buf);
+            return match compression {
+                Some(_) => spawn_on(inflating(io, part, max), guard),
+                None => spawn_on(socket(io, part, max), guard),
+            };
         }
         Err(u) => u,
     };
-    let ws = socket(TokioIo::new(upgraded), bytes::Bytes::new(), max);
-    spawn_on(ws, guard);
+    let io = TokioIo::new(upgraded);
+    match compression {
+        Some(_) => spawn_on(inflating(io, bytes::Bytes::new(), max), guard),
+        None => spawn_on(socket(io, bytes::Bytes::new(), max), guard),
+    }
+}
+
+/// [`socket`] reading through the inflating layer; the bytes hyper read past the request go
+/// through it first.
+fn inflating<S>(
+    io: S,
+    read_buf: bytes::Bytes,
+    max_message: usize,
+) -> impl Future<Output = WebSocketStream<Inflating<S>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut io = Inflating::new(io, max_message);
+    let part = bytes::Bytes::from(io.filter_vec(read_buf.to_vec()));
+    socket(io, part, max_message)
 }
 
 /// Spawns the session task. Making the WebSocket object needs a task context but no I/O, so it

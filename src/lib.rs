@@ -8,7 +8,7 @@
 //! - `http` (routing, `api`, `pages`, `query`, `reply`): the HTTP side of the listener.
 //! - `handshake`: upgrade checks with one named refusal each, client identity.
 //! - `session` (`driver`, `commands`, `close`): one connection's task; `socket`: tungstenite
-//!   driven directly on a TCP socket; `tls`.
+//!   driven directly on a TCP socket; `tls`; `deflate`: permessage-deflate beside tungstenite.
 //! - [`Handle`] (`handle`), [`Handler`] (`handler`), `reaper`: what pushes, what is called
 //!   back, what owns time.
 //! - `state`: what every layer shares (small); `admission`: connection slots.
@@ -38,6 +38,7 @@ mod clock;
 mod cluster;
 pub mod config;
 mod dashboard;
+mod deflate;
 mod drain;
 pub(crate) mod engine;
 mod error;
@@ -77,6 +78,7 @@ pub use server::{Server, bind};
 #[doc(hidden)]
 pub mod fuzz_api {
     pub use crate::cluster::wire::{Kind as WireKind, decode as wire_decode, encode as wire_encode};
+    pub use crate::deflate::negotiate as deflate_negotiate;
     pub use crate::error::Error;
     pub use crate::handshake::{has_token, valid_key};
     pub use crate::identity::{client_addr, client_id};

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::task::AtomicWaker;
@@ -123,6 +123,9 @@ pub struct Outbox {
     remote_ip: IpAddr,
     /// Client port; 0 when the address came from a forwarded header.
     remote_port: u16,
+    /// permessage-deflate window bits the session agreed to (9..=15); 0 = no compression. One
+    /// byte in what was padding; set once, before the session runs.
+    deflate: AtomicU8,
     /// Wall-clock connection time in Unix milliseconds, for listings.
     connected_at_ms: u64,
     /// Last frame from the peer, in milliseconds since the registry's epoch.
@@ -159,6 +162,7 @@ impl Outbox {
             client_id,
             remote_ip: remote.ip(),
             remote_port: remote.port(),
+            deflate: AtomicU8::new(0),
             connected_at_ms: crate::clock::wall_ms(),
             last_seen: AtomicU64::new(now_ms),
             queue: Mutex::new(queue),
@@ -173,6 +177,18 @@ impl Outbox {
     /// Client address (port 0 when it came from a trusted proxy's forwarded header).
     pub fn remote(&self) -> SocketAddr {
         SocketAddr::new(self.remote_ip, self.remote_port)
+    }
+
+    /// Records the permessage-deflate window the session agreed to (0 = none).
+    pub fn set_deflate(&self, window_bits: u8) {
+        self.deflate.store(window_bits, Ordering::Relaxed);
+    }
+
+    /// The permessage-deflate window bits the session agreed to; 0 when it sends plain frames.
+    pub fn deflate(&self) -> u8 {
+        // Relaxed: set before the session task is spawned; a fan-out that reads a stale 0
+        // sends a plain frame, which is always allowed.
+        self.deflate.load(Ordering::Relaxed)
     }
 
     /// Wall-clock connection time in Unix milliseconds.

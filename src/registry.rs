@@ -9,6 +9,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use crate::deflate::FanOut;
 use crate::engine::{Live, LiveSink, StreamKey};
 use crate::id::SessionId;
 use crate::metrics::Metrics;
@@ -89,6 +90,9 @@ pub struct Registry {
     limits: QueueLimits,
     /// Subscriptions one session may hold.
     max_channels: usize,
+    /// `compression_min_size`: a fan-out compresses messages this large once, for every session
+    /// that negotiated permessage-deflate.
+    compress_min: usize,
     /// Counters shared with `/metrics`.
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -100,8 +104,15 @@ impl Registry {
             idx: RwLock::new(Indexes::default()),
             limits,
             max_channels,
+            compress_min: crate::config::DEFAULT_COMPRESSION_MIN_SIZE,
             metrics,
         }
+    }
+
+    /// Sets `compression_min_size` for fan-outs.
+    pub fn with_compression_min(mut self, min: usize) -> Registry {
+        self.compress_min = min;
+        self
     }
 
     /// Live sessions.
@@ -248,10 +259,11 @@ impl Registry {
     /// Queues `msg` to each target outside the registry lock (the targets are a snapshot), so
     /// a connect or a close never waits out a fan-out to thousands of queues; returns how many
     /// queues accepted it and logs one line for all the slow consumers it found.
-    fn fan_out(&self, targets: &[Arc<Outbox>], msg: &Message) -> usize {
+    /// Each session gets the frame it negotiated: the plain one, or the one compressed form.
+    fn fan_out(&self, targets: &[Arc<Outbox>], msg: &FanOut) -> usize {
         let (mut queued, mut slow, mut closing) = (0, 0, 0);
         for h in targets {
-            match self.enqueue_quietly(h, msg.clone()) {
+            match self.enqueue_quietly(h, msg.for_session(h.deflate())) {
                 Enqueued::Queued => queued += 1,
                 Enqueued::Overflow(_) => slow += 1,
                 Enqueued::Closing => closing += 1,
@@ -276,12 +288,17 @@ impl Registry {
             .iter()
             .cloned()
             .collect();
-        Some(self.fan_out(&targets, msg))
+        Some(self.fan_out(&targets, &self.fan_out_of(msg)))
+    }
+
+    /// `msg` ready for a fan-out: compressed at most once per window size, on first need.
+    fn fan_out_of(&self, msg: &Message) -> FanOut {
+        FanOut::new(msg.clone(), self.compress_min)
     }
 
     /// Queues `msg` to every live session.
     pub fn broadcast(&self, msg: &Message) -> usize {
-        self.fan_out(&self.snapshot(None), msg)
+        self.fan_out(&self.snapshot(None), &self.fan_out_of(msg))
     }
 
     /// [`Registry::broadcast`] in slices of [`FAN_OUT_SLICE`] sessions with a yield between
@@ -290,9 +307,10 @@ impl Registry {
     /// slice instead of behind every session on the node.
     pub async fn broadcast_paced(&self, msg: &Message) -> usize {
         let targets = self.snapshot(None);
+        let msg = self.fan_out_of(msg);
         let mut queued = 0;
         for slice in targets.chunks(FAN_OUT_SLICE) {
-            queued += self.fan_out(slice, msg);
+            queued += self.fan_out(slice, &msg);
             tokio::task::yield_now().await;
         }
         queued
@@ -304,7 +322,7 @@ impl Registry {
             Some(subs) => subs.values().cloned().collect(),
             None => return 0,
         };
-        self.fan_out(&targets, msg)
+        self.fan_out(&targets, &self.fan_out_of(msg))
     }
 
     /// The client ids with a session here (the cluster rewrites their presence after an outage).
@@ -357,12 +375,13 @@ impl LiveSink for Registry {
                     .unwrap_or_default(),
             }
         };
+        let msg = self.fan_out_of(&Message::Text(text));
         let mut slow = 0;
         let delivered = targets
             .iter()
             .filter(|h| {
                 h.offer(key, live, |_| {
-                    match self.enqueue_quietly(h, Message::Text(text.clone())) {
+                    match self.enqueue_quietly(h, msg.for_session(h.deflate())) {
                         Enqueued::Queued => true,
                         Enqueued::Overflow(_) => {
                             slow += 1;

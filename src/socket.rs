@@ -4,6 +4,9 @@
 //! per connection. On plain TCP the socket's own non-blocking `try_read` / `try_write` do the
 //! job: tungstenite sees an ordinary `Read + Write`, and readiness is registered only for the
 //! direction that would block. TLS and other streams keep using tokio-tungstenite.
+//!
+//! A session that negotiated permessage-deflate reads through [`crate::deflate::Inflater`]
+//! (`TcpWs<Box<Inflater>>`); the others through `()`, which costs their future nothing.
 
 use std::io::{self, Read, Write};
 use std::pin::Pin;
@@ -14,25 +17,75 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, WebSocket};
 
+use crate::deflate::Inflater;
+
+/// What stands between the socket and tungstenite on the way in.
+pub trait Inbound: Send + Unpin + 'static {
+    /// One read for tungstenite, from what `raw` reads off the socket.
+    fn read(
+        &mut self,
+        buf: &mut [u8],
+        raw: impl FnMut(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize>;
+
+    /// What tungstenite should see of the bytes read past the HTTP request.
+    fn filter_vec(&mut self, part: Vec<u8>) -> Vec<u8>;
+}
+
+/// No extension: bytes go to tungstenite as read.
+impl Inbound for () {
+    fn read(
+        &mut self,
+        buf: &mut [u8],
+        mut raw: impl FnMut(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        raw(buf)
+    }
+
+    fn filter_vec(&mut self, part: Vec<u8>) -> Vec<u8> {
+        part
+    }
+}
+
+/// permessage-deflate: compressed messages are inflated before tungstenite sees them.
+impl Inbound for Box<Inflater> {
+    fn read(
+        &mut self,
+        buf: &mut [u8],
+        raw: impl FnMut(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        Inflater::read(self, buf, raw)
+    }
+
+    fn filter_vec(&mut self, part: Vec<u8>) -> Vec<u8> {
+        Inflater::filter_vec(self, part)
+    }
+}
+
 /// The TCP socket as tungstenite sees it, remembering which direction would block.
-struct TcpIo {
+struct TcpIo<I> {
     /// The connection.
     tcp: TcpStream,
     /// The last read returned `WouldBlock`.
     read_blocked: bool,
     /// The last write returned `WouldBlock`.
     write_blocked: bool,
+    /// The inbound layer.
+    inbound: I,
 }
 
-impl Read for TcpIo {
+impl<I: Inbound> Read for TcpIo<I> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let r = self.tcp.try_read(buf);
-        self.read_blocked |= matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-        r
+        let (tcp, blocked) = (&self.tcp, &mut self.read_blocked);
+        self.inbound.read(buf, |b| {
+            let r = tcp.try_read(b);
+            *blocked |= matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+            r
+        })
     }
 }
 
-impl Write for TcpIo {
+impl<I> Write for TcpIo<I> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let r = self.tcp.try_write(buf);
         self.write_blocked |= matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
@@ -46,9 +99,9 @@ impl Write for TcpIo {
 }
 
 /// A server-side WebSocket on a TCP socket; a `Stream` of messages and a `Sink` for them.
-pub struct TcpWs {
+pub struct TcpWs<I = ()> {
     /// tungstenite's protocol state and buffers.
-    ws: WebSocket<TcpIo>,
+    ws: WebSocket<TcpIo<I>>,
     /// A write was refused with `WouldBlock`: flush before accepting more.
     blocked: bool,
 }
@@ -56,10 +109,26 @@ pub struct TcpWs {
 impl TcpWs {
     /// Wraps an upgraded socket; `part` holds bytes already read past the HTTP request.
     pub fn new(tcp: TcpStream, part: Option<Vec<u8>>, config: WebSocketConfig) -> TcpWs {
+        TcpWs::with_inbound(tcp, part, config, ())
+    }
+}
+
+impl<I: Inbound> TcpWs<I> {
+    /// [`TcpWs::new`] reading through `inbound`.
+    pub fn with_inbound(
+        tcp: TcpStream,
+        part: Option<Vec<u8>>,
+        config: WebSocketConfig,
+        mut inbound: I,
+    ) -> TcpWs<I> {
+        let part = part
+            .map(|p| inbound.filter_vec(p))
+            .filter(|p| !p.is_empty());
         let io = TcpIo {
             tcp,
             read_blocked: false,
             write_blocked: false,
+            inbound,
         };
         let ws = match part {
             None => WebSocket::from_raw_socket(io, Role::Server, Some(config)),
@@ -73,7 +142,7 @@ impl TcpWs {
     fn retry_io<T>(
         &mut self,
         cx: &mut Context<'_>,
-        mut op: impl FnMut(&mut WebSocket<TcpIo>) -> Result<T, WsError>,
+        mut op: impl FnMut(&mut WebSocket<TcpIo<I>>) -> Result<T, WsError>,
     ) -> Poll<Result<T, WsError>> {
         loop {
             let io = self.ws.get_mut();
@@ -114,7 +183,7 @@ impl TcpWs {
     }
 }
 
-impl Stream for TcpWs {
+impl<I: Inbound> Stream for TcpWs<I> {
     type Item = Result<Message, WsError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -129,7 +198,7 @@ impl Stream for TcpWs {
     }
 }
 
-impl Sink<Message> for TcpWs {
+impl<I: Inbound> Sink<Message> for TcpWs<I> {
     type Error = WsError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {

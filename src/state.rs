@@ -88,11 +88,12 @@ impl Shared {
             frames: config.send_queue,
             bytes: config.send_queue_bytes,
         };
-        let registry = Arc::new(Registry::new(
+        let registry = Registry::new(
             limits,
             config.max_channels_per_session,
             Arc::clone(&metrics),
-        ));
+        );
+        let registry = Arc::new(registry.with_compression_min(config.compression_min_size));
         let admissions = Arc::new(Admissions::new(
             config.effective_max_connections(),
             config.max_connections_per_ip,

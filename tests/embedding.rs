@@ -65,6 +65,26 @@ async fn echo_app_returns_text_and_binary_unchanged() {
     assert_eq!(exit_code(child).await, 0);
 }
 
+/// `TETHER_COMPRESSION=true` puts the echo example under permessage-deflate (Autobahn 12, 13).
+#[tokio::test]
+async fn echo_app_reads_tether_compression() {
+    use common::deflate::DeflateClient;
+    let mut cmd = example("echo");
+    cmd.arg("127.0.0.1:0")
+        .env("TETHER_COMPRESSION", "true")
+        .env("TETHER_COMPRESSION_MIN_SIZE", "0");
+    let (child, addr) = spawn(cmd).await;
+    let mut c = DeflateClient::connect(addr, "/ws", Some("permessage-deflate")).await;
+    assert!(c.extensions.is_some());
+    c.send_text("tiny", true, 1).await;
+    let m = c.next_data().await;
+    assert!(m.compressed, "min size 0: even 4 bytes go compressed");
+    assert_eq!(m.text(), "tiny");
+    drop(c);
+    signal(&child, libc::SIGTERM);
+    assert_eq!(exit_code(child).await, 0);
+}
+
 /// A handler that panics on one message type, to show a panic stays inside its session.
 struct Fragile;
 

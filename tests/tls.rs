@@ -99,6 +99,42 @@ async fn push_arrives(s: &TestServer, ws: &mut Wss, client_id: &str, n: u32) {
     assert_eq!(got["data"]["n"], n);
 }
 
+/// permessage-deflate works on wss:// as on ws://: compressed both ways, the bomb gets 1009.
+#[tokio::test]
+async fn wss_negotiates_permessage_deflate() {
+    use common::deflate::{DeflateClient, deflate, frame, request};
+    let pems = Pems::new();
+    let s = start(config(&[
+        ("tls_cert", path_str(&pems.cert())),
+        ("tls_key", path_str(&pems.key())),
+        ("compression", "true"),
+    ]))
+    .await;
+    let tls = connector(&pems.der);
+    let offer = Some("permessage-deflate; client_max_window_bits");
+    let req = request(s.addr, "/ws?client_id=zipped", offer);
+    let mut c = DeflateClient::upgrade(tls_connect(s.addr, &tls).await, &req).await;
+    assert!(
+        c.extensions
+            .as_deref()
+            .is_some_and(|e| e.starts_with("permessage-deflate"))
+    );
+    assert_eq!(json(&c.next_data().await.text())["type"], "welcome");
+    let big = format!("[{}]", vec![r#"{"k":"v","n":12345}"#; 100].join(","));
+    assert_eq!(s.handle.push("zipped", "big", Some(&big)), Some(1));
+    let m = c.next_data().await;
+    assert!(m.compressed && m.wire_len < m.payload.len() / 4);
+    assert_eq!(json(&m.text())["data"], json(&big));
+    let pad = "p".repeat(1500);
+    c.send_text(&format!(r#"{{"type":"heartbeat","id":"{pad}"}}"#), true, 3)
+        .await;
+    assert_eq!(json(&c.next_data().await.text())["type"], "heartbeat_ack");
+    c.send_raw(&frame(true, true, 1, &deflate(&vec![b'a'; 1 << 20])))
+        .await;
+    assert_eq!(c.close_code().await, Some(1009));
+    stop(s).await;
+}
+
 #[tokio::test]
 async fn wss_serves_and_plain_ws_on_the_tls_port_fails_cleanly() {
     let pems = Pems::new();

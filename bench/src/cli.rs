@@ -89,6 +89,10 @@ pub struct Common {
     /// Lifetime of the minted tokens (their `exp` is now + this).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub token_ttl: Duration,
+    /// Offer permessage-deflate (`client_max_window_bits`) on every upgrade and inflate what
+    /// arrives compressed; the reports count bytes read off the wire either way.
+    #[arg(long)]
+    pub compression: bool,
 }
 
 /// `tether-bench hold`.
@@ -135,6 +139,10 @@ pub struct FanoutArgs {
     /// Hold the connected clients this long (heartbeating) before the first message.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub idle: Duration,
+    /// Fill `data` with game-state-like JSON (players with varied numbers) instead of a run of
+    /// `x`, so that compression meets a realistic ratio.
+    #[arg(long)]
+    pub json_data: bool,
     /// Application heartbeat period of the clients.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub heartbeat: Duration,

@@ -18,9 +18,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::ProtocolE
 
 use crate::proto::{WorkerSpec, unix_us};
 use crate::stats::{Histogram, SeqTracker};
+use crate::wire::{OFFER, Wire};
 
-/// A connected client.
-pub type Ws = WebSocketStream<TcpStream>;
+/// A connected client, on a socket that counts its bytes (and inflates, with `--compression`).
+pub type Ws = WebSocketStream<Wire>;
 
 /// The application heartbeat frame.
 pub const HEARTBEAT: &str = r#"{"type":"heartbeat"}"#;
@@ -161,8 +162,15 @@ pub async fn open_timed(
             }
             .path_for(&format!("c{id}"), token)
         );
-        let req = url.into_client_request().map_err(|e| ws_kind(&e))?;
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(ws_config()))
+        let mut req = url.into_client_request().map_err(|e| ws_kind(&e))?;
+        if spec.compression {
+            req.headers_mut().insert(
+                "sec-websocket-extensions",
+                tokio_tungstenite::tungstenite::http::HeaderValue::from_static(OFFER),
+            );
+        }
+        let wire = Wire::new(tcp, spec.compression);
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, wire, Some(ws_config()))
             .await
             .map_err(|e| ws_kind(&e))?;
         timing.upgraded_us = us(Instant::now());

@@ -18,6 +18,33 @@ use crate::stats::{Counts, Histogram, bump, lost};
 use crate::sys::sample;
 use crate::target::parse_url;
 
+/// The JSON body of message `seq` as [`message`] makes it, its `data` filled with about `bytes`
+/// bytes of players (ids, positions, hit points, teams) rather than padding: what a game state
+/// push looks like, so permessage-deflate shrinks it as it would a real one. The same players
+/// in every message, as in a real stream of states.
+pub fn json_message(seq: u64, t_us: u64, bytes: usize) -> String {
+    let head = format!(r#"{{"bench_seq":{seq},"t_us":{t_us},"players":[]}}"#).len();
+    let (mut players, mut x, mut i) = (String::new(), 0x2545_f491_4f6c_dd1du64, 0);
+    while head + players.len() < bytes {
+        // xorshift64: varied, repeatable numbers.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let sep = if i == 0 { "" } else { "," };
+        let team = if x >> 63 == 0 { "red" } else { "blue" };
+        players.push_str(&format!(
+            r#"{sep}{{"id":"p{:05}","x":{},"y":{},"hp":{},"team":"{team}"}}"#,
+            x % 100_000,
+            (x >> 17) % 4096,
+            (x >> 29) % 4096,
+            (x >> 41) % 101,
+        ));
+        i += 1;
+    }
+    let data = format!(r#"{{"bench_seq":{seq},"t_us":{t_us},"players":[{players}]}}"#);
+    format!(r#"{{"type":"bench","data":{data}}}"#)
+}
+
 /// The JSON body of message `seq`, its `data` padded to about `bytes` bytes.
 pub fn message(seq: u64, t_us: u64, bytes: usize, push_to: Option<&str>) -> String {
     let bare = format!(r#"{{"bench_seq":{seq},"t_us":{t_us},"pad":""}}"#);
@@ -115,7 +142,10 @@ pub fn run(a: &FanoutArgs) -> Outcome {
             seq % a.clients
         };
         let to = a.push.then(|| format!("c{target}"));
-        let body = message(seq, unix_us(), a.bytes, to.as_deref());
+        let body = match (a.json_data, to.as_deref()) {
+            (true, None) => json_message(seq, unix_us(), a.bytes),
+            _ => message(seq, unix_us(), a.bytes, to.as_deref()),
+        };
         let n = https.len();
         let http = &mut https[seq as usize % n];
         let sent = Instant::now();
@@ -159,6 +189,10 @@ pub fn run(a: &FanoutArgs) -> Outcome {
         (Some(b), Some(e)) => Some(e - b),
         _ => None,
     };
+    // What the clients read off the wire from the connected phase to the end: the messages,
+    // the server's pings and the close frames.
+    let wire = r.wire_bytes.saturating_sub(conn.wire_bytes);
+    let per = |x: f64| (r.received > 0).then(|| x / r.received as f64);
     let v = json!({
         "scenario": "fanout",
         "mode": if a.push { "push" } else { "broadcast" },
@@ -170,6 +204,12 @@ pub fn run(a: &FanoutArgs) -> Outcome {
         "messages": a.messages,
         "rate": a.rate,
         "bytes": a.bytes,
+        "json_data": a.json_data,
+        "compression": c.compression,
+        "wire_bytes": wire,
+        "wire_bytes_per_delivery": per(wire as f64),
+        "compressed_messages": r.compressed.saturating_sub(conn.compressed),
+        "server_cpu_us_per_delivery": cpu.and_then(|s| per(s * 1e6)),
         "sent_ok": sent_ok,
         "send_failures": send_failures,
         "send_secs": send_secs,
@@ -214,6 +254,17 @@ pub fn run(a: &FanoutArgs) -> Outcome {
         cpu.map_or("?".into(), |s| format!("{s:.2}")),
         r.cpu_secs
     );
+    let _ = writeln!(
+        out,
+        "wire: {wire} bytes read by the clients, {} per delivery, {} messages compressed; server CPU {} µs per delivery",
+        v["wire_bytes_per_delivery"]
+            .as_f64()
+            .map_or("?".into(), |b| format!("{b:.0}")),
+        v["compressed_messages"],
+        v["server_cpu_us_per_delivery"]
+            .as_f64()
+            .map_or("?".into(), |u| format!("{u:.2}"))
+    );
     let l = &v["latency_ms"];
     let _ = writeln!(
         out,
@@ -234,6 +285,17 @@ mod tests {
         assert_eq!(v["type"], "bench");
         assert_eq!(v["data"].to_string().len(), 100);
         assert_eq!(field_u64(&m, "bench_seq"), Some(7));
+        let j = json_message(3, 4, 2048);
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert!(
+            (2048..2200).contains(&v["data"].to_string().len()),
+            "{}",
+            j.len()
+        );
+        assert_eq!(
+            (field_u64(&j, "bench_seq"), field_u64(&j, "t_us")),
+            (Some(3), Some(4))
+        );
         let p: serde_json::Value = serde_json::from_str(&message(1, 2, 0, Some("c3"))).unwrap();
         assert_eq!(
             (p["client_id"].as_str(), p["data"]["pad"].as_str()),

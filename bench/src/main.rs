@@ -35,6 +35,7 @@ mod sys;
 mod target;
 mod timeline;
 mod token;
+mod wire;
 mod worker;
 
 use cli::{BenchArgs, Scenario};

@@ -88,6 +88,9 @@ pub struct WorkerSpec {
     /// Migrate: node B and the hint policy; None in every other scenario.
     #[serde(default)]
     pub migration: Option<Migration>,
+    /// Offer permessage-deflate and inflate what arrives compressed (`--compression`).
+    #[serde(default)]
+    pub compression: bool,
 }
 
 impl WorkerSpec {
@@ -221,6 +224,10 @@ pub struct Report {
     /// after an honoured hint, `deadline` when node A never ended it).
     #[serde(default)]
     pub ended_by: Counts,
+    /// Bytes the clients read off the wire so far (HTTP answers included).
+    pub wire_bytes: u64,
+    /// Messages that arrived compressed (permessage-deflate) so far.
+    pub compressed: u64,
 }
 
 fn min_set(a: u64, b: u64) -> u64 {
@@ -273,6 +280,8 @@ impl Report {
         self.hint_us.merge(&o.hint_us);
         self.just_closed += o.just_closed;
         add_counts(&mut self.ended_by, &o.ended_by);
+        self.wire_bytes += o.wire_bytes;
+        self.compressed += o.compressed;
     }
 
     /// Seconds between the first attempt and the last `welcome`.

@@ -88,6 +88,7 @@ pub fn plan(c: &Common, kind: Kind, clients: u64, silent: u64) -> Result<Vec<Wor
             batch: 0,
             batch_interval_ms: 0,
             migration: None,
+            compression: c.compression,
         });
         first += n;
     }

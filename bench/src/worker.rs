@@ -65,6 +65,7 @@ pub fn run(spec: &str) -> ExitCode {
     };
     let mut report = rt.block_on(work(Arc::new(spec), tokens));
     report.cpu_secs = crate::sys::cpu_secs(std::process::id()).unwrap_or(0.0);
+    wire_counts(&mut report);
     emit(&Event::Done {
         report: Box::new(report),
     });
@@ -304,7 +305,8 @@ async fn steady(ctx: &Arc<Ctx>, cmds: &mut mpsc::Receiver<String>) -> Report {
     }
     drop((done_tx, silent_tx));
     all_resolved(&mut done_rx, spec.clients).await;
-    let snapshot = ctx.wave(0).clone();
+    let mut snapshot = ctx.wave(0).clone();
+    wire_counts(&mut snapshot);
     emit(&Event::Phase {
         name: "connected".into(),
         report: Box::new(snapshot),
@@ -341,6 +343,12 @@ async fn steady(ctx: &Arc<Ctx>, cmds: &mut mpsc::Receiver<String>) -> Report {
         report.received = 0;
     }
     report
+}
+
+/// This worker's wire figures so far, into `r`.
+fn wire_counts(r: &mut Report) {
+    r.wire_bytes = crate::wire::WIRE_BYTES.load(Ordering::Relaxed);
+    r.compressed = crate::wire::COMPRESSED.load(Ordering::Relaxed);
 }
 
 fn fold_live(r: &mut Report, o: Outcome, kind: Kind) {

@@ -98,6 +98,37 @@ async fn hold_and_fanout() {
     stop(s).await;
 }
 
+/// `--compression` negotiates permessage-deflate, inflates every 2 KiB JSON broadcast and counts
+/// fewer bytes on the wire than the same run without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_with_compression_counts_wire_bytes() {
+    let s = start(config(&[("compression", "true")])).await;
+    let args = [
+        "fanout",
+        "-n",
+        "10",
+        "-m",
+        "10",
+        "--rate",
+        "100",
+        "--bytes",
+        "2048",
+        "--json-data",
+    ];
+    let plain = bench(s.addr, "plain", &args).await;
+    let zipped = bench(s.addr, "zipped", &[&args[..], &["--compression"]].concat()).await;
+    for run in [&plain, &zipped] {
+        assert_eq!(run["received"], 100, "{run}");
+        assert_eq!(run["lost"], 0, "{run}");
+    }
+    assert_eq!(plain["compressed_messages"], 0, "{plain}");
+    assert_eq!(zipped["compressed_messages"], 100, "{zipped}");
+    let per = |v: &Value| v["wire_bytes_per_delivery"].as_f64().unwrap();
+    assert!(per(&plain) > 2048.0, "{plain}");
+    assert!(per(&zipped) * 2.0 < per(&plain), "{zipped}");
+    stop(s).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evict_silent_clients_only() {
     let s = start(config(&[

@@ -1,6 +1,6 @@
 //! What an upgrade request carries before anything is trusted: the query string, the client id
 //! (query or `X-Client-Id`), the forwarded address headers, the `Upgrade` / `Connection` tokens
-//! and the `Sec-WebSocket-Key`.
+//! the `Sec-WebSocket-Key` and the permessage-deflate offers of `Sec-WebSocket-Extensions`.
 //!
 //! The input reads like a request head, so seeds can be realistic: a first byte of flags (peer,
 //! `require_client_id`), then the query on the first line and `name: value` header lines, values
@@ -13,7 +13,9 @@ use std::sync::OnceLock;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use tether::config::Proxy;
-use tether::fuzz_api::{client_addr, client_id, has_token, query_param, valid_key};
+use tether::fuzz_api::{
+    client_addr, client_id, deflate_negotiate, has_token, query_param, valid_key,
+};
 
 const HEADERS: &[&str] = &[
     "x-forwarded-for",
@@ -22,6 +24,7 @@ const HEADERS: &[&str] = &[
     "upgrade",
     "connection",
     "sec-websocket-key",
+    "sec-websocket-extensions",
 ];
 
 fn proxies() -> &'static [Proxy] {
@@ -90,6 +93,13 @@ fuzz_target!(|data: &[u8]| {
             in_headers(&h, got.ip()),
             "{got} is in no forwarded header: {h:?}"
         );
+    }
+
+    let offers = h.get_all(header::SEC_WEBSOCKET_EXTENSIONS);
+    if let Some(a) = deflate_negotiate(offers.iter().map(HeaderValue::as_bytes)) {
+        // Only windows tether can compress with, and an answer hyper can send.
+        assert!((9..=15).contains(&a.window_bits), "{a:?}");
+        assert!(HeaderValue::from_str(&a.response()).is_ok(), "{a:?}");
     }
 
     let _ = has_token(&h, header::UPGRADE, "websocket");

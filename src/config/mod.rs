@@ -64,6 +64,9 @@ pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_HISTORY_MAX_STREAMS: usize = 100_000;
 /// Default `idempotency_window`: how long a push's `idempotency_key` is remembered.
 pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
+/// Default `compression_min_size`: smaller messages are sent uncompressed, where deflate's
+/// framing would eat most of the gain.
+pub const DEFAULT_COMPRESSION_MIN_SIZE: usize = 512;
 /// File descriptors kept back from `max_connections = 0` for the listener, logs, HTTP API calls.
 pub const FD_RESERVE: u64 = 100;
 
@@ -250,6 +253,12 @@ keys! {
     #[serde_as(as = "Dur")]
     offline_grace: Duration = DEFAULT_OFFLINE_GRACE, "DURATION",
         "How long a client id may be gone before its `offline` webhook fires.";
+    #[serde_as(as = "Scalar")]
+    compression: bool = false, "BOOL",
+        "Accept permessage-deflate offers (no context takeover either way; PROTOCOL §11).";
+    #[serde_as(as = "Scalar")]
+    compression_min_size: usize = DEFAULT_COMPRESSION_MIN_SIZE, "BYTES",
+        "With compression, messages of at least this many bytes are sent compressed.";
     #[serde_as(as = "Scalar")]
     worker_threads: usize = 0, "N",
         "Async runtime threads; 0 = one per core.";

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::close::Ending;
 use super::{Guard, Socket, commands};
-use crate::metrics::Metrics;
+use crate::deflate;
 use crate::outbox::Outbox;
 use crate::protocol::close;
 use crate::rate::Rate;
@@ -75,6 +75,12 @@ impl<W: Socket> Running<W> {
                         }
                         WsError::Protocol(_) => Ending::Violation(1002),
                         WsError::Utf8(_) => Ending::Violation(1007),
+                        // The inflating layer's verdicts on compressed messages.
+                        WsError::Io(e) => match deflate::failure_of(&e) {
+                            Some(deflate::Failure::TooBig) => Ending::TooBig,
+                            Some(f) => Ending::Violation(f.close_code()),
+                            None => Ending::Lost,
+                        },
                         _ => Ending::Lost,
                     });
                 }
@@ -92,7 +98,7 @@ impl<W: Socket> Running<W> {
         if let Some(c) = outbox.close_requested() {
             return Poll::Ready(Ending::Requested(c));
         }
-        match poll_write(cx, ws, outbox, &shared.metrics, &mut self.writer) {
+        match poll_write(cx, ws, outbox, shared, &mut self.writer) {
             Poll::Ready(Err(_)) => Poll::Ready(Ending::Lost),
             _ => Poll::Pending,
         }
@@ -105,21 +111,24 @@ impl<W: Socket> Running<W> {
     /// so a frame counted as delivered is on the wire first. Not bounded: callers are.
     pub async fn flush_queued(&mut self) -> bool {
         let Running { ws, guard, writer } = self;
-        let (outbox, metrics) = (&guard.outbox, &guard.shared.metrics);
-        std::future::poll_fn(|cx| poll_write(cx, ws, outbox, metrics, writer))
+        let (outbox, shared) = (&guard.outbox, &*guard.shared);
+        std::future::poll_fn(|cx| poll_write(cx, ws, outbox, shared, writer))
             .await
             .is_ok()
     }
 }
 
 /// Hands queued frames to the socket and flushes once the outbox is empty: one flush per batch.
+/// With permessage-deflate, a frame queued for this session alone is compressed here (fan-outs
+/// queue theirs compressed already).
 fn poll_write<W: Socket>(
     cx: &mut Context<'_>,
     ws: &mut W,
     outbox: &Outbox,
-    metrics: &Metrics,
+    shared: &Shared,
     w: &mut Writer,
 ) -> Poll<Result<(), WsError>> {
+    let metrics = &shared.metrics;
     loop {
         if w.pending.is_empty() && !w.ping {
             let batch = outbox.take_batch();
@@ -139,6 +148,7 @@ fn poll_write<W: Socket>(
         }
         ready!(ws.poll_ready_unpin(cx))?;
         if let Some(m) = w.pending.pop_front() {
+            let m = deflate::outgoing(m, outbox.deflate(), shared.config.compression_min_size);
             ws.start_send_unpin(m)?;
             w.unflushed += 1;
         } else {

@@ -85,6 +85,11 @@ impl Guard {
         &self.shared
     }
 
+    /// Records that the session agreed to permessage-deflate with `window_bits`, before it runs.
+    pub fn agreed_deflate(&self, window_bits: u8) {
+        self.outbox.set_deflate(window_bits);
+    }
+
     /// Records how the session ended; dropping the guard then unregisters it.
     fn end(&mut self, code: u16) {
         self.code = code;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod redis;
+pub mod deflate;
 
 use std::net::SocketAddr;
 use std::time::Duration;
