@@ -54,6 +54,8 @@ pub enum Error {
     InProgress,
     /// The engine (history, idempotency keys) cannot be reached.
     EngineUnavailable(String),
+    /// The engine (Redis) took the call but did not answer in time: it may have been done.
+    EngineTimeout(String),
 }
 
 impl Error {
@@ -77,6 +79,7 @@ impl Error {
             }
             Error::InProgress => StatusCode::CONFLICT,
             Error::EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::EngineTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -104,6 +107,7 @@ impl Error {
             Error::HistoryOff => "history_off",
             Error::InProgress => "in_progress",
             Error::EngineUnavailable(_) => "engine_unavailable",
+            Error::EngineTimeout(_) => "engine_timeout",
         }
     }
 
@@ -148,6 +152,10 @@ impl Error {
                     .into()
             }
             Error::EngineUnavailable(why) => format!("the history engine is unavailable: {why}"),
+            Error::EngineTimeout(why) => format!(
+                "{why}; the message may or may not have been delivered: retry with the same \
+                 idempotency_key to be sure it arrives once"
+            ),
         }
     }
 

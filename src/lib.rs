@@ -77,7 +77,9 @@ pub use server::{Server, bind};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz_api {
-    pub use crate::cluster::wire::{Kind as WireKind, decode as wire_decode, encode as wire_encode};
+    pub use crate::cluster::wire::{
+        Kind as WireKind, decode as wire_decode, encode as wire_encode,
+    };
     pub use crate::deflate::negotiate as deflate_negotiate;
     pub use crate::error::Error;
     pub use crate::handshake::{has_token, valid_key};

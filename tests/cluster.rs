@@ -524,3 +524,54 @@ async fn a_killed_node_drops_out_and_its_client_resumes_elsewhere() {
         assert_eq!(recv_json(&mut ws).await["data"], i);
     }
 }
+
+/// Redis stalls past the call timeout while a push is in flight: the caller hears 504
+/// `engine_timeout` (maybe delivered), not 503 (not delivered) and not a local re-delivery, so
+/// the client gets the message at most once whatever Redis did with the stalled call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_answers_uncertain_and_never_delivers_twice() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a", &[]).await, node(&redis, "b", &[]).await);
+    let (mut jo, _) = connect(a.addr, "jo").await;
+    // Every client's commands wait 3 s (longer than the nodes' 2 s call bound), then run.
+    let paused = redis.command("CLIENT PAUSE 3000 ALL").unwrap_or_default();
+    assert!(paused.starts_with("+OK"), "{paused}");
+    let (status, v) = post(
+        a.addr,
+        "/api/v1/push",
+        r#"{"client_id":"jo","type":"once"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (504, Some("engine_timeout")),
+        "{v}"
+    );
+    wait_health(a.addr, "ok").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, v) = post(
+            b.addr,
+            "/api/v1/push",
+            r#"{"client_id":"jo","type":"marker"}"#,
+        )
+        .await;
+        if status == 200 && v["delivered"] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivery never came back: {status} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut once = 0;
+    loop {
+        match recv_json(&mut jo).await["type"].as_str() {
+            Some("once") => once += 1,
+            Some("marker") => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(once <= 1, "delivered {once} times");
+}

@@ -82,7 +82,11 @@ pub fn run(a: &FanoutArgs) -> Outcome {
         return Err(Failure::Usage("need --rate > 0 and --messages > 0".into()));
     }
     // A broadcast is tracked per client and message; a push only per message.
-    let tracked = if a.push { a.messages } else { a.messages.saturating_mul(a.clients) };
+    let tracked = if a.push {
+        a.messages
+    } else {
+        a.messages.saturating_mul(a.clients)
+    };
     if a.messages > 1_000_000 || tracked > 4_000_000_000 {
         return Err(Failure::Usage(
             "too many messages × clients to track".into(),

@@ -223,13 +223,16 @@ impl Cluster {
         what: &str,
         f: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, EngineError> {
-        let outcome = match tokio::time::timeout(CALL_TIMEOUT, f).await {
+        // Refused or failed before it was sent: certainly not done. Timed out, or the
+        // connection dropped under it: Redis may have run it (a script that published), so the
+        // caller must neither deliver again locally nor say it was not delivered.
+        let (outcome, uncertain) = match tokio::time::timeout(CALL_TIMEOUT, f).await {
             Ok(Ok(v)) => {
                 self.reachable.store(true, Ordering::Relaxed);
                 return Ok(v);
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {CALL_TIMEOUT:?}"),
+            Ok(Err(e)) => (e.to_string(), e.is_timeout() || e.is_connection_dropped()),
+            Err(_) => (format!("no answer within {CALL_TIMEOUT:?}"), true),
         };
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         self.reachable.store(false, Ordering::Relaxed);
@@ -238,9 +241,12 @@ impl Cluster {
                 "redis unreachable ({what}: {outcome}); delivering locally until it is back"
             );
         }
-        Err(EngineError::Unavailable(Arc::new(std::io::Error::other(
-            format!("redis: {what}: {outcome}"),
-        ))))
+        let cause = Arc::new(std::io::Error::other(format!("redis: {what}: {outcome}")));
+        Err(if uncertain {
+            EngineError::Uncertain(cause)
+        } else {
+            EngineError::Unavailable(cause)
+        })
     }
 
     /// A command connection (a cheap clone of the manager).

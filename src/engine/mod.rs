@@ -240,8 +240,11 @@ pub struct EngineStats {
 #[derive(Clone, Debug)]
 pub enum EngineError {
     /// The backing store (Redis) cannot be reached; the caller degrades to local delivery.
-    #[allow(dead_code)] // only a remote engine (the cluster's Redis) fails this way
     Unavailable(Arc<dyn std::error::Error + Send + Sync>),
+    /// The backing store took the call but its answer did not come in time (or the connection
+    /// dropped after it was sent): the call may or may not have taken effect, so the caller
+    /// must neither redo it locally nor report it as not done.
+    Uncertain(Arc<dyn std::error::Error + Send + Sync>),
     /// An idempotency key longer than [`MAX_IDEMPOTENCY_KEY_LEN`].
     IdempotencyKeyTooLong {
         /// Its length in bytes.
@@ -253,6 +256,7 @@ impl fmt::Display for EngineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EngineError::Unavailable(cause) => write!(f, "engine unavailable: {cause}"),
+            EngineError::Uncertain(cause) => write!(f, "engine did not answer in time: {cause}"),
             EngineError::IdempotencyKeyTooLong { len } => write!(
                 f,
                 "idempotency_key is {len} bytes, at most {MAX_IDEMPOTENCY_KEY_LEN} are allowed"
@@ -264,7 +268,7 @@ impl fmt::Display for EngineError {
 impl std::error::Error for EngineError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            EngineError::Unavailable(cause) => Some(cause.as_ref()),
+            EngineError::Unavailable(cause) | EngineError::Uncertain(cause) => Some(cause.as_ref()),
             EngineError::IdempotencyKeyTooLong { .. } => None,
         }
     }

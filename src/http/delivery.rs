@@ -158,6 +158,14 @@ async fn idempotent(
     let engine = &shared.engine;
     let window = shared.config.idempotency_window;
     match engine.idempotent(&target, key, window).await {
+        Err(e @ EngineError::Uncertain(_)) => {
+            // The claim may have been taken without an answer reaching us: release it, or every
+            // retry within the window would be told the first call is still in progress.
+            if let Err(again) = engine.forget(&target, key).await {
+                log::warn!("idempotency key not released after an uncertain claim: {again}");
+            }
+            Err(engine_error(e))
+        }
         Err(e) => Err(engine_error(e)),
         Ok(IdempotencyOutcome::InFlight) => Err(Error::InProgress),
         Ok(IdempotencyOutcome::Repeat(answer)) => decode(&answer).ok_or(Error::InProgress),
@@ -199,13 +207,16 @@ pub(super) fn answer_body(seq: Option<u64>, sent: &Sent) -> String {
 }
 
 pub(super) fn unavailable(e: EngineError) -> Error {
-    Error::EngineUnavailable(e.to_string())
+    match e {
+        EngineError::Uncertain(_) => Error::EngineTimeout(e.to_string()),
+        _ => Error::EngineUnavailable(e.to_string()),
+    }
 }
 
 fn engine_error(e: EngineError) -> Error {
     match e {
         EngineError::IdempotencyKeyTooLong { .. } => Error::InvalidBody(e.to_string()),
-        EngineError::Unavailable(_) => unavailable(e),
+        EngineError::Unavailable(_) | EngineError::Uncertain(_) => unavailable(e),
     }
 }
 

@@ -2,8 +2,8 @@
 //! Readiness is the bound listener; every wait is bounded.
 #![allow(dead_code)]
 
-pub mod redis;
 pub mod deflate;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::time::Duration;
