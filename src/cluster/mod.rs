@@ -231,7 +231,10 @@ impl Cluster {
                 self.reachable.store(true, Ordering::Relaxed);
                 return Ok(v);
             }
-            Ok(Err(e)) => (e.to_string(), e.is_timeout() || e.is_connection_dropped()),
+            Ok(Err(e)) => {
+                let dropped = e.is_connection_dropped() && !e.is_connection_refusal();
+                (e.to_string(), e.is_timeout() || dropped)
+            }
             Err(_) => (format!("no answer within {CALL_TIMEOUT:?}"), true),
         };
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
