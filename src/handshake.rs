@@ -27,7 +27,6 @@ use crate::identity::{client_addr, identify};
 use crate::query::query_param;
 use crate::reply::{Body, empty, error_response};
 use crate::session::Guard;
-use crate::socket::TcpWs;
 use crate::sockets::{Permit, PermitCell};
 use crate::state::Shared;
 use crate::{session, tls};
@@ -98,7 +97,7 @@ pub fn upgrade(
                 if let Some(agreed) = compression {
                     guard.agreed_deflate(agreed.window_bits);
                 }
-                spawn_session(upgraded, guard, compression);
+                spawn_session(upgraded, guard, compression).await;
             }
             Err(e) => {
                 shared.sockets.release_session();
@@ -139,21 +138,15 @@ fn take_socket_permit(req: &Request<Incoming>) -> Result<(), Error> {
 /// TCP, the common case, skips tokio-tungstenite's adapter (see `socket.rs`). A session that
 /// agreed to permessage-deflate reads through its inflating layer, a type of its own, so the
 /// others pay nothing for it.
-fn spawn_session(upgraded: Upgraded, guard: Guard, compression: Option<Agreed>) {
+async fn spawn_session(upgraded: Upgraded, guard: Guard, compression: Option<Agreed>) {
     let max = guard.shared().config.max_message_size;
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             // An empty `read_buf` may still point into hyper's 8 KiB read buffer: never keep it.
             let part = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
             let (tcp, cfg) = (parts.io.into_inner(), session::ws_config(max));
-            if compression.is_some() {
-                let inflater = Box::new(Inflater::new(max));
-                let ws = TcpWs::with_inbound(tcp, part, cfg, inflater);
-                tokio::spawn(session::open(ws, guard));
-            } else {
-                tokio::spawn(session::open(TcpWs::new(tcp, part, cfg), guard));
-            }
-            return;
+            let inflater = compression.map(|_| Box::new(Inflater::new(max)));
+            return crate::edge::open_tcp(tcp, part, cfg, inflater, guard).await;
         }
         Err(u) => u,
     };
@@ -198,13 +191,16 @@ where
 {
     let mut ws = Box::pin(ws);
     let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+    // On the main runtime, beside every other session; the stream's I/O stays registered with
+    // the edge's reactor (a TLS stream cannot be moved between reactors).
+    let main = guard.shared().main();
     match ws.as_mut().poll(&mut cx) {
         // The no-op waker stored at creation is replaced by the session's on its first poll.
         std::task::Poll::Ready(ws) => {
-            tokio::spawn(session::open(ws, guard));
+            main.spawn(session::open(ws, guard));
         }
         std::task::Poll::Pending => {
-            tokio::spawn(ws.then(move |ws| session::open(ws, guard)));
+            main.spawn(ws.then(move |ws| session::open(ws, guard)));
         }
     }
 }

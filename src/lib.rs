@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! Layers go one way, top to bottom (a module uses only those below it):
-//! - `server`: accept loop, per-connection hyper serving, shutdown orchestration.
+//! - `server`: accept loop, per-connection hyper serving, shutdown orchestration; `edge`: the
+//!   thread that accepts, serves HTTP and completes handshakes beside the worker threads.
 //! - `http` (routing, `api`, `pages`, `query`, `reply`): the HTTP side of the listener.
 //! - `handshake`: upgrade checks with one named refusal each, client identity.
 //! - `session` (`driver`, `commands`, `close`): one connection's task; `socket`: tungstenite
@@ -40,6 +41,7 @@ pub mod config;
 mod dashboard;
 mod deflate;
 mod drain;
+mod edge;
 pub(crate) mod engine;
 mod error;
 mod handle;

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use std::task::Waker;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::engine::{HandOver, Live, StreamKey};
 use crate::id::SessionId;
@@ -275,6 +275,23 @@ impl Outbox {
                 std::mem::take(&mut q.frames)
             },
             ping: std::mem::take(&mut q.ping),
+        }
+    }
+
+    /// Takes the first queued frame if it is text of at most `limit` bytes: the `welcome`,
+    /// which the edge writes itself before the session starts (see `handshake`).
+    pub fn take_greeting(&self, limit: usize) -> Option<Utf8Bytes> {
+        let mut q = self.queue.lock();
+        match q.frames.front() {
+            Some(Message::Text(t)) if t.len() <= limit => {}
+            _ => return None,
+        }
+        match q.frames.pop_front() {
+            Some(Message::Text(t)) => {
+                q.bytes = q.bytes.saturating_sub(t.len());
+                Some(t)
+            }
+            _ => None,
         }
     }
 

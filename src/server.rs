@@ -12,11 +12,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::drain::{self, Stopped};
+use crate::edge::Edge;
 use crate::handle::Handle;
 use crate::handler::{Handler, NoHandler};
 use crate::reaper;
@@ -104,16 +105,31 @@ impl Server {
             w.run();
         }
 
-        let (graceful, _) = watch::channel(false);
-        let stopped = {
-            let accept = accept_loop(&listener, &shared, tls.as_ref(), &graceful);
-            tokio::pin!(accept);
-            tokio::select! {
-                never = &mut accept => match never {},
-                s = drain::stop(&shared, &mut signal) => s,
-            }
+        shared.set_main(tokio::runtime::Handle::current());
+        let graceful = Arc::new(watch::channel(false).0);
+        // Accepting, HTTP and handshakes run on the edge thread (see `edge`); it stops
+        // accepting when `stop_accepting` fires and lets its HTTP connections finish until
+        // `exit` does.
+        let (stop_accepting, accepting) = oneshot::channel::<()>();
+        let (exit, exiting) = oneshot::channel::<()>();
+        let listener = listener.into_std()?;
+        let edge = {
+            let (shared, graceful) = (Arc::clone(&shared), Arc::clone(&graceful));
+            Edge::spawn(move || async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => return log::error!("listener not moved to the edge thread: {e}"),
+                };
+                tokio::select! {
+                    never = accept_loop(&listener, &shared, tls.as_ref(), &graceful) => match never {},
+                    _ = accepting => {}
+                }
+                drop(listener);
+                let _ = exiting.await;
+            })?
         };
-        drop(listener);
+        let stopped = drain::stop(&shared, &mut signal).await;
+        let _ = stop_accepting.send(());
         if stopped == Stopped::Forced {
             // Nothing of a session may outlive `run`: cut even the closes in progress.
             shared.abandon();
@@ -126,6 +142,8 @@ impl Server {
         // Plain HTTP keep-alive connections get a bounded moment to finish their request.
         let _ = graceful.send(true);
         let _ = tokio::time::timeout(CLOSE_GRACE, graceful.closed()).await;
+        let _ = exit.send(());
+        edge.finish().await;
         if let Some(c) = &shared.cluster {
             // Presence of the closed sessions (and where they migrate from) is written, and the
             // node leaves the cluster, instead of lingering until node_ttl.

@@ -67,6 +67,9 @@ pub struct Shared {
     pub samples: Samples,
     /// Flipped when `run` returns after a forced stop: closing sessions stop waiting at once.
     abandon: watch::Sender<bool>,
+    /// The runtime `run` was called on, where sessions and the API run; the edge thread (accept,
+    /// HTTP, handshakes) hands them over to it.
+    main: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl Shared {
@@ -154,7 +157,22 @@ impl Shared {
             started: Instant::now(),
             samples: Samples::default(),
             abandon: watch::channel(false).0,
+            main: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records the runtime sessions and the API run on (once, when `run` starts).
+    pub fn set_main(&self, main: tokio::runtime::Handle) {
+        let _ = self.main.set(main);
+    }
+
+    /// The runtime sessions and the API run on: the one `run` was called on, or the current
+    /// one before `run` (tests that drive a session directly).
+    pub fn main(&self) -> tokio::runtime::Handle {
+        match self.main.get() {
+            Some(h) => h.clone(),
+            None => tokio::runtime::Handle::current(),
+        }
     }
 
     /// True once shutdown has begun.

@@ -27,7 +27,17 @@ pub async fn route(
         return handshake::upgrade(&shared, req, peer);
     }
     if path.starts_with("/api/") {
-        return api::answer(&shared, req, peer).await;
+        // The API (a broadcast's fan-out above all) works on the main runtime's threads, not
+        // on the edge thread that answers handshakes (see `edge`).
+        let main = shared.main();
+        let work = main.spawn(async move { api::answer(&shared, req, peer).await });
+        return match work.await {
+            Ok(res) => res,
+            Err(e) => {
+                log::error!("api request from {peer} failed: {e}");
+                error_response(&Error::Internal)
+            }
+        };
     }
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     match path {

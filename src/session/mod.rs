@@ -85,6 +85,11 @@ impl Guard {
         &self.shared
     }
 
+    /// The session's shared half.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
     /// Records that the session agreed to permessage-deflate with `window_bits`, before it runs.
     pub fn agreed_deflate(&self, window_bits: u8) {
         self.outbox.set_deflate(window_bits);
