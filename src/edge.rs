@@ -1,8 +1,10 @@
 //! The edge: a thread of its own that accepts connections, serves HTTP/1.1 and completes
 //! WebSocket handshakes up to `welcome`, so a client connecting while the worker threads fan a
-//! broadcast out to every session is still answered within milliseconds. Sessions, the API,
-//! the reaper and the cluster run on the main runtime (the one `Server::run` was called on);
-//! a session's socket moves there once its `welcome` is on the wire.
+//! broadcast out to every session is still answered within milliseconds. Sessions, the reaper
+//! and the cluster run on the main runtime (the one `Server::run` was called on); a session's
+//! socket moves there once its `welcome` is on the wire. The HTTP API stays on the edge: a
+//! fan-out only enqueues and wakes, in paced slices, and the writes it causes run on the
+//! workers.
 //!
 //! Why a thread rather than ordering within one runtime: tokio has no task priorities, and a
 //! broadcast wakes thousands of session tasks at once, so a handshake queued behind them waits
@@ -85,8 +87,12 @@ pub async fn open_tcp(
         let frame = text_frame(welcome.as_bytes());
         match tokio::time::timeout(WELCOME_WRITE, tcp.write_all(&frame)).await {
             Ok(Ok(())) => shared.metrics.add_sent(1),
-            Ok(Err(e)) => return log::debug!("session {}: welcome not written: {e}", guard.outbox().id),
-            Err(_) => return log::debug!("session {}: welcome not taken in time", guard.outbox().id),
+            Ok(Err(e)) => {
+                return log::debug!("session {}: welcome not written: {e}", guard.outbox().id);
+            }
+            Err(_) => {
+                return log::debug!("session {}: welcome not taken in time", guard.outbox().id);
+            }
         }
     }
     let main = shared.main();
@@ -101,7 +107,12 @@ pub async fn open_tcp(
     };
     let tcp = match tcp {
         Ok(tcp) => tcp,
-        Err(e) => return log::warn!("session {}: socket not moved to the workers: {e}", guard.outbox().id),
+        Err(e) => {
+            return log::warn!(
+                "session {}: socket not moved to the workers: {e}",
+                guard.outbox().id
+            );
+        }
     };
     match inflater {
         Some(inflater) => {

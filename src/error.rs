@@ -56,8 +56,6 @@ pub enum Error {
     EngineUnavailable(String),
     /// The engine (Redis) took the call but did not answer in time: it may have been done.
     EngineTimeout(String),
-    /// The request's handler failed (a panic in application code on the API path).
-    Internal,
 }
 
 impl Error {
@@ -82,7 +80,6 @@ impl Error {
             Error::InProgress => StatusCode::CONFLICT,
             Error::EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::EngineTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Error::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -111,7 +108,6 @@ impl Error {
             Error::InProgress => "in_progress",
             Error::EngineUnavailable(_) => "engine_unavailable",
             Error::EngineTimeout(_) => "engine_timeout",
-            Error::Internal => "internal_error",
         }
     }
 
@@ -156,7 +152,6 @@ impl Error {
                     .into()
             }
             Error::EngineUnavailable(why) => format!("the history engine is unavailable: {why}"),
-            Error::Internal => "the request failed inside the server; see its log".into(),
             Error::EngineTimeout(why) => format!(
                 "{why}; the message may or may not have been delivered: retry with the same \
                  idempotency_key to be sure it arrives once"

@@ -11,6 +11,23 @@ use tether::config::{Config, KEY_DOCS, Sources};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `purge_delay` option (its index in `mi_option_t`, the same in v2 and v3).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Has mimalloc give freed pages back at once instead of after its purge delay (1 s in v3). A
+/// connect burst frees the HTTP buffers of thousands of handshakes; held back, they stayed
+/// resident beside the sessions: 19,000 connections measured 3.7 KiB of RSS each with the delay
+/// and 2.4 KiB without, at the same connect rate and CPU.
+fn purge_freed_memory_at_once() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        // The operator chose; mimalloc read it already.
+        return;
+    }
+    // SAFETY: sets a plain integer option; mimalloc documents mi_option_set as callable at any
+    // time, and nothing else runs yet.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
 /// The command line: `--config`, then one flag per configuration key, all made from the key
 /// table, so a new key gets its flag, `TETHER_*` name and help default with no edit here.
 fn cli() -> Command {
@@ -65,6 +82,7 @@ fn sources(m: &ArgMatches) -> Result<Sources, tether::config::ConfigError> {
 }
 
 fn main() -> ExitCode {
+    purge_freed_memory_at_once();
     let matches = cli().get_matches();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // Before the config: `max_connections = 0` is derived from the limit in force.
