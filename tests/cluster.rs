@@ -400,23 +400,10 @@ async fn a_restarted_node_clears_its_stale_presence() {
     // node_ttl 60 s everywhere: only the restarted node's own resync can clear the entry in time.
     let a = node(&redis, "a", &[("node_ttl", "60s")]).await;
     let run = |url: &str| {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"));
-        cmd.args([
-            "--listen",
-            "127.0.0.1:0",
-            "--node-id",
-            "same",
-            "--node-ttl",
-            "60s",
-        ])
-        .args(["--redis-url", url])
-        .env_clear()
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-        cmd
+        tether_cmd(
+            env!("CARGO_BIN_EXE_tether"),
+            &["--node-id", "same", "--node-ttl", "60s", "--redis-url", url],
+        )
     };
     let (first, addr) = spawn(run(&url)).await;
     wait_health(addr, "ok").await;
@@ -444,22 +431,19 @@ async fn a_killed_node_drops_out_and_its_client_resumes_elsewhere() {
     let redis = Redis::start();
     let url = redis.url();
     let a = node(&redis, "a", &[("history_size", "100")]).await;
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"));
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--node-id",
-        "doomed",
-        "--node-ttl",
-        "2s",
-    ])
-    .args(["--history-size", "100", "--redis-url", &url])
-    .env_clear()
-    .env("RUST_LOG", "info")
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::piped())
-    .kill_on_drop(true);
+    let cmd = tether_cmd(
+        env!("CARGO_BIN_EXE_tether"),
+        &[
+            "--node-id",
+            "doomed",
+            "--node-ttl",
+            "2s",
+            "--history-size",
+            "100",
+            "--redis-url",
+            &url,
+        ],
+    );
     let (child, doomed) = spawn(cmd).await;
     wait_health(doomed, "ok").await;
 

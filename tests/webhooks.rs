@@ -303,29 +303,21 @@ async fn online_and_offline_fire_once_for_the_whole_cluster() {
     );
 
     // The node holding ivan's only session is killed: a survivor sends his `offline`.
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"));
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--node-id",
-        "doomed",
-        "--node-ttl",
-        "2s",
-    ])
-    .args([
-        "--redis-url",
-        &url,
-        "--webhook-url",
-        &rx.url,
-        "--offline-grace",
-        "300ms",
-    ])
-    .env_clear()
-    .env("RUST_LOG", "info")
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::piped())
-    .kill_on_drop(true);
+    let cmd = tether_cmd(
+        env!("CARGO_BIN_EXE_tether"),
+        &[
+            "--node-id",
+            "doomed",
+            "--node-ttl",
+            "2s",
+            "--redis-url",
+            &url,
+            "--webhook-url",
+            &rx.url,
+            "--offline-grace",
+            "300ms",
+        ],
+    );
     let (child, doomed) = spawn(cmd).await;
     let (ivan, _) = connect(doomed, "ivan").await;
     let mut seen = rx.events(2).await;

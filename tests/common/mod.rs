@@ -253,6 +253,21 @@ pub async fn spawn(mut cmd: Command) -> (Child, std::net::SocketAddr) {
     (child, addr)
 }
 
+/// The binary `exe` (`env!("CARGO_BIN_EXE_tether")`, which only tether's own tests have) on a
+/// free loopback port with `args`, logging to a piped stderr (for [`spawn`]), killed when dropped.
+pub fn tether_cmd(exe: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
 pub fn signal(child: &Child, sig: i32) {
     let pid = child.id().expect("child running") as i32;
     // SAFETY: sending a signal to our own child process.
