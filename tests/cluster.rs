@@ -73,6 +73,24 @@ async fn eventually(
     }
 }
 
+/// Pushes `kind` to `client_id` through `via` until one session got it (bounded): delivery
+/// coming back after an outage or a stall.
+async fn push_until_delivered(via: SocketAddr, client_id: &str, kind: &str) {
+    let body = format!(r#"{{"client_id":"{client_id}","type":"{kind}"}}"#);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, v) = post(via, "/api/v1/push", &body).await;
+        if status == 200 && v["delivered"] == 1 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivery never came back: {status} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_deliver_list_and_count_as_one() {
     let redis = Redis::start();
@@ -363,23 +381,7 @@ async fn a_redis_outage_degrades_to_local_delivery_and_heals() {
     redis.restart();
     wait_health(a.addr, "ok").await;
     wait_health(b.addr, "ok").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, v) = post(
-            b.addr,
-            "/api/v1/push",
-            r#"{"client_id":"frank","type":"back"}"#,
-        )
-        .await;
-        if status == 200 && v["delivered"] == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cross-node delivery never came back: {status} {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    push_until_delivered(b.addr, "frank", "back").await;
     assert_eq!(recv_json(&mut frank).await["type"], "back");
     let (_, v) = post(
         b.addr,
@@ -532,23 +534,7 @@ async fn a_stalled_redis_answers_uncertain_and_never_delivers_twice() {
         "{v}"
     );
     wait_health(a.addr, "ok").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, v) = post(
-            b.addr,
-            "/api/v1/push",
-            r#"{"client_id":"jo","type":"marker"}"#,
-        )
-        .await;
-        if status == 200 && v["delivered"] == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "delivery never came back: {status} {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    push_until_delivered(b.addr, "jo", "marker").await;
     let mut once = 0;
     loop {
         match recv_json(&mut jo).await["type"].as_str() {
