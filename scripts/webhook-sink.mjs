@@ -14,7 +14,8 @@
 //   before: at-least-once delivery may resend one), arrivals in 100 ms bins (Unix ms of the bin's
 //   start), delivery latency = arrival − the body's `timestamp` (ms; both clocks are this
 //   machine's), and each client id's sequence of events in arrival order (tether sends a client
-//   id's events in order), summarised as pattern → number of client ids.
+//   id's events in order), summarised as pattern → number of client ids; sessions are numbered
+//   per client id in the order they first arrived ("connect:1,online,disconnect:1,connect:2").
 // - The summary (JSON) answers `GET /summary`; on SIGTERM or SIGINT it is written to --out (or
 //   printed) and the process exits.
 import http from 'node:http';
@@ -45,6 +46,7 @@ const s = {
   missing_signature: 0,
   bad_json: 0,
   duplicates: 0,
+  disconnect_before_connect: 0, // a session's first event here was not its connect
   by_event: {},
   first_ms: 0,
   last_ms: 0,
@@ -88,8 +90,20 @@ function record(raw, sig, now) {
   }
   if (e.session_id !== undefined) sessions.add(`${e.client_id}\0${e.session_id}`);
   if (ev === 'disconnect') codes[e.close_code] = (codes[e.close_code] || 0) + 1;
-  const seq = clients.get(e.client_id);
-  clients.set(e.client_id, seq === undefined ? ev : `${seq},${ev}`);
+  // The client id's sequence: sessions numbered in the order they first arrived here
+  // ("connect:1,online,disconnect:1,connect:2,..."), so a pattern shows any reordering.
+  let c = clients.get(e.client_id);
+  if (!c) clients.set(e.client_id, (c = { seq: [], sessions: new Map() }));
+  let item = ev;
+  if (e.session_id !== undefined) {
+    let k = c.sessions.get(e.session_id);
+    if (k === undefined) {
+      c.sessions.set(e.session_id, (k = c.sessions.size + 1));
+      if (ev !== 'connect') s.disconnect_before_connect++;
+    }
+    item = `${ev}:${k}`;
+  }
+  c.seq.push(item);
 }
 
 function pcts(xs) {
@@ -109,7 +123,10 @@ function summary() {
   perBin.forEach((n, i) => { if (n > peak) { peak = n; peakAt = first + i * BIN_MS; } });
   const busy = perBin.filter((n) => n > 0).length;
   const patterns = {};
-  for (const seq of clients.values()) patterns[seq] = (patterns[seq] || 0) + 1;
+  for (const c of clients.values()) {
+    const p = c.seq.join(',');
+    patterns[p] = (patterns[p] || 0) + 1;
+  }
   const by = {};
   for (const [ev, xs] of Object.entries(latencyBy)) by[ev] = pcts(xs);
   const span = (s.last_ms - s.first_ms) / 1000;
