@@ -153,7 +153,8 @@ webhooks_report() {
                max_pending: $mp[0], max_pending_at_ms: (if $mp[1] > 0 then $mp[1] - $t0 else null end)},
       sink: ($s | {received, by_event, duplicates, bad_signature, missing_signature, bad_json,
                    answered_500, requests, distinct_sessions, distinct_clients,
-                   disconnect_before_connect, close_codes, sequences}),
+                   disconnect_before_connect, out_of_order, close_codes, sequences,
+                   connections, max_open_connections, cpu_ms, event_loop_delay_ms}),
       missing_by_event: ($exp | with_entries(.value -= ($s.by_event[.key] // 0))),
       lost: ($total - $s.received),
       lost_because: {dropped_queue_full: $full, dropped_expired: $ex, pending_when_stopped: $pend,
@@ -179,6 +180,7 @@ webhooks_report() {
     "expected \(.expected.total): \(.expected | del(.total) | to_entries | map("\(.key) \(.value)") | join(", "))",
     "server: generated \(.server.generated), queued \(.server.queued), delivered \(.server.delivered), dropped queue_full \(.server.dropped_queue_full) expired \(.server.dropped_expired), failed attempts \(.server.failed_attempts), pending \(.server.pending); deepest queue \(.server.max_pending) at \(.server.max_pending_at_ms | n) ms",
     "sink: received \(.sink.received) (\(.sink.by_event | to_entries | map("\(.key) \(.value)") | join(", "))), duplicates \(.sink.duplicates), bad / missing signatures \(.sink.bad_signature) / \(.sink.missing_signature), refused on purpose \(.sink.answered_500), sessions \(.sink.distinct_sessions), client ids \(.sink.distinct_clients)",
+    "sink: out of order \(.sink.out_of_order), connections from tether \(.sink.connections) (at most \(.sink.max_open_connections) open), CPU \(.sink.cpu_ms.user + .sink.cpu_ms.system | n) ms, event loop delay p99 \(.sink.event_loop_delay_ms.p99 | n) ms max \(.sink.event_loop_delay_ms.max | n) ms",
     "LOST \(.lost) (missing: \(.missing_by_event | to_entries | map("\(.key) \(.value)") | join(", "))); of the expected: \(.lost_because | to_entries | map("\(.key) \(.value)") | join(", "))",
     "storm burst: \(.storm_burst.events) events in \(.storm_burst.secs | n) s = \(.storm_burst.events_per_sec | n)/s; offline burst: \(.offline_burst.events) in \(.offline_burst.secs | n) s = \(.offline_burst.events_per_sec | n)/s",
     "peak \(.peak_per_100ms) per 100 ms at \(.peak_at_ms | n) ms after the storm started",
@@ -287,7 +289,7 @@ METRICS=(
   "webhooks: lost|webhooks|.lost|0"
   "webhooks: dropped queue_full / expired|webhooks|\"\\(.server.dropped_queue_full) / \\(.server.dropped_expired)\"|"
   "webhooks: failed attempts (retried)|webhooks|.server.failed_attempts|0"
-  "webhooks: duplicates / bad signatures|webhooks|\"\\(.sink.duplicates) / \\(.sink.bad_signature)\"|"
+  "webhooks: duplicates / out of order / bad signatures|webhooks|\"\\(.sink.duplicates) / \\(.sink.out_of_order) / \\(.sink.bad_signature)\"|"
   "webhooks: storm burst (events/s)|webhooks|.storm_burst.events_per_sec|0"
   "webhooks: offline burst (events/s)|webhooks|.offline_burst.events_per_sec|0"
   "webhooks: peak per 100 ms|webhooks|.peak_per_100ms|0"

@@ -15,12 +15,15 @@
 //   start), delivery latency = arrival − the body's `timestamp` (ms; both clocks are this
 //   machine's), and each client id's sequence of events in arrival order (tether sends a client
 //   id's events in order), summarised as pattern → number of client ids; sessions are numbered
-//   per client id in the order they first arrived ("connect:1,online,disconnect:1,connect:2").
+//   per client id in the order they first arrived ("connect:1,online,disconnect:1,connect:2");
+//   out_of_order counts events older (by `timestamp`) than the one before them of their client id.
+// - Whether the sink kept up: its CPU time, its event loop's delay, the connections tether opened.
 // - The summary (JSON) answers `GET /summary`; on SIGTERM or SIGINT it is written to --out (or
 //   printed) and the process exits.
 import http from 'node:http';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -47,6 +50,9 @@ const s = {
   bad_json: 0,
   duplicates: 0,
   disconnect_before_connect: 0, // a session's first event here was not its connect
+  out_of_order: 0, // an event whose timestamp is older than the last one of its client id
+  connections: 0, // TCP connections tether opened to the sink
+  max_open_connections: 0,
   by_event: {},
   first_ms: 0,
   last_ms: 0,
@@ -93,7 +99,11 @@ function record(raw, sig, now) {
   // The client id's sequence: sessions numbered in the order they first arrived here
   // ("connect:1,online,disconnect:1,connect:2,..."), so a pattern shows any reordering.
   let c = clients.get(e.client_id);
-  if (!c) clients.set(e.client_id, (c = { seq: [], sessions: new Map() }));
+  if (!c) clients.set(e.client_id, (c = { seq: [], sessions: new Map(), last: -Infinity }));
+  if (Number.isFinite(t)) {
+    if (t < c.last) s.out_of_order++;
+    c.last = t;
+  }
   let item = ev;
   if (e.session_id !== undefined) {
     let k = c.sessions.get(e.session_id);
@@ -130,6 +140,7 @@ function summary() {
   const by = {};
   for (const [ev, xs] of Object.entries(latencyBy)) by[ev] = pcts(xs);
   const span = (s.last_ms - s.first_ms) / 1000;
+  const cpu = process.cpuUsage();
   return {
     ...s,
     distinct_sessions: sessions.size,
@@ -147,6 +158,12 @@ function summary() {
     latency_ms: pcts(latency),
     latency_ms_by_event: by,
     sequences: patterns,
+    // Whether the sink itself kept up: its CPU time and how late its event loop ran.
+    cpu_ms: { user: cpu.user / 1000, system: cpu.system / 1000 },
+    event_loop_delay_ms: {
+      p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6,
+      max: loopDelay.max / 1e6,
+    },
     options: { port, fail_first: Number(opt('--fail-first', '0')), delay_ms: delayMs, signed: !!secret },
   };
 }
@@ -174,6 +191,14 @@ const server = http.createServer((req, res) => {
   });
 });
 server.keepAliveTimeout = 60_000;
+let open = 0;
+server.on('connection', (sock) => {
+  s.connections++;
+  s.max_open_connections = Math.max(s.max_open_connections, ++open);
+  sock.on('close', () => open--);
+});
+const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+loopDelay.enable();
 server.listen(port, '127.0.0.1', () => console.error(`webhook-sink: listening on 127.0.0.1:${port}`));
 
 function finish() {
