@@ -3,6 +3,7 @@
 # Everything stays on loopback. Servers started here are stopped by `stop_servers` (trap it).
 
 SERVER_PIDS=()
+HELPER_PIDS=()
 SECRET_FILE=""
 # PIN=1: servers started here run on CPU 1 and tether-bench on CPU 0 (taskset), so the load
 # generator cannot take the servers' core; PIN=0 (the default) leaves both to the scheduler.
@@ -68,9 +69,134 @@ new_secret() {
   head -c 48 /dev/urandom | base64 -w0 >"$SECRET_FILE"
 }
 
-# Stops the servers and removes the secret (for `trap bench_cleanup EXIT`).
+# start_sink PORT OUT_JSON [sink flags...]: starts scripts/webhook-sink.mjs on 127.0.0.1:PORT
+# (on tether-bench's CPU with PIN=1: the receiver stands for the outside world, the server keeps
+# its core), the HMAC secret from WEBHOOK_SECRET; sets SINK_PID. It writes OUT_JSON on SIGTERM.
+start_sink() {
+  local port=$1 out=$2 i; shift 2
+  "${PIN_BENCH[@]}" node scripts/webhook-sink.mjs --port "$port" --out "$out" "$@" \
+    >>"$OUT/webhook-sink.log" 2>&1 &
+  SINK_PID=$!
+  HELPER_PIDS+=("$SINK_PID")
+  for i in $(seq 1 100); do
+    if curl -fs -o /dev/null "http://127.0.0.1:$port/summary"; then return 0; fi
+    sleep 0.1
+  done
+  echo "webhook sink on port $port did not start" >&2
+  return 1
+}
+
+# stop_helper PID: SIGTERM, wait (bounded, 10 s), then SIGKILL.
+stop_helper() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 100); do
+    if ! kill -0 "$pid" 2>/dev/null; then wait "$pid" 2>/dev/null || true; return 0; fi
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# Stops every helper (sink, poller) this script started.
+stop_helpers() {
+  local pid
+  for pid in "${HELPER_PIDS[@]}"; do stop_helper "$pid"; done
+  HELPER_PIDS=()
+}
+
+# awk program: one line `t queued delivered failed_attempts dropped_queue_full dropped_expired
+# pending` from tether's /metrics text (t from `-v t=`).
+WEBHOOK_AWK='
+  $1 == "tether_webhook_events_total" { q = $2 }
+  $1 == "tether_webhook_delivered_total" { d = $2 }
+  $1 == "tether_webhook_failed_attempts_total" { f = $2 }
+  $1 == "tether_webhook_dropped_total{reason=\"queue_full\"}" { full = $2 }
+  $1 == "tether_webhook_dropped_total{reason=\"expired\"}" { ex = $2 }
+  $1 == "tether_webhook_pending" { p = $2 }
+  END { print t, q + 0, d + 0, f + 0, full + 0, ex + 0, p + 0 }'
+
+# webhook_counters PORT: `queued delivered failed_attempts dropped_queue_full dropped_expired
+# pending` now (zeros when the server does not answer).
+webhook_counters() {
+  { curl -fs "http://127.0.0.1:$1/metrics" || true; } | awk -v t=0 "$WEBHOOK_AWK" | cut -d' ' -f2-
+}
+
+# webhooks_report DIR E1 E2 QUEUED DELIVERED FAILED DROPPED_FULL DROPPED_EXPIRED PENDING
+#   STORM_START_MS STORM_END_MS DRAINED_MS: joins DIR/webhook-sink.json (what the sink got),
+# DIR/webhooks-storm.json and the server's counters into DIR/webhooks.json; prints the summary.
+webhooks_report() {
+  local dir=$1 maxp
+  maxp=$(awk 'NR > 1 && $7 > m { m = $7; at = $1 } END { printf "%.0f %.0f\n", m, at }' "$dir/webhooks-metrics.tsv")
+  jq -n --slurpfile s "$dir/webhook-sink.json" --slurpfile st "$dir/webhooks-storm.json" \
+    --argjson e1 "$2" --argjson e2 "$3" --argjson q "$4" --argjson d "$5" --argjson f "$6" \
+    --argjson full "$7" --argjson ex "$8" --argjson pend "$9" --argjson t0 "${10}" \
+    --argjson t1 "${11}" --argjson t2 "${12}" --arg maxp "$maxp" '
+    $s[0] as $s | $st[0] as $st |
+    {connect: ($e1 + $e2), disconnect: ($e1 + $e2), online: $e1, offline: $e1} as $exp |
+    ($exp | add) as $total |
+    ($s.first_last_ms) as $fl |
+    ([$fl.connect, $fl.online, $fl.disconnect] | map(select(. != null))) as $storm_fl |
+    (($s.by_event.connect // 0) + ($s.by_event.online // 0) + ($s.by_event.disconnect // 0)) as $storm_n |
+    (if ($storm_fl | length) > 0
+     then (($storm_fl | map(.[1]) | max) - ($storm_fl | map(.[0]) | min)) / 1000 else null end) as $storm_secs |
+    (if $fl.offline then ($fl.offline[1] - $fl.offline[0]) / 1000 else null end) as $off_secs |
+    ($maxp | split(" ") | map(tonumber)) as $mp |
+    {
+      scenario: "webhooks",
+      clients: $e1, reconnected: $e2,
+      storm_all_back_secs: $st.all_back_secs,
+      offline_grace_secs: 5,
+      expected: ($exp + {total: $total}),
+      server: {queued: $q, delivered: $d, failed_attempts: $f, dropped_queue_full: $full,
+               dropped_expired: $ex, pending: $pend, generated: ($q + $full),
+               max_pending: $mp[0], max_pending_at_ms: (if $mp[1] > 0 then $mp[1] - $t0 else null end)},
+      sink: ($s | {received, by_event, duplicates, bad_signature, missing_signature, bad_json,
+                   answered_500, requests, distinct_sessions, distinct_clients,
+                   disconnect_before_connect, out_of_order, close_codes, sequences,
+                   connections, max_open_connections, cpu_ms, event_loop_delay_ms}),
+      missing_by_event: ($exp | with_entries(.value -= ($s.by_event[.key] // 0))),
+      lost: ($total - $s.received),
+      lost_because: {dropped_queue_full: $full, dropped_expired: $ex, pending_when_stopped: $pend,
+                     never_generated: ($total - $q - $full),
+                     delivered_not_received: ($d - $s.received)},
+      storm_burst: {events: $storm_n, secs: $storm_secs,
+                    events_per_sec: (if ($storm_secs // 0) > 0 then $storm_n / $storm_secs else null end)},
+      offline_burst: {events: ($s.by_event.offline // 0), secs: $off_secs,
+                      events_per_sec: (if ($off_secs // 0) > 0 then ($s.by_event.offline // 0) / $off_secs else null end)},
+      peak_per_100ms: $s.peak_per_100ms,
+      peak_at_ms: (if $s.peak_at_ms > 0 then $s.peak_at_ms - $t0 else null end),
+      busy_bins: $s.busy_bins,
+      latency_ms: $s.latency_ms,
+      latency_ms_by_event: $s.latency_ms_by_event,
+      per_sec: ([range(0; $s.per_100ms | length)] | group_by((($s.first_bin_ms + . * 100) - $t0) / 1000 | floor)
+                | map({sec: ((($s.first_bin_ms + .[0] * 100) - $t0) / 1000 | floor), events: (map($s.per_100ms[.]) | add)})),
+      storm_start_ms: $t0, storm_secs: (($t1 - $t0) / 1000), drained_secs: (($t2 - $t0) / 1000)
+    }' >"$dir/webhooks.json"
+  jq -r '
+    def n: if . == null then "-" elif type == "number" then (. * 10 | round / 10 | tostring) else tostring end;
+    "== webhooks during a reconnect storm ==",
+    "clients \(.clients), back in wave 2 \(.reconnected) after \(.storm_all_back_secs | n) s (offline_grace \(.offline_grace_secs) s)",
+    "expected \(.expected.total): \(.expected | del(.total) | to_entries | map("\(.key) \(.value)") | join(", "))",
+    "server: generated \(.server.generated), queued \(.server.queued), delivered \(.server.delivered), dropped queue_full \(.server.dropped_queue_full) expired \(.server.dropped_expired), failed attempts \(.server.failed_attempts), pending \(.server.pending); deepest queue \(.server.max_pending) at \(.server.max_pending_at_ms | n) ms",
+    "sink: received \(.sink.received) (\(.sink.by_event | to_entries | map("\(.key) \(.value)") | join(", "))), duplicates \(.sink.duplicates), bad / missing signatures \(.sink.bad_signature) / \(.sink.missing_signature), refused on purpose \(.sink.answered_500), sessions \(.sink.distinct_sessions), client ids \(.sink.distinct_clients)",
+    "sink: out of order \(.sink.out_of_order), connections from tether \(.sink.connections) (at most \(.sink.max_open_connections) open), CPU \(.sink.cpu_ms.user + .sink.cpu_ms.system | n) ms, event loop delay p99 \(.sink.event_loop_delay_ms.p99 | n) ms max \(.sink.event_loop_delay_ms.max | n) ms",
+    "LOST \(.lost) (missing: \(.missing_by_event | to_entries | map("\(.key) \(.value)") | join(", "))); of the expected: \(.lost_because | to_entries | map("\(.key) \(.value)") | join(", "))",
+    "storm burst: \(.storm_burst.events) events in \(.storm_burst.secs | n) s = \(.storm_burst.events_per_sec | n)/s; offline burst: \(.offline_burst.events) in \(.offline_burst.secs | n) s = \(.offline_burst.events_per_sec | n)/s",
+    "peak \(.peak_per_100ms) per 100 ms at \(.peak_at_ms | n) ms after the storm started",
+    "latency (arrival - timestamp, ms): p50 \(.latency_ms.p50) p90 \(.latency_ms.p90) p99 \(.latency_ms.p99) max \(.latency_ms.max)",
+    (.latency_ms_by_event | to_entries[] | "  \(.key): p50 \(.value.p50) p99 \(.value.p99) max \(.value.max)"),
+    "sequences per client id:",
+    (.sink.sequences | to_entries | sort_by(-.value)[] | "  \(.value)  \(.key)"),
+    "arrivals per second after the storm started:",
+    (.per_sec[] | "  \(.sec) s: \(.events)")
+  ' "$dir/webhooks.json"
+}
+
+# Stops the servers and helpers and removes the secret (for `trap bench_cleanup EXIT`).
 bench_cleanup() {
   stop_servers
+  stop_helpers
   if [[ -n $SECRET_FILE ]]; then rm -f "$SECRET_FILE"; fi
 }
 
@@ -158,6 +284,17 @@ METRICS=(
   "connect-load: p99 loaded / idle|connect-load|.handshake_p99_loaded_over_idle|2"
   "connect-load: new clients failed idle / loaded|connect-load|\"\\(.idle.failed) / \\(.loaded.failed)\"|"
   "connect-load: broadcasts during the loaded phase|connect-load|.loaded.broadcasts_during_phase|0"
+  "webhooks: clients / back in wave 2|webhooks|\"\\(.clients) / \\(.reconnected)\"|"
+  "webhooks: expected / received by the sink|webhooks|\"\\(.expected.total) / \\(.sink.received)\"|"
+  "webhooks: lost|webhooks|.lost|0"
+  "webhooks: dropped queue_full / expired|webhooks|\"\\(.server.dropped_queue_full) / \\(.server.dropped_expired)\"|"
+  "webhooks: failed attempts (retried)|webhooks|.server.failed_attempts|0"
+  "webhooks: duplicates / out of order / bad signatures|webhooks|\"\\(.sink.duplicates) / \\(.sink.out_of_order) / \\(.sink.bad_signature)\"|"
+  "webhooks: storm burst (events/s)|webhooks|.storm_burst.events_per_sec|0"
+  "webhooks: offline burst (events/s)|webhooks|.offline_burst.events_per_sec|0"
+  "webhooks: peak per 100 ms|webhooks|.peak_per_100ms|0"
+  "webhooks: deepest queue (pending)|webhooks|.server.max_pending|0"
+  "webhooks: latency p50 / p99 (ms)|webhooks|\"\\(.latency_ms.p50) / \\(.latency_ms.p99)\"|"
 )
 # The migration runs of load-test.sh (ONLY=migrate): paced / all at once, clients that
 # reconnect when closed / that honour the hint.

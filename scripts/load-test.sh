@@ -4,7 +4,10 @@
 # heartbeat settings); on request also auth (hold with a JWT per client against a server with
 # auth on), connect-load (N - NEW held, then NEW new clients connected idle and again during
 # broadcasts, timing each handshake) and migrate (N clients on node A, which is stopped in
-# restart mode, reconnecting to node B: reconnects per 100 ms with pacing and without). Builds the release binaries (tether and tether-bench), starts a fresh
+# restart mode, reconnecting to node B: reconnects per 100 ms with pacing and without) and
+# webhooks (a storm of N clients against a server POSTing its webhooks to
+# scripts/webhook-sink.mjs: events expected / queued / delivered / received, lost, dropped,
+# throughput, latency). Builds the release binaries (tether and tether-bench), starts a fresh
 # server per scenario (stopped on exit, whatever happens), and writes bench-results/<UTC
 # date-time>/ with one JSON and one text file per scenario plus summary.md.
 #
@@ -16,15 +19,21 @@
 #   AUTH=1 ONLY=connect-load scripts/load-test.sh   # connect-load with tokens, auth on
 #   ONLY=migrate scripts/load-test.sh    # paced restart vs. all at once, each with and without --honor-hint
 #   PIN=1 ONLY=migrate scripts/load-test.sh         # servers on CPU 1, tether-bench on CPU 0
+#   PIN=1 ONLY=webhooks scripts/load-test.sh        # the sink runs on tether-bench's CPU
 #
 # Environment: N (connections, 19000), HOLD (60s), SOAK (1 = 10m hold), PORT (18080),
-# ONLY (scenarios to run: hold fanout storm evict [default], auth, connect-load, migrate), OUT (results
-# folder), PAUSE_SECS (5, between scenarios); connect-load: NEW (500), BATCH (8), BCAST_RATE (3),
-# AUTH (1 = auth on and tokens); migrate: MIGRATE_WINDOW (10s), MIGRATE_HINT ("no yes": runs
-# without and with --honor-hint), node B on PORT + 1; PIN (1 = taskset: servers on CPU 1,
-# tether-bench on CPU 0). Auth secrets are random, in a temp file removed on exit.
-# Needs: cargo, curl, jq. One process may hold at most 20,000 descriptors here: tether-bench
-# spreads its clients over worker processes and loopback source addresses by itself.
+# ONLY (scenarios to run: hold fanout storm evict [default], auth, connect-load, migrate,
+# webhooks), OUT (results folder), PAUSE_SECS (5, between scenarios); connect-load: NEW (500),
+# BATCH (8), BCAST_RATE (3), AUTH (1 = auth on and tokens); migrate: MIGRATE_WINDOW (10s),
+# MIGRATE_HINT ("no yes": runs without and with --honor-hint), node B on PORT + 1; webhooks:
+# WEBHOOK_PORT (the sink, PORT + 2), WEBHOOK_WAIT (60, seconds to wait after the storm for the
+# queue to drain), WEBHOOK_FAIL_FIRST (0: the sink answers 500 to that many first POSTs),
+# WEBHOOK_DELAY_MS (0: the sink's delay before each answer); PIN (1 = taskset: servers on CPU 1,
+# tether-bench and the webhook sink on CPU 0). Auth secrets are random, in a temp file removed
+# on exit; the webhook secret is random too, passed through the environment.
+# Needs: cargo, curl, jq (and node for webhooks). One process may hold at most 20,000
+# descriptors here: tether-bench spreads its clients over worker processes and loopback source
+# addresses by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-common.sh
@@ -114,6 +123,61 @@ if wants migrate; then
     done
   done
 fi
+if wants webhooks; then
+  # Webhooks during a reconnect storm (PROTOCOL §10): a sink (scripts/webhook-sink.mjs) on
+  # WEBHOOK_PORT counts what arrives; tether POSTs every event to it, signed with a random
+  # secret (given to both through the environment, not the command line); `storm` connects N
+  # clients, drops them all, reconnects them all and ends them. Then the script waits (at most
+  # WEBHOOK_WAIT s after the storm) until the server has generated every expected event and
+  # none is pending, stops the sink and compares queued / delivered / received / expected.
+  WH_PORT=${WEBHOOK_PORT:-$((PORT + 2))}
+  WEBHOOK_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  export WEBHOOK_SECRET
+  SINK_FLAGS=(--fail-first "${WEBHOOK_FAIL_FIRST:-0}" --delay-ms "${WEBHOOK_DELAY_MS:-0}")
+  start_sink "$WH_PORT" "$OUT/webhook-sink.json" "${SINK_FLAGS[@]}"
+  TETHER_WEBHOOK_SECRET=$WEBHOOK_SECRET start_tether "$PORT" --max-connections "$MAXC" \
+    --webhook-url "http://127.0.0.1:$WH_PORT/hook"
+  # The webhook counters every 200 ms, for the queue depth over time.
+  echo "t_ms queued delivered failed_attempts dropped_queue_full dropped_expired pending" \
+    >"$OUT/webhooks-metrics.tsv"
+  "${PIN_BENCH[@]}" bash -c 'while :; do
+      m=$(curl -fs "http://127.0.0.1:$1/metrics" || true)
+      [[ -n $m ]] && awk -v t="$(date +%s%3N)" "$2" <<<"$m"
+      sleep 0.2
+    done' poll "$PORT" "$WEBHOOK_AWK" >>"$OUT/webhooks-metrics.tsv" 2>/dev/null &
+  HELPER_PIDS+=("$!")
+  storm_start_ms=$(date +%s%3N)
+  bench webhooks-storm storm -n "$N" --wave-timeout 60s --url "$URL" --server-pid "$SERVER_PID" \
+    --source "$(src 12)"
+  storm_end_ms=$(date +%s%3N)
+  # What PROTOCOL §10 and src/webhooks/mod.rs give for this run: a connect and a disconnect per
+  # session (E1 in wave 1, E2 back in wave 2), one `online` per client id (the reconnect is
+  # within offline_grace, 5 s, so it sends neither `offline` nor `online`), one `offline` per
+  # client id 5 s after the end (its last session ended and it did not come back).
+  e1=$(field "$OUT/webhooks-storm.json" .established)
+  e2=$(field "$OUT/webhooks-storm.json" .reconnected)
+  expected=$((2 * (e1 + e2) + 2 * e1))
+  deadline=$(( $(date +%s) + ${WEBHOOK_WAIT:-60} ))
+  while :; do
+    read -r q _ _ full _ pend < <(webhook_counters "$PORT")
+    (( q + full >= expected && pend == 0 )) && break
+    if (( $(date +%s) >= deadline )); then
+      echo "webhooks: queued $q + dropped $full of $expected expected, $pend pending after ${WEBHOOK_WAIT:-60} s" >&2
+      break
+    fi
+    sleep 0.5
+  done
+  drained_ms=$(date +%s%3N)
+  sleep 1   # one more reaper tick: an event generated late would show up in the counters
+  curl -fs "http://127.0.0.1:$PORT/metrics" >"$OUT/webhooks-metrics.prom" || true
+  read -r q d f full ex pend < <(webhook_counters "$PORT")
+  stop_helpers   # the poller, and the sink: it writes webhook-sink.json on SIGTERM
+  stop_servers
+  webhooks_report "$OUT" "$e1" "$e2" "$q" "$d" "$f" "$full" "$ex" "$pend" \
+    "$storm_start_ms" "$storm_end_ms" "$drained_ms" | tee "$OUT/webhooks.txt"
+  unset WEBHOOK_SECRET
+  pause
+fi
 
 {
   echo "# tether load test, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -122,6 +186,9 @@ fi
   echo "- N=$N, hold $HOLD; evict server: heartbeat_interval 2s, heartbeat_timeout 5s, reap_interval 1s"
   if wants migrate; then
     echo "- migrate: node A --shutdown-mode restart --migrate-window ${MIGRATE_WINDOW:-10s} (paced) or 0s (all at once), node B plain; runs with --honor-hint: ${MIGRATE_HINT:-no yes}"
+  fi
+  if wants webhooks; then
+    echo "- webhooks: storm -n $N, server --webhook-url http://127.0.0.1:${WEBHOOK_PORT:-$((PORT + 2))}/hook (offline_grace 5 s), sink: scripts/webhook-sink.mjs, fail-first ${WEBHOOK_FAIL_FIRST:-0}, delay ${WEBHOOK_DELAY_MS:-0} ms"
   fi
   if wants connect-load; then
     echo "- connect-load: $((N - ${NEW:-500})) held + ${NEW:-500} new per phase, batches of ${BATCH:-8}, broadcasts ${BCAST_RATE:-3}/s, auth ${AUTH:-0}"
