@@ -105,7 +105,9 @@ impl Webhooks {
             config.webhook_retry_for,
         )?);
         let stats = Arc::new(Stats::default());
-        let (lanes, waiting) = (0..LANES).map(|_| mpsc::channel(queue_size(config) / LANES)).unzip();
+        let (lanes, waiting) = (0..LANES)
+            .map(|_| mpsc::channel(queue_size(config) / LANES))
+            .unzip();
         Ok(Some(Arc::new(Webhooks {
             lanes,
             hasher: RandomState::new(),
