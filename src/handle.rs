@@ -42,6 +42,15 @@ pub(crate) struct Sent {
 }
 
 impl Sent {
+    /// `,"partial":true` for an answer's JSON when some node did not answer, else nothing.
+    pub fn partial_field(&self) -> &'static str {
+        if self.partial {
+            ",\"partial\":true"
+        } else {
+            ""
+        }
+    }
+
     fn local(delivered: usize) -> Sent {
         Sent {
             delivered,

@@ -73,6 +73,19 @@ async fn eventually(
     }
 }
 
+/// Connects with `path` (carrying `since`) and checks the resume: `recovered`, `missed` messages.
+async fn resumed(addr: SocketAddr, path: &str, missed: u64) -> (Ws, Value) {
+    let mut ws = connect_raw(addr, path).await.unwrap();
+    let welcome = recv_json(&mut ws).await;
+    let data = &welcome["data"];
+    assert_eq!(
+        (data["recovered"].as_bool(), data["missed"].as_u64()),
+        (Some(true), Some(missed)),
+        "{welcome}"
+    );
+    (ws, welcome)
+}
+
 /// Pushes `kind` to `client_id` through `via` until one session got it (bounded): delivery
 /// coming back after an outage or a stall.
 async fn push_until_delivered(via: SocketAddr, client_id: &str, kind: &str) {
@@ -260,18 +273,7 @@ async fn history_and_resume_span_nodes() {
             "{v}"
         );
     }
-    let mut ws = connect_raw(b.addr, "/ws?client_id=dave&since=0:0")
-        .await
-        .unwrap();
-    let welcome = recv_json(&mut ws).await;
-    assert_eq!(
-        (
-            welcome["data"]["recovered"].as_bool(),
-            welcome["data"]["missed"].as_u64()
-        ),
-        (Some(true), Some(3)),
-        "{welcome}"
-    );
+    let (mut ws, welcome) = resumed(b.addr, "/ws?client_id=dave&since=0:0", 3).await;
     for i in 1..=3 {
         let m = recv_json(&mut ws).await;
         assert_eq!(
@@ -494,18 +496,7 @@ async fn a_killed_node_drops_out_and_its_client_resumes_elsewhere() {
         killed.elapsed()
     );
 
-    let mut ws = connect_raw(a.addr, &format!("/ws?client_id=gina&since={epoch}:1"))
-        .await
-        .unwrap();
-    let welcome = recv_json(&mut ws).await;
-    assert_eq!(
-        (
-            welcome["data"]["recovered"].as_bool(),
-            welcome["data"]["missed"].as_u64()
-        ),
-        (Some(true), Some(2)),
-        "{welcome}"
-    );
+    let (mut ws, _) = resumed(a.addr, &format!("/ws?client_id=gina&since={epoch}:1"), 2).await;
     for i in 2..=3 {
         assert_eq!(recv_json(&mut ws).await["data"], i);
     }

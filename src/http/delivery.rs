@@ -80,27 +80,16 @@ pub async fn push(shared: &Shared, b: PushBody<'_>) -> Result<Response<Body>, Er
                     .await
                     .map_err(unavailable)?
                     .ok_or(Error::NoSession)?;
-                let partial = if sent.partial {
-                    ",\"partial\":true"
-                } else {
-                    ""
-                };
                 Ok(match sent.seq {
+                    // Nobody got it but history holds it for the next `since`.
                     Some(seq) if sent.delivered == 0 => (
                         StatusCode::ACCEPTED,
-                        format!("{{\"delivered\":0,\"stored\":true,\"seq\":{seq}{partial}}}"),
-                    ),
-                    Some(seq) => (
-                        StatusCode::OK,
                         format!(
-                            "{{\"delivered\":{},\"seq\":{seq}{partial}}}",
-                            sent.delivered
+                            "{{\"delivered\":0,\"stored\":true,\"seq\":{seq}{}}}",
+                            sent.partial_field()
                         ),
                     ),
-                    None => (
-                        StatusCode::OK,
-                        format!("{{\"delivered\":{}{partial}}}", sent.delivered),
-                    ),
+                    seq => (StatusCode::OK, answer_body(seq, &sent)),
                 })
             }
             Either::Session(session_id) => {
@@ -198,12 +187,11 @@ fn decode(answer: &Bytes) -> Option<Response<Body>> {
 /// `{"delivered":n}`, with `seq` when numbered and `partial` when some node did not answer.
 pub(super) fn answer_body(seq: Option<u64>, sent: &Sent) -> String {
     let seq = seq.map(|s| format!(",\"seq\":{s}")).unwrap_or_default();
-    let partial = if sent.partial {
-        ",\"partial\":true"
-    } else {
-        ""
-    };
-    format!("{{\"delivered\":{}{seq}{partial}}}", sent.delivered)
+    format!(
+        "{{\"delivered\":{}{seq}{}}}",
+        sent.delivered,
+        sent.partial_field()
+    )
 }
 
 pub(super) fn unavailable(e: EngineError) -> Error {

@@ -301,11 +301,7 @@ pub(super) fn published_body(channel: &str, sent: &crate::handle::Sent) -> Strin
         .seq
         .map(|s| format!(",\"seq\":{s}"))
         .unwrap_or_default();
-    let partial = if sent.partial {
-        ",\"partial\":true"
-    } else {
-        ""
-    };
+    let partial = sent.partial_field();
     format!(
         "{{\"channel\":{},\"delivered\":{}{seq}{partial}}}",
         json_str(channel),
