@@ -27,7 +27,7 @@ use crate::identity::{client_addr, identify};
 use crate::query::query_param;
 use crate::reply::{Body, empty, error_response};
 use crate::session::Guard;
-use crate::sockets::{Permit, PermitCell};
+use crate::sockets::PermitCell;
 use crate::state::Shared;
 use crate::{session, tls};
 
@@ -119,17 +119,16 @@ pub fn upgrade(
     res
 }
 
-/// Moves the connection's socket permit to the session-to-be; a connection served on a spare
-/// permit (the descriptor budget is spent) may not upgrade.
+/// Moves the connection's socket permit to the session-to-be (admission has already checked
+/// that a session slot is free).
 fn take_socket_permit(req: &Request<Incoming>) -> Result<(), Error> {
     let permit = req
         .extensions()
         .get::<PermitCell>()
-        .and_then(|cell| cell.lock().take());
-    match permit.map(Permit::into_session) {
-        Some(Some(())) => Ok(()),
-        _ => Err(Error::ServerFull),
-    }
+        .and_then(|cell| cell.lock().take())
+        .ok_or(Error::ServerFull)?;
+    permit.into_session();
+    Ok(())
 }
 
 /// Spawns the session on the socket underneath hyper's `Upgraded` when its type is known, so the

@@ -1,7 +1,11 @@
 //! The descriptor budget: every accepted socket (plain HTTP, TLS handshakes, sessions) holds a
 //! permit for its whole life, taken before `accept`, so tether never runs itself out of file
-//! descriptors. A few spare permits keep `/health` and the API answering when the budget is spent;
-//! connections on a spare permit are served, but not upgraded.
+//! descriptors. The pool is the session budget plus a few spare permits; sessions themselves are
+//! capped at the budget by admission (`max_connections` never exceeds it), so when every session
+//! slot is taken the spare permits still let `/health` and the API answer. Which connection will
+//! upgrade is only known once its request is read, so permits are not told apart before `accept`:
+//! a session that ends frees an admission slot at once, and the next upgrade gets in whichever
+//! permit it was accepted on.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -9,74 +13,49 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Permits kept aside for plain HTTP when every ordinary one is taken.
+/// Permits beyond the session budget, for plain HTTP while every session slot is taken.
 pub const SPARE_PERMITS: usize = 16;
 
 /// The budget of sockets.
 pub struct Sockets {
-    /// Ordinary permits: any connection, upgrades included.
-    main: Arc<Semaphore>,
-    /// Spare permits: HTTP only (health checks, the API) while the main ones are spent.
-    spare: Arc<Semaphore>,
+    permits: Arc<Semaphore>,
     /// One descriptor held back so that, if the process still hits its limit, one pending
     /// connection can be accepted and closed at once instead of the accept loop spinning on it.
     reserve: Mutex<Option<File>>,
 }
 
 /// One accepted socket's permit.
-pub enum Permit {
-    /// An ordinary permit.
-    Main(OwnedSemaphorePermit),
-    /// A spare one: this connection may not upgrade.
-    Spare {
-        /// Held for its drop, which gives the permit back.
-        _held: OwnedSemaphorePermit,
-    },
-}
+pub struct Permit(OwnedSemaphorePermit);
 
 /// Where a connection's permit sits until an upgrade takes it over (shared with the request).
 pub type PermitCell = Arc<Mutex<Option<Permit>>>;
 
 impl Sockets {
-    /// A budget of `budget` ordinary sockets plus [`SPARE_PERMITS`].
+    /// A budget of `budget` session sockets plus [`SPARE_PERMITS`].
     pub fn new(budget: usize) -> Sockets {
         Sockets {
-            main: Arc::new(Semaphore::new(budget.max(1))),
-            spare: Arc::new(Semaphore::new(SPARE_PERMITS)),
+            permits: Arc::new(Semaphore::new(budget.max(1) + SPARE_PERMITS)),
             reserve: Mutex::new(File::open("/dev/null").ok()),
         }
     }
 
-    /// Waits for a permit: an ordinary one if any is free, else a spare one.
+    /// Waits for a permit.
     pub async fn acquire(&self) -> Permit {
-        if let Ok(p) = Arc::clone(&self.main).try_acquire_owned() {
-            return Permit::Main(p);
-        }
-        tokio::select! {
-            p = Arc::clone(&self.main).acquire_owned() => match p {
-                Ok(p) => Permit::Main(p),
-                // The semaphores are never closed; wait on the other one instead.
-                Err(_) => self.spare_permit().await,
-            },
-            p = self.spare_permit() => p,
-        }
-    }
-
-    async fn spare_permit(&self) -> Permit {
-        match Arc::clone(&self.spare).acquire_owned().await {
-            Ok(p) => Permit::Spare { _held: p },
+        match Arc::clone(&self.permits).acquire_owned().await {
+            Ok(p) => Permit(p),
+            // The semaphore is never closed.
             Err(_) => std::future::pending().await,
         }
     }
 
-    /// A session took over an ordinary permit with [`Permit::into_session`]; it gives it back.
+    /// A session took over a permit with [`Permit::into_session`]; it gives it back.
     pub fn release_session(&self) {
-        self.main.add_permits(1);
+        self.permits.add_permits(1);
     }
 
-    /// Ordinary permits free now.
+    /// Permits free now.
     pub fn available(&self) -> usize {
-        self.main.available_permits()
+        self.permits.available_permits()
     }
 
     /// Frees the reserved descriptor (to accept and shed one connection after EMFILE).
@@ -94,17 +73,11 @@ impl Sockets {
 }
 
 impl Permit {
-    /// Hands an ordinary permit over to a session, which releases it through
+    /// Hands the permit over to a session, which releases it through
     /// [`Sockets::release_session`] when it ends (its guard does): a session carries no permit
-    /// object of its own. `None` for a spare permit: that connection may not upgrade.
-    pub fn into_session(self) -> Option<()> {
-        match self {
-            Permit::Main(p) => {
-                p.forget();
-                Some(())
-            }
-            Permit::Spare { .. } => None,
-        }
+    /// object of its own.
+    pub fn into_session(self) {
+        self.0.forget();
     }
 }
 
@@ -113,20 +86,22 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn spare_permits_when_the_budget_is_spent_and_sessions_give_theirs_back() {
+    async fn the_spare_permits_come_on_top_and_sessions_give_theirs_back() {
         let s = Sockets::new(2);
-        let a = s.acquire().await;
-        let b = s.acquire().await;
-        assert!(matches!(a, Permit::Main(_)) && matches!(b, Permit::Main(_)));
-        let c = s.acquire().await;
-        assert!(
-            matches!(c, Permit::Spare { .. }),
-            "past the budget: a spare permit"
+        let mut held = Vec::new();
+        for _ in 0..2 + SPARE_PERMITS {
+            held.push(s.acquire().await);
+        }
+        assert_eq!(s.available(), 0);
+        let session = held.pop().map(Permit::into_session);
+        assert!(session.is_some());
+        assert_eq!(s.available(), 0, "the session still holds its permit");
+        drop(held.pop());
+        assert_eq!(
+            s.available(),
+            1,
+            "a plain connection gives its permit back on drop"
         );
-        assert!(c.into_session().is_none(), "a spare permit cannot upgrade");
-        assert!(a.into_session().is_some());
-        drop(b);
-        assert_eq!(s.available(), 1, "the session still holds its permit");
         s.release_session();
         assert_eq!(s.available(), 2);
     }

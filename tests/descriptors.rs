@@ -92,7 +92,18 @@ async fn when_the_socket_budget_is_spent_health_answers_and_upgrades_are_refused
     for _ in 0..20 {
         assert_eq!(health(addr).await.0, 200, "health stopped answering");
     }
-    // A freed session makes room again.
+    // A connection accepted while the budget is spent rides on a spare permit; once a session
+    // ends it may still upgrade, and a new connection may too.
+    let early = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert_eq!(
+        health(addr).await.0,
+        200,
+        "the early connection is accepted"
+    );
+    held.pop();
+    wait_connections(addr, 99).await;
+    held.push(RawClient::upgrade(early, addr, "was-waiting").await);
+    wait_connections(addr, 100).await;
     held.pop();
     wait_connections(addr, 99).await;
     held.push(RawClient::connect(addr, "back-in").await);

@@ -451,7 +451,16 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn connect(addr: std::net::SocketAddr, client_id: &str) -> RawClient {
-        let mut s = TcpStream::connect(addr).await.unwrap();
+        let s = TcpStream::connect(addr).await.unwrap();
+        RawClient::upgrade(s, addr, client_id).await
+    }
+
+    /// Upgrades a connection opened earlier (already accepted by the server).
+    pub async fn upgrade(
+        mut s: TcpStream,
+        addr: std::net::SocketAddr,
+        client_id: &str,
+    ) -> RawClient {
         let req = format!(
             "GET /ws?client_id={client_id} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
@@ -464,7 +473,11 @@ impl RawClient {
             }
             assert!(raw.fill().await > 0, "closed during handshake");
         };
-        assert!(raw.buf.starts_with(b"HTTP/1.1 101"));
+        assert!(
+            raw.buf.starts_with(b"HTTP/1.1 101"),
+            "upgrade refused: {}",
+            String::from_utf8_lossy(&raw.buf)
+        );
         raw.buf.drain(..head_end + 4);
         raw
     }
