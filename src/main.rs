@@ -28,6 +28,29 @@ fn purge_freed_memory_at_once() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
 }
 
+/// Keeps transparent huge pages out of this process. mimalloc asks for them on its arenas, and
+/// the kernel then makes resident 2 MiB at a time: each wave of heartbeats touched a few new
+/// small pages across the heap and RSS grew by 10 MiB per wave while the live heap grew by
+/// 2 MiB. 19,000 held connections measured 66 MiB with huge pages and 38 MiB without. The
+/// operator keeps the choice through `MIMALLOC_ALLOW_THP`.
+#[cfg(target_os = "linux")]
+fn keep_huge_pages_out() -> std::io::Result<()> {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+        return Ok(());
+    }
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process's memory map; it takes no
+    // pointers. Huge pages already mapped stay; none are, this early.
+    match unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn keep_huge_pages_out() -> std::io::Result<()> {
+    Ok(())
+}
+
 /// The command line: `--config`, then one flag per configuration key, all made from the key
 /// table, so a new key gets its flag, `TETHER_*` name and help default with no edit here.
 fn cli() -> Command {
@@ -83,8 +106,12 @@ fn sources(m: &ArgMatches) -> Result<Sources, tether::config::ConfigError> {
 
 fn main() -> ExitCode {
     purge_freed_memory_at_once();
+    let huge_pages = keep_huge_pages_out();
     let matches = cli().get_matches();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Err(e) = huge_pages {
+        log::debug!("transparent huge pages stay allowed: {e}");
+    }
     // Before the config: `max_connections = 0` is derived from the limit in force.
     match tether::config::raise_fd_limit() {
         Ok(n) => log::debug!("open-file limit: {n}"),
