@@ -90,6 +90,13 @@ async fn migrate(shared: &Shared) {
     let mut sessions = shared.registry.snapshot(None);
     // Any fixed order will do; by id it is stable and unrelated to who connected when.
     sessions.sort_by_key(|h| h.id);
+    if let Some(c) = &shared.cluster {
+        let clients = sessions
+            .iter()
+            .map(|h| std::sync::Arc::clone(&h.client_id))
+            .collect();
+        c.mark_migrating(clients).await;
+    }
     let n = sessions.len().max(1) as u128;
     let offset = |i: usize| Duration::from_millis((window.as_millis() * i as u128 / n) as u64);
     for (i, h) in sessions.iter().enumerate() {

@@ -23,8 +23,10 @@ fn fast() -> tether::Config {
 #[tokio::test]
 async fn silent_client_is_closed_4001_in_time_and_its_tcp_ends() {
     let s = start(fast()).await;
-    let mut raw = RawClient::connect(s.addr, "ghost").await;
+    // Taken before the handshake: the server's silence clock starts after it, so "early"
+    // below can only mean the server evicted early.
     let connected = Instant::now();
+    let mut raw = RawClient::connect(s.addr, "ghost").await;
     let mut pings = 0;
     let close = loop {
         match raw

@@ -277,8 +277,9 @@ async fn silent_client_through_nginx_is_evicted_with_4001() {
     let s = start(live()).await;
     let nginx = start_nginx(s.addr, Some(READ_TIMEOUT)).await;
 
-    let mut raw = RawClient::connect(nginx.addr, "ghost").await;
+    // Before the handshake: the server's silence clock starts after it.
     let connected = Instant::now();
+    let mut raw = RawClient::connect(nginx.addr, "ghost").await;
     let (op, welcome) = raw.frame().await.expect("no welcome");
     assert_eq!(op, 0x1);
     assert!(String::from_utf8_lossy(&welcome).contains("\"welcome\""));

@@ -108,6 +108,8 @@ pub struct Cluster {
     topics: tokio::sync::Mutex<HashSet<Arc<str>>>,
     dirty: Mutex<Dirty>,
     wake: Notify,
+    /// Notified each time the node (re)joins: subscribed to its topics and presence resynced.
+    joined: Notify,
     /// Replies owed to other nodes, until the replier task takes them.
     outgoing: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
     /// This node's newest dashboard sample, until the upkeep shares it.
@@ -187,6 +189,7 @@ impl Cluster {
             topics: tokio::sync::Mutex::new(HashSet::new()),
             dirty: Mutex::new(Dirty::default()),
             wake: Notify::new(),
+            joined: Notify::new(),
             outgoing: Mutex::new(Some(rx)),
             sample: Mutex::new(None),
             stats: ClusterStats::default(),
@@ -438,7 +441,7 @@ impl Cluster {
     /// pushes to the client id from any node reach this node. Returns the node the client id's
     /// sessions migrated from (closed there with 1012 within the last minute), if any.
     pub async fn present(&self, client_id: &Arc<str>) -> Option<Arc<str>> {
-        if !self.reachable.load(Ordering::Relaxed) {
+        if !self.joined_or_down().await {
             // Degraded: the session is served locally now, and the resync after Redis returns
             // writes its entry; waiting would only delay its welcome.
             self.touch(client_id);
@@ -457,6 +460,44 @@ impl Cluster {
                 log::debug!("presence of {client_id} not confirmed; going on locally");
                 None
             }
+        }
+    }
+
+    /// Whether the node is in the cluster: true at once when it is, false at once when Redis
+    /// is unreachable. In between (just started, or Redis just came back) it waits, bounded,
+    /// for the upkeep to subscribe the node's topic: a presence entry written before that
+    /// would route pushes to a node not yet listening, and they would be lost.
+    async fn joined_or_down(&self) -> bool {
+        let joined = self.joined.notified();
+        if self.is_up() {
+            return true;
+        }
+        if !self.reachable.load(Ordering::Relaxed) {
+            return false;
+        }
+        let _ = tokio::time::timeout(PRESENCE_WAIT, joined).await;
+        self.is_up()
+    }
+
+    /// The sessions of `clients` are about to be closed with 1012 (a migration): records that
+    /// before the clients hear of it (waiting at most as long as for a presence entry), so a
+    /// client that reconnects to another node at once is marked as migrated there.
+    pub async fn mark_migrating(&self, clients: Vec<Arc<str>>) {
+        if clients.is_empty() {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut d = self.dirty.lock();
+            d.migrating.extend(clients.iter().cloned());
+            d.clients.extend(clients);
+            if self.reachable.load(Ordering::Relaxed) {
+                d.waiters.push((Arc::from(""), tx));
+            }
+        }
+        self.wake.notify_one();
+        if tokio::time::timeout(PRESENCE_WAIT, rx).await.is_err() {
+            log::debug!("node {}: migration marks not confirmed in time", self.node);
         }
     }
 

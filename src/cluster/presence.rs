@@ -148,6 +148,7 @@ pub async fn upkeep(c: Arc<Cluster>) {
         }
         if !c.up.swap(true, Ordering::AcqRel) {
             c.stats.recoveries.fetch_add(1, Ordering::Relaxed);
+            c.joined.notify_waiters();
             log::info!("redis reachable; node {} is in the cluster", c.node);
         }
         for node in dead {

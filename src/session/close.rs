@@ -64,6 +64,13 @@ async fn close_as<W: Socket>(r: &mut Running<W>, ending: Ending) -> u16 {
         }
         Ending::Requested(c) => {
             let handshake = async {
+                if c.code == close::RESTART
+                    && let Some(cluster) = &r.guard.shared.cluster
+                {
+                    // A rotation's client reconnects elsewhere as soon as it reads the close.
+                    let client = std::sync::Arc::clone(&r.guard.outbox.client_id);
+                    cluster.mark_migrating(vec![client]).await;
+                }
                 if r.flush_queued().await && send_close(&mut r.ws, c.code, c.reason()).await {
                     // Wait for the peer's answer (tungstenite ends the stream after it).
                     while let Some(Ok(_)) = r.ws.next().await {}

@@ -345,12 +345,23 @@ impl Drop for TempDir {
 
 /// A loopback port that was free a moment ago: bind port 0, read the port, release it.
 /// For programs that must be told their port (nginx, chromedriver, a binary restarted in place).
+/// Never the same port twice in one test binary: the kernel may hand a released port out again
+/// at once, and two programs told the same port would collide.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..100 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no fresh loopback port in 100 tries");
 }
 
 /// The path of an outside program: the first hit on `PATH`, else the first existing fallback.
