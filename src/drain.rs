@@ -95,7 +95,7 @@ async fn migrate(shared: &Shared) {
             .iter()
             .map(|h| std::sync::Arc::clone(&h.client_id))
             .collect();
-        c.mark_migrating(clients).await;
+        c.mark_migrating(clients, crate::cluster::MARK_WAIT).await;
     }
     let n = sessions.len().max(1) as u128;
     let offset = |i: usize| Duration::from_millis((window.as_millis() * i as u128 / n) as u64);

@@ -92,6 +92,17 @@ impl Receiver {
             .expect("receiver gone")
     }
 
+    /// The next `event` of `client_id`, passing over others (bounded).
+    async fn next_of(&mut self, event: &str, client_id: &str) -> Hit {
+        for _ in 0..50 {
+            let h = self.next().await;
+            if h.body["event"] == event && h.body["client_id"] == client_id {
+                return h;
+            }
+        }
+        panic!("no {event} for {client_id} in 50 events");
+    }
+
     /// The next `n` events as (event, client_id) pairs.
     async fn events(&mut self, n: usize) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -368,31 +379,64 @@ async fn a_session_moved_by_a_restart_connects_as_migrated() {
     let mut seen = rx.events(2).await;
     seen.sort();
     assert_eq!(seen, vec![pair("connect", "kim"), pair("online", "kim")]);
+    // kay moves as soon as she hears of the restart, before her close.
+    let (mut kay, _) = connect(old.addr, "kay").await;
+    let mut seen = rx.events(2).await;
+    seen.sort();
+    assert_eq!(seen, vec![pair("connect", "kay"), pair("online", "kay")]);
     old.trigger.signal();
+    assert_eq!(recv_json(&mut kay).await["type"], "shutdown");
+    let (_kay_new, _) = connect(new.addr, "kay").await;
+    let moved = rx.next_of("connect", "kay").await;
+    assert_eq!(moved.body["node"], "new");
+    assert_eq!(moved.body["migrated_from"], "old", "{}", moved.body);
     assert_eq!(recv_json(&mut ws).await["type"], "shutdown");
     let close = recv_close(&mut ws, WAIT)
         .await
         .expect("closed by the restart");
     assert_eq!(u16::from(close.code), 1012);
-    let gone = rx.next().await;
-    assert_eq!(
-        (&gone.body["event"], &gone.body["close_code"]),
-        (&"disconnect".into(), &1012.into())
-    );
+    let gone = rx.next_of("disconnect", "kim").await;
+    assert_eq!(gone.body["close_code"], 1012);
     let (_ws, _) = connect(new.addr, "kim").await;
-    let back = rx.next().await;
-    assert_eq!(back.body["event"], "connect", "{}", back.body);
+    let back = rx.next_of("connect", "kim").await;
     assert_eq!(back.body["node"], "new");
     assert_eq!(back.body["migrated_from"], "old", "{}", back.body);
     // A client that merely reconnects is not migrated.
     let (plain, _) = connect(new.addr, "lee").await;
-    let mut seen = Vec::new();
-    for _ in 0..2 {
-        let h = rx.next().await;
-        assert!(h.body.get("migrated_from").is_none(), "{}", h.body);
-        seen.push(h.body["event"].as_str().unwrap().to_string());
-    }
-    seen.sort();
-    assert_eq!(seen, ["connect", "online"]);
+    let lee = rx.next_of("connect", "lee").await;
+    assert!(lee.body.get("migrated_from").is_none(), "{}", lee.body);
     drop(plain);
+}
+
+/// A session rotated by `max_lifetime` (1012) that reconnects to another node at once is
+/// marked as migrated there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_rotated_by_max_lifetime_connects_elsewhere_as_migrated() {
+    let mut rx = receiver(0, Duration::ZERO).await;
+    let redis = common::redis::Redis::start();
+    let url = redis.url();
+    let rotating = start(config(&[
+        ("webhook_url", rx.url.as_str()),
+        ("redis_url", url.as_str()),
+        ("node_id", "rot"),
+        ("max_lifetime", "1s"),
+        ("reap_interval", "50ms"),
+    ]))
+    .await;
+    let other = start(config(&[
+        ("webhook_url", rx.url.as_str()),
+        ("redis_url", url.as_str()),
+        ("node_id", "steady"),
+    ]))
+    .await;
+    let (mut ws, _) = connect(rotating.addr, "rita").await;
+    let mut seen = rx.events(2).await;
+    seen.sort();
+    assert_eq!(seen, vec![pair("connect", "rita"), pair("online", "rita")]);
+    let close = recv_close(&mut ws, WAIT).await.expect("rotated");
+    assert_eq!(u16::from(close.code), 1012);
+    let (_ws, _) = connect(other.addr, "rita").await;
+    let back = rx.next_of("connect", "rita").await;
+    assert_eq!(back.body["node"], "steady", "{}", back.body);
+    assert_eq!(back.body["migrated_from"], "rot", "{}", back.body);
 }

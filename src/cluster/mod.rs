@@ -45,6 +45,8 @@ use crate::webhooks::Webhooks;
 use inbox::{Gathered, Inbox, Outgoing, Pending};
 use wire::Kind;
 
+/// Longest a restart waits for its migration marks before it tells the clients to move.
+pub const MARK_WAIT: Duration = Duration::from_secs(2);
 /// Longest any one Redis call may take before it counts as Redis being unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a session's open waits for its presence entry before it goes on regardless.
@@ -480,9 +482,9 @@ impl Cluster {
     }
 
     /// The sessions of `clients` are about to be closed with 1012 (a migration): records that
-    /// before the clients hear of it (waiting at most as long as for a presence entry), so a
-    /// client that reconnects to another node at once is marked as migrated there.
-    pub async fn mark_migrating(&self, clients: Vec<Arc<str>>) {
+    /// before the clients hear of it (waiting at most `bound`), so a client that reconnects to
+    /// another node at once is marked as migrated there.
+    pub async fn mark_migrating(&self, clients: Vec<Arc<str>>, bound: Duration) {
         if clients.is_empty() {
             return;
         }
@@ -496,7 +498,7 @@ impl Cluster {
             }
         }
         self.wake.notify_one();
-        if tokio::time::timeout(PRESENCE_WAIT, rx).await.is_err() {
+        if tokio::time::timeout(bound, rx).await.is_err() {
             log::debug!("node {}: migration marks not confirmed in time", self.node);
         }
     }
