@@ -136,7 +136,8 @@ async fn an_evicted_silent_client_loses_its_tcp_connection_with_the_4001_frame()
     while raw.frame().await.is_some() {}
     let lingered = close_at.elapsed();
     assert!(
-        lingered < Duration::from_millis(500),
+        // Well under the 2 s close grace it used to wait out, with room for a loaded machine.
+        lingered < Duration::from_secs(1),
         "TCP ended {lingered:?} after the close frame"
     );
     wait_connections(s.addr, 0).await;

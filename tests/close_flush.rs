@@ -65,7 +65,8 @@ async fn admin_close_right_after_pushes_delivers_them_first() {
 
 #[tokio::test]
 async fn drain_timeout_delivers_what_was_queued_before_1001() {
-    let s = start(config(&[("shutdown_timeout", "300ms")])).await;
+    // Long enough that the burst is surely queued before the drain times out.
+    let s = start(config(&[("shutdown_timeout", "1s")])).await;
     let (mut ws, _) = connect(s.addr, "a").await;
     s.trigger.signal();
     assert_eq!(recv_json(&mut ws).await["type"], "shutdown");
