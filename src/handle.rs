@@ -29,9 +29,9 @@ pub struct Handle {
     pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
-/// What one push or publish did.
+/// What one push or publish did, on every node of a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Sent {
+pub struct Sent {
     /// Queues that accepted it (sessions that have or will have it).
     pub delivered: usize,
     /// Its place in the stream, with history on.
@@ -73,29 +73,33 @@ impl Handle {
     /// `Some(0)` means stored for later); without it `None` means the id has no session.
     ///
     /// In a cluster the delivery goes through Redis and its count is not known at once: the
-    /// push is sent in the background and `None` is returned; use the HTTP API for counts.
+    /// push is sent in the background and `None` is returned; [`Handle::push_everywhere`]
+    /// awaits the cluster-wide outcome.
     pub fn push(&self, client_id: &str, kind: &str, data: Option<&str>) -> Option<usize> {
         if self.cluster.is_some() {
             let (h, c, k, d) = self.owned(client_id, kind, data);
-            self.background(async move { h.push_client(&c, &k, d.as_deref()).await.map(|_| ()) });
+            self.background(
+                async move { h.push_everywhere(&c, &k, d.as_deref()).await.map(|_| ()) },
+            );
             return None;
         }
-        now(self.push_client(client_id, kind, data))
+        now(self.push_everywhere(client_id, kind, data))
             .flatten()
             .map(|s| s.delivered)
     }
 
     /// Pushes to the subscribers of `channel` (and its history, with history on); returns how
-    /// many queued it (in a cluster: sent in the background, 0 returned, as for [`Handle::push`]).
+    /// many queued it (in a cluster: sent in the background, 0 returned, as for [`Handle::push`];
+    /// [`Handle::publish_everywhere`] awaits the count).
     pub fn publish(&self, channel: &str, kind: &str, data: Option<&str>) -> usize {
         if self.cluster.is_some() {
             let (h, c, k, d) = self.owned(channel, kind, data);
             self.background(
-                async move { h.publish_channel(&c, &k, d.as_deref()).await.map(|_| ()) },
+                async move { h.publish_everywhere(&c, &k, d.as_deref()).await.map(|_| ()) },
             );
             return 0;
         }
-        now(self.publish_channel(channel, kind, data)).map_or(0, |s| s.delivered)
+        now(self.publish_everywhere(channel, kind, data)).map_or(0, |s| s.delivered)
     }
 
     /// Pushes to one session of this node only; `None` when no such session is live here. Not
@@ -116,8 +120,9 @@ impl Handle {
         self.registry.broadcast(&m)
     }
 
-    /// Every session on every node, paced in slices here (see `Registry::broadcast_paced`).
-    pub(crate) async fn broadcast_everywhere(&self, kind: &str, data: Option<&str>) -> Sent {
+    /// Every session on every node, paced in slices here (see `Registry::broadcast_paced`);
+    /// `partial` when some node did not answer or only this node was reached.
+    pub async fn broadcast_everywhere(&self, kind: &str, data: Option<&str>) -> Sent {
         let frame = envelope(kind, None, None, data);
         if let Some(c) = &self.cluster {
             match c.send_all(frame.as_bytes()).await {
@@ -134,7 +139,7 @@ impl Handle {
     }
 
     /// One session wherever it is; `None` when no node has it.
-    pub(crate) async fn push_session_everywhere(
+    pub async fn push_session_everywhere(
         &self,
         session_id: &str,
         kind: &str,
@@ -154,8 +159,13 @@ impl Handle {
         Ok((r.delivered > 0).then(|| Sent::routed(r)))
     }
 
-    /// Push to a client id; `None` when it has no session and history is off.
-    pub(crate) async fn push_client(
+    /// Pushes to every session of `client_id` on every node and waits for the outcome: how
+    /// many sessions have it, its seq with history on, and `partial` when some node did not
+    /// answer in time. `None` when it has no session and history is off. Errors:
+    /// `Unavailable` when Redis is down and nobody here has it (not delivered, not stored),
+    /// `Uncertain` when Redis took the call but did not answer (it may have been delivered:
+    /// do not simply resend).
+    pub async fn push_everywhere(
         &self,
         client_id: &str,
         kind: &str,
@@ -203,8 +213,9 @@ impl Handle {
         }
     }
 
-    /// Publish to a channel.
-    pub(crate) async fn publish_channel(
+    /// Publishes to `channel`'s subscribers on every node and waits for the count (errors as
+    /// for [`Handle::push_everywhere`]).
+    pub async fn publish_everywhere(
         &self,
         channel: &str,
         kind: &str,
@@ -259,11 +270,8 @@ impl Handle {
         }
     }
 
-    /// Closes a session wherever it is.
-    pub(crate) async fn disconnect_everywhere(
-        &self,
-        session_id: &str,
-    ) -> Result<bool, EngineError> {
+    /// Closes a session wherever it is (4002); false when no node has it.
+    pub async fn disconnect_everywhere(&self, session_id: &str) -> Result<bool, EngineError> {
         if self.disconnect(session_id) {
             return Ok(true);
         }

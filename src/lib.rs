@@ -70,7 +70,8 @@ mod webhooks;
 
 pub use config::Config;
 pub use drain::Stopped;
-pub use handle::Handle;
+pub use engine::EngineError;
+pub use handle::{Handle, Sent};
 pub use handler::{Handled, Handler, Session};
 pub use serde_json::value::RawValue;
 pub use server::{Server, bind};

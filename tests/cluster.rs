@@ -548,3 +548,71 @@ async fn a_stalled_redis_answers_uncertain_and_never_delivers_twice() {
     }
     assert!(once <= 1, "delivered {once} times");
 }
+
+/// The embedding API awaits what the HTTP API answers: an application on node A pushes to a
+/// client on B, publishes to subscribers on both, broadcasts and closes a session on B, and
+/// hears the cluster-wide counts; with Redis gone it hears that nothing was delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedding_handle_answers_for_the_whole_cluster() {
+    let mut redis = Redis::start();
+    let (a, b) = (node(&redis, "a", &[]).await, node(&redis, "b", &[]).await);
+    let (mut on_b, welcome) = connect(b.addr, "emma").await;
+    let sid = welcome["data"]["session_id"].as_str().unwrap().to_string();
+    let sent = a
+        .handle
+        .push_everywhere("emma", "hi", Some(r#"{"n":1}"#))
+        .await
+        .expect("push through Redis")
+        .expect("emma has a session");
+    assert_eq!((sent.delivered, sent.partial), (1, false));
+    let got = recv_json(&mut on_b).await;
+    assert_eq!((&got["type"], &got["data"]["n"]), (&"hi".into(), &1.into()));
+    assert_eq!(
+        a.handle
+            .push_everywhere("nobody", "hi", None)
+            .await
+            .unwrap(),
+        None,
+        "no session anywhere, no history"
+    );
+
+    let (mut on_a, _) = connect(a.addr, "abe").await;
+    for ws in [&mut on_a, &mut on_b] {
+        send_json(ws, r#"{"type":"subscribe","data":{"channel":"room"}}"#).await;
+        assert_eq!(recv_json(ws).await["type"], "subscribed");
+    }
+    let sent = a
+        .handle
+        .publish_everywhere("room", "news", None)
+        .await
+        .unwrap();
+    assert_eq!(sent.delivered, 2, "{sent:?}");
+    for ws in [&mut on_a, &mut on_b] {
+        assert_eq!(recv_json(ws).await["type"], "news");
+    }
+    assert_eq!(
+        a.handle.broadcast_everywhere("all", None).await.delivered,
+        2
+    );
+    let sent = a
+        .handle
+        .push_session_everywhere(&sid, "only", None)
+        .await
+        .unwrap()
+        .expect("the session is on b");
+    assert_eq!(sent.delivered, 1);
+    for ws in [&mut on_a, &mut on_b] {
+        assert_eq!(recv_json(ws).await["type"], "all");
+    }
+    assert_eq!(recv_json(&mut on_b).await["type"], "only");
+    assert!(a.handle.disconnect_everywhere(&sid).await.unwrap());
+    let close = recv_close(&mut on_b, WAIT).await.expect("closed from a");
+    assert_eq!(u16::from(close.code), 4002);
+
+    redis.stop();
+    wait_health(a.addr, "degraded").await;
+    match a.handle.push_everywhere("emma", "lost", None).await {
+        Err(tether::EngineError::Unavailable(_)) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}

@@ -76,7 +76,7 @@ pub async fn push(shared: &Shared, b: PushBody<'_>) -> Result<Response<Body>, Er
             Either::Client(client_id) => {
                 let sent = shared
                     .handle
-                    .push_client(client_id, &b.kind, data)
+                    .push_everywhere(client_id, &b.kind, data)
                     .await
                     .map_err(unavailable)?
                     .ok_or(Error::NoSession)?;
@@ -120,7 +120,7 @@ pub async fn publish(shared: &Shared, b: PublishBody<'_>) -> Result<Response<Bod
     let work = async {
         let sent = shared
             .handle
-            .publish_channel(&b.channel, &b.kind, b.data.map(RawValue::get))
+            .publish_everywhere(&b.channel, &b.kind, b.data.map(RawValue::get))
             .await
             .map_err(unavailable)?;
         Ok((StatusCode::OK, answer_body(sent.seq, &sent)))

@@ -81,7 +81,7 @@ pub fn publish(
     tokio::spawn(async move {
         let sent = shared
             .handle
-            .publish_channel(&channel, &kind, payload.as_deref())
+            .publish_everywhere(&channel, &kind, payload.as_deref())
             .await;
         let answer = match sent {
             Ok(sent) => envelope(

@@ -281,7 +281,7 @@ fn publish(r: &Reply<'_>, data: Option<&RawValue>) {
     if r.shared.cluster.is_some() {
         return super::clustered::publish(r.shared, r.outbox, data, r.id);
     }
-    let sent = now(r.shared.handle.publish_channel(
+    let sent = now(r.shared.handle.publish_everywhere(
         &data.channel,
         &data.kind,
         data.data.map(RawValue::get),
