@@ -616,3 +616,40 @@ async fn the_embedding_handle_answers_for_the_whole_cluster() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }
+
+/// `rediss://`: two nodes joined through Redis over TLS deliver across nodes when they trust
+/// its certificate (`SSL_CERT_FILE`, read by the system trust store loader); a node that does
+/// not trust it stays degraded and never talks to Redis in the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_over_tls_and_refuse_an_untrusted_redis() {
+    let redis = Redis::start_tls();
+    let url = redis.tls_url();
+    let cert = redis.cert_file();
+    let node = |id: &str, trust: bool| {
+        let mut cmd = tether_cmd(
+            env!("CARGO_BIN_EXE_tether"),
+            &["--node-id", id, "--redis-url", &url],
+        );
+        if trust {
+            cmd.env("SSL_CERT_FILE", &cert);
+        } else {
+            // An empty trust store: nothing vouches for the server's certificate.
+            cmd.env("SSL_CERT_FILE", "/dev/null");
+        }
+        cmd
+    };
+    let (_a_proc, a) = spawn(node("tls-a", true)).await;
+    let (_b_proc, b) = spawn(node("tls-b", true)).await;
+    wait_health(a, "ok").await;
+    wait_health(b, "ok").await;
+    let (mut on_b, _) = connect(b, "tess").await;
+    let (status, v) = post(a, "/api/v1/push", r#"{"client_id":"tess","type":"sealed"}"#).await;
+    assert_eq!((status, v["delivered"].as_u64()), (200, Some(1)), "{v}");
+    assert_eq!(recv_json(&mut on_b).await["type"], "sealed");
+
+    let (_c_proc, c) = spawn(node("tls-c", false)).await;
+    let health = wait_health(c, "degraded").await;
+    assert_eq!(health["node"], "tls-c", "{health}");
+    let (status, v) = post(c, "/api/v1/push", r#"{"client_id":"tess","type":"x"}"#).await;
+    assert_eq!(status, 503, "an untrusted Redis is not used: {v}");
+}

@@ -243,8 +243,10 @@ impl Cluster {
             Err(_) => (format!("no answer within {CALL_TIMEOUT:?}"), true),
         };
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
-        self.reachable.store(false, Ordering::Relaxed);
-        if self.up.swap(false, Ordering::AcqRel) {
+        self.up.store(false, Ordering::Release);
+        // Once per outage, the first one at start included (a wrong URL or an untrusted TLS
+        // certificate must not leave the node silently alone).
+        if self.reachable.swap(false, Ordering::AcqRel) {
             log::warn!(
                 "redis unreachable ({what}: {outcome}); delivering locally until it is back"
             );

@@ -10,6 +10,8 @@ use super::{Proc, TempDir, free_port, program};
 pub struct Redis {
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// Its TLS port, when started with [`Redis::start_tls`].
+    pub tls_port: Option<u16>,
     dir: TempDir,
     proc: Option<Proc>,
 }
@@ -23,17 +25,46 @@ fn binary() -> std::path::PathBuf {
 impl Redis {
     /// Starts a fresh server; retries with another port if the free one was taken meanwhile.
     pub fn start() -> Redis {
+        Redis::start_on(false)
+    }
+
+    /// Starts a server that also listens with TLS (`rediss://`), on a certificate for
+    /// 127.0.0.1 written to `cert.pem` in its directory ([`Redis::cert_file`]). The plain port
+    /// stays for the test's own checks.
+    pub fn start_tls() -> Redis {
+        Redis::start_on(true)
+    }
+
+    fn start_on(tls: bool) -> Redis {
         for _ in 0..5 {
             let mut r = Redis {
                 port: free_port(),
+                tls_port: tls.then(free_port),
                 dir: TempDir::new("redis"),
                 proc: None,
             };
+            if tls {
+                let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+                    .expect("certificate");
+                std::fs::write(r.cert_file(), ck.cert.pem()).unwrap();
+                std::fs::write(r.dir.path.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+            }
             if r.launch() {
                 return r;
             }
         }
         panic!("redis-server did not come up on any of 5 ports");
+    }
+
+    /// The TLS certificate (self-signed, for 127.0.0.1) of a server from [`Redis::start_tls`].
+    pub fn cert_file(&self) -> std::path::PathBuf {
+        self.dir.path.join("cert.pem")
+    }
+
+    /// The `rediss://` URL of a server from [`Redis::start_tls`].
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started with start_tls");
+        format!("rediss://127.0.0.1:{port}/")
     }
 
     /// The URL nodes are given.
@@ -42,10 +73,22 @@ impl Redis {
     }
 
     fn launch(&mut self) -> bool {
+        let mut cmd = std::process::Command::new(binary());
+        if let Some(tls) = self.tls_port {
+            let (cert, key) = (self.cert_file(), self.dir.path.join("key.pem"));
+            cmd.arg("--tls-port")
+                .arg(tls.to_string())
+                .arg("--tls-cert-file")
+                .arg(&cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(&cert)
+                .args(["--tls-auth-clients", "no"]);
+        }
         let mut p = Proc::spawn(
             "redis-server",
-            std::process::Command::new(binary())
-                .args(["--bind", "127.0.0.1", "--port"])
+            cmd.args(["--bind", "127.0.0.1", "--port"])
                 .arg(self.port.to_string())
                 .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
                 .arg("--dir")
