@@ -302,6 +302,19 @@ impl Metrics {
 
 /// The engine's share of `/metrics`: history held and idempotency repeats.
 pub fn render_engine(o: &mut String, s: &crate::engine::EngineStats) {
+    if s.holds_here {
+        render_held(o, s);
+    }
+    counter(
+        o,
+        "tether_idempotent_repeats_total",
+        "Push and publish calls answered from an earlier call with the same idempotency_key.",
+        s.idempotent_repeats,
+    );
+}
+
+/// What the memory engine holds.
+fn render_held(o: &mut String, s: &crate::engine::EngineStats) {
     gauge(
         o,
         "tether_history_streams",
@@ -331,12 +344,6 @@ pub fn render_engine(o: &mut String, s: &crate::engine::EngineStats) {
         "tether_idempotency_keys",
         "Idempotency keys held.",
         s.idempotency_keys,
-    );
-    counter(
-        o,
-        "tether_idempotent_repeats_total",
-        "Push and publish calls answered from an earlier call with the same idempotency_key.",
-        s.idempotent_repeats,
     );
 }
 

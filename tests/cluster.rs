@@ -254,6 +254,15 @@ async fn idempotency_keys_hold_across_nodes() {
     )
     .await;
     assert_eq!(recv_json(&mut carol).await["type"], "marker");
+    // The repeat is counted where it was answered; what Redis holds is not shown as zeros.
+    let metrics = http(b.addr, "GET", "/metrics", &[], "").await.2;
+    assert!(
+        metrics.contains("tether_idempotent_repeats_total 1\n"),
+        "{metrics}"
+    );
+    for held in ["tether_history_streams", "tether_idempotency_keys"] {
+        assert!(!metrics.contains(held), "{held} in a cluster: {metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -378,6 +378,7 @@ impl Engine for MemoryEngine {
     fn stats(&self) -> EngineStats {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         EngineStats {
+            holds_here: true,
             streams: load(&self.counters.streams),
             stored_messages: load(&self.counters.messages),
             stored_bytes: load(&self.counters.bytes),

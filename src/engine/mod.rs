@@ -222,6 +222,10 @@ pub enum IdempotencyOutcome {
 /// Counters for `/metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
+    /// The figures of what is held (streams, messages, bytes, keys, evictions) are known here;
+    /// false for Redis, where they are Redis's to report and a scrape must not cost a round
+    /// trip, so `/metrics` leaves them out rather than showing zeros.
+    pub holds_here: bool,
     /// Streams held (with or without messages).
     pub streams: u64,
     /// Messages held over all streams.
