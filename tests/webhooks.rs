@@ -159,7 +159,6 @@ async fn events_are_signed_and_online_offline_follow_the_grace() {
         "dropped without a close frame"
     );
     assert_eq!(rx.events(1).await, vec![pair("offline", "ann")]);
-
     stop(s).await;
 }
 
