@@ -22,7 +22,7 @@
 #   PIN=1 ONLY=webhooks scripts/load-test.sh        # the sink runs on tether-bench's CPU
 #
 # Environment: N (connections, 19000), HOLD (60s), SOAK (1 = 10m hold), PORT (18080),
-# ONLY (scenarios to run: hold fanout storm evict [default], auth, connect-load, migrate,
+# ONLY (scenarios to run: hold fanout storm evict [default], auth, everything, connect-load, migrate,
 # webhooks), OUT (results folder), PAUSE_SECS (5, between scenarios); connect-load: NEW (500),
 # BATCH (8), BCAST_RATE (3), AUTH (1 = auth on and tokens); migrate: MIGRATE_WINDOW (10s),
 # MIGRATE_HINT ("no yes": runs without and with --honor-hint), node B on PORT + 1; webhooks:
@@ -81,6 +81,22 @@ if wants auth; then
   bench auth hold -n "$N" --heartbeat 30s --hold "$HOLD" --url "$URL" --server-pid "$SERVER_PID" \
     --source "$(src 5)" --token-secret "$SECRET_FILE"
   stop_servers; pause
+fi
+if wants everything; then
+  # The hold with every per-connection feature on at once: a token each (auth), history (each
+  # client id a stream), permessage-deflate negotiated by every client, and webhooks to a sink
+  # (connect/online per client while it connects).
+  new_secret
+  WH_PORT=${WEBHOOK_PORT:-$((PORT + 2))}
+  WEBHOOK_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  export WEBHOOK_SECRET
+  start_sink "$WH_PORT" "$OUT/everything-sink.json"
+  TETHER_WEBHOOK_SECRET=$WEBHOOK_SECRET start_tether "$PORT" --max-connections "$MAXC" \
+    --auth on --auth-hmac-secret-file "$SECRET_FILE" --history-size 100 --compression true \
+    --webhook-url "http://127.0.0.1:$WH_PORT/hook"
+  bench everything hold -n "$N" --heartbeat 30s --hold "$HOLD" --url "$URL" --server-pid "$SERVER_PID" \
+    --source "$(src 13)" --token-secret "$SECRET_FILE" --compression
+  stop_servers; stop_helpers; pause
 fi
 if wants connect-load; then
   NEW=${NEW:-500}
@@ -189,6 +205,9 @@ fi
   fi
   if wants webhooks; then
     echo "- webhooks: storm -n $N, server --webhook-url http://127.0.0.1:${WEBHOOK_PORT:-$((PORT + 2))}/hook (offline_grace 5 s), sink: scripts/webhook-sink.mjs, fail-first ${WEBHOOK_FAIL_FIRST:-0}, delay ${WEBHOOK_DELAY_MS:-0} ms"
+  fi
+  if wants everything; then
+    echo "- everything: hold -n $N with auth (a token each), history_size 100, compression negotiated by every client, webhooks to scripts/webhook-sink.mjs"
   fi
   if wants connect-load; then
     echo "- connect-load: $((N - ${NEW:-500})) held + ${NEW:-500} new per phase, batches of ${BATCH:-8}, broadcasts ${BCAST_RATE:-3}/s, auth ${AUTH:-0}"
