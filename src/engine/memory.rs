@@ -1,13 +1,18 @@
 //! The memory engine: one node, everything in this process, bounded by `history_size`,
 //! `history_ttl` and `history_max_streams`.
 //!
-//! Locks: `streams` (the LRU index) and `keys` are never held while another lock is taken; a
+//! A stream exists only once something was appended to it: a session's `welcome` on a client id
+//! nobody pushed to costs nothing, so an idle connection with history on costs what one with
+//! history off does, and connecting clients never evict streams that hold messages.
+//!
+//! Locks: `index` (the LRU index) and `keys` are never held while another lock is taken; a
 //! stream's `delivery` is taken before its `state`. `delivery` is held while the sink fans out,
 //! so appends to one stream reach sessions in seq order; `state` is held only to read or change
 //! the history, so `recover` does not wait for a fan-out to finish.
 
 use std::collections::VecDeque;
 use std::future::ready;
+use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +34,10 @@ pub const DEFAULT_IDEMPOTENCY_MAX_KEYS: NonZeroUsize = NonZeroUsize::MIN.saturat
 /// How an eviction race is retried: a stream evicted between lookup and lock is looked up
 /// again, and a few tries are plenty since only a burst of new streams can evict it again.
 const LOOKUP_TRIES: usize = 3;
+
+/// Buckets of [`Index::unborn`]: a fixed few kilobytes, enough that evicting one stream rarely
+/// touches the epoch of a client id that was never pushed to.
+const UNBORN_BUCKETS: usize = 1024;
 
 /// The memory engine's limits, taken from the server's config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +89,18 @@ struct StreamState {
     evicted: bool,
 }
 
+impl StreamState {
+    fn empty(epoch: Epoch) -> Self {
+        StreamState {
+            epoch,
+            top: 0,
+            messages: VecDeque::new(),
+            bytes: 0,
+            evicted: false,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     streams: AtomicU64,
@@ -88,13 +109,36 @@ struct Counters {
     evicted: AtomicU64,
 }
 
+/// The streams, and the epochs of the ones that do not exist yet.
+struct Index {
+    streams: LruCache<StreamKey, Arc<Stream>>,
+    /// Per bucket of keys: the epoch a missing stream is reported in (seq 0) and is created
+    /// with. Evicting a stream re-rolls its bucket, so a position handed out before the
+    /// eviction never matches the stream created after it. Keys sharing a bucket can only turn
+    /// a `recovered: true` into a `false`, never the reverse: an epoch is never rolled twice.
+    unborn: Vec<Epoch>,
+    hasher: RandomState,
+}
+
+impl Index {
+    fn bucket(&self, key: &StreamKey) -> usize {
+        // The modulo keeps the value below UNBORN_BUCKETS, so the cast cannot truncate.
+        (self.hasher.hash_one(key) % UNBORN_BUCKETS as u64) as usize
+    }
+
+    /// The epoch `key` has while it has no stream.
+    fn unborn(&self, key: &StreamKey) -> Epoch {
+        self.unborn[self.bucket(key)].clone()
+    }
+}
+
 /// The engine for a single node.
 pub struct MemoryEngine {
     config: MemoryConfig,
     ttl_ms: u64,
     clock: Arc<dyn Clock>,
     sink: Arc<dyn LiveSink>,
-    streams: Mutex<LruCache<StreamKey, Arc<Stream>>>,
+    index: Mutex<Index>,
     keys: KeyStore,
     counters: Counters,
 }
@@ -104,7 +148,11 @@ impl MemoryEngine {
     pub fn new(config: MemoryConfig, clock: Arc<dyn Clock>, sink: Arc<dyn LiveSink>) -> Self {
         MemoryEngine {
             ttl_ms: u64::try_from(config.history_ttl.as_millis()).unwrap_or(u64::MAX),
-            streams: Mutex::new(LruCache::new(config.history_max_streams)),
+            index: Mutex::new(Index {
+                streams: LruCache::new(config.history_max_streams),
+                unborn: (0..UNBORN_BUCKETS).map(|_| Epoch::generate()).collect(),
+                hasher: RandomState::new(),
+            }),
             keys: KeyStore::new(config.idempotency_max_keys),
             config,
             clock,
@@ -113,25 +161,24 @@ impl MemoryEngine {
         }
     }
 
-    /// The stream of `key`, created with a new epoch if missing; evicts the least recently used
-    /// one when full.
+    /// The stream of `key`, created in its unborn epoch if missing; evicts the least recently
+    /// used one when full.
     fn stream(&self, key: &StreamKey) -> Arc<Stream> {
         let (stream, evicted) = {
-            let mut streams = self.streams.lock();
-            if let Some(stream) = streams.get(key) {
+            let mut index = self.index.lock();
+            if let Some(stream) = index.streams.get(key) {
                 return stream.clone();
             }
             let stream = Arc::new(Stream {
                 delivery: Mutex::new(()),
-                state: Mutex::new(StreamState {
-                    epoch: Epoch::generate(),
-                    top: 0,
-                    messages: VecDeque::new(),
-                    bytes: 0,
-                    evicted: false,
-                }),
+                state: Mutex::new(StreamState::empty(index.unborn(key))),
             });
-            (stream.clone(), streams.push(key.clone(), stream))
+            let evicted = index.streams.push(key.clone(), stream.clone());
+            if let Some((old, _)) = &evicted {
+                let bucket = index.bucket(old);
+                index.unborn[bucket] = Epoch::generate();
+            }
+            (stream, evicted)
         };
         self.counters.streams.fetch_add(1, Ordering::Relaxed);
         if let Some((_, old)) = evicted {
@@ -230,13 +277,20 @@ impl MemoryEngine {
         }
     }
 
-    /// Runs `read` on the stream's state, looking the stream up again if it was evicted
-    /// between lookup and lock (its epoch is dead, and `welcome` must not hand that one out).
+    /// Runs `read` on the stream's state, or on an empty one in the unborn epoch when there is
+    /// no stream (creating none); looks the stream up again if it was evicted between lookup
+    /// and lock (its epoch is dead, and `welcome` must not hand that one out).
     fn with_state<T>(&self, key: &StreamKey, read: impl Fn(&mut StreamState) -> T) -> T {
         let mut tries = 0;
         loop {
             tries += 1;
-            let stream = self.stream(key);
+            let stream = {
+                let mut index = self.index.lock();
+                match index.streams.get(key) {
+                    Some(stream) => stream.clone(),
+                    None => return read(&mut StreamState::empty(index.unborn(key))),
+                }
+            };
             let mut state = stream.state.lock();
             if state.evicted && tries < LOOKUP_TRIES {
                 continue;
@@ -282,7 +336,7 @@ impl MemoryEngine {
     }
 
     fn position_now(&self, key: &StreamKey) -> Option<Position> {
-        let stream = self.streams.lock().get(key).cloned()?;
+        let stream = self.index.lock().streams.get(key).cloned()?;
         let state = stream.state.lock();
         (!state.evicted).then(|| Position {
             epoch: state.epoch.clone(),
@@ -293,8 +347,13 @@ impl MemoryEngine {
     fn purge_now(&self) -> usize {
         let now = self.clock.now_ms();
         // Snapshot, then trim stream by stream, so appends never wait for the whole walk.
-        let streams: Vec<Arc<Stream>> =
-            self.streams.lock().iter().map(|(_, s)| s.clone()).collect();
+        let streams: Vec<Arc<Stream>> = self
+            .index
+            .lock()
+            .streams
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect();
         let mut removed = 0;
         for stream in streams {
             removed += self.trim(&mut stream.state.lock(), now);
@@ -364,7 +423,7 @@ impl Engine for MemoryEngine {
     fn settle<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, ()> {
         // An append holds `delivery` from storing its message until the sink returns, so taking
         // it once waits out the one fan-out that may still carry a replayed seq.
-        let stream = self.streams.lock().peek(key).cloned();
+        let stream = self.index.lock().streams.peek(key).cloned();
         if let Some(stream) = stream {
             drop(stream.delivery.lock());
         }

@@ -306,15 +306,42 @@ fn client_and_channel_streams_with_equal_names_are_separate() {
 }
 
 #[test]
-fn position_creates_nothing_and_ensure_fixes_the_epoch() {
+fn reading_creates_nothing_and_the_first_append_keeps_the_epoch_handed_out() {
     let f = fixture(10, 300, 10);
     let key = StreamKey::client("bob");
     assert_eq!(run(f.engine.position(&key)), None);
-    assert_eq!(f.engine.stats().streams, 0);
     let ensured = run(f.engine.ensure(&key));
     assert_eq!(ensured.seq, 0);
-    assert_eq!(run(f.engine.position(&key)), Some(ensured.clone()));
-    assert_eq!(append_n(&*f.engine, &key, 1).epoch, ensured.epoch);
+    let recovered = run(f.engine.recover(&key, &ensured));
+    assert!(recovered.recovered);
+    assert_eq!(recovered.position, ensured);
+    assert_eq!(run(f.engine.position(&key)), None);
+    assert_eq!(
+        f.engine.stats().streams,
+        0,
+        "a welcome must not cost a stream"
+    );
+
+    append_n(&*f.engine, &key, 2);
+    let back = run(f.engine.recover(&key, &ensured));
+    assert!(back.recovered, "nothing was lost since the welcome");
+    assert_eq!(seqs(&back), vec![1, 2]);
+    assert_eq!(back.position.epoch, ensured.epoch);
+}
+
+#[test]
+fn a_position_handed_out_before_an_eviction_never_recovers_the_stream_after_it() {
+    let f = fixture(10, 300, 1);
+    let (bob, eve) = (StreamKey::client("bob"), StreamKey::client("eve"));
+    let ensured = run(f.engine.ensure(&bob));
+    append_n(&*f.engine, &bob, 2);
+    append_n(&*f.engine, &eve, 1); // evicts bob, with the two messages it held
+    append_n(&*f.engine, &bob, 1); // evicts eve; bob's new stream holds only this one
+    let back = run(f.engine.recover(&bob, &ensured));
+    assert!(!back.recovered, "seqs 1 and 2 of the old stream are gone");
+    assert!(back.missed.is_empty());
+    assert_ne!(back.position.epoch, ensured.epoch);
+    assert_eq!(back.position.seq, 1);
 }
 
 #[test]

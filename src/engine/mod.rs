@@ -345,13 +345,15 @@ pub trait Engine: Send + Sync + 'static {
     fn append<'a>(&'a self, key: &'a StreamKey, frame: FrameTemplate)
     -> EngineFuture<'a, Appended>;
 
-    /// The messages after `since`, under the rules of [`Recovery`]. Creates the stream if it
-    /// has none, so the epoch put in `welcome` is the one later messages count in.
+    /// The messages after `since`, under the rules of [`Recovery`]. A stream that does not
+    /// exist yet is either created or reported in the epoch it will be created with (the memory
+    /// engine creates nothing); either way the epoch put in `welcome` is the one later messages
+    /// count in, unless the stream's history is lost in between.
     fn recover<'a>(&'a self, key: &'a StreamKey, since: &'a Position)
     -> EngineFuture<'a, Recovery>;
 
-    /// The stream's current position, creating the stream if it has none: `welcome` for a
-    /// session that did not ask to resume.
+    /// The stream's current position (for a missing stream, as [`Engine::recover`] reports
+    /// it): `welcome` for a session that did not ask to resume.
     fn ensure<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, Position>;
 
     /// The stream's current position if it exists; creates nothing (the history API).
