@@ -22,8 +22,9 @@
 #   PIN=1 ONLY=webhooks scripts/load-test.sh        # the sink runs on tether-bench's CPU
 #
 # Environment: N (connections, 19000), HOLD (60s), SOAK (1 = 10m hold), PORT (18080),
-# ONLY (scenarios to run: hold fanout storm evict [default], auth, everything, connect-load, migrate,
-# webhooks), OUT (results folder), PAUSE_SECS (5, between scenarios); connect-load: NEW (500),
+# ONLY (scenarios to run: hold fanout storm evict [default], auth, hold-history,
+# hold-compression, hold-webhooks, everything, connect-load, migrate, webhooks), OUT (results
+# folder), PAUSE_SECS (5, between scenarios); connect-load: NEW (500),
 # BATCH (8), BCAST_RATE (3), AUTH (1 = auth on and tokens); migrate: MIGRATE_WINDOW (10s),
 # MIGRATE_HINT ("no yes": runs without and with --honor-hint), node B on PORT + 1; webhooks:
 # WEBHOOK_PORT (the sink, PORT + 2), WEBHOOK_WAIT (60, seconds to wait after the storm for the
@@ -81,6 +82,30 @@ if wants auth; then
   bench auth hold -n "$N" --heartbeat 30s --hold "$HOLD" --url "$URL" --server-pid "$SERVER_PID" \
     --source "$(src 5)" --token-secret "$SECRET_FILE"
   stop_servers; pause
+fi
+# One feature at a time, for what each adds per connection to the plain hold (docs/benchmarks.md).
+if wants hold-history; then
+  start_tether "$PORT" --max-connections "$MAXC" --history-size 100
+  bench hold-history hold -n "$N" --heartbeat 30s --hold "$HOLD" --url "$URL" \
+    --server-pid "$SERVER_PID" --source "$(src 14)"
+  stop_servers; pause
+fi
+if wants hold-compression; then
+  start_tether "$PORT" --max-connections "$MAXC" --compression true
+  bench hold-compression hold -n "$N" --heartbeat 30s --hold "$HOLD" --url "$URL" \
+    --server-pid "$SERVER_PID" --source "$(src 15)" --compression
+  stop_servers; pause
+fi
+if wants hold-webhooks; then
+  WH_PORT=${WEBHOOK_PORT:-$((PORT + 2))}
+  WEBHOOK_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  export WEBHOOK_SECRET
+  start_sink "$WH_PORT" "$OUT/hold-webhooks-sink.json"
+  TETHER_WEBHOOK_SECRET=$WEBHOOK_SECRET start_tether "$PORT" --max-connections "$MAXC" \
+    --webhook-url "http://127.0.0.1:$WH_PORT/hook"
+  bench hold-webhooks hold -n "$N" --heartbeat 30s --hold "$HOLD" --url "$URL" \
+    --server-pid "$SERVER_PID" --source "$(src 16)"
+  stop_servers; stop_helpers; pause
 fi
 if wants everything; then
   # The hold with every per-connection feature on at once: a token each (auth), history (each
@@ -205,6 +230,9 @@ fi
   fi
   if wants webhooks; then
     echo "- webhooks: storm -n $N, server --webhook-url http://127.0.0.1:${WEBHOOK_PORT:-$((PORT + 2))}/hook (offline_grace 5 s), sink: scripts/webhook-sink.mjs, fail-first ${WEBHOOK_FAIL_FIRST:-0}, delay ${WEBHOOK_DELAY_MS:-0} ms"
+  fi
+  if wants hold-history || wants hold-compression || wants hold-webhooks; then
+    echo "- hold-history: --history-size 100; hold-compression: --compression true, every client negotiates it; hold-webhooks: --webhook-url to scripts/webhook-sink.mjs"
   fi
   if wants everything; then
     echo "- everything: hold -n $N with auth (a token each), history_size 100, compression negotiated by every client, webhooks to scripts/webhook-sink.mjs"

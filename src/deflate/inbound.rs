@@ -62,7 +62,8 @@ enum State {
     Take(u64),
 }
 
-/// The inbound layer's state: a few words while idle, buffers only while a message is in flight.
+/// The inbound layer's state: 64 bytes per session while idle (one allocation of mimalloc's
+/// 64-byte class), buffers only while a message is in flight.
 pub struct Inflater {
     /// `max_message_size`: bounds compressed frames, collected messages and inflated output.
     max: usize,
@@ -82,6 +83,16 @@ pub struct Inflater {
     message: Option<u8>,
     /// A plain fragmented message is passing through: a new data frame may not start now.
     plain_fragments: bool,
+    /// Set once the stream is broken; every later read fails with it.
+    failed: Option<Failure>,
+    /// Allocated only while a compressed message is collected or inflated bytes wait, so an idle
+    /// session carries one pointer for both buffers.
+    bufs: Option<Box<Buffers>>,
+}
+
+/// The buffers of a message in flight.
+#[derive(Default)]
+struct Buffers {
     /// The collected compressed payload, unmasked.
     acc: Vec<u8>,
     /// Bytes for tungstenite that did not fit where they were read (an inflated message and
@@ -89,8 +100,6 @@ pub struct Inflater {
     pending: Vec<u8>,
     /// How much of `pending` was served.
     served: usize,
-    /// Set once the stream is broken; every later read fails with it.
-    failed: Option<Failure>,
 }
 
 impl Inflater {
@@ -106,10 +115,8 @@ impl Inflater {
             fin: false,
             message: None,
             plain_fragments: false,
-            acc: Vec::new(),
-            pending: Vec::new(),
-            served: 0,
             failed: None,
+            bufs: None,
         }
     }
 
@@ -144,28 +151,62 @@ impl Inflater {
     pub fn filter_vec(&mut self, mut part: Vec<u8>) -> Vec<u8> {
         let kept = self.filter(&mut part);
         part.truncate(kept);
-        part.extend_from_slice(&self.pending[self.served..]);
-        self.pending = Vec::new();
-        self.served = 0;
+        if let Some(b) = &mut self.bufs {
+            part.extend_from_slice(&b.pending[b.served..]);
+            b.pending = Vec::new();
+            b.served = 0;
+        }
+        self.tidy();
         part
     }
 
     /// Bytes waiting for tungstenite.
     pub fn has_pending(&self) -> bool {
-        self.served < self.pending.len()
+        self.bufs
+            .as_ref()
+            .is_some_and(|b| b.served < b.pending.len())
     }
 
-    /// Copies pending bytes into `buf`; frees the buffer once it is all served.
+    /// Copies pending bytes into `buf`; frees the buffers once it is all served.
     pub fn serve(&mut self, buf: &mut [u8]) -> usize {
-        let rest = &self.pending[self.served..];
+        let Some(b) = &mut self.bufs else { return 0 };
+        let rest = &b.pending[b.served..];
         let n = rest.len().min(buf.len());
         buf[..n].copy_from_slice(&rest[..n]);
-        self.served += n;
-        if self.served == self.pending.len() {
-            self.pending = Vec::new();
-            self.served = 0;
+        b.served += n;
+        if b.served == b.pending.len() {
+            b.pending = Vec::new();
+            b.served = 0;
+            self.tidy();
         }
         n
+    }
+
+    /// The buffers, allocated on first use.
+    fn bufs(&mut self) -> &mut Buffers {
+        self.bufs.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the buffers once neither holds anything.
+    fn tidy(&mut self) {
+        if self
+            .bufs
+            .as_ref()
+            .is_some_and(|b| b.acc.is_empty() && b.pending.is_empty())
+        {
+            self.bufs = None;
+        }
+    }
+
+    /// Whether a message's buffers are allocated.
+    #[cfg(test)]
+    pub fn holds_buffers(&self) -> bool {
+        self.bufs.is_some()
+    }
+
+    /// Nothing waits in `pending`.
+    fn nothing_pending(&self) -> bool {
+        self.bufs.as_ref().is_none_or(|b| b.pending.is_empty())
     }
 
     /// The failure as an I/O error, once everything before it was served.
@@ -204,11 +245,11 @@ impl Inflater {
                 }
                 State::Pass(left) => {
                     let k = left.min((buf.len() - r) as u64) as usize;
-                    if self.pending.is_empty() {
+                    if self.nothing_pending() {
                         buf.copy_within(r..r + k, w);
                         w += k;
                     } else {
-                        self.pending.extend_from_slice(&buf[r..r + k]);
+                        self.bufs().pending.extend_from_slice(&buf[r..r + k]);
                     }
                     r += k;
                     self.state = State::Pass(left - k as u64);
@@ -216,7 +257,7 @@ impl Inflater {
                 State::Take(left) => {
                     let k = left.min((buf.len() - r) as u64) as usize;
                     let (mask, at) = (self.mask, self.masked_at);
-                    self.acc.extend(
+                    self.bufs().acc.extend(
                         buf[r..r + k]
                             .iter()
                             .enumerate()
@@ -249,11 +290,11 @@ impl Inflater {
     /// Hands tungstenite bytes it must see in order: in place while nothing is pending and they
     /// fit behind the bytes already kept, else appended to `pending`.
     fn emit(&mut self, buf: &mut [u8], w: &mut usize, r: usize, bytes: &[u8]) {
-        if self.pending.is_empty() && *w + bytes.len() <= r {
+        if self.nothing_pending() && *w + bytes.len() <= r {
             buf[*w..*w + bytes.len()].copy_from_slice(bytes);
             *w += bytes.len();
         } else {
-            self.pending.extend_from_slice(bytes);
+            self.bufs().pending.extend_from_slice(bytes);
         }
     }
 
@@ -293,7 +334,8 @@ impl Inflater {
             self.failed = Some(Failure::Protocol);
             return false;
         }
-        if len > self.max as u64 || self.acc.len() as u64 + len > self.max as u64 {
+        let collected = self.bufs.as_ref().map_or(0, |b| b.acc.len()) as u64;
+        if len > self.max as u64 || collected + len > self.max as u64 {
             self.failed = Some(Failure::TooBig);
             return false;
         }
@@ -309,29 +351,31 @@ impl Inflater {
 
     /// The compressed message is complete: inflate it and queue it as one plain frame.
     fn finish(&mut self) {
-        let compressed = std::mem::take(&mut self.acc);
+        let compressed = std::mem::take(&mut self.bufs().acc);
         let opcode = self.message.take().unwrap_or(1);
         match inflate(&compressed, self.max) {
             Ok(data) => {
-                self.pending.reserve(data.len() + 14);
-                self.pending.push(0x80 | opcode);
+                let pending = &mut self.bufs().pending;
+                pending.reserve(data.len() + 14);
+                pending.push(0x80 | opcode);
                 let len = data.len();
                 if len < 126 {
-                    self.pending.push(0x80 | len as u8);
+                    pending.push(0x80 | len as u8);
                 } else if let Ok(short) = u16::try_from(len) {
-                    self.pending.push(0x80 | 126);
-                    self.pending.extend_from_slice(&short.to_be_bytes());
+                    pending.push(0x80 | 126);
+                    pending.extend_from_slice(&short.to_be_bytes());
                 } else {
-                    self.pending.push(0x80 | 127);
-                    self.pending.extend_from_slice(&(len as u64).to_be_bytes());
+                    pending.push(0x80 | 127);
+                    pending.extend_from_slice(&(len as u64).to_be_bytes());
                 }
                 // A zero mask key: tungstenite still sees a masked client frame; XOR with 0
                 // leaves the payload as it is.
-                self.pending.extend_from_slice(&[0; 4]);
-                self.pending.extend_from_slice(&data);
+                pending.extend_from_slice(&[0; 4]);
+                pending.extend_from_slice(&data);
             }
             Err(f) => self.failed = Some(f),
         }
+        self.tidy();
     }
 }
 

@@ -320,3 +320,28 @@ async fn a_negotiated_session_keeps_the_idle_footprint() {
         "negotiated session future grew to {future} bytes"
     );
 }
+
+#[test]
+fn an_idle_layer_fits_mimallocs_64_byte_class() {
+    // Every session that negotiated compression holds one, boxed, for its whole life.
+    let size = std::mem::size_of::<Inflater>();
+    assert!(size <= 64, "the inbound layer grew to {size} bytes");
+}
+
+#[test]
+fn the_buffers_of_a_message_are_freed_once_tungstenite_read_it() {
+    let big = json(80);
+    let mut input = frame(false, true, 1, &deflated(&big)[..10], KEY);
+    input.extend(frame(true, false, 0, &deflated(&big)[10..], KEY));
+    for chunk in [1, 7, 1 << 16] {
+        let wire = Wire {
+            input: input.clone(),
+            at: 0,
+            chunk,
+            layer: Inflater::new(MAX),
+        };
+        let mut ws = WebSocket::from_raw_socket(wire, Role::Server, None);
+        assert_eq!(ws.read().ok(), Some(Message::text(big.clone())));
+        assert!(!ws.get_ref().layer.holds_buffers(), "chunk {chunk}");
+    }
+}

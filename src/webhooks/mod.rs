@@ -7,6 +7,7 @@
 //! waits for the receiver. `offline` fires once a client id's last session ended and it has not
 //! come back within `offline_grace`; the reaper, which owns time, checks that.
 
+mod lane;
 mod send;
 
 use std::collections::{HashMap, HashSet};
@@ -15,9 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::metrics::WebhookStats as Stats;
@@ -25,6 +24,7 @@ use crate::outbox::Outbox;
 use crate::protocol::{json_str, timestamp};
 use crate::registry::Registry;
 use crate::shutdown::AbortOnDrop;
+use lane::Lane;
 
 pub use send::Sender;
 
@@ -50,12 +50,6 @@ fn queue_size(config: &Config) -> usize {
         .clamp(MIN_QUEUE, MAX_QUEUE)
 }
 
-/// One event, encoded once.
-pub struct Event {
-    /// The JSON body.
-    pub body: Bytes,
-}
-
 /// Which client ids are online here, and which are waiting out `offline_grace`.
 #[derive(Default)]
 struct Presence {
@@ -68,7 +62,7 @@ struct Presence {
 /// The webhook dispatcher.
 pub struct Webhooks {
     /// Each lane's queue.
-    lanes: Vec<mpsc::Sender<Event>>,
+    lanes: Vec<Arc<Lane>>,
     /// Picks a client id's lane.
     hasher: RandomState,
     /// Online tracking for `online` / `offline`.
@@ -82,8 +76,6 @@ pub struct Webhooks {
     /// In a cluster the cluster decides `online` / `offline` for all nodes (see
     /// [`Webhooks::online`]); this node's own tracking stays off.
     clustered: bool,
-    /// Each lane's receiving end until [`Webhooks::run`] starts its task.
-    waiting: Mutex<Vec<mpsc::Receiver<Event>>>,
     /// Posts the events.
     sender: Arc<Sender>,
     /// The lanes' tasks, stopped with the server.
@@ -105,9 +97,9 @@ impl Webhooks {
             config.webhook_retry_for,
         )?);
         let stats = Arc::new(Stats::default());
-        let (lanes, waiting) = (0..LANES)
-            .map(|_| mpsc::channel(queue_size(config) / LANES))
-            .unzip();
+        let lanes = (0..LANES)
+            .map(|_| Arc::new(Lane::new(queue_size(config) / LANES)))
+            .collect();
         Ok(Some(Arc::new(Webhooks {
             lanes,
             hasher: RandomState::new(),
@@ -116,7 +108,6 @@ impl Webhooks {
             node,
             grace: config.offline_grace,
             clustered: config.redis_url.is_some(),
-            waiting: Mutex::new(waiting),
             sender,
             tasks: Mutex::new(Vec::new()),
             last_warn: AtomicU64::new(0),
@@ -125,10 +116,16 @@ impl Webhooks {
 
     /// Starts the lanes' tasks (once; the server's run calls it).
     pub fn run(&self) {
-        let waiting = std::mem::take(&mut *self.waiting.lock());
         let mut tasks = self.tasks.lock();
-        for rx in waiting {
-            let task = send::lane(rx, Arc::clone(&self.sender), Arc::clone(&self.stats));
+        if !tasks.is_empty() {
+            return;
+        }
+        for lane in &self.lanes {
+            let task = send::lane(
+                Arc::clone(lane),
+                Arc::clone(&self.sender),
+                Arc::clone(&self.stats),
+            );
             tasks.push(AbortOnDrop(tokio::spawn(task)));
         }
     }
@@ -222,28 +219,24 @@ impl Webhooks {
     }
 
     fn send(&self, event: &str, client_id: &Arc<str>, body: String) {
-        let body = Bytes::from(body);
         let lane = (self.hasher.hash_one(&**client_id) as usize) % self.lanes.len();
-        match self.lanes[lane].try_send(Event { body }) {
-            Ok(()) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                let dropped = self.stats.dropped_full.fetch_add(1, Ordering::Relaxed) + 1;
-                // One line a second, not one per event: a storm would flood the log.
-                let now = crate::clock::wall_ms();
-                let last = self.last_warn.load(Ordering::Relaxed);
-                if now.saturating_sub(last) >= WARN_EVERY_MS
-                    && self
-                        .last_warn
-                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    log::warn!(
-                        "webhook queue full: {event} event for {client_id} dropped ({dropped} dropped so far)"
-                    );
-                }
-            }
+        if self.lanes[lane].try_push(body.as_bytes()) {
+            self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let dropped = self.stats.dropped_full.fetch_add(1, Ordering::Relaxed) + 1;
+        // One line a second, not one per event: a storm would flood the log.
+        let now = crate::clock::wall_ms();
+        let last = self.last_warn.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= WARN_EVERY_MS
+            && self
+                .last_warn
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!(
+                "webhook queue full: {event} event for {client_id} dropped ({dropped} dropped so far)"
+            );
         }
     }
 

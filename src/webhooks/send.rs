@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::lane::Lane;
+use crate::config::Secret;
+use crate::metrics::WebhookStats as Stats;
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::Full;
@@ -13,11 +16,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use sha2::Sha256;
-use tokio::sync::mpsc;
-
-use super::Event;
-use crate::config::Secret;
-use crate::metrics::WebhookStats as Stats;
 
 /// Longest one attempt may take, connect included.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -100,12 +98,13 @@ impl Sender {
 
 /// One lane: sends its events one at a time, in order, each retried until it is delivered or
 /// `webhook_retry_for` has passed since its first attempt.
-pub async fn lane(mut rx: mpsc::Receiver<Event>, sender: Arc<Sender>, stats: Arc<Stats>) {
-    while let Some(event) = rx.recv().await {
+pub async fn lane(lane: Arc<Lane>, sender: Arc<Sender>, stats: Arc<Stats>) {
+    loop {
+        let body = lane.pop().await;
         let first = Instant::now();
         let mut pause = BACKOFF_MIN;
         loop {
-            match sender.attempt(&event.body).await {
+            match sender.attempt(&body).await {
                 Ok(()) => {
                     stats.delivered.fetch_add(1, Ordering::Relaxed);
                     break;
