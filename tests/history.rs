@@ -202,6 +202,17 @@ async fn least_recently_used_stream_is_evicted_past_the_limit() {
         (Some("0"), Some(0)),
         "{h}"
     );
+    assert_eq!(
+        h["recovered"], true,
+        "no position: nothing of it is missing"
+    );
+    let path = format!("/api/v1/history/one?since={e}:1");
+    let (_, _, body) = http(s.addr, "GET", &path, &[], "").await;
+    assert_eq!(
+        json(&body)["recovered"],
+        false,
+        "seq 1 went with the evicted stream"
+    );
     let (_ws, welcome) = resume(s.addr, "one", &format!("{e}:0")).await;
     assert_eq!(welcome["data"]["recovered"], false, "{welcome}");
     assert_ne!(epoch(&welcome), e, "a re-created stream has a new epoch");

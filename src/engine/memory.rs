@@ -23,6 +23,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::keys::KeyStore;
+use super::position::fresh_bits;
 use super::{
     Appended, Clock, Engine, EngineFuture, EngineStats, Epoch, FrameTemplate, IdempotencyOutcome,
     Live, LiveSink, Position, Recovery, Stored, StreamKey, Target,
@@ -35,8 +36,8 @@ pub const DEFAULT_IDEMPOTENCY_MAX_KEYS: NonZeroUsize = NonZeroUsize::MIN.saturat
 /// again, and a few tries are plenty since only a burst of new streams can evict it again.
 const LOOKUP_TRIES: usize = 3;
 
-/// Buckets of [`Index::unborn`]: a fixed few kilobytes, enough that evicting one stream rarely
-/// touches the epoch of a client id that was never pushed to.
+/// Buckets of [`Index::unborn`]: 8 KiB of seeds, enough that evicting one stream rarely touches
+/// the epoch of a client id that was never pushed to.
 const UNBORN_BUCKETS: usize = 1024;
 
 /// The memory engine's limits, taken from the server's config.
@@ -74,6 +75,8 @@ impl Default for MemoryConfig {
 }
 
 struct Stream {
+    /// The bucket seed it was created under (see [`Index::unborn`]).
+    born: u64,
     /// Held from seq assignment until the sink returns: the per-stream ordering token.
     delivery: Mutex<()>,
     state: Mutex<StreamState>,
@@ -112,11 +115,14 @@ struct Counters {
 /// The streams, and the epochs of the ones that do not exist yet.
 struct Index {
     streams: LruCache<StreamKey, Arc<Stream>>,
-    /// Per bucket of keys: the epoch a missing stream is reported in (seq 0) and is created
-    /// with. Evicting a stream re-rolls its bucket, so a position handed out before the
-    /// eviction never matches the stream created after it. Keys sharing a bucket can only turn
-    /// a `recovered: true` into a `false`, never the reverse: an epoch is never rolled twice.
-    unborn: Vec<Epoch>,
+    /// Per bucket of keys, a seed: a missing stream is reported in (seq 0), and then created
+    /// with, the epoch hashed from its key and its bucket's seed, so keys never share epochs.
+    /// Evicting a stream created under the current seed re-rolls it, so a position handed out
+    /// before the eviction never matches the stream created after it. A stream created under
+    /// an older seed needs no re-roll: its key was present since that seed was rolled, so no
+    /// position in the current seed's epochs was handed out for it. Keys sharing a bucket can
+    /// only turn a `recovered: true` into a `false`, never the reverse: a seed never recurs.
+    unborn: Vec<u64>,
     hasher: RandomState,
 }
 
@@ -126,9 +132,10 @@ impl Index {
         (self.hasher.hash_one(key) % UNBORN_BUCKETS as u64) as usize
     }
 
-    /// The epoch `key` has while it has no stream.
-    fn unborn(&self, key: &StreamKey) -> Epoch {
-        self.unborn[self.bucket(key)].clone()
+    /// The seed and the epoch `key` has while it has no stream.
+    fn unborn(&self, key: &StreamKey) -> (u64, Epoch) {
+        let seed = self.unborn[self.bucket(key)];
+        (seed, Epoch::from_bits(self.hasher.hash_one((seed, key))))
     }
 }
 
@@ -150,7 +157,7 @@ impl MemoryEngine {
             ttl_ms: u64::try_from(config.history_ttl.as_millis()).unwrap_or(u64::MAX),
             index: Mutex::new(Index {
                 streams: LruCache::new(config.history_max_streams),
-                unborn: (0..UNBORN_BUCKETS).map(|_| Epoch::generate()).collect(),
+                unborn: (0..UNBORN_BUCKETS).map(|_| fresh_bits()).collect(),
                 hasher: RandomState::new(),
             }),
             keys: KeyStore::new(config.idempotency_max_keys),
@@ -169,14 +176,18 @@ impl MemoryEngine {
             if let Some(stream) = index.streams.get(key) {
                 return stream.clone();
             }
+            let (born, epoch) = index.unborn(key);
             let stream = Arc::new(Stream {
+                born,
                 delivery: Mutex::new(()),
-                state: Mutex::new(StreamState::empty(index.unborn(key))),
+                state: Mutex::new(StreamState::empty(epoch)),
             });
             let evicted = index.streams.push(key.clone(), stream.clone());
-            if let Some((old, _)) = &evicted {
-                let bucket = index.bucket(old);
-                index.unborn[bucket] = Epoch::generate();
+            if let Some((old_key, old)) = &evicted {
+                let bucket = index.bucket(old_key);
+                if index.unborn[bucket] == old.born {
+                    index.unborn[bucket] = fresh_bits();
+                }
             }
             (stream, evicted)
         };
@@ -288,7 +299,7 @@ impl MemoryEngine {
                 let mut index = self.index.lock();
                 match index.streams.get(key) {
                     Some(stream) => stream.clone(),
-                    None => return read(&mut StreamState::empty(index.unborn(key))),
+                    None => return read(&mut StreamState::empty(index.unborn(key).1)),
                 }
             };
             let mut state = stream.state.lock();

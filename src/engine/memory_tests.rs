@@ -1,6 +1,7 @@
 //! The memory engine's behaviour, through `dyn Engine` as the server uses it; time is a
 //! `ManualClock`, so nothing sleeps.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
@@ -672,4 +673,82 @@ fn hand_over_is_exactly_once_while_one_thread_appends() {
 #[test]
 fn hand_over_is_exactly_once_and_in_order_while_two_threads_append() {
     hammer_hand_over(2, 2000);
+}
+
+/// A memory engine kept concrete, so a test can see which keys share a bucket.
+fn concrete(max_streams: usize) -> MemoryEngine {
+    let config = MemoryConfig {
+        history_size: 10,
+        history_max_streams: max_streams.try_into().expect("non-zero"),
+        ..MemoryConfig::default()
+    };
+    let registry = Arc::new(Registry::default());
+    MemoryEngine::new(config, Arc::new(ManualClock::new(T0)), registry)
+}
+
+/// Three client keys in one bucket of unborn epochs, and two in two other buckets.
+fn bucketed(engine: &MemoryEngine) -> ([StreamKey; 3], [StreamKey; 2]) {
+    let index = engine.index.lock();
+    let keys: Vec<StreamKey> = (0..4000)
+        .map(|i| StreamKey::client(&format!("k{i}")))
+        .collect();
+    let mut by_bucket: HashMap<usize, Vec<StreamKey>> = HashMap::new();
+    for key in &keys {
+        by_bucket
+            .entry(index.bucket(key))
+            .or_default()
+            .push(key.clone());
+    }
+    // 4,000 keys over 1,024 buckets: some bucket holds three (all below three: odds < 1e-100).
+    let (&bucket, same) = by_bucket
+        .iter()
+        .find(|(_, keys)| keys.len() >= 3)
+        .expect("a bucket with three keys");
+    let others: Vec<StreamKey> = keys
+        .iter()
+        .filter(|k| index.bucket(k) != bucket)
+        .take(2)
+        .cloned()
+        .collect();
+    (
+        [same[0].clone(), same[1].clone(), same[2].clone()],
+        [others[0].clone(), others[1].clone()],
+    )
+}
+
+#[test]
+fn keys_sharing_a_bucket_never_share_an_epoch() {
+    let engine = concrete(10);
+    let ([a, b, _], _) = bucketed(&engine);
+    let (ea, eb) = (run(engine.ensure(&a)), run(engine.ensure(&b)));
+    assert_ne!(
+        ea.epoch, eb.epoch,
+        "a position of one key must not resume another"
+    );
+    assert!(
+        !run(engine.recover(
+            &b,
+            &Position {
+                epoch: ea.epoch,
+                seq: 0
+            }
+        ))
+        .recovered
+    );
+}
+
+#[test]
+fn evicting_a_stream_older_than_its_buckets_seed_keeps_the_epochs_handed_out() {
+    let engine = concrete(2);
+    let ([a, b, c], [y, z]) = bucketed(&engine);
+    append_n(&engine, &a, 1);
+    append_n(&engine, &b, 1);
+    run(engine.recover(&a, &Position::start())); // b is now the least recently used
+    append_n(&engine, &z, 1); // evicts b, created under the bucket's seed: re-rolled
+    let welcome = run(engine.ensure(&c));
+    append_n(&engine, &y, 1); // evicts a, created under the seed before: nothing to re-roll
+    append_n(&engine, &c, 1);
+    let back = run(engine.recover(&c, &welcome));
+    assert!(back.recovered, "c lost nothing since its welcome");
+    assert_eq!(seqs(&back), vec![1]);
 }

@@ -19,6 +19,23 @@ pub const MAX_POSITION_LEN: usize = MAX_EPOCH_LEN + 1 + 20;
 /// from a log is not misread.
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
+/// Bits that differ at every call and across restarts, for epochs and the seeds they are
+/// derived from.
+///
+/// Epochs must be unique per stream incarnation, not secret: std's `RandomState` is keyed from
+/// the OS's randomness once per thread and re-keyed for each instance, which with a
+/// process-wide counter gives distinct values across calls and across restarts without a
+/// dependency or a fallible call.
+pub fn fresh_bits() -> u64 {
+    static CREATED: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(CREATED.fetch_add(1, Ordering::Relaxed));
+    if let Ok(since_unix) = SystemTime::now().duration_since(UNIX_EPOCH) {
+        hasher.write_u128(since_unix.as_nanos());
+    }
+    hasher.finish()
+}
+
 /// Identity of one incarnation of a stream: it changes whenever the stream's history was lost
 /// (eviction, expiry of the whole stream, restart), so a client's old `seq` cannot be
 /// mistaken for a position in the new history.
@@ -32,19 +49,12 @@ impl Epoch {
     }
 
     /// A fresh epoch for a stream being created.
-    ///
-    /// Epochs must be unique per stream incarnation, not secret: std's `RandomState` is keyed
-    /// from the OS's randomness once per thread and re-keyed for each instance, which with a
-    /// process-wide counter gives distinct values across creations and across restarts without
-    /// a dependency or a fallible call.
     pub fn generate() -> Self {
-        static CREATED: AtomicU64 = AtomicU64::new(0);
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u64(CREATED.fetch_add(1, Ordering::Relaxed));
-        if let Ok(since_unix) = SystemTime::now().duration_since(UNIX_EPOCH) {
-            hasher.write_u128(since_unix.as_nanos());
-        }
-        let mut bits = hasher.finish();
+        Epoch::from_bits(fresh_bits())
+    }
+
+    /// The epoch spelled by the low 60 bits of `bits`, [`EPOCH_LEN`] characters.
+    pub fn from_bits(mut bits: u64) -> Self {
         let mut text = String::with_capacity(EPOCH_LEN);
         for _ in 0..EPOCH_LEN {
             text.push(char::from(ALPHABET[(bits & 31) as usize]));

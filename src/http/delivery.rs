@@ -227,8 +227,13 @@ pub async fn history(
     };
     let key = StreamKey::client(client_id);
     let engine = &shared.engine;
+    // A read creates no stream (the Redis engine's `recover` would). Without one, only a
+    // client with no position has everything there is; any other `since` lost its history.
     if engine.position(&key).await.map_err(unavailable)?.is_none() {
-        let body = r#"{"epoch":"0","seq":0,"recovered":true,"messages":[]}"#;
+        let body = format!(
+            r#"{{"epoch":"0","seq":0,"recovered":{},"messages":[]}}"#,
+            since.is_start()
+        );
         return Ok(json(StatusCode::OK, body));
     }
     let r = engine.recover(&key, &since).await.map_err(unavailable)?;

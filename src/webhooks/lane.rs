@@ -72,7 +72,12 @@ impl Lane {
     fn try_pop(&self) -> Option<Bytes> {
         let mut q = self.queue.lock();
         let len = q.lens.pop_front()?;
-        let body: Vec<u8> = q.bytes.drain(..len).collect();
+        let (front, back) = q.bytes.as_slices();
+        let split = len.min(front.len());
+        let mut body = Vec::with_capacity(len);
+        body.extend_from_slice(&front[..split]);
+        body.extend_from_slice(&back[..len - split]);
+        q.bytes.drain(..len);
         if q.lens.is_empty() && q.bytes.capacity() > KEEP_BYTES {
             q.bytes = VecDeque::new();
             q.lens = VecDeque::new();
@@ -108,6 +113,27 @@ mod tests {
         assert_eq!(pop_now(&lane).as_deref(), Some(&b"three"[..]));
         assert_eq!(pop_now(&lane).as_deref(), Some(&b"four"[..]));
         assert_eq!(pop_now(&lane), None);
+    }
+
+    #[test]
+    fn bodies_stay_whole_where_the_ring_wraps() {
+        let lane = Lane::new(8);
+        let body = |i: usize| vec![(i % 251) as u8; i % 37];
+        let (mut pushed, mut popped) = (0, 0);
+        for round in 0..500 {
+            for _ in 0..(round % 3 + 1) {
+                if lane.try_push(&body(pushed)) {
+                    pushed += 1;
+                }
+            }
+            for _ in 0..(round % 2 + 1) {
+                if let Some(got) = pop_now(&lane) {
+                    assert_eq!(&got[..], &body(popped)[..], "body {popped}");
+                    popped += 1;
+                }
+            }
+        }
+        assert!(popped > 400, "{popped}");
     }
 
     #[test]
