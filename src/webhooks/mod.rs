@@ -42,7 +42,8 @@ const WARN_EVERY_MS: u64 = 1_000;
 
 /// The queue bound: a storm of every connection the server may hold fits, so no event is lost
 /// to one (measured: 16,384 lost 73,418 of 114,000 events of a 19,000-client storm; sized so,
-/// none). A lane's ring grows as it fills and is freed once it drains, so the bound costs nothing idle.
+/// none). A lane's ring grows as it fills and is freed once it drains, so an idle bound costs
+/// nothing.
 fn queue_size(config: &Config) -> usize {
     config
         .effective_max_connections()
