@@ -3,34 +3,104 @@
 
 use std::sync::Arc;
 
+use crate::id::SessionId;
 use crate::outbox::Outbox;
 use crate::protocol::{json_str, timestamp};
+
+/// The largest page (`?limit=`) of a listing, also what a node answers another at most.
+pub const PAGE_MAX: usize = 10_000;
 
 /// The JSON objects of `sessions`, comma-separated without brackets, so the parts from several
 /// nodes join into one list; `now_ms` is the liveness clock's reading.
 pub fn render(sessions: &[Arc<Outbox>], node: &str, now_ms: u64) -> String {
     let node = json_str(node);
+    let objects: Vec<String> = sessions.iter().map(|h| object(h, &node, now_ms)).collect();
+    objects.join(",")
+}
+
+/// This node's part of a cluster-wide page: at most `limit` of `sessions` whose ids sort after
+/// `after`, lowest first, one `<session id> <JSON object>` line each, so the asking node can
+/// merge the parts by id without parsing JSON.
+pub fn render_page(
+    mut sessions: Vec<Arc<Outbox>>,
+    after: Option<SessionId>,
+    limit: usize,
+    node: &str,
+    now_ms: u64,
+) -> String {
+    if let Some(after) = after {
+        sessions.retain(|h| h.id > after);
+    }
+    sessions.sort_by_key(|h| h.id);
+    sessions.truncate(limit);
+    let node = json_str(node);
     let mut out = String::new();
-    for (i, h) in sessions.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let addr = h.remote();
-        let remote = if addr.port() == 0 {
-            addr.ip().to_string()
-        } else {
-            addr.to_string()
-        };
-        let channels: Vec<String> = h.channel_list().iter().map(|c| json_str(c)).collect();
-        out.push_str(&format!(
-            "{{\"session_id\":\"{}\",\"client_id\":{},\"node\":{node},\"remote_addr\":{},\"connected_at\":\"{}\",\"last_seen_ms_ago\":{},\"channels\":[{}]}}",
-            h.id,
-            json_str(&h.client_id),
-            json_str(&remote),
-            timestamp(h.connected_at()),
-            now_ms.saturating_sub(h.last_seen()),
-            channels.join(",")
-        ));
+    for h in &sessions {
+        out.push_str(&format!("{} {}\n", h.id, object(h, &node, now_ms)));
     }
     out
+}
+
+/// Joins the nodes' pages (see [`render_page`]) into one: the `limit` lowest ids of them all,
+/// as comma-separated objects. Lines that are not `<id> {…}` are left out and counted: they
+/// come from Redis, which is input like any other.
+pub fn merge_pages<'a>(parts: impl IntoIterator<Item = &'a [u8]>, limit: usize) -> (String, usize) {
+    let mut entries: Vec<(SessionId, &str)> = Vec::new();
+    let mut bad = 0;
+    for part in parts {
+        for line in part.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let parsed = std::str::from_utf8(line).ok().and_then(|l| {
+                let (id, object) = l.split_once(' ')?;
+                let well_formed = object.starts_with('{') && object.ends_with('}');
+                Some((SessionId::parse(id)?, object)).filter(|_| well_formed)
+            });
+            match parsed {
+                Some(entry) => entries.push(entry),
+                None => bad += 1,
+            }
+        }
+    }
+    entries.sort_by_key(|(id, _)| *id);
+    entries.dedup_by_key(|(id, _)| *id);
+    entries.truncate(limit);
+    let objects: Vec<&str> = entries.iter().map(|(_, object)| *object).collect();
+    (objects.join(","), bad)
+}
+
+/// One session's JSON object; `node` is already a JSON string.
+fn object(h: &Outbox, node: &str, now_ms: u64) -> String {
+    let addr = h.remote();
+    let remote = if addr.port() == 0 {
+        addr.ip().to_string()
+    } else {
+        addr.to_string()
+    };
+    let channels: Vec<String> = h.channel_list().iter().map(|c| json_str(c)).collect();
+    format!(
+        "{{\"session_id\":\"{}\",\"client_id\":{},\"node\":{node},\"remote_addr\":{},\"connected_at\":\"{}\",\"last_seen_ms_ago\":{},\"channels\":[{}]}}",
+        h.id,
+        json_str(&h.client_id),
+        json_str(&remote),
+        timestamp(h.connected_at()),
+        now_ms.saturating_sub(h.last_seen()),
+        channels.join(",")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_merge_by_id_and_hostile_lines_are_left_out() {
+        let a = b"0000000000000003 {\"n\":3}\n0000000000000009 {\"n\":9}\n".as_slice();
+        let b = b"0000000000000001 {\"n\":1}\nnot a line\n00000000000000zz {\"x\":1}\n\
+                  0000000000000004 no-object\n0000000000000003 {\"n\":3}\n"
+            .as_slice();
+        let (merged, bad) = merge_pages([a, b], 3);
+        assert_eq!(merged, r#"{"n":1},{"n":3},{"n":9}"#);
+        assert_eq!(bad, 3);
+        assert_eq!(merge_pages([a, b], 1).0, r#"{"n":1}"#);
+        assert_eq!(merge_pages(std::iter::empty(), 5), (String::new(), 0));
+    }
 }

@@ -233,6 +233,78 @@ async fn three_nodes_deliver_list_and_count_as_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_listing_spans_nodes_and_pages_through_all_of_them() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a", &[]).await, node(&redis, "b", &[]).await);
+    let mut held = Vec::new();
+    for (addr, client) in [
+        (a.addr, "a1"),
+        (b.addr, "b1"),
+        (a.addr, "a2"),
+        (b.addr, "b2"),
+        (a.addr, "a3"),
+    ] {
+        held.push(connect(addr, client).await.0);
+    }
+    let ids = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .expect("a list")
+            .iter()
+            .map(|s| s["session_id"].as_str().expect("session_id").to_string())
+            .collect()
+    };
+    let mut whole = None;
+    for n in [&a, &b] {
+        let list = get(n.addr, "/api/v1/sessions").await;
+        let mut on: Vec<(&str, &str)> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["node"].as_str().unwrap(),
+                    s["client_id"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        on.sort_unstable();
+        assert_eq!(
+            on,
+            [
+                ("a", "a1"),
+                ("a", "a2"),
+                ("a", "a3"),
+                ("b", "b1"),
+                ("b", "b2")
+            ],
+            "{list}"
+        );
+        let got = ids(&list);
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        assert_eq!(got, sorted, "a listing is in session id order");
+        assert!(whole.is_none_or(|w| w == got), "both nodes list the same");
+        whole = Some(got);
+    }
+
+    // Pages of two walk through both nodes' sessions, each once.
+    let (mut walked, mut after) = (Vec::new(), String::new());
+    for _ in 0..5 {
+        let path = match after.as_str() {
+            "" => "/api/v1/sessions?limit=2".to_string(),
+            id => format!("/api/v1/sessions?limit=2&after={id}"),
+        };
+        let page = ids(&get(b.addr, &path).await);
+        assert!(page.len() <= 2, "{page:?}");
+        let Some(last) = page.last() else { break };
+        after = last.clone();
+        walked.extend(page);
+    }
+    assert_eq!(Some(walked), whole);
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_hold_across_nodes() {
     let redis = Redis::start();
     let (a, b) = (node(&redis, "a", &[]).await, node(&redis, "b", &[]).await);

@@ -196,6 +196,24 @@ impl Inbox {
                 let list = listing::render(&sessions, &self.node, self.clock.now_ms());
                 (1, Bytes::from(list))
             }
+            Kind::Page => {
+                let after = match msg.target.as_str() {
+                    "" => Some(None),
+                    id => SessionId::parse(id).map(Some),
+                };
+                let limit = std::str::from_utf8(&msg.body)
+                    .ok()
+                    .and_then(|l| l.parse::<usize>().ok())
+                    .filter(|l| (1..=listing::PAGE_MAX).contains(l));
+                let (Some(after), Some(limit)) = (after, limit) else {
+                    self.malformed.fetch_add(1, Ordering::Relaxed);
+                    return self.answer(&msg, 0, Bytes::new());
+                };
+                let sessions = self.registry.snapshot(None);
+                let page =
+                    listing::render_page(sessions, after, limit, &self.node, self.clock.now_ms());
+                (1, Bytes::from(page))
+            }
         };
         self.answer(&msg, count, body);
     }

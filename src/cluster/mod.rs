@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, RedisError};
@@ -39,6 +40,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::EngineError;
+use crate::id::SessionId;
 use crate::registry::Registry;
 use crate::shutdown::AbortOnDrop;
 use crate::webhooks::Webhooks;
@@ -399,6 +401,28 @@ impl Cluster {
             );
         }
         Ok(parts)
+    }
+
+    /// Every node's part of one page of all sessions (see `listing::render_page`), this
+    /// node's included; a node that did not answer in time is missing from it.
+    pub async fn list_page(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, EngineError> {
+        let after = after.map(|id| id.to_string()).unwrap_or_default();
+        let g = self
+            .request(
+                wire::ALL.into(),
+                Kind::Page,
+                &after,
+                limit.to_string().as_bytes(),
+            )
+            .await?;
+        if !g.complete {
+            log::warn!("listing sessions: a node did not answer within the reply timeout");
+        }
+        Ok(g.bodies)
     }
 
     /// The live nodes holding sessions of `client_id`, with their session counts.

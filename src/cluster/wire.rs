@@ -39,6 +39,9 @@ pub enum Kind {
     Kill,
     /// Answer with the JSON list of this node's sessions of client id `target`.
     List,
+    /// Answer with this node's part of a page of all sessions: ids after `target` (empty: from
+    /// the start), at most `body` (decimal) of them, see `listing::render_page`.
+    Page,
     /// An answer to request `req`: `seq` is the count, `body` the listing if any.
     Reply,
     /// A node's own marker: every message published before it has been handled.
@@ -55,6 +58,7 @@ impl Kind {
             Kind::Session => 's',
             Kind::Kill => 'k',
             Kind::List => 'l',
+            Kind::Page => 'p',
             Kind::Reply => 'r',
             Kind::Marker => 'm',
         }
@@ -68,6 +72,7 @@ impl Kind {
             b"s" => Kind::Session,
             b"k" => Kind::Kill,
             b"l" => Kind::List,
+            b"p" => Kind::Page,
             b"r" => Kind::Reply,
             b"m" => Kind::Marker,
             _ => return None,

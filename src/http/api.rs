@@ -187,7 +187,7 @@ async fn dispatch(
 /// `GET /api/v1/presence/{client_id}`: this node's sessions, or the cluster's live nodes'.
 async fn presence(shared: &Shared, client_id: &str) -> Result<Response<Body>, Error> {
     let nodes: Vec<(String, u64)> = match &shared.cluster {
-        Some(c) => c.presence(client_id).await.map_err(delivery::unavailable)?,
+        Some(c) => c.presence(client_id).await.map_err(read_failed)?,
         None => match shared.registry.sessions_of(client_id) {
             0 => Vec::new(),
             n => vec![(shared.node.to_string(), n as u64)],
@@ -243,7 +243,7 @@ struct Page {
 /// Sessions in one page unless `?limit=` says otherwise.
 const PAGE_DEFAULT: usize = 1000;
 /// The largest `?limit=`.
-const PAGE_MAX: usize = 10_000;
+const PAGE_MAX: usize = listing::PAGE_MAX;
 
 impl Page {
     fn from_query(query: Option<&str>) -> Result<Page, Error> {
@@ -275,6 +275,19 @@ async fn list_sessions(
     client_id: Option<&str>,
     page: Page,
 ) -> Result<String, Error> {
+    if let (Some(cluster), None) = (&shared.cluster, client_id) {
+        // Every node's lowest ids after `after`, this node's among them: the page is the
+        // lowest `limit` of their union.
+        let parts = cluster
+            .list_page(page.after, page.limit)
+            .await
+            .map_err(read_failed)?;
+        let (merged, bad) = listing::merge_pages(parts.iter().map(|p| &p[..]), page.limit);
+        if bad > 0 {
+            log::warn!("listing sessions: left out {bad} malformed lines from other nodes");
+        }
+        return Ok(format!("[{merged}]"));
+    }
     let mut sessions = shared.registry.snapshot(client_id);
     if let Some(after) = page.after {
         sessions.retain(|h| h.id > after);
@@ -292,7 +305,7 @@ async fn list_sessions(
         for part in cluster
             .list_remote(client_id)
             .await
-            .map_err(delivery::unavailable)?
+            .map_err(read_failed)?
         {
             if !part.is_empty() {
                 if out.len() > 1 {
@@ -304,6 +317,12 @@ async fn list_sessions(
     }
     out.push(']');
     Ok(out)
+}
+
+/// A listing changes nothing, so even a call whose outcome is unknown is only unavailable
+/// (503), never the 504 that tells a sender to retry with its idempotency key.
+fn read_failed(e: crate::engine::EngineError) -> Error {
+    Error::EngineUnavailable(e.to_string())
 }
 
 #[cfg(test)]
