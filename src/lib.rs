@@ -87,5 +87,6 @@ pub mod fuzz_api {
     pub use crate::error::Error;
     pub use crate::handshake::{has_token, valid_key};
     pub use crate::identity::{client_addr, client_id};
+    pub use crate::listing::merge_pages as listing_merge_pages;
     pub use crate::query::query_param;
 }

@@ -2,14 +2,15 @@
 //! so arbitrary bytes must be refused or decoded, never panic; and whatever a node encodes,
 //! the receiving node decodes to the same fields, byte for byte.
 //!
-//! The first byte picks the mode: below 128 the rest is a raw message; above, the rest is read
-//! structurally as the fields of a message to encode and decode again.
+//! The first byte picks the mode: below 128 the rest is a raw message, and also a node's page
+//! of a sessions listing; above, the rest is read structurally as the fields of a message to
+//! encode and decode again.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use tether::fuzz_api::{WireKind, wire_decode, wire_encode};
+use tether::fuzz_api::{WireKind, listing_merge_pages, wire_decode, wire_encode};
 
 #[derive(Arbitrary, Debug)]
 struct Fields {
@@ -22,13 +23,14 @@ struct Fields {
     body: Vec<u8>,
 }
 
-const KINDS: [WireKind; 8] = [
+const KINDS: [WireKind; 9] = [
     WireKind::Client,
     WireKind::Channel,
     WireKind::All,
     WireKind::Session,
     WireKind::Kill,
     WireKind::List,
+    WireKind::Page,
     WireKind::Reply,
     WireKind::Marker,
 ];
@@ -42,6 +44,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(!m.origin.is_empty());
             assert!(m.body.len() <= rest.len());
         }
+        // Another node's listing page: whatever it holds, the merge keeps only objects.
+        let limit = usize::from(mode % 8) + 1;
+        let (merged, _) = listing_merge_pages([rest], limit);
+        assert!(merged.is_empty() || (merged.starts_with('{') && merged.ends_with('}')));
+        assert!(merged.len() <= rest.len());
         return;
     }
     let Ok(f) = Fields::arbitrary_take_rest(Unstructured::new(rest)) else {

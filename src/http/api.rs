@@ -302,11 +302,7 @@ async fn list_sessions(
     ));
     if let (Some(cluster), Some(client_id)) = (&shared.cluster, client_id) {
         // Other nodes' sessions of the client id; this node's part is the one above.
-        for part in cluster
-            .list_remote(client_id)
-            .await
-            .map_err(read_failed)?
-        {
+        for part in cluster.list_remote(client_id).await.map_err(read_failed)? {
             if !part.is_empty() {
                 if out.len() > 1 {
                     out.push(',');
