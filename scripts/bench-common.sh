@@ -21,10 +21,11 @@ wait_health() {
   return 1
 }
 
-# start_tether PORT [flags...]: starts target/release/tether in the background; sets SERVER_PID.
+# start_tether PORT [flags...]: starts target/release/tether (or $SERVER_BIN, for comparing two
+# builds) in the background; sets SERVER_PID.
 start_tether() {
   local port=$1; shift
-  RUST_LOG=${SERVER_LOG:-warn} "${PIN_SERVER[@]}" target/release/tether --listen "127.0.0.1:$port" --demo-page false "$@" \
+  RUST_LOG=${SERVER_LOG:-warn} "${PIN_SERVER[@]}" "${SERVER_BIN:-target/release/tether}" --listen "127.0.0.1:$port" --demo-page false "$@" \
     >>"$OUT/tether-server.log" 2>&1 &
   SERVER_PID=$!
   SERVER_PIDS+=("$SERVER_PID")
