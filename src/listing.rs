@@ -1,11 +1,15 @@
 //! One session as `GET /api/v1/sessions` lists it. Shared by the API (this node's sessions) and
 //! the cluster (a node's part of a cluster-wide listing), so both render the same fields.
 
+use std::fmt::Write;
 use std::sync::Arc;
 
 use crate::id::SessionId;
 use crate::outbox::Outbox;
-use crate::protocol::{json_str, timestamp};
+use crate::protocol::{json_str, push_json_str, push_timestamp};
+
+/// Room reserved per session in a listing; most entries fit, so the buffer rarely grows.
+const ENTRY_BYTES: usize = 224;
 
 /// The largest page (`?limit=`) of a listing, also what a node answers another at most.
 pub const PAGE_MAX: usize = 10_000;
@@ -14,8 +18,14 @@ pub const PAGE_MAX: usize = 10_000;
 /// nodes join into one list; `now_ms` is the liveness clock's reading.
 pub fn render(sessions: &[Arc<Outbox>], node: &str, now_ms: u64) -> String {
     let node = json_str(node);
-    let objects: Vec<String> = sessions.iter().map(|h| object(h, &node, now_ms)).collect();
-    objects.join(",")
+    let mut out = String::with_capacity(sessions.len() * ENTRY_BYTES);
+    for (i, h) in sessions.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_object(&mut out, h, &node, now_ms);
+    }
+    out
 }
 
 /// This node's part of a cluster-wide page: at most `limit` of `sessions` whose ids sort after
@@ -34,9 +44,12 @@ pub fn render_page(
     sessions.sort_by_key(|h| h.id);
     sessions.truncate(limit);
     let node = json_str(node);
-    let mut out = String::new();
+    let mut out = String::with_capacity(sessions.len() * (ENTRY_BYTES + 17));
     for h in &sessions {
-        out.push_str(&format!("{} {}\n", h.id, object(h, &node, now_ms)));
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{} ", h.id);
+        push_object(&mut out, h, &node, now_ms);
+        out.push('\n');
     }
     out
 }
@@ -67,24 +80,33 @@ pub fn merge_pages<'a>(parts: impl IntoIterator<Item = &'a [u8]>, limit: usize) 
     (objects.join(","), bad)
 }
 
-/// One session's JSON object; `node` is already a JSON string.
-fn object(h: &Outbox, node: &str, now_ms: u64) -> String {
+/// Appends one session's JSON object; `node` is already a JSON string. Written in place, with
+/// no allocation per session: a listing of thousands would otherwise scatter small buffers
+/// between the sessions' own allocations and leave half-used pages behind.
+fn push_object(out: &mut String, h: &Outbox, node: &str, now_ms: u64) {
     let addr = h.remote();
-    let remote = if addr.port() == 0 {
-        addr.ip().to_string()
-    } else {
-        addr.to_string()
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{{\"session_id\":\"{}\",\"client_id\":", h.id);
+    push_json_str(out, &h.client_id);
+    let _ = write!(out, ",\"node\":{node},\"remote_addr\":\"");
+    let _ = match addr.port() {
+        0 => write!(out, "{}", addr.ip()),
+        _ => write!(out, "{addr}"),
     };
-    let channels: Vec<String> = h.channel_list().iter().map(|c| json_str(c)).collect();
-    format!(
-        "{{\"session_id\":\"{}\",\"client_id\":{},\"node\":{node},\"remote_addr\":{},\"connected_at\":\"{}\",\"last_seen_ms_ago\":{},\"channels\":[{}]}}",
-        h.id,
-        json_str(&h.client_id),
-        json_str(&remote),
-        timestamp(h.connected_at()),
-        now_ms.saturating_sub(h.last_seen()),
-        channels.join(",")
-    )
+    out.push_str("\",\"connected_at\":\"");
+    push_timestamp(out, h.connected_at());
+    let _ = write!(
+        out,
+        "\",\"last_seen_ms_ago\":{},\"channels\":[",
+        now_ms.saturating_sub(h.last_seen())
+    );
+    for (i, c) in h.channel_list().iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, c);
+    }
+    out.push_str("]}");
 }
 
 #[cfg(test)]
