@@ -43,16 +43,10 @@ start_reference() {
 
 # stop_server PID: SIGTERM twice (drain skipped), then SIGKILL after 10 s if still there.
 stop_server() {
-  local pid=$1 i
+  local pid=$1
   kill -TERM "$pid" 2>/dev/null || return 0
   sleep 0.2
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 100); do
-    if ! kill -0 "$pid" 2>/dev/null; then wait "$pid" 2>/dev/null || true; return 0; fi
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  stop_helper "$pid"
 }
 
 # Stops every server this script started (for `trap stop_servers EXIT`).
@@ -90,7 +84,7 @@ start_sink() {
 # stop_helper PID: SIGTERM, wait (bounded, 10 s), then SIGKILL.
 stop_helper() {
   local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
   for i in $(seq 1 100); do
     if ! kill -0 "$pid" 2>/dev/null; then wait "$pid" 2>/dev/null || true; return 0; fi
     sleep 0.1
