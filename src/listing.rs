@@ -28,21 +28,30 @@ pub fn render(sessions: &[Arc<Outbox>], node: &str, now_ms: u64) -> String {
     out
 }
 
-/// This node's part of a cluster-wide page: at most `limit` of `sessions` whose ids sort after
-/// `after`, lowest first, one `<session id> <JSON object>` line each, so the asking node can
-/// merge the parts by id without parsing JSON.
-pub fn render_page(
+/// One page of `sessions`: at most `limit` whose ids sort after `after`, lowest first.
+pub fn page(
     mut sessions: Vec<Arc<Outbox>>,
     after: Option<SessionId>,
     limit: usize,
-    node: &str,
-    now_ms: u64,
-) -> String {
+) -> Vec<Arc<Outbox>> {
     if let Some(after) = after {
         sessions.retain(|h| h.id > after);
     }
     sessions.sort_by_key(|h| h.id);
     sessions.truncate(limit);
+    sessions
+}
+
+/// This node's part of a cluster-wide page (see [`page`]), one `<session id> <JSON object>`
+/// line each, so the asking node can merge the parts by id without parsing JSON.
+pub fn render_page(
+    sessions: Vec<Arc<Outbox>>,
+    after: Option<SessionId>,
+    limit: usize,
+    node: &str,
+    now_ms: u64,
+) -> String {
+    let sessions = page(sessions, after, limit);
     let node = json_str(node);
     let mut out = String::with_capacity(sessions.len() * (ENTRY_BYTES + 17));
     for h in &sessions {

@@ -288,12 +288,7 @@ async fn list_sessions(
         }
         return Ok(format!("[{merged}]"));
     }
-    let mut sessions = shared.registry.snapshot(client_id);
-    if let Some(after) = page.after {
-        sessions.retain(|h| h.id > after);
-    }
-    sessions.sort_by_key(|h| h.id);
-    sessions.truncate(page.limit);
+    let sessions = listing::page(shared.registry.snapshot(client_id), page.after, page.limit);
     let mut out = String::from("[");
     out.push_str(&listing::render(
         &sessions,
