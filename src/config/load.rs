@@ -231,12 +231,12 @@ mod tests {
         let c = flags(&[
             ("trusted_proxies", "127.0.0.1, 10.0.0.0/8,"),
             ("allowed_origins", "https://a.example, https://b.example"),
-            ("api_key", ""),
+            ("tls_cert", ""),
         ])
         .unwrap();
         assert_eq!(c.trusted_proxies.len(), 2);
         assert_eq!(c.allowed_origins[1], "https://b.example");
-        assert!(c.api_key.is_none());
+        assert!(c.tls_cert.is_none());
         let e = flags(&[("trusted_proxies", "10.0.0.0/33")]).unwrap_err();
         assert!(e.0.starts_with("trusted_proxies:"), "{e}");
     }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_with::serde_as;
 
 pub use load::{ConfigError, Sources};
-pub use values::{CommaList, Dur, OptDur, Proxy, Scalar, Secret, Text, Unset};
+pub use values::{CommaList, Dur, OptDur, Proxy, Scalar, Secret, SecretText, Text, Unset};
 
 /// Default bind address: loopback, so a bare `tether` is never exposed by accident.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -67,6 +67,18 @@ pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
 /// Default `compression_min_size`: smaller messages are sent uncompressed, where deflate's
 /// framing would eat most of the gain.
 pub const DEFAULT_COMPRESSION_MIN_SIZE: usize = 512;
+/// Default `http_body_timeout`: the longest an API request body may take to arrive (§13).
+pub const DEFAULT_HTTP_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `max_http_connections_per_ip`: plain HTTP connections one address may hold (§13).
+pub const DEFAULT_MAX_HTTP_CONNECTIONS_PER_IP: usize = 64;
+/// Default `redis_prefix`: the first word of every Redis key and pub/sub topic.
+pub const DEFAULT_REDIS_PREFIX: &str = "tether";
+/// Longest `redis_prefix`: it rides in every key and topic.
+pub const MAX_REDIS_PREFIX_LEN: usize = 64;
+/// Default `history_max_bytes`: stored history, all streams together (§13).
+pub const DEFAULT_HISTORY_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// Shortest `cluster_secret`: an HMAC key guessable by brute force protects nothing.
+pub const MIN_CLUSTER_SECRET_LEN: usize = 16;
 /// File descriptors kept back from `max_connections = 0` for the listener, logs, HTTP API calls.
 pub const FD_RESERVE: u64 = 100;
 
@@ -183,12 +195,21 @@ keys! {
     #[serde_as(as = "Scalar")]
     require_client_id: bool = true, "BOOL",
         "Refuse upgrades without a client id (400 missing_client_id).";
-    #[serde_as(as = "Unset")]
+    #[serde_as(as = "SecretText")]
     api_key: Option<Secret> = None, "KEY",
-        "When set, /api/* needs `Authorization: Bearer <key>`.";
+        "When set, /api/* needs `Authorization: Bearer <key>`; unset, only local callers may use it.";
     #[serde_as(as = "Unset")]
     api_key_file: Option<PathBuf> = None, "FILE",
         "File holding the API key (so it never shows in a process list).";
+    #[serde_as(as = "Scalar")]
+    api_open: bool = false, "BOOL",
+        "Allow a non-loopback `listen` without an API key (the API is then open to the network).";
+    #[serde_as(as = "Dur")]
+    http_body_timeout: Duration = DEFAULT_HTTP_BODY_TIMEOUT, "DURATION",
+        "Longest time to receive an API request body (408 body_timeout past it).";
+    #[serde_as(as = "Scalar")]
+    max_http_connections_per_ip: usize = DEFAULT_MAX_HTTP_CONNECTIONS_PER_IP, "N",
+        "Plain HTTP connections one address may hold open (429 past it); 0 = no limit.";
     #[serde_as(as = "Scalar")]
     client_publish: bool = false, "BOOL",
         "Allow clients to `publish` to channels.";
@@ -241,12 +262,23 @@ keys! {
     #[serde_as(as = "Dur")]
     node_ttl: Duration = DEFAULT_NODE_TTL, "DURATION",
         "A node silent this long is dead: it leaves presence and its client ids go offline.";
+    redis_prefix: String = DEFAULT_REDIS_PREFIX.to_string(), "PREFIX",
+        "First word of every Redis key and pub/sub topic; clusters sharing one Redis need different ones.";
+    #[serde_as(as = "SecretText")]
+    cluster_secret: Option<Secret> = None, "SECRET",
+        "HMAC-SHA256 key every node-to-node message is signed with; unsigned messages are dropped.";
+    #[serde_as(as = "Unset")]
+    cluster_secret_file: Option<PathBuf> = None, "FILE",
+        "File holding cluster_secret (so it never shows in a process list).";
     #[serde_as(as = "Unset")]
     webhook_url: Option<String> = None, "URL",
         "When set, connect / disconnect / online / offline events are POSTed here as JSON.";
-    #[serde_as(as = "Unset")]
+    #[serde_as(as = "SecretText")]
     webhook_secret: Option<Secret> = None, "SECRET",
-        "Key of the X-Tether-Signature HMAC-SHA256 that signs each webhook body.";
+        "Key of the X-Tether-Signature HMAC-SHA256 that signs each webhook (timestamp and body).";
+    #[serde_as(as = "Unset")]
+    webhook_secret_file: Option<PathBuf> = None, "FILE",
+        "File holding webhook_secret (so it never shows in a process list).";
     #[serde_as(as = "Dur")]
     webhook_retry_for: Duration = DEFAULT_WEBHOOK_RETRY_FOR, "DURATION",
         "How long a webhook event is retried (with backoff) before it is dropped and counted.";
@@ -271,6 +303,9 @@ keys! {
     #[serde_as(as = "Scalar")]
     history_max_streams: usize = DEFAULT_HISTORY_MAX_STREAMS, "N",
         "Client ids and channels with history; past it the least recently used one is dropped.";
+    #[serde_as(as = "Scalar")]
+    history_max_bytes: usize = DEFAULT_HISTORY_MAX_BYTES, "BYTES",
+        "Stored history of all streams together; past it the least recently used streams are dropped.";
     #[serde_as(as = "Dur")]
     idempotency_window: Duration = DEFAULT_IDEMPOTENCY_WINDOW, "DURATION",
         "How long an `idempotency_key` of push or publish is remembered.";
@@ -372,8 +407,61 @@ impl Config {
         if self.max_header_size < 1024 {
             return err("max_header_size: must be at least 1024 bytes".into());
         }
-        if self.api_key.is_some() && self.api_key_file.is_some() {
-            return err("api_key_file: set either api_key or api_key_file, not both".into());
+        for (secret, file, set_secret, set_file) in [
+            ("api_key", "api_key_file", self.api_key.is_some(), self.api_key_file.is_some()),
+            (
+                "cluster_secret",
+                "cluster_secret_file",
+                self.cluster_secret.is_some(),
+                self.cluster_secret_file.is_some(),
+            ),
+            (
+                "webhook_secret",
+                "webhook_secret_file",
+                self.webhook_secret.is_some(),
+                self.webhook_secret_file.is_some(),
+            ),
+        ] {
+            if set_secret && set_file {
+                return err(format!("{file}: set either {secret} or {file}, not both"));
+            }
+        }
+        if !self.listen.ip().is_loopback() && !self.api_key_set() && !self.api_open {
+            return err(format!(
+                "api_key: listening on {} without an API key would open /api/* to the network; \
+                 set api_key (or api_key_file), listen on a loopback address, or set \
+                 api_open = true to accept that",
+                self.listen
+            ));
+        }
+        if let Some(s) = &self.cluster_secret
+            && s.0.len() < MIN_CLUSTER_SECRET_LEN
+        {
+            return err(format!(
+                "cluster_secret: at least {MIN_CLUSTER_SECRET_LEN} bytes (it keys an HMAC)"
+            ));
+        }
+        let prefix_ok = !self.redis_prefix.is_empty()
+            && self.redis_prefix.len() <= MAX_REDIS_PREFIX_LEN
+            && self
+                .redis_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !prefix_ok {
+            return err(format!(
+                "redis_prefix: `{}` must be 1 to {MAX_REDIS_PREFIX_LEN} letters, digits or - _ .",
+                self.redis_prefix.chars().take(80).collect::<String>()
+            ));
+        }
+        if self.http_body_timeout.is_zero() {
+            return err("http_body_timeout: must be greater than zero".into());
+        }
+        if self.history_max_bytes < self.max_message_size {
+            return err(format!(
+                "history_max_bytes: {} is smaller than max_message_size {}; one message would \
+                 not fit",
+                self.history_max_bytes, self.max_message_size
+            ));
         }
         let key_files = [
             &self.auth_hmac_secret_file,
@@ -401,6 +489,11 @@ impl Config {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Whether an API key is configured (inline or in a file).
+    pub fn api_key_set(&self) -> bool {
+        self.api_key.is_some() || self.api_key_file.is_some()
     }
 
     /// Whether messages are numbered and stored (`history_size` above 0).
@@ -475,6 +568,41 @@ mod tests {
         };
         assert!(c.validate().unwrap_err().0.starts_with("tls_key"));
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_public_listener_needs_a_key_or_api_open() {
+        let public = Config {
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            ..Config::default()
+        };
+        assert!(public.validate().unwrap_err().0.starts_with("api_key:"));
+        let open = Config {
+            api_open: true,
+            ..public.clone()
+        };
+        assert!(open.validate().is_ok());
+        let keyed = Config {
+            api_key: Some(Secret("k".repeat(20))),
+            ..public
+        };
+        assert!(keyed.validate().is_ok());
+    }
+
+    #[test]
+    fn empty_secrets_are_errors_not_unset() {
+        for key in ["api_key", "cluster_secret", "webhook_secret"] {
+            let e = Config::with(&[(key, "")]).unwrap_err().0;
+            assert!(e.contains(key) && e.contains("empty"), "{e}");
+        }
+    }
+
+    #[test]
+    fn redis_prefix_and_cluster_secret_are_checked() {
+        assert!(Config::with(&[("redis_prefix", "a b")]).is_err());
+        assert!(Config::with(&[("redis_prefix", "app-2")]).is_ok());
+        assert!(Config::with(&[("cluster_secret", "short")]).is_err());
+        assert!(Config::with(&[("cluster_secret", "sixteen-bytes-ok")]).is_ok());
     }
 
     #[test]

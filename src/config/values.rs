@@ -191,6 +191,30 @@ impl<T: Text> SerializeAs<Option<T>> for Unset {
     }
 }
 
+/// `serde_as` adapter: an optional secret that is either absent or non-empty. An empty value
+/// (`TETHER_API_KEY=`) is an error rather than "no key", so a template that forgot to fill a
+/// secret in never silently turns protection off.
+pub struct SecretText;
+
+impl<'de> DeserializeAs<'de, Option<Secret>> for SecretText {
+    fn deserialize_as<D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+        let s = String::deserialize(d)?;
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(de::Error::custom(
+                "is empty; an empty secret would mean none: set a value or leave the key out",
+            ));
+        }
+        Ok(Some(Secret(t.to_string())))
+    }
+}
+
+impl SerializeAs<Option<Secret>> for SecretText {
+    fn serialize_as<S: Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.as_ref().map(Text::to_text).unwrap_or_default())
+    }
+}
+
 /// `serde_as` adapter: a list read from a sequence or from comma-separated text, items trimmed
 /// and parsed with `FromStr`, empty items skipped; written as a sequence of strings.
 pub struct CommaList;
