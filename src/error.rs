@@ -18,6 +18,8 @@ pub enum Error {
     BadClientId(&'static str),
     /// API key missing or wrong.
     Unauthorized,
+    /// No `api_key` is set and the API call is not from a direct local caller (PROTOCOL §13).
+    ApiNotLocal,
     /// The upgrade's token is missing or invalid; the string says what is wrong.
     BadToken(String),
     /// The client id holds `max_sessions_per_client` sessions already.
@@ -68,7 +70,9 @@ impl Error {
             | Error::BadClientId(_) => StatusCode::BAD_REQUEST,
             Error::InvalidJson(_) | Error::InvalidBody(_) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Unauthorized | Error::BadToken(_) => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized | Error::ApiNotLocal | Error::BadToken(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             Error::TooManySessions(_) | Error::ConnectRate => StatusCode::TOO_MANY_REQUESTS,
             Error::OriginNotAllowed => StatusCode::FORBIDDEN,
             Error::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
@@ -90,7 +94,7 @@ impl Error {
             Error::BadHandshake(_) | Error::BadSince(_) => "bad_handshake",
             Error::MissingClientId => "missing_client_id",
             Error::BadClientId(_) => "bad_client_id",
-            Error::Unauthorized | Error::BadToken(_) => "unauthorized",
+            Error::Unauthorized | Error::ApiNotLocal | Error::BadToken(_) => "unauthorized",
             Error::TooManySessions(_) | Error::ConnectRate => "too_many_connections",
             Error::OriginNotAllowed => "origin_not_allowed",
             Error::UnsupportedVersion => "unsupported_version",
@@ -125,6 +129,9 @@ impl Error {
             Error::Unauthorized => {
                 "missing or wrong credentials: send Authorization: Bearer <api_key>".into()
             }
+            Error::ApiNotLocal => "no api_key is set, so the API answers only local callers \
+                 (a loopback address, not through a proxy): set api_key or api_key_file"
+                .into(),
             Error::BadToken(why) => format!("token refused: {why}"),
             Error::TooManySessions(n) => {
                 format!("this client id already has {n} sessions (max_sessions_per_client)")

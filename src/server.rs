@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 
 use crate::auth::Verifier;
-use crate::config::Config;
+use crate::config::{AuthMode, Config};
 use crate::drain::{self, Stopped};
 use crate::edge::Edge;
 use crate::handle::Handle;
@@ -94,11 +94,7 @@ impl Server {
             c.reap_interval,
             shared.admissions.max_connections()
         );
-        if !addr.ip().is_loopback() && shared.api_key.is_none() {
-            log::warn!(
-                "listening on {addr} without api_key: anyone who can reach it can push and close sessions"
-            );
-        }
+        startup_warnings(&shared, addr);
         let _reaper = AbortOnDrop(reaper::spawn(Arc::clone(&shared)));
         let _cluster = shared.cluster.as_ref().map(|c| c.start());
         if let Some(w) = &shared.webhooks {
@@ -155,6 +151,38 @@ impl Server {
         }
         log::info!("shutdown complete ({stopped:?})");
         Ok(stopped)
+    }
+}
+
+/// Says at start what a deployment exposes that its operator may not expect (PROTOCOL §13).
+fn startup_warnings(shared: &Shared, addr: SocketAddr) {
+    let c = &shared.config;
+    let public = !addr.ip().is_loopback();
+    let proxied = !c.trusted_proxies.is_empty();
+    if shared.api_key.is_none() {
+        if public {
+            // Only reachable with api_open = true: validation refuses it otherwise.
+            log::warn!(
+                "api_open: listening on {addr} without api_key: anyone who can reach it can push, \
+                 list and close sessions"
+            );
+        } else if proxied {
+            log::warn!(
+                "no api_key: /api/* answers only direct local callers; requests through the \
+                 trusted proxies get 401 until api_key (or api_key_file) is set"
+            );
+        }
+    }
+    if c.auth == AuthMode::Off && (public || proxied) {
+        log::warn!(
+            "auth = \"off\": anyone who can reach {} may connect as any client id and receive its \
+             messages; set auth = \"on\" with a token key (docs/auth.md)",
+            if public {
+                "this listener"
+            } else {
+                "the proxy in front"
+            }
+        );
     }
 }
 

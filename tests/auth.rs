@@ -602,3 +602,57 @@ async fn the_api_key_can_come_from_a_file() {
     );
     stop(s).await;
 }
+
+#[tokio::test]
+async fn refresh_to_fewer_channels_leaves_the_ones_no_longer_granted() {
+    let hs = Hs::new();
+    let s = start(hs.config(&[])).await;
+    let wide = hs.token(json!({"sub": "fan", "exp": now() + 60, "channels": ["news", "scores.*"]}));
+    let (mut ws, _) = connect_token(s.addr, &wide).await;
+    for channel in ["news", "scores.live"] {
+        assert_eq!(subscribe(&mut ws, channel).await["type"], "subscribed");
+    }
+    // The new token keeps `news` and drops every `scores.*`.
+    let narrow = hs.token(json!({"sub": "fan", "exp": now() + 60, "channels": ["news"]}));
+    send_json(
+        &mut ws,
+        &json!({"type": "refresh", "data": {"token": narrow}}).to_string(),
+    )
+    .await;
+    assert_eq!(recv_json(&mut ws).await["type"], "refreshed");
+    let left = recv_json(&mut ws).await;
+    assert_eq!(left["type"], "unsubscribed", "{left}");
+    assert_eq!(left["data"]["channel"], "scores.live", "{left}");
+    assert_eq!(left["data"]["reason"], "forbidden", "{left}");
+    for (channel, delivered) in [("scores.live", 0), ("news", 1)] {
+        let body = json!({"channel": channel, "type": "update", "data": channel}).to_string();
+        let (status, _, b) = http(s.addr, "POST", "/api/v1/publish", &[], &body).await;
+        assert_eq!(
+            (status, common::json(&b)["delivered"].as_u64()),
+            (200, Some(delivered)),
+            "{channel}: {b}"
+        );
+    }
+    // Only the still-granted channel's message arrives.
+    let m = recv_json(&mut ws).await;
+    assert_eq!(
+        (m["type"].as_str(), m["channel"].as_str()),
+        (Some("update"), Some("news")),
+        "{m}"
+    );
+    // A token without `channels` grants none: the last one goes too.
+    let bare = hs.token(json!({"sub": "fan", "exp": now() + 60}));
+    send_json(
+        &mut ws,
+        &json!({"type": "refresh", "data": {"token": bare}}).to_string(),
+    )
+    .await;
+    assert_eq!(recv_json(&mut ws).await["type"], "refreshed");
+    let left = recv_json(&mut ws).await;
+    assert_eq!(
+        (left["type"].as_str(), left["data"]["channel"].as_str()),
+        (Some("unsubscribed"), Some("news")),
+        "{left}"
+    );
+    stop(s).await;
+}

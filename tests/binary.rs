@@ -155,3 +155,62 @@ async fn worker_threads_sets_the_runtime_size() {
     signal(&child, libc::SIGTERM);
     assert_eq!(exit_code(child).await, 0);
 }
+
+#[tokio::test]
+async fn an_exposed_api_refuses_to_start_and_an_empty_key_is_an_error() {
+    // A public listener without a key would open /api/* to the network: refused before binding
+    // (so the test never listens beyond loopback).
+    let mut c = tether();
+    c.arg("--listen").arg("0.0.0.0:0");
+    let err = startup_error(c).await;
+    assert!(
+        err.contains("api_key") && err.contains("api_open"),
+        "the refusal names the fix: {err}"
+    );
+    // `TETHER_API_KEY=` left empty by a template means a forgotten key, not "no key".
+    let mut c = tether();
+    c.arg("--listen")
+        .arg("127.0.0.1:0")
+        .env("TETHER_API_KEY", "");
+    let err = startup_error(c).await;
+    assert!(err.contains("api_key") && err.contains("empty"), "{err}");
+}
+
+/// Reads the binary's log until a line holding `needle`; None when it ends without one.
+async fn log_line(child: &mut tokio::process::Child, needle: &str) -> Option<String> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut lines = BufReader::new(child.stderr.take()?).lines();
+    tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+#[tokio::test]
+async fn behind_a_proxy_without_auth_or_key_the_start_log_says_so() {
+    let mut c = tether();
+    c.args(["--listen", "127.0.0.1:0", "--trusted-proxies", "127.0.0.1"]);
+    let mut child = c.spawn().unwrap();
+    let auth = log_line(&mut child, "auth = \"off\"").await;
+    assert!(
+        auth.as_deref().is_some_and(|l| l.contains("any client id")),
+        "no auth warning: {auth:?}"
+    );
+    child.kill().await.unwrap();
+    let mut c = tether();
+    c.args(["--listen", "127.0.0.1:0", "--trusted-proxies", "127.0.0.1"]);
+    let mut child = c.spawn().unwrap();
+    let key = log_line(&mut child, "no api_key").await;
+    assert!(
+        key.as_deref().is_some_and(|l| l.contains("401")),
+        "no api_key warning: {key:?}"
+    );
+    child.kill().await.unwrap();
+}

@@ -44,7 +44,7 @@ pub async fn answer(
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
     let endpoint = endpoint_name(&path);
-    let result = match authorize(shared, &req) {
+    let result = match authorize(shared, &req, peer) {
         Ok(()) => dispatch(shared, req, &path).await,
         Err(e) => Err(e),
     };
@@ -71,9 +71,16 @@ fn endpoint_name(path: &str) -> &'static str {
     }
 }
 
-fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Error> {
+/// With a key, the caller must present it. Without one, only a direct local caller may use the
+/// API (PROTOCOL §13): a loopback peer that is not a trusted proxy and sent no forwarding
+/// header, so a reverse proxy on the same host never opens the API to the internet by accident.
+fn authorize(shared: &Shared, req: &Request<Incoming>, peer: SocketAddr) -> Result<(), Error> {
     let Some(key) = &shared.api_key else {
-        return Ok(());
+        return if is_direct_local(shared, req, peer) {
+            Ok(())
+        } else {
+            Err(Error::ApiNotLocal)
+        };
     };
     let given = req
         .headers()
@@ -85,6 +92,22 @@ fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Error> {
     } else {
         Err(Error::Unauthorized)
     }
+}
+
+/// A loopback peer that is not a trusted proxy and whose request carries no sign of having been
+/// forwarded: the header check also covers a proxy the operator forgot to list.
+fn is_direct_local(shared: &Shared, req: &Request<Incoming>, peer: SocketAddr) -> bool {
+    let ip = peer.ip();
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    let h = req.headers();
+    ip.is_loopback()
+        && !shared.config.trusted_proxies.iter().any(|p| p.contains(ip))
+        && !["x-forwarded-for", "x-real-ip", "forwarded"]
+            .iter()
+            .any(|name| h.contains_key(*name))
 }
 
 /// Compares in constant time, so timing does not reveal how much of the key matched.

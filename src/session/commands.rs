@@ -346,10 +346,30 @@ fn refresh(r: &Reply<'_>, data: Option<&RawValue>) {
         );
     }
     let identity = Identity::from_claims(claims);
+    // Channels the new token no longer grants are left before the new grants take effect, so
+    // no message published after this refresh reaches the session on a channel it lost.
+    let lost: Vec<Arc<str>> = {
+        let subs = r.outbox.subs.lock();
+        subs.list
+            .iter()
+            .filter(|c| identity.grants.as_ref().is_some_and(|g| !g.allows(c)))
+            .cloned()
+            .collect()
+    };
+    for channel in &lost {
+        r.shared.registry.unsubscribe(r.outbox, channel);
+    }
     r.outbox.set_token(identity.expires_at, identity.grants);
     let expires = match identity.expires_at {
         Some(exp) => json_str(&timestamp(UNIX_EPOCH + Duration::from_secs(exp))),
         None => "null".into(),
     };
     r.ok("refreshed", Some(&format!("{{\"expires_at\":{expires}}}")));
+    for channel in &lost {
+        let body = format!(
+            "{{\"channel\":{},\"reason\":\"forbidden\"}}",
+            json_str(channel)
+        );
+        r.send(envelope("unsubscribed", None, None, Some(&body)));
+    }
 }
