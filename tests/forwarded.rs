@@ -9,11 +9,18 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use common::*;
 
 const UNTRUSTED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+/// The API key: with a trusted proxy on 127.0.0.1, the test's own API calls from there need it.
+const KEY: &str = "forwarded-test-key";
+
+fn behind_proxy() -> tether::Config {
+    config(&[("trusted_proxies", "127.0.0.1"), ("api_key", KEY)])
+}
 
 /// The `remote_addr` of `client_id`'s only session, as an IP address.
 async fn remote_ip(addr: SocketAddr, client_id: &str) -> IpAddr {
     let path = format!("/api/v1/sessions?client_id={client_id}");
-    let (_, _, body) = http(addr, "GET", &path, &[], "").await;
+    let auth = format!("Bearer {KEY}");
+    let (_, _, body) = http(addr, "GET", &path, &[("Authorization", &auth)], "").await;
     let list = json(&body);
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     let a = list[0]["remote_addr"].as_str().unwrap();
@@ -35,7 +42,7 @@ async fn seen_as(s: &TestServer, src: IpAddr, client_id: &str, xff: &str) -> IpA
 
 #[tokio::test]
 async fn a_trusted_proxy_forwards_the_client_address_in_every_format() {
-    let s = start(config(&[("trusted_proxies", "127.0.0.1")])).await;
+    let s = start(behind_proxy()).await;
     let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
     for (i, (xff, want)) in [
         ("203.0.113.9", "203.0.113.9"),
@@ -63,7 +70,7 @@ async fn a_trusted_proxy_forwards_the_client_address_in_every_format() {
 
 #[tokio::test]
 async fn an_unparsable_entry_stops_the_walk_at_the_last_trusted_hop() {
-    let s = start(config(&[("trusted_proxies", "127.0.0.1")])).await;
+    let s = start(behind_proxy()).await;
     let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
     // The finding of issue 9: "unknown" used to be skipped and 6.6.6.6 believed.
     for (i, xff) in [
@@ -83,7 +90,7 @@ async fn an_unparsable_entry_stops_the_walk_at_the_last_trusted_hop() {
 
 #[tokio::test]
 async fn an_untrusted_peer_cannot_forward_an_address() {
-    let s = start(config(&[("trusted_proxies", "127.0.0.1")])).await;
+    let s = start(behind_proxy()).await;
     let got = seen_as(&s, UNTRUSTED, "direct", "203.0.113.9").await;
     assert_eq!(got, UNTRUSTED);
     let path = "/ws?client_id=real-ip";

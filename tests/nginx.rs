@@ -30,10 +30,14 @@ const SLACK: Duration = Duration::from_millis(1000);
 const NGINX_IP: &str = "127.0.0.1";
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const DIRECT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+/// The nodes' API key: behind a proxy, tether answers /api/ only with one.
+const API_KEY: &str = "nginx-test-api-key";
+const BEARER: (&str, &str) = ("Authorization", "Bearer nginx-test-api-key");
 
 fn live() -> tether::Config {
     config(&[
         ("trusted_proxies", NGINX_IP),
+        ("api_key", API_KEY),
         ("heartbeat_interval", &format!("{INTERVAL_MS}ms")),
         ("heartbeat_timeout", &format!("{TIMEOUT_MS}ms")),
         ("reap_interval", &format!("{REAP_MS}ms")),
@@ -74,32 +78,43 @@ fn nginx_binary() -> std::path::PathBuf {
 }
 
 /// The shipped config with its placeholders rewritten; `read_timeout` replaces the /ws
-/// location's `proxy_read_timeout 75s;` when given.
+/// location's `proxy_read_timeout 75s;` when given. Without `node2`, its line is deleted, as the
+/// template tells a one-node deployment to do.
 fn rewrite(
     listen: SocketAddr,
     node1: SocketAddr,
-    node2: SocketAddr,
+    node2: Option<SocketAddr>,
     read_timeout: Option<Duration>,
 ) -> String {
     let shipped = include_str!("../deploy/nginx.conf");
     // The placeholders must still be where the test expects them, or the rewrite proves nothing.
     assert!(shipped.contains("\n        listen 127.0.0.1:8088;"));
     assert!(shipped.contains("\n        server 127.0.0.1:8080 "));
-    assert!(shipped.contains("\n        server 127.0.0.1:8081 backup;"));
+    let node2_line = "\n        server 127.0.0.1:8081 max_fails=1 fail_timeout=10s;  # node 2";
+    assert!(
+        shipped.contains(node2_line),
+        "active/active is the template's default"
+    );
     let ws_start = shipped.find("location /ws {").expect("no /ws location");
     let ws_end = ws_start + shipped[ws_start..].find("\n        }").unwrap();
     let ws_block = &shipped[ws_start..ws_end];
     assert_eq!(ws_block.matches("proxy_read_timeout 75s;").count(), 1);
     assert_eq!(shipped.matches("proxy_read_timeout 75s;").count(), 1);
 
+    let shipped = match node2 {
+        Some(_) => shipped.to_string(),
+        None => shipped.replace(node2_line, ""),
+    };
     // Markers first, so an address written in never matches a later placeholder.
     let mut conf = shipped
         .replace("127.0.0.1:8088", "@LISTEN@")
         .replace("127.0.0.1:8080", "@NODE1@")
         .replace("127.0.0.1:8081", "@NODE2@")
         .replace("@LISTEN@", &listen.to_string())
-        .replace("@NODE1@", &node1.to_string())
-        .replace("@NODE2@", &node2.to_string());
+        .replace("@NODE1@", &node1.to_string());
+    if let Some(node2) = node2 {
+        conf = conf.replace("@NODE2@", &node2.to_string());
+    }
     if let Some(t) = read_timeout {
         conf = conf.replace(
             "proxy_read_timeout 75s;",
@@ -109,35 +124,30 @@ fn rewrite(
     conf
 }
 
-/// Starts nginx in front of `upstream` and waits (bounded) until it has bound its port (pid
-/// file written) and accepts connections.
-/// The backup node is a port nothing listens on, so a request that nginx did not send to the
-/// tether under test fails visibly (502) instead of being served by something else.
+/// Starts nginx in front of `upstream` alone and waits (bounded) until it has bound its port
+/// (pid file written) and accepts connections.
 async fn start_nginx(upstream: SocketAddr, read_timeout: Option<Duration>) -> Nginx {
-    start_nginx_over(upstream, None, read_timeout).await
+    start_nginx_over(upstream, None, read_timeout, &[]).await
 }
 
-/// [`start_nginx`] with a second node: given, it is a peer in the round robin (a cluster),
-/// not a backup.
+/// [`start_nginx`] with a second node in the round robin (a cluster), and `edits` (from, to)
+/// applied to the config text as an operator would edit it.
 async fn start_nginx_over(
     upstream: SocketAddr,
     peer: Option<SocketAddr>,
     read_timeout: Option<Duration>,
+    edits: &[(&str, &str)],
 ) -> Nginx {
     // A port picked by bind-and-release can be taken by someone else before nginx binds it:
     // retry a few times with new ports in that case only.
     for attempt in 1..=3 {
         let prefix = TempDir::new("nginx");
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let backup = peer.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
         let conf = prefix.join("nginx.conf");
-        let mut text = rewrite(listen, upstream, backup, read_timeout);
-        if peer.is_some() {
-            // What docs/cluster.md tells operators: clustered nodes are all primaries.
-            text = text.replace(
-                &format!("server {backup} backup;"),
-                &format!("server {backup};"),
-            );
+        let mut text = rewrite(listen, upstream, peer, read_timeout);
+        for (from, to) in edits {
+            assert!(text.contains(from), "the template no longer has {from:?}");
+            text = text.replace(from, to);
         }
         std::fs::write(&conf, text).unwrap();
         let stderr = std::fs::File::create(prefix.join("stderr.log")).unwrap();
@@ -205,7 +215,8 @@ async fn connect_welcomed(to: SocketAddr, client_id: &str) -> (Ws, serde_json::V
 async fn push(via: SocketAddr, client_id: &str, text: &str) -> serde_json::Value {
     let body =
         serde_json::json!({"client_id": client_id, "type": "notify", "data": {"text": text}});
-    let (status, head, body) = http(via, "POST", "/api/v1/push", &[], &body.to_string()).await;
+    let (status, head, body) =
+        http(via, "POST", "/api/v1/push", &[BEARER], &body.to_string()).await;
     assert_eq!(status, 200, "{head}\n{body}");
     json(&body)
 }
@@ -213,7 +224,7 @@ async fn push(via: SocketAddr, client_id: &str, text: &str) -> serde_json::Value
 /// The `remote_addr` of `client_id`'s only session, as an IP address.
 async fn remote_ip(via: SocketAddr, client_id: &str) -> IpAddr {
     let path = format!("/api/v1/sessions?client_id={client_id}");
-    let (status, _, body) = http(via, "GET", &path, &[], "").await;
+    let (status, _, body) = http(via, "GET", &path, &[BEARER], "").await;
     assert_eq!(status, 200, "{body}");
     let list = json(&body);
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
@@ -353,7 +364,14 @@ async fn ping_answering_client_outlives_proxy_read_timeout() {
     assert_eq!(push(nginx.addr, "tab", "still here").await["delivered"], 1);
     let got = recv_json(&mut ws).await;
     assert_eq!(got["data"]["text"], "still here", "{got}");
-    let (_, _, body) = http(nginx.addr, "GET", "/api/v1/sessions?client_id=tab", &[], "").await;
+    let (_, _, body) = http(
+        nginx.addr,
+        "GET",
+        "/api/v1/sessions?client_id=tab",
+        &[BEARER],
+        "",
+    )
+    .await;
     assert_eq!(json(&body)[0]["session_id"], welcome["data"]["session_id"]);
 
     drop(nginx);
@@ -405,7 +423,7 @@ const HELD: usize = 200;
 /// heartbeats: nginx holds HELD sessions (2 × HELD sockets) and a broadcast reaches them all.
 #[tokio::test]
 async fn nginx_holds_many_sessions() {
-    let s = start(config(&[("trusted_proxies", NGINX_IP)])).await;
+    let s = start(config(&[("trusted_proxies", NGINX_IP), ("api_key", API_KEY)])).await;
     let nginx = start_nginx(s.addr, None).await;
 
     let started = Instant::now();
@@ -432,7 +450,7 @@ async fn nginx_holds_many_sessions() {
         nginx.addr,
         "POST",
         "/api/v1/broadcast",
-        &[],
+        &[BEARER],
         r#"{"type":"notify","data":{"all":true}}"#,
     )
     .await;
@@ -466,10 +484,11 @@ async fn round_robin_over_a_cluster_reaches_every_client() {
             ("trusted_proxies", NGINX_IP),
             ("redis_url", url.as_str()),
             ("node_id", id),
+            ("api_key", API_KEY),
         ])
     };
     let (one, two) = (start(node("one")).await, start(node("two")).await);
-    let nginx = start_nginx_over(one.addr, Some(two.addr), None).await;
+    let nginx = start_nginx_over(one.addr, Some(two.addr), None, &[]).await;
     const CLIENTS: usize = 12;
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
@@ -496,4 +515,138 @@ async fn round_robin_over_a_cluster_reaches_every_client() {
         assert_eq!(m["data"]["text"], id.as_str(), "{m}");
     }
     drop(nginx);
+}
+
+/// One HTTP/1.1 request from the loopback address `src` (a stand-in for "another network");
+/// the status and body once the server closes.
+async fn http_from(src: Ipv4Addr, to: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((src, 0))).unwrap();
+    let mut tcp = tokio::time::timeout(WAIT, socket.connect(to))
+        .await
+        .expect("connect timed out")
+        .unwrap();
+    let (k, v) = BEARER;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: tether\r\n{k}: {v}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf))
+        .await
+        .expect("no answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+/// The operator's admin network is the host itself (`127.0.0.1/32`); clients come from
+/// 127.0.0.2, which stands for the internet. Even with the right API key they get 403 on /api/,
+/// /metrics and /dashboard, while /ws, /health and the demo page serve them.
+#[tokio::test]
+async fn the_api_and_operator_pages_are_closed_to_unlisted_networks() {
+    let s = start(live()).await;
+    let nginx = start_nginx_over(
+        s.addr,
+        None,
+        None,
+        &[("        127.0.0.0/8  1;", "        127.0.0.1/32 1;")],
+    )
+    .await;
+    for (method, path) in [
+        ("POST", "/api/v1/broadcast"),
+        ("GET", "/api/v1/sessions"),
+        ("GET", "/metrics"),
+        ("GET", "/dashboard"),
+        ("GET", "/dashboard/data"),
+    ] {
+        let (status, body) = http_from(CLIENT_IP, nginx.addr, method, path).await;
+        assert_eq!(status, 403, "{method} {path} from outside: {body}");
+        // From the admin network the same request passes nginx (and the key passes tether).
+        let (status, body) = http_from(Ipv4Addr::LOCALHOST, nginx.addr, method, path).await;
+        assert_ne!(
+            status, 403,
+            "{method} {path} from the admin network: {body}"
+        );
+        assert!(status < 500, "{method} {path}: {status} {body}");
+    }
+    let (status, body) = http_from(CLIENT_IP, nginx.addr, "GET", "/health").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = http_from(CLIENT_IP, nginx.addr, "GET", "/").await;
+    assert_eq!(status, 200, "the demo page");
+    let (_ws, welcome) = connect_welcomed(nginx.addr, "outsider").await;
+    assert_eq!(welcome["data"]["client_id"], "outsider");
+    drop(nginx);
+    stop(s).await;
+}
+
+/// Deployed as shipped but without an API key on tether: even from the admin network, the API
+/// through nginx answers 401 saying to set the key, trusted proxy listed or not.
+#[tokio::test]
+async fn without_an_api_key_the_api_is_closed_through_nginx() {
+    for trusted in [NGINX_IP, ""] {
+        let s = start(config(&[("trusted_proxies", trusted)])).await;
+        let nginx = start_nginx(s.addr, None).await;
+        let (_ws, _) = connect_welcomed(nginx.addr, "victim").await;
+        let body = r#"{"client_id":"victim","type":"notify","data":"forged"}"#;
+        let (status, _, b) = http(nginx.addr, "POST", "/api/v1/push", &[], body).await;
+        assert_eq!(status, 401, "trusted_proxies = {trusted:?}: {b}");
+        assert_eq!(json(&b)["error"]["code"], "unauthorized");
+        assert!(b.contains("set api_key"), "{b}");
+        let (status, _, b) = http(nginx.addr, "GET", "/api/v1/sessions", &[], "").await;
+        assert_eq!(status, 401, "the session list with IPs stays closed: {b}");
+        drop(nginx);
+        stop(s).await;
+    }
+}
+
+/// Browsers send their token in the query (`/ws?token=<JWT>`): the shipped access log keeps
+/// the path and drops the query string.
+#[tokio::test]
+async fn tokens_in_the_query_never_reach_the_access_log() {
+    let s = start(live()).await;
+    let nginx = start_nginx(s.addr, None).await;
+    const SECRET: &str = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0.c2lnbmF0dXJl";
+    let mut ws = connect_from(
+        CLIENT_IP.into(),
+        nginx.addr,
+        &format!("/ws?client_id=logged&token={SECRET}"),
+        &[],
+    )
+    .await;
+    assert_eq!(recv_json(&mut ws).await["type"], "welcome");
+    drop(ws);
+    // nginx writes a WebSocket's log line when the connection ends: wait for it (bounded).
+    let log = nginx.prefix.join("access.log");
+    let deadline = Instant::now() + WAIT;
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("GET /ws ") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no /ws line in the access log: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!text.contains(SECRET), "the token was logged: {text}");
+    assert!(
+        !text.contains("client_id=logged"),
+        "the query was logged: {text}"
+    );
+    drop(nginx);
+    stop(s).await;
 }
