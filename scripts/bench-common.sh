@@ -188,10 +188,33 @@ webhooks_report() {
   ' "$dir/webhooks.json"
 }
 
-# Stops the servers and helpers and removes the secret (for `trap bench_cleanup EXIT`).
+# A redis-server on 127.0.0.1:$REDIS_PORT (16379), no persistence, its files in a temp dir;
+# on the servers' CPU with PIN=1. Sets REDIS_PID; `stop_redis` (and `bench_cleanup`) stop it.
+REDIS_PID="" REDIS_DIR=""
+REDIS_PORT=${REDIS_PORT:-16379}
+start_redis() {
+  REDIS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tether-bench-redis.XXXXXX")
+  "${PIN_SERVER[@]}" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --dir "$REDIS_DIR" --maxclients 10000 >"$OUT/redis.log" 2>&1 &
+  REDIS_PID=$!
+  for _ in $(seq 1 100); do
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "redis-server did not start" >&2; exit 1
+}
+stop_redis() {
+  if [[ -n $REDIS_PID ]]; then kill -KILL "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; fi
+  if [[ -n $REDIS_DIR ]]; then rm -rf "$REDIS_DIR"; fi
+  REDIS_PID="" REDIS_DIR=""
+}
+redis_info() { redis-cli -p "$REDIS_PORT" info "$1" | tr -d '\r' | awk -F: -v k="$2" '$1 == k { print $2 }'; }
+
+# Stops the servers, helpers and Redis and removes the secret (for `trap bench_cleanup EXIT`).
 bench_cleanup() {
   stop_servers
   stop_helpers
+  stop_redis
   if [[ -n $SECRET_FILE ]]; then rm -f "$SECRET_FILE"; fi
 }
 

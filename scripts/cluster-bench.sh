@@ -27,37 +27,17 @@ NODES=${NODES:-8}
 PER=${PER:-19000}
 HOLD=${HOLD:-60s}
 PORT=${PORT:-18080}
-REDIS_PORT=${REDIS_PORT:-16379}
 ONLY=${ONLY:-broadcast push}
 OUT=${OUT:-bench-results/cluster-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
-REDIS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tether-bench-redis.XXXXXX")
-REDIS_PID=""
 
 SERVER_CPU=() BENCH_CPU=()
 if [[ ${PIN:-0} == 1 ]]; then SERVER_CPU=(taskset -c 1) BENCH_CPU=(taskset -c 0); fi
 
-cleanup() {
-  bench_cleanup
-  if [[ -n $REDIS_PID ]]; then kill -KILL "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; fi
-  rm -rf "$REDIS_DIR"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
 wants() { [[ " $ONLY " == *" $1 "* ]]; }
 
-start_redis() {
-  "${SERVER_CPU[@]}" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
-    --dir "$REDIS_DIR" --maxclients 10000 >"$OUT/redis.log" 2>&1 &
-  REDIS_PID=$!
-  for _ in $(seq 1 100); do
-    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "redis-server did not start" >&2; exit 1
-}
-stop_redis() { kill -KILL "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; REDIS_PID=""; }
-redis_info() { redis-cli -p "$REDIS_PORT" info "$1" | tr -d '\r' | awk -F: -v k="$2" '$1 == k { print $2 }'; }
 
 # nodes K MAXC: starts K tether nodes on PORT.. joined through Redis; sets NODE_PIDS, URLS, APIS.
 nodes() {

@@ -23,7 +23,7 @@
 #
 # Environment: N (connections, 19000), HOLD (60s), SOAK (1 = 10m hold), PORT (18080),
 # ONLY (scenarios to run: hold fanout storm evict [default], auth, hold-history,
-# hold-compression, hold-webhooks, everything, connect-load, migrate, webhooks), OUT (results
+# hold-compression, hold-webhooks, everything, everything-cluster, connect-load, migrate, webhooks), OUT (results
 # folder), PAUSE_SECS (5, between scenarios); connect-load: NEW (500),
 # BATCH (8), BCAST_RATE (3), AUTH (1 = auth on and tokens); migrate: MIGRATE_WINDOW (10s),
 # MIGRATE_HINT ("no yes": runs without and with --honor-hint), node B on PORT + 1; webhooks:
@@ -122,6 +122,23 @@ if wants everything; then
   bench everything hold -n "$N" --heartbeat 30s --hold "$HOLD" --url "$URL" --server-pid "$SERVER_PID" \
     --source "$(src 13)" --token-secret "$SECRET_FILE" --compression
   stop_servers; stop_helpers; pause
+fi
+if wants everything-cluster; then
+  # `everything` on a node of a cluster (a redis-server started here) whose node-to-node
+  # messages are signed with cluster_secret: presence per client id and signed routing on top.
+  new_secret
+  start_redis
+  WH_PORT=${WEBHOOK_PORT:-$((PORT + 2))}
+  WEBHOOK_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  export WEBHOOK_SECRET
+  start_sink "$WH_PORT" "$OUT/everything-cluster-sink.json"
+  TETHER_WEBHOOK_SECRET=$WEBHOOK_SECRET TETHER_CLUSTER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \
+    start_tether "$PORT" --max-connections "$MAXC" \
+    --auth on --auth-hmac-secret-file "$SECRET_FILE" --history-size 100 --compression true \
+    --webhook-url "http://127.0.0.1:$WH_PORT/hook" --redis-url "redis://127.0.0.1:$REDIS_PORT/"
+  bench everything-cluster hold -n "$N" --heartbeat 30s --hold "$HOLD" --url "$URL" --server-pid "$SERVER_PID" \
+    --source "$(src 17)" --token-secret "$SECRET_FILE" --compression
+  stop_servers; stop_helpers; stop_redis; pause
 fi
 if wants connect-load; then
   NEW=${NEW:-500}
@@ -236,6 +253,9 @@ fi
   fi
   if wants everything; then
     echo "- everything: hold -n $N with auth (a token each), history_size 100, compression negotiated by every client, webhooks to scripts/webhook-sink.mjs"
+  fi
+  if wants everything-cluster; then
+    echo "- everything-cluster: everything, on a node with redis_url (a local redis-server) and cluster_secret"
   fi
   if wants connect-load; then
     echo "- connect-load: $((N - ${NEW:-500})) held + ${NEW:-500} new per phase, batches of ${BATCH:-8}, broadcasts ${BCAST_RATE:-3}/s, auth ${AUTH:-0}"
