@@ -22,10 +22,64 @@ def module_of(path: pathlib.Path) -> str:
     return rel.parts[0].removesuffix(".rs")
 
 
+def item_end(text: str, i: int) -> int:
+    """The end of the item starting at `i`: after its `;`, or after the brace matching its first
+    `{`. Strings, raw strings, char literals and comments are skipped, so braces in them do not
+    count."""
+    depth = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith("//", i):
+            i = text.find("\n", i)
+            i = n if i < 0 else i
+            continue
+        if text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            i = n if j < 0 else j + 2
+            continue
+        raw = re.match(r'r(#*)"', text[i:i + 260]) if c == "r" and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")) else None
+        if raw:
+            close = '"' + raw.group(1)
+            j = text.find(close, i + len(raw.group(0)))
+            i = n if j < 0 else j + len(close)
+            continue
+        if c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            i += 1
+            continue
+        if c == "'":
+            lit = re.match(r"'(\\.|[^\\'])'", text[i:i + 12])
+            if lit:
+                i += len(lit.group(0))
+                continue
+        if c == ";" and depth == 0:
+            return i + 1
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return n
+
+
 def strip_tests(text: str) -> str:
-    # Unit tests may reach anywhere; the layering is about the code that ships.
-    i = text.find("#[cfg(test)]")
-    return text if i < 0 else text[:i]
+    # Unit tests may reach anywhere; the layering is about the code that ships. Each
+    # `#[cfg(test)]` item (a `mod tests { ... }`, a `mod x;`, a test-only fn) is cut out whole,
+    # and the code after it is read.
+    out = []
+    pos = 0
+    while True:
+        i = text.find("#[cfg(test)]", pos)
+        if i < 0:
+            out.append(text[pos:])
+            return "".join(out)
+        out.append(text[pos:i])
+        pos = item_end(text, i + len("#[cfg(test)]"))
 
 
 def main() -> int:

@@ -184,3 +184,18 @@ async fn client_publish_when_allowed_reaches_subscribers() {
     assert_eq!(m["data"]["t"], "hi");
     stop(s).await;
 }
+
+#[tokio::test]
+async fn with_the_demo_page_off_the_root_can_be_the_websocket_path() {
+    let s = start(config(&[("ws_path", "/"), ("demo_page", "false")])).await;
+    let mut ws = connect_raw(s.addr, "/?client_id=root").await.unwrap();
+    let welcome = recv_json(&mut ws).await;
+    assert_eq!(welcome["data"]["client_id"], "root", "{welcome}");
+    // The other routes still answer as themselves.
+    let (status, _, body) = http(s.addr, "GET", "/health", &[], "").await;
+    assert_eq!(
+        (status, json(&body)["connections"].as_u64()),
+        (200, Some(1))
+    );
+    stop(s).await;
+}

@@ -423,7 +423,11 @@ const HELD: usize = 200;
 /// heartbeats: nginx holds HELD sessions (2 × HELD sockets) and a broadcast reaches them all.
 #[tokio::test]
 async fn nginx_holds_many_sessions() {
-    let s = start(config(&[("trusted_proxies", NGINX_IP), ("api_key", API_KEY)])).await;
+    let s = start(config(&[
+        ("trusted_proxies", NGINX_IP),
+        ("api_key", API_KEY),
+    ]))
+    .await;
     let nginx = start_nginx(s.addr, None).await;
 
     let started = Instant::now();

@@ -330,16 +330,24 @@ impl Config {
         if !self.ws_path.starts_with('/') {
             return err(format!("ws_path: `{}` must start with /", self.ws_path));
         }
+        // Only the routes that are served collide: a front end with the demo page off may
+        // connect at `ws://host/`.
+        let pages: &[&str] = if self.demo_page {
+            &["/", "/tether.js"]
+        } else {
+            &[]
+        };
+        let dashboard: &[&str] = if self.dashboard {
+            &["/dashboard", "/dashboard/data"]
+        } else {
+            &[]
+        };
         if self.ws_path.starts_with("/api/")
-            || [
-                "/health",
-                "/metrics",
-                "/",
-                "/tether.js",
-                "/dashboard",
-                "/dashboard/data",
-            ]
-            .contains(&self.ws_path.as_str())
+            || ["/health", "/metrics"]
+                .iter()
+                .chain(pages)
+                .chain(dashboard)
+                .any(|r| *r == self.ws_path)
         {
             return err(format!(
                 "ws_path: `{}` collides with a built-in route",
@@ -573,6 +581,14 @@ mod tests {
         };
         assert!(c.validate().unwrap_err().0.starts_with("tls_key"));
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn ws_path_may_be_the_root_when_the_demo_page_is_off() {
+        let e = Config::with(&[("ws_path", "/")]).unwrap_err().0;
+        assert!(e.contains("collides"), "{e}");
+        assert!(Config::with(&[("ws_path", "/"), ("demo_page", "false")]).is_ok());
+        assert!(Config::with(&[("ws_path", "/health"), ("demo_page", "false")]).is_err());
     }
 
     #[test]
