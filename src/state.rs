@@ -15,7 +15,7 @@ use crate::cluster::engine::RedisEngine;
 use crate::config::{AuthMode, Config, Secret, ShutdownMode, socket_budget};
 use crate::dashboard::Samples;
 use crate::engine::memory::{MemoryConfig, MemoryEngine};
-use crate::engine::{Engine, SystemClock};
+use crate::engine::{Checked, Engine, SystemClock};
 use crate::handle::Handle;
 use crate::handler::Handler;
 use crate::id::SessionIds;
@@ -131,6 +131,8 @@ impl Shared {
                 Arc::clone(&registry) as _,
             )),
         };
+        // Whoever calls it, the engine builds no key from a name the handshake would refuse.
+        let engine: Arc<dyn Engine> = Arc::new(Checked(engine));
         let handle = Handle {
             registry: Arc::clone(&registry),
             engine: Arc::clone(&engine),
