@@ -83,7 +83,7 @@ impl Shared {
             )),
         };
         let api_key = match &config.api_key_file {
-            Some(path) => Some(read_secret(path)?),
+            Some(path) => Some(Secret::from_file("api_key_file", path)?),
             None => config.api_key.clone(),
         };
         let metrics = Arc::new(Metrics::default());
@@ -217,20 +217,6 @@ fn auth_settings(config: &Config) -> AuthSettings {
         issuer: config.auth_issuer.clone(),
         leeway: config.auth_leeway,
     }
-}
-
-/// The API key from `api_key_file`: the file's text without its trailing newline.
-fn read_secret(path: &std::path::Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("api_key_file: {}: {e}", path.display()))?;
-    let key = text.trim_end_matches(['\n', '\r']);
-    if key.is_empty() {
-        return Err(format!(
-            "api_key_file: {}: the file is empty",
-            path.display()
-        ));
-    }
-    Ok(Secret(key.to_string()))
 }
 
 /// The host name and the process id, e.g. `web-3-4711`: unique among the nodes of a cluster
