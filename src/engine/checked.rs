@@ -126,7 +126,6 @@ mod tests {
 
     /// The memory engine and a refusal answer with ready futures, so one poll settles them.
     fn run<T>(mut f: EngineFuture<'_, T>) -> Result<T, EngineError> {
-        use std::future::Future;
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
         match f.as_mut().poll(&mut cx) {

@@ -181,8 +181,9 @@ mod tests {
             async move { lane.pop().await }
         });
         tokio::task::yield_now().await;
-        assert!(push(&lane, b"late"));
+        assert!(lane.try_push(7, b"late"));
         let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
-        assert_eq!(got.ok().and_then(Result::ok).as_deref(), Some(&b"late"[..]));
+        let got = got.ok().and_then(Result::ok);
+        assert_eq!(got, Some((7, Bytes::from_static(b"late"))));
     }
 }
