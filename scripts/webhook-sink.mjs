@@ -6,8 +6,11 @@
 //       [--fail-first K] [--delay-ms D]
 //
 // - Listens on 127.0.0.1:PORT; any POST is an event (the path is not checked).
-// - With WEBHOOK_SECRET set, checks `X-Tether-Signature: sha256=<hex HMAC-SHA256 of the body>`
-//   and counts missing / bad signatures (the event is still answered 204 and counted).
+// - With WEBHOOK_SECRET set, checks `X-Tether-Signature: t=<unix s>,v1=<hex HMAC-SHA256 of
+//   "<t>.<body>">` (docs/webhooks.md) and counts missing / bad signatures and stale ones (t more
+//   than 5 minutes off); the event is still answered 204 and counted.
+// - Counts events without `X-Tether-Event-Id` and repeated event ids (a retry of an event the
+//   sink already took, e.g. after an answer tether did not see).
 // - --fail-first K: answers 500 to the first K POSTs (not counted as received: tether retries
 //   them); --delay-ms D: waits D ms before every answer. Both off by default.
 // - Counts events by `event`, distinct (client_id, session_id) pairs, duplicates (a body seen
@@ -47,6 +50,9 @@ const s = {
   received: 0, // events accepted (204)
   bad_signature: 0,
   missing_signature: 0,
+  stale_signature: 0,
+  missing_event_id: 0,
+  repeated_event_id: 0,
   bad_json: 0,
   duplicates: 0,
   disconnect_before_connect: 0, // a session's first event here was not its connect
@@ -64,17 +70,23 @@ const latencyBy = {}; // event -> [ms]
 const sessions = new Set(); // client_id \0 session_id
 const clients = new Map(); // client_id -> "connect,online,..."
 const bodies = new Set(); // raw bodies, for duplicates
+const eventIds = new Set(); // X-Tether-Event-Id values seen
 const codes = {}; // disconnect close codes
 
-function record(raw, sig, now) {
+function record(raw, sig, eventId, now) {
   if (secret) {
+    const m = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(sig || '');
     if (!sig) s.missing_signature++;
+    else if (!m) s.bad_signature++;
     else {
-      const want = 'sha256=' + crypto.createHmac('sha256', secret).update(raw).digest('hex');
-      const a = Buffer.from(sig), b = Buffer.from(want);
-      if (a.length !== b.length || !crypto.timingSafeEqual(a, b)) s.bad_signature++;
+      const mac = crypto.createHmac('sha256', secret).update(`${m[1]}.`).update(raw).digest();
+      if (!crypto.timingSafeEqual(mac, Buffer.from(m[2], 'hex'))) s.bad_signature++;
+      else if (Math.abs(now / 1000 - Number(m[1])) > 300) s.stale_signature++;
     }
   }
+  if (!eventId) s.missing_event_id++;
+  else if (eventIds.has(eventId)) s.repeated_event_id++;
+  else eventIds.add(eventId);
   const text = raw.toString('utf8');
   if (bodies.has(text)) { s.duplicates++; return; }
   bodies.add(text);
@@ -186,7 +198,8 @@ const server = http.createServer((req, res) => {
       s.answered_500++;
       return delayMs > 0 ? setTimeout(answer, delayMs, 500) : answer(500);
     }
-    record(Buffer.concat(chunks), req.headers['x-tether-signature'], now);
+    record(Buffer.concat(chunks), req.headers['x-tether-signature'],
+      req.headers['x-tether-event-id'], now);
     return delayMs > 0 ? setTimeout(answer, delayMs, 204) : answer(204);
   });
 });

@@ -16,6 +16,10 @@ pub enum Error {
     MissingClientId,
     /// The client id is empty, too long or has control characters.
     BadClientId(&'static str),
+    /// A channel name is empty, too long or has control characters; the string says which.
+    BadChannel(String),
+    /// An `idempotency_key` seen within its window for a request with another body.
+    IdempotencyKeyReused,
     /// API key missing or wrong.
     Unauthorized,
     /// No `api_key` is set and the API call is not from a direct local caller (PROTOCOL §13).
@@ -67,7 +71,9 @@ impl Error {
             Error::BadHandshake(_)
             | Error::BadSince(_)
             | Error::MissingClientId
-            | Error::BadClientId(_) => StatusCode::BAD_REQUEST,
+            | Error::BadClientId(_)
+            | Error::BadChannel(_) => StatusCode::BAD_REQUEST,
+            Error::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Error::InvalidJson(_) | Error::InvalidBody(_) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unauthorized | Error::ApiNotLocal | Error::BadToken(_) => {
@@ -94,6 +100,8 @@ impl Error {
             Error::BadHandshake(_) | Error::BadSince(_) => "bad_handshake",
             Error::MissingClientId => "missing_client_id",
             Error::BadClientId(_) => "bad_client_id",
+            Error::BadChannel(_) => "bad_channel",
+            Error::IdempotencyKeyReused => "idempotency_key_reused",
             Error::Unauthorized | Error::ApiNotLocal | Error::BadToken(_) => "unauthorized",
             Error::TooManySessions(_) | Error::ConnectRate => "too_many_connections",
             Error::OriginNotAllowed => "origin_not_allowed",
@@ -125,7 +133,14 @@ impl Error {
             Error::MissingClientId => {
                 "a client id is required: pass ?client_id=<id> or the X-Client-Id header".into()
             }
-            Error::BadClientId(why) => format!("bad client id: {why}"),
+            Error::BadClientId(why) => format!(
+                "bad client id: {why} (client ids are 1 to 256 bytes without control characters)"
+            ),
+            Error::BadChannel(why) => format!("bad channel name: {why}"),
+            Error::IdempotencyKeyReused => "this idempotency_key was used within the \
+                 idempotency_window with a different type or data; use a new key for a new \
+                 message"
+                .into(),
             Error::Unauthorized => {
                 "missing or wrong credentials: send Authorization: Bearer <api_key>".into()
             }

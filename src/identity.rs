@@ -13,9 +13,6 @@ use crate::error::Error;
 use crate::outbox::Grants;
 use crate::query::query_param;
 
-/// Longest client id accepted, in bytes.
-pub const CLIENT_ID_MAX: usize = 256;
-
 /// A connecting client, as far as the handshake established it.
 pub struct Identity {
     /// The client id; `None` when none is required and none was given (the session id is used).
@@ -114,12 +111,7 @@ pub fn client_id(
             Ok(None)
         };
     }
-    if id.len() > CLIENT_ID_MAX {
-        return Err(Error::BadClientId("longer than 256 bytes"));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(Error::BadClientId("contains control characters"));
-    }
+    crate::protocol::valid_client_id(&id).map_err(Error::BadClientId)?;
     Ok(Some(Arc::from(id.as_ref())))
 }
 

@@ -15,7 +15,7 @@ use crate::cluster::engine::RedisEngine;
 use crate::config::{AuthMode, Config, Secret, ShutdownMode, socket_budget};
 use crate::dashboard::Samples;
 use crate::engine::memory::{MemoryConfig, MemoryEngine};
-use crate::engine::{Engine, SystemClock};
+use crate::engine::{Checked, Engine, SystemClock};
 use crate::handle::Handle;
 use crate::handler::Handler;
 use crate::id::SessionIds;
@@ -83,7 +83,7 @@ impl Shared {
             )),
         };
         let api_key = match &config.api_key_file {
-            Some(path) => Some(read_secret(path)?),
+            Some(path) => Some(Secret::from_file("api_key_file", path)?),
             None => config.api_key.clone(),
         };
         let metrics = Arc::new(Metrics::default());
@@ -131,6 +131,8 @@ impl Shared {
                 Arc::clone(&registry) as _,
             )),
         };
+        // Whoever calls it, the engine builds no key from a name the handshake would refuse.
+        let engine: Arc<dyn Engine> = Arc::new(Checked(engine));
         let handle = Handle {
             registry: Arc::clone(&registry),
             engine: Arc::clone(&engine),
@@ -215,20 +217,6 @@ fn auth_settings(config: &Config) -> AuthSettings {
         issuer: config.auth_issuer.clone(),
         leeway: config.auth_leeway,
     }
-}
-
-/// The API key from `api_key_file`: the file's text without its trailing newline.
-fn read_secret(path: &std::path::Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("api_key_file: {}: {e}", path.display()))?;
-    let key = text.trim_end_matches(['\n', '\r']);
-    if key.is_empty() {
-        return Err(format!(
-            "api_key_file: {}: the file is empty",
-            path.display()
-        ));
-    }
-    Ok(Secret(key.to_string()))
 }
 
 /// The host name and the process id, e.g. `web-3-4711`: unique among the nodes of a cluster

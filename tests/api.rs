@@ -117,7 +117,7 @@ async fn malformed_requests_get_400_saying_what_is_wrong() {
         (
             "/api/v1/publish",
             r#"{"channel":"","type":"x"}"#,
-            "invalid_body",
+            "bad_channel",
         ),
     ];
     for (path, body, code) in cases {

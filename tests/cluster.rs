@@ -318,6 +318,16 @@ async fn idempotency_keys_hold_across_nodes() {
         "the repeat on another node answers as the first did"
     );
     assert_eq!(recv_json(&mut carol).await["data"], 7);
+    // The key reused with another body, on either node, is refused and delivers nothing.
+    let other = body.replace(r#""data":7"#, r#""data":8"#);
+    for n in [&a, &b] {
+        let (status, answer) = post(n.addr, "/api/v1/push", &other).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (422, Some("idempotency_key_reused")),
+            "{answer}"
+        );
+    }
     // Only one copy: the next frame is the marker pushed after.
     post(
         b.addr,

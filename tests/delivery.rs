@@ -153,6 +153,50 @@ async fn idempotent_retries_deliver_once_and_answer_the_same() {
     }
 }
 
+/// A key reused for another request (other `data`, other `type`) is refused with 422
+/// `idempotency_key_reused` and delivers nothing; the first request's retries still answer as
+/// it did, and deliver nothing more either.
+#[tokio::test]
+async fn a_key_reused_with_another_body_gets_422_and_delivers_nothing() {
+    let s = start(config(&[])).await;
+    let (mut ws, _) = connect(s.addr, "una").await;
+    let push = |kind: &str, data: &str| {
+        format!(r#"{{"client_id":"una","type":"{kind}","data":{data},"idempotency_key":"pay-1"}}"#)
+    };
+    let first = post(s.addr, "/api/v1/push", &push("charge", "100")).await;
+    assert_eq!((first.0, first.1["delivered"].as_u64()), (200, Some(1)));
+    for other in [
+        push("charge", "999"),
+        push("refund", "100"),
+        push("charge", "100.0"),
+    ] {
+        let (status, answer) = post(s.addr, "/api/v1/push", &other).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (422, Some("idempotency_key_reused")),
+            "{other}: {answer}"
+        );
+    }
+    assert_eq!(
+        post(s.addr, "/api/v1/push", &push("charge", "100")).await,
+        first
+    );
+    let publish = |data: &str| {
+        format!(r#"{{"channel":"till","type":"t","data":{data},"idempotency_key":"pay-1"}}"#)
+    };
+    assert_eq!(post(s.addr, "/api/v1/publish", &publish("1")).await.0, 200);
+    assert_eq!(post(s.addr, "/api/v1/publish", &publish("2")).await.0, 422);
+    // Exactly the first push arrived: the marker comes right after it.
+    s.handle.broadcast("marker", None);
+    let got = recv_json(&mut ws).await;
+    assert_eq!(
+        (got["type"].as_str(), got["data"].as_u64()),
+        (Some("charge"), Some(100))
+    );
+    assert_eq!(recv_json(&mut ws).await["type"], "marker");
+    stop(s).await;
+}
+
 #[tokio::test]
 async fn a_failed_first_call_is_not_remembered() {
     let s = start(config(&[])).await;

@@ -1,6 +1,7 @@
 //! Webhooks (PROTOCOL §10) against a real HTTP receiver on loopback: the events and their order,
-//! the signature, online/offline with the grace, retries after failures, a slow receiver, and
-//! events given up (and counted) after `webhook_retry_for`.
+//! the signature (`t=,v1=` over "<t>.<body>") and the event id a retry repeats, the secret from
+//! a file, online/offline with the grace, retries after failures, a slow receiver, and events
+//! given up (and counted) after `webhook_retry_for`.
 
 mod common;
 
@@ -21,18 +22,50 @@ use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-/// What the receiver got: the signature header and the JSON body.
+/// What the receiver got: the signature and event id headers and the JSON body.
 struct Hit {
     signature: Option<String>,
+    event_id: Option<String>,
     raw: Bytes,
     body: Value,
 }
 
+/// What a receiver does with `X-Tether-Signature` (docs/webhooks.md): `t=<t>,v1=<hex>`, the
+/// HMAC-SHA256 of "<t>.<body>" under `secret`, compared in constant time, `t` at most five
+/// minutes off. Returns `t`.
+fn verify(secret: &[u8], hit: &Hit) -> Result<u64, String> {
+    let header = hit.signature.as_deref().ok_or("no signature")?;
+    let (t, v1) = header
+        .split_once(',')
+        .and_then(|(t, v)| Some((t.strip_prefix("t=")?, v.strip_prefix("v1=")?)))
+        .ok_or_else(|| format!("not t=..,v1=..: {header}"))?;
+    let t: u64 = t.parse().map_err(|_| format!("bad t in {header}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    if now.abs_diff(t) > 300 {
+        return Err(format!("stale: t={t}, now={now}"));
+    }
+    let want = (0..v1.len() / 2)
+        .map(|i| u8::from_str_radix(v1.get(2 * i..2 * i + 2).unwrap_or("x"), 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| format!("v1 is not hex: {header}"))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|e| e.to_string())?;
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(&hit.raw);
+    mac.verify_slice(&want)
+        .map_err(|_| format!("bad signature {header}"))?;
+    Ok(t)
+}
+
 /// A webhook receiver: answers 500 to its first `fail_first` requests, waits `delay` before
-/// each answer, and reports every request it accepted with 2xx.
+/// each answer, and reports every request it accepted with 2xx (`hits`) and every one it
+/// refused (`refused`).
 struct Receiver {
     url: String,
     hits: mpsc::UnboundedReceiver<Hit>,
+    refused: mpsc::UnboundedReceiver<Hit>,
     attempts: Arc<AtomicUsize>,
 }
 
@@ -40,30 +73,36 @@ async fn receiver(fail_first: usize, delay: Duration) -> Receiver {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let (tx, hits) = mpsc::unbounded_channel();
+    let (no, refused) = mpsc::unbounded_channel();
     let attempts = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&attempts);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (tx, seen) = (tx.clone(), Arc::clone(&seen));
+            let (tx, no, seen) = (tx.clone(), no.clone(), Arc::clone(&seen));
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (tx, seen) = (tx.clone(), Arc::clone(&seen));
+                let (tx, no, seen) = (tx.clone(), no.clone(), Arc::clone(&seen));
                 async move {
                     let n = seen.fetch_add(1, Ordering::SeqCst);
-                    let signature = req
-                        .headers()
-                        .get("x-tether-signature")
-                        .map(|v| v.to_str().unwrap().to_string());
+                    let header = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .map(|v| v.to_str().unwrap().to_string())
+                    };
+                    let signature = header("x-tether-signature");
+                    let event_id = header("x-tether-event-id");
                     let raw = req.into_body().collect().await.unwrap().to_bytes();
                     tokio::time::sleep(delay).await;
+                    let hit = Hit {
+                        signature,
+                        event_id,
+                        body: serde_json::from_slice(&raw).unwrap(),
+                        raw,
+                    };
                     let status = if n < fail_first {
+                        let _ = no.send(hit);
                         StatusCode::INTERNAL_SERVER_ERROR
                     } else {
-                        let body = serde_json::from_slice(&raw).unwrap();
-                        let _ = tx.send(Hit {
-                            signature,
-                            raw,
-                            body,
-                        });
+                        let _ = tx.send(hit);
                         StatusCode::NO_CONTENT
                     };
                     let mut res = Response::new(Full::new(Bytes::new()));
@@ -80,6 +119,7 @@ async fn receiver(fail_first: usize, delay: Duration) -> Receiver {
     Receiver {
         url,
         hits,
+        refused,
         attempts,
     }
 }
@@ -140,15 +180,8 @@ async fn events_are_signed_and_online_offline_follow_the_grace() {
     assert_eq!(first.body["session_id"], sid.as_str());
     assert_eq!(first.body["node"], "node-a");
     assert!(first.body["timestamp"].as_str().unwrap().ends_with('Z'));
-    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
-    mac.update(&first.raw);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(first.signature, Some(format!("sha256={hex}")));
+    verify(b"s3cret", &first).unwrap();
+    assert!(verify(b"other", &first).is_err());
     assert_eq!(rx.events(1).await, vec![pair("online", "ann")]);
 
     drop(ws);
@@ -160,6 +193,67 @@ async fn events_are_signed_and_online_offline_follow_the_grace() {
     );
     assert_eq!(rx.events(1).await, vec![pair("offline", "ann")]);
     stop(s).await;
+}
+
+/// A retry repeats the event's `X-Tether-Event-Id` (so a receiver can drop the repeat) with a
+/// fresh signature; every event has its own id; the secret comes from `webhook_secret_file`,
+/// its trailing newline trimmed.
+#[tokio::test]
+async fn retries_repeat_the_event_id_and_the_secret_can_come_from_a_file() {
+    let dir = TempDir::new("webhook-secret");
+    let file = dir.join("secret");
+    std::fs::write(&file, "from-a-file\n").unwrap();
+    let mut rx = receiver(1, Duration::ZERO).await;
+    let s = start(config(&[
+        ("webhook_url", &rx.url),
+        ("webhook_secret_file", file.to_str().unwrap()),
+        ("offline_grace", "10s"),
+    ]))
+    .await;
+    let (ws, _) = connect(s.addr, "zoe").await;
+    let failed = tokio::time::timeout(WAIT, rx.refused.recv())
+        .await
+        .expect("no first attempt")
+        .expect("receiver gone");
+    let connect = rx.next().await;
+    let online = rx.next().await;
+    drop(ws);
+    let disconnect = rx.next().await;
+    assert_eq!(failed.body["event"], "connect");
+    assert_eq!(failed.raw, connect.raw, "the retry is the same event");
+    let id = connect.event_id.clone().expect("X-Tether-Event-Id");
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    assert_eq!(failed.event_id.as_deref(), Some(id.as_str()), "retried");
+    let mut ids = vec![id];
+    for hit in [&failed, &connect, &online, &disconnect] {
+        verify(b"from-a-file", hit).unwrap();
+    }
+    for hit in [&online, &disconnect] {
+        ids.push(hit.event_id.clone().expect("X-Tether-Event-Id"));
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "one id per event: {ids:?}");
+    stop(s).await;
+}
+
+/// An empty `webhook_secret_file` stops startup with an error naming the key, rather than
+/// sending unsigned webhooks.
+#[tokio::test]
+async fn an_empty_webhook_secret_file_stops_startup() {
+    let dir = TempDir::new("webhook-secret-empty");
+    let file = dir.join("secret");
+    std::fs::write(&file, "\n").unwrap();
+    let c = config(&[
+        ("webhook_url", "http://127.0.0.1:9/hook"),
+        ("webhook_secret_file", file.to_str().unwrap()),
+    ]);
+    let err = tether::Server::new(c).err().expect("refused").to_string();
+    assert!(
+        err.contains("webhook_secret_file") && err.contains("empty"),
+        "{err}"
+    );
 }
 
 /// A client back within `offline_grace` is neither offline nor online again. The grace is long

@@ -1,5 +1,6 @@
-//! Client frames: the envelope, the `subscribe` / `publish` data shapes, channel names, and the
-//! cut that echoes an offending frame back. Text frames are UTF-8 by the time tether sees them;
+//! Client frames: the envelope, the `subscribe` / `publish` data shapes, channel names and client
+//! ids (the one rule each that the handshake, the API and the engines share), and the cut that
+//! echoes an offending frame back. Text frames are UTF-8 by the time tether sees them;
 //! invalid bytes are still fed through a lossy conversion so every input reaches the parsers.
 #![no_main]
 
@@ -43,6 +44,15 @@ fn frame(text: &str) {
     let _ = serde_json::from_str::<ChannelData<'_>>(text);
     let _ = serde_json::from_str::<PublishData<'_>>(text);
     channel(text);
+    client_id(text);
+}
+
+fn client_id(id: &str) {
+    let ok = protocol::valid_client_id(id).is_ok();
+    let expected = !id.is_empty()
+        && id.len() <= protocol::CLIENT_ID_MAX
+        && !id.chars().any(char::is_control);
+    assert_eq!(ok, expected, "{id:?}");
 }
 
 fn channel(name: &str) {

@@ -21,7 +21,7 @@ use keys::{KeySet, load_keys};
 /// Longest token accepted; longer ones are refused before any decoding.
 pub const MAX_TOKEN_LEN: usize = 8192;
 /// Longest `sub` accepted: the same limit as a client id.
-pub const MAX_SUB_LEN: usize = 256;
+pub const MAX_SUB_LEN: usize = crate::protocol::CLIENT_ID_MAX;
 const ACCEPTED: &str = "HS256, RS256, ES256 or EdDSA";
 /// Token settings, filled from the server config.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -261,13 +261,7 @@ impl RawClaims {
             Some(_) => return Err(bad_claim("sub", "not a string")),
         };
         // The same rules as a client id given in the query string (§1).
-        let problem = match () {
-            _ if sub.is_empty() => Some("empty"),
-            _ if sub.len() > MAX_SUB_LEN => Some("longer than 256 bytes"),
-            _ if sub.chars().any(char::is_control) => Some("contains control characters"),
-            _ => None,
-        };
-        if let Some(reason) = problem {
+        if let Err(reason) = crate::protocol::valid_client_id(&sub) {
             return Err(bad_claim("sub", reason));
         }
         let channels = self.channels.map(ChannelGrants::from_claim).transpose()?;

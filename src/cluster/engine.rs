@@ -13,7 +13,8 @@ use redis::Value;
 use super::{Cluster, scripts, wire};
 use crate::engine::{
     Appended, Engine, EngineError, EngineFuture, EngineStats, Epoch, FrameTemplate,
-    IdempotencyOutcome, MAX_IDEMPOTENCY_KEY_LEN, Position, Recovery, Stored, StreamKey, Target,
+    IdempotencyOutcome, MAX_IDEMPOTENCY_KEY_LEN, Position, Recovery, RequestDigest, Stored,
+    StreamKey, Target,
 };
 
 /// How long a stream's epoch and seq outlive its last use: a client that comes back within a
@@ -245,6 +246,7 @@ impl Engine for RedisEngine {
         &'a self,
         target: &'a Target,
         key: &'a str,
+        digest: &'a RequestDigest,
         window: Duration,
     ) -> EngineFuture<'a, IdempotencyOutcome> {
         Box::pin(async move {
@@ -254,6 +256,8 @@ impl Engine for RedisEngine {
             let c = &self.cluster;
             let name = scripts::idempotency(target, key);
             let window_ms = window.as_millis().max(1) as u64;
+            // The value is the request's digest while the first call works, then the digest
+            // followed by its answer: a repeat compares the first 32 bytes.
             // Twice: a key that expires between the SET and the GET is new on the second try.
             for _ in 0..2 {
                 let mut con = c.conn();
@@ -262,7 +266,7 @@ impl Engine for RedisEngine {
                     .call("idempotency", async move {
                         redis::cmd("SET")
                             .arg(k)
-                            .arg("")
+                            .arg(&digest[..])
                             .arg("NX")
                             .arg("PX")
                             .arg(window_ms)
@@ -280,17 +284,17 @@ impl Engine for RedisEngine {
                         redis::cmd("GET").arg(k).query_async(&mut con).await
                     })
                     .await?;
-                match seen {
-                    Some(answer) if answer.is_empty() => {
-                        self.repeats.fetch_add(1, Ordering::Relaxed);
-                        return Ok(IdempotencyOutcome::InFlight);
-                    }
-                    Some(answer) => {
-                        self.repeats.fetch_add(1, Ordering::Relaxed);
-                        return Ok(IdempotencyOutcome::Repeat(Bytes::from(answer)));
-                    }
-                    None => continue,
+                let Some(seen) = seen else { continue };
+                if seen.get(..digest.len()) != Some(&digest[..]) {
+                    return Ok(IdempotencyOutcome::Reused);
                 }
+                self.repeats.fetch_add(1, Ordering::Relaxed);
+                let answer = Bytes::from(seen).slice(digest.len()..);
+                return Ok(if answer.is_empty() {
+                    IdempotencyOutcome::InFlight
+                } else {
+                    IdempotencyOutcome::Repeat(answer)
+                });
             }
             Ok(IdempotencyOutcome::First)
         })
@@ -300,16 +304,18 @@ impl Engine for RedisEngine {
         &'a self,
         target: &'a Target,
         key: &'a str,
+        digest: &'a RequestDigest,
         answer: Bytes,
     ) -> EngineFuture<'a, ()> {
         Box::pin(async move {
             let c = &self.cluster;
             let mut con = c.conn();
             let k = scripts::idempotency(target, key);
+            let value = [&digest[..], &answer[..]].concat();
             c.call("idempotency", async move {
                 redis::cmd("SET")
                     .arg(k)
-                    .arg(&answer[..])
+                    .arg(value)
                     .arg("XX")
                     .arg("KEEPTTL")
                     .query_async::<()>(&mut con)

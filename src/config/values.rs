@@ -24,6 +24,21 @@ impl fmt::Debug for Secret {
     }
 }
 
+impl Secret {
+    /// The secret an `*_file` key names (`key`, e.g. `api_key_file`): the file's text without
+    /// its trailing newline. A missing or empty file is an error naming the key and the file,
+    /// so startup stops rather than run with no secret.
+    pub fn from_file(key: &str, path: &std::path::Path) -> Result<Secret, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{key}: {}: {e}", path.display()))?;
+        let secret = text.trim_end_matches(['\n', '\r']);
+        if secret.is_empty() {
+            return Err(format!("{key}: {}: the file is empty", path.display()));
+        }
+        Ok(Secret(secret.to_string()))
+    }
+}
+
 /// An address range whose forwarded headers are believed: `10.0.0.0/8`, `::1/128`, or a bare
 /// address (a range of one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

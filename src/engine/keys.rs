@@ -8,7 +8,7 @@ use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use super::{EngineError, IdempotencyOutcome, MAX_IDEMPOTENCY_KEY_LEN, Target};
+use super::{EngineError, IdempotencyOutcome, MAX_IDEMPOTENCY_KEY_LEN, RequestDigest, Target};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct KeyId {
@@ -18,6 +18,8 @@ struct KeyId {
 
 struct KeyEntry {
     expires_at: u64,
+    /// What the first call asked for; a repeat asking for something else is refused.
+    digest: RequestDigest,
     /// `None` while the first call is still working on its answer.
     answer: Option<Bytes>,
 }
@@ -47,6 +49,7 @@ impl KeyStore {
         &self,
         target: &Target,
         key: &str,
+        digest: &RequestDigest,
         window: Duration,
         now: u64,
     ) -> Result<IdempotencyOutcome, EngineError> {
@@ -59,6 +62,9 @@ impl KeyStore {
         if let Some(entry) = keys.peek(&id)
             && entry.expires_at > now
         {
+            if entry.digest != *digest {
+                return Ok(IdempotencyOutcome::Reused);
+            }
             self.repeats.fetch_add(1, Ordering::Relaxed);
             return Ok(match &entry.answer {
                 Some(answer) => IdempotencyOutcome::Repeat(answer.clone()),
@@ -70,6 +76,7 @@ impl KeyStore {
             id,
             KeyEntry {
                 expires_at: now.saturating_add(window_ms),
+                digest: *digest,
                 answer: None,
             },
         );

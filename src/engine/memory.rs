@@ -26,7 +26,7 @@ use super::keys::KeyStore;
 use super::position::fresh_bits;
 use super::{
     Appended, Clock, Engine, EngineFuture, EngineStats, Epoch, FrameTemplate, IdempotencyOutcome,
-    Live, LiveSink, Position, Recovery, Stored, StreamKey, Target,
+    Live, LiveSink, Position, Recovery, RequestDigest, Stored, StreamKey, Target,
 };
 
 /// How many idempotency keys are held at most by default; past it the oldest goes first.
@@ -406,11 +406,13 @@ impl Engine for MemoryEngine {
         &'a self,
         target: &'a Target,
         key: &'a str,
+        digest: &'a RequestDigest,
         window: Duration,
     ) -> EngineFuture<'a, IdempotencyOutcome> {
         Box::pin(ready(self.keys.claim(
             target,
             key,
+            digest,
             window,
             self.clock.now_ms(),
         )))
@@ -420,8 +422,10 @@ impl Engine for MemoryEngine {
         &'a self,
         target: &'a Target,
         key: &'a str,
+        _digest: &'a RequestDigest,
         answer: Bytes,
     ) -> EngineFuture<'a, ()> {
+        // The digest is kept since the claim; the answer is all that is new.
         self.keys.record(target, key, answer, self.clock.now_ms());
         Box::pin(ready(Ok(())))
     }

@@ -19,6 +19,9 @@ use crate::engine::{
 };
 
 const T0: u64 = 1_700_000_000_000;
+/// A request digest for idempotency tests; [`D2`] is another request.
+const D1: crate::engine::RequestDigest = [1; 32];
+const D2: crate::engine::RequestDigest = [2; 32];
 
 /// Polls a memory-engine future once: they are ready at once, so no runtime is needed.
 fn try_run<T>(future: impl Future<Output = Result<T, EngineError>>) -> Result<T, EngineError> {
@@ -404,30 +407,63 @@ fn idempotency_repeats_within_the_window_and_is_fresh_after_it() {
     let f = fixture(10, 300, 10);
     let window = Duration::from_secs(300);
     let alice = Target::Client("alice".into());
-    let first = run(f.engine.idempotent(&alice, "k1", window));
+    let first = run(f.engine.idempotent(&alice, "k1", &D1, window));
     assert_eq!(first, IdempotencyOutcome::First);
     assert_eq!(
-        run(f.engine.idempotent(&alice, "k1", window)),
+        run(f.engine.idempotent(&alice, "k1", &D1, window)),
         IdempotencyOutcome::InFlight
     );
     let answer = Bytes::from_static(br#"{"delivered":2}"#);
-    run(f.engine.record_answer(&alice, "k1", answer.clone()));
+    run(f.engine.record_answer(&alice, "k1", &D1, answer.clone()));
     f.clock.advance(Duration::from_secs(299));
-    let repeat = run(f.engine.idempotent(&alice, "k1", window));
+    let repeat = run(f.engine.idempotent(&alice, "k1", &D1, window));
     assert_eq!(repeat, IdempotencyOutcome::Repeat(answer));
     // Same key, other target; same name, other kind of target.
     let news = Target::Channel("alice".into());
     assert_eq!(
-        run(f.engine.idempotent(&news, "k1", window)),
+        run(f.engine.idempotent(&news, "k1", &D1, window)),
         IdempotencyOutcome::First
     );
     f.clock.advance(Duration::from_secs(1));
     assert_eq!(
-        run(f.engine.idempotent(&alice, "k1", window)),
+        run(f.engine.idempotent(&alice, "k1", &D1, window)),
         IdempotencyOutcome::First
     );
     let stats = f.engine.stats();
     assert_eq!((stats.idempotent_repeats, stats.idempotency_keys), (2, 2));
+}
+
+#[test]
+fn idempotency_refuses_a_key_reused_for_another_request() {
+    let f = fixture(10, 300, 10);
+    let window = Duration::from_secs(300);
+    let bob = Target::Client("bob".into());
+    assert_eq!(
+        run(f.engine.idempotent(&bob, "k", &D1, window)),
+        IdempotencyOutcome::First
+    );
+    // In flight or answered, another request with the key is refused, and not as a repeat.
+    assert_eq!(
+        run(f.engine.idempotent(&bob, "k", &D2, window)),
+        IdempotencyOutcome::Reused
+    );
+    let answer = Bytes::from_static(b"200{}");
+    run(f.engine.record_answer(&bob, "k", &D1, answer.clone()));
+    assert_eq!(
+        run(f.engine.idempotent(&bob, "k", &D2, window)),
+        IdempotencyOutcome::Reused
+    );
+    assert_eq!(
+        run(f.engine.idempotent(&bob, "k", &D1, window)),
+        IdempotencyOutcome::Repeat(answer)
+    );
+    assert_eq!(f.engine.stats().idempotent_repeats, 1);
+    // Once the window is over the key is free for any request.
+    f.clock.advance(window);
+    assert_eq!(
+        run(f.engine.idempotent(&bob, "k", &D2, window)),
+        IdempotencyOutcome::First
+    );
 }
 
 #[test]
@@ -436,27 +472,27 @@ fn idempotency_forget_purge_and_hostile_keys() {
     let window = Duration::from_secs(60);
     let target = Target::Session("s1".into());
     assert_eq!(
-        run(f.engine.idempotent(&target, "k", window)),
+        run(f.engine.idempotent(&target, "k", &D1, window)),
         IdempotencyOutcome::First
     );
     run(f.engine.forget(&target, "k"));
     assert_eq!(
-        run(f.engine.idempotent(&target, "k", window)),
+        run(f.engine.idempotent(&target, "k", &D1, window)),
         IdempotencyOutcome::First
     );
     run(f
         .engine
-        .record_answer(&target, "k", Bytes::from_static(b"{}")));
+        .record_answer(&target, "k", &D1, Bytes::from_static(b"{}")));
     run(f.engine.forget(&target, "k")); // an answered key is kept: repeats must see it
     assert!(matches!(
-        run(f.engine.idempotent(&target, "k", window)),
+        run(f.engine.idempotent(&target, "k", &D1, window)),
         IdempotencyOutcome::Repeat(_)
     ));
     f.clock.advance(window);
     assert_eq!(run(f.engine.purge()), 1);
     assert_eq!(f.engine.stats().idempotency_keys, 0);
     let huge = "k".repeat(1 << 20);
-    let refused = try_run(f.engine.idempotent(&target, &huge, window));
+    let refused = try_run(f.engine.idempotent(&target, &huge, &D1, window));
     assert!(matches!(refused, Err(EngineError::IdempotencyKeyTooLong { len }) if len == 1 << 20));
 }
 

@@ -36,6 +36,7 @@
 //! the count to answer; `0` with history on is the 202 `stored`), then `record_answer` with the
 //! body it answered so a repeat inside the window answers the same.
 
+mod checked;
 pub mod handover;
 mod keys;
 pub mod memory;
@@ -51,6 +52,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+pub use checked::Checked;
 pub use handover::HandOver;
 #[cfg(test)]
 pub use handover::{Offered, Overflowed};
@@ -58,6 +60,10 @@ pub use position::{Epoch, Position};
 
 /// Longest idempotency key the engine keeps; longer ones are refused so keys cannot eat memory.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+
+/// What a call with an idempotency key asked for: SHA-256 of its target, type and data as
+/// received. Kept with the key, so a repeat with another body is told apart from a retry.
+pub type RequestDigest = [u8; 32];
 
 /// Which stream: a client id's and a channel's are separate namespaces even for equal names.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -217,6 +223,9 @@ pub enum IdempotencyOutcome {
     /// Seen, but the first call has not recorded its answer yet; the API answers that it is in
     /// progress rather than doing the work twice.
     InFlight,
+    /// Seen within its window with another [`RequestDigest`]: a different request reusing the
+    /// key; the API refuses it (422) and does nothing.
+    Reused,
 }
 
 /// Counters for `/metrics`.
@@ -254,6 +263,11 @@ pub enum EngineError {
         /// Its length in bytes.
         len: usize,
     },
+    /// A stream or target named by a client id (or session id) that breaks the one rule for
+    /// them; the string says how. Nothing was stored.
+    BadClientId(&'static str),
+    /// A stream or target named by a channel that breaks the rule for channel names.
+    BadChannel(String),
 }
 
 impl fmt::Display for EngineError {
@@ -265,6 +279,8 @@ impl fmt::Display for EngineError {
                 f,
                 "idempotency_key is {len} bytes, at most {MAX_IDEMPOTENCY_KEY_LEN} are allowed"
             ),
+            EngineError::BadClientId(why) => write!(f, "bad client id: {why}"),
+            EngineError::BadChannel(why) => write!(f, "bad channel name: {why}"),
         }
     }
 }
@@ -273,7 +289,9 @@ impl std::error::Error for EngineError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             EngineError::Unavailable(cause) | EngineError::Uncertain(cause) => Some(cause.as_ref()),
-            EngineError::IdempotencyKeyTooLong { .. } => None,
+            EngineError::IdempotencyKeyTooLong { .. }
+            | EngineError::BadClientId(_)
+            | EngineError::BadChannel(_) => None,
         }
     }
 }
@@ -359,19 +377,23 @@ pub trait Engine: Send + Sync + 'static {
     /// The stream's current position if it exists; creates nothing (the history API).
     fn position<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, Option<Position>>;
 
-    /// Checks and claims `key` for `target` for `window`.
+    /// Checks and claims `key` for `target` for `window`, remembering `digest`: a later call
+    /// with the same key and another digest is [`IdempotencyOutcome::Reused`].
     fn idempotent<'a>(
         &'a self,
         target: &'a Target,
         key: &'a str,
+        digest: &'a RequestDigest,
         window: Duration,
     ) -> EngineFuture<'a, IdempotencyOutcome>;
 
-    /// Records the answer a [`IdempotencyOutcome::First`] call gave, for its repeats.
+    /// Records the answer a [`IdempotencyOutcome::First`] call (of `digest`) gave, for its
+    /// repeats.
     fn record_answer<'a>(
         &'a self,
         target: &'a Target,
         key: &'a str,
+        digest: &'a RequestDigest,
         answer: Bytes,
     ) -> EngineFuture<'a, ()>;
 

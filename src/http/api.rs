@@ -148,7 +148,8 @@ async fn dispatch(
             let raw = &p["/api/v1/history/".len()..];
             let client_id = percent_decode_str(raw)
                 .decode_utf8()
-                .map_err(|_| Error::InvalidBody("the client id is not valid UTF-8".into()))?;
+                .map_err(|_| Error::BadClientId("not valid UTF-8"))?;
+            delivery::client_id_ok(&client_id)?;
             let since = match req.uri().query().and_then(|q| query_param(q, "since")) {
                 Some(Ok(s)) => Some(s.into_owned()),
                 Some(Err(())) => return Err(Error::InvalidBody("since is not valid UTF-8".into())),
@@ -162,10 +163,11 @@ async fn dispatch(
             }
             let query = req.uri().query();
             let filter = match query.and_then(|q| query_param(q, "client_id")) {
-                Some(Ok(c)) => Some(c.into_owned()),
-                Some(Err(())) => {
-                    return Err(Error::InvalidBody("client_id is not valid UTF-8".into()));
+                Some(Ok(c)) => {
+                    delivery::client_id_ok(&c)?;
+                    Some(c.into_owned())
                 }
+                Some(Err(())) => return Err(Error::BadClientId("not valid UTF-8")),
                 None => None,
             };
             let page = Page::from_query(query)?;
@@ -181,7 +183,8 @@ async fn dispatch(
             let raw = &p["/api/v1/presence/".len()..];
             let client_id = percent_decode_str(raw)
                 .decode_utf8()
-                .map_err(|_| Error::InvalidBody("the client id is not valid UTF-8".into()))?;
+                .map_err(|_| Error::BadClientId("not valid UTF-8"))?;
+            delivery::client_id_ok(&client_id)?;
             presence(shared, &client_id).await
         }
         p if p.starts_with("/api/v1/sessions/") => {

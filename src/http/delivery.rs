@@ -9,9 +9,10 @@ use hyper::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::engine::{EngineError, IdempotencyOutcome, Position, StreamKey, Target};
+use crate::engine::{EngineError, IdempotencyOutcome, Position, RequestDigest, StreamKey, Target};
 use crate::error::Error;
 use crate::handle::Sent;
+use crate::id::SessionId;
 use crate::protocol;
 use crate::reply::{Body, json};
 use crate::state::Shared;
@@ -55,13 +56,16 @@ pub async fn push(shared: &Shared, b: PushBody<'_>) -> Result<Response<Body>, Er
     let data = b.data.map(RawValue::get);
     let (target, work) = match (&b.client_id, &b.session_id) {
         (Some(client_id), None) => {
-            if client_id.is_empty() {
-                return Err(Error::InvalidBody("`client_id` must not be empty".into()));
-            }
+            client_id_ok(client_id)?;
             let target = Target::Client(client_id.as_ref().into());
             (target, Either::Client(client_id))
         }
         (None, Some(session_id)) => {
+            // Not a session id tether could have made: no session has it, and its idempotency
+            // key is not worth a claim.
+            if SessionId::parse(session_id).is_none() {
+                return Err(Error::UnknownSession);
+            }
             let target = Target::Session(session_id.as_ref().into());
             (target, Either::Session(session_id))
         }
@@ -103,7 +107,8 @@ pub async fn push(shared: &Shared, b: PushBody<'_>) -> Result<Response<Body>, Er
             }
         }
     };
-    idempotent(shared, target, b.idempotency_key.as_deref(), work).await
+    let digest = digest(&target, &b.kind, data);
+    idempotent(shared, target, b.idempotency_key.as_deref(), &digest, work).await
 }
 
 /// The two targets of a push.
@@ -115,7 +120,7 @@ enum Either<'a> {
 /// Answers a publish.
 pub async fn publish(shared: &Shared, b: PublishBody<'_>) -> Result<Response<Body>, Error> {
     check_type(&b.kind)?;
-    protocol::valid_channel(&b.channel).map_err(Error::InvalidBody)?;
+    channel_ok(&b.channel)?;
     let target = Target::Channel(b.channel.as_ref().into());
     let work = async {
         let sent = shared
@@ -125,15 +130,37 @@ pub async fn publish(shared: &Shared, b: PublishBody<'_>) -> Result<Response<Bod
             .map_err(unavailable)?;
         Ok((StatusCode::OK, answer_body(sent.seq, &sent)))
     };
-    idempotent(shared, target, b.idempotency_key.as_deref(), work).await
+    let digest = digest(&target, &b.kind, b.data.map(RawValue::get));
+    idempotent(shared, target, b.idempotency_key.as_deref(), &digest, work).await
 }
 
-/// Runs `work` once per `key` and target within `idempotency_window`; a repeat gets the first
-/// answer. Only successes are remembered: an error delivered nothing, so its retry is new work.
+/// What a call asked for, as the idempotency key remembers it: its target, `type` and `data`
+/// as received (the raw JSON text), each length-prefixed so no two requests run together.
+fn digest(target: &Target, kind: &str, data: Option<&str>) -> RequestDigest {
+    use sha2::{Digest, Sha256};
+    let (tag, name) = match target {
+        Target::Client(n) => ("c", n),
+        Target::Channel(n) => ("h", n),
+        Target::Session(n) => ("s", n),
+    };
+    let mut h = Sha256::new();
+    for part in [tag, name, kind, data.unwrap_or_default()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    // `data` absent and `data` an empty text are not the same request.
+    h.update([u8::from(data.is_some())]);
+    h.finalize().into()
+}
+
+/// Runs `work` once per `key` and target within `idempotency_window`; a repeat with the same
+/// digest gets the first answer, one with another digest 422 `idempotency_key_reused`. Only
+/// successes are remembered: an error delivered nothing, so its retry is new work.
 async fn idempotent(
     shared: &Shared,
     target: Target,
     key: Option<&str>,
+    digest: &RequestDigest,
     work: impl Future<Output = Result<Answer, Error>>,
 ) -> Result<Response<Body>, Error> {
     let Some(key) = key else {
@@ -146,7 +173,7 @@ async fn idempotent(
     }
     let engine = &shared.engine;
     let window = shared.config.idempotency_window;
-    match engine.idempotent(&target, key, window).await {
+    match engine.idempotent(&target, key, digest, window).await {
         Err(e @ EngineError::Uncertain(_)) => {
             // The claim may have been taken without an answer reaching us: release it, or every
             // retry within the window would be told the first call is still in progress.
@@ -157,12 +184,16 @@ async fn idempotent(
         }
         Err(e) => Err(engine_error(e)),
         Ok(IdempotencyOutcome::InFlight) => Err(Error::InProgress),
+        Ok(IdempotencyOutcome::Reused) => Err(Error::IdempotencyKeyReused),
         Ok(IdempotencyOutcome::Repeat(answer)) => decode(&answer).ok_or(Error::InProgress),
         Ok(IdempotencyOutcome::First) => match work.await {
             Ok((status, body)) => {
                 let mut answer = status.as_u16().to_string().into_bytes();
                 answer.extend_from_slice(body.as_bytes());
-                if let Err(e) = engine.record_answer(&target, key, answer.into()).await {
+                if let Err(e) = engine
+                    .record_answer(&target, key, digest, answer.into())
+                    .await
+                {
                     log::warn!("idempotency answer not recorded: {e}");
                 }
                 Ok(json(status, body))
@@ -197,6 +228,10 @@ pub(super) fn answer_body(seq: Option<u64>, sent: &Sent) -> String {
 pub(super) fn unavailable(e: EngineError) -> Error {
     match e {
         EngineError::Uncertain(_) => Error::EngineTimeout(e.to_string()),
+        // The API checks names before the engine does; should one slip through, it is still
+        // the caller's mistake, not the engine's.
+        EngineError::BadClientId(why) => Error::BadClientId(why),
+        EngineError::BadChannel(why) => Error::BadChannel(why),
         _ => Error::EngineUnavailable(e.to_string()),
     }
 }
@@ -204,7 +239,10 @@ pub(super) fn unavailable(e: EngineError) -> Error {
 fn engine_error(e: EngineError) -> Error {
     match e {
         EngineError::IdempotencyKeyTooLong { .. } => Error::InvalidBody(e.to_string()),
-        EngineError::Unavailable(_) | EngineError::Uncertain(_) => unavailable(e),
+        EngineError::Unavailable(_)
+        | EngineError::Uncertain(_)
+        | EngineError::BadClientId(_)
+        | EngineError::BadChannel(_) => unavailable(e),
     }
 }
 
@@ -254,6 +292,17 @@ pub async fn history(
     }
     body.extend_from_slice(b"]}");
     Ok(json(StatusCode::OK, body))
+}
+
+/// A client id the API takes: by the handshake's rule, so nothing is stored for an id that can
+/// never connect (PROTOCOL §13); 400 `bad_client_id` otherwise.
+pub(super) fn client_id_ok(id: &str) -> Result<(), Error> {
+    protocol::valid_client_id(id).map_err(Error::BadClientId)
+}
+
+/// A channel name the API takes, by the same rule as a client's `subscribe`; 400 `bad_channel`.
+pub(super) fn channel_ok(name: &str) -> Result<(), Error> {
+    protocol::valid_channel(name).map_err(Error::BadChannel)
 }
 
 /// A pushed message's `type`: non-empty and not one only the server sends (PROTOCOL §2), so a

@@ -1,5 +1,7 @@
 //! Webhooks (PROTOCOL §10): `connect`, `disconnect`, `online` and `offline` events POSTed as
-//! JSON to `webhook_url`, signed with `webhook_secret`, at least once, in order per client id.
+//! JSON to `webhook_url`, signed with `webhook_secret` (or `webhook_secret_file`), at least
+//! once, in order per client id. Each event gets its `X-Tether-Event-Id` when it is queued, so
+//! every retry repeats it and a receiver can drop a duplicate; see docs/webhooks.md.
 //!
 //! Events go into a few bounded lanes (a client id always to the same lane, so its events keep
 //! their order); each lane's task sends one event at a time and retries it with backoff for up
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::metrics::WebhookStats as Stats;
 use crate::outbox::Outbox;
 use crate::protocol::{json_str, timestamp};
@@ -83,6 +85,11 @@ pub struct Webhooks {
     tasks: Mutex<Vec<AbortOnDrop>>,
     /// When the last "queue full" warning was logged (wall-clock ms).
     last_warn: AtomicU64,
+    /// The high half of every event id: random per process, so ids differ across nodes and
+    /// restarts without any coordination.
+    id_prefix: u64,
+    /// The low half of the next event id: a counter, so ids never repeat within the process.
+    next_id: AtomicU64,
 }
 
 impl Webhooks {
@@ -92,11 +99,16 @@ impl Webhooks {
         let Some(url) = &config.webhook_url else {
             return Ok(None);
         };
-        let sender = Arc::new(Sender::new(
-            url,
-            config.webhook_secret.clone(),
-            config.webhook_retry_for,
-        )?);
+        let secret = match &config.webhook_secret_file {
+            Some(path) => Some(Secret::from_file("webhook_secret_file", path)?),
+            None => config.webhook_secret.clone(),
+        };
+        let sender = Arc::new(Sender::new(url, secret, config.webhook_retry_for)?);
+        let mut prefix = [0u8; 8];
+        if getrandom::fill(&mut prefix).is_err() {
+            // No OS randomness: the clock still tells this process from its predecessors.
+            prefix = crate::clock::wall_ms().to_le_bytes();
+        }
         let stats = Arc::new(Stats::default());
         let lanes = (0..LANES)
             .map(|_| Arc::new(Lane::new(queue_size(config) / LANES)))
@@ -112,6 +124,8 @@ impl Webhooks {
             sender,
             tasks: Mutex::new(Vec::new()),
             last_warn: AtomicU64::new(0),
+            id_prefix: u64::from_le_bytes(prefix),
+            next_id: AtomicU64::new(0),
         })))
     }
 
@@ -221,7 +235,9 @@ impl Webhooks {
 
     fn send(&self, event: &str, client_id: &Arc<str>, body: String) {
         let lane = (self.hasher.hash_one(&**client_id) as usize) % self.lanes.len();
-        if self.lanes[lane].try_push(body.as_bytes()) {
+        let id = u128::from(self.id_prefix) << 64
+            | u128::from(self.next_id.fetch_add(1, Ordering::Relaxed));
+        if self.lanes[lane].try_push(id, body.as_bytes()) {
             self.stats.queued.fetch_add(1, Ordering::Relaxed);
             return;
         }

@@ -1,5 +1,11 @@
 //! Sending one lane's events: an HTTP client with timeouts (hyper's, with rustls for https),
-//! the `X-Tether-Signature` HMAC, and retries with backoff.
+//! the `X-Tether-Event-Id` and `X-Tether-Signature` headers, and retries with backoff.
+//!
+//! The signature is `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` (PROTOCOL §13):
+//! the timestamp is signed with the body, so a captured request cannot be replayed after a
+//! receiver's staleness window, and it is the time of each attempt, so a retry after a long
+//! outage is not stale. The event id stays the same across attempts: it is how a receiver
+//! drops a repeat within the window.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -62,23 +68,31 @@ impl Sender {
         })
     }
 
-    /// `sha256=<hex HMAC-SHA256 of body>` with the secret.
-    pub fn signature(secret: &Secret, body: &[u8]) -> Option<String> {
+    /// `t=<t>,v1=<hex HMAC-SHA256 of "<t>.<body>">` with the secret.
+    pub fn signature(secret: &Secret, t: u64, body: &[u8]) -> Option<String> {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.0.as_bytes()).ok()?;
+        mac.update(t.to_string().as_bytes());
+        mac.update(b".");
         mac.update(body);
         let digest = mac.finalize().into_bytes();
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        Some(format!("sha256={hex}"))
+        Some(format!("t={t},v1={hex}"))
     }
 
-    /// One attempt; Ok only for a 2xx answer.
-    async fn attempt(&self, body: &Bytes) -> Result<(), String> {
+    /// One attempt of the event `id`; Ok only for a 2xx answer.
+    async fn attempt(&self, id: &str, body: &Bytes) -> Result<(), String> {
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.url.clone())
             .header("content-type", "application/json")
-            .header("user-agent", concat!("tether/", env!("CARGO_PKG_VERSION")));
-        if let Some(sig) = self.secret.as_ref().and_then(|s| Self::signature(s, body)) {
+            .header("user-agent", concat!("tether/", env!("CARGO_PKG_VERSION")))
+            .header("x-tether-event-id", id);
+        let t = crate::clock::unix_now();
+        if let Some(sig) = self
+            .secret
+            .as_ref()
+            .and_then(|s| Self::signature(s, t, body))
+        {
             req = req.header("x-tether-signature", sig);
         }
         let req = req
@@ -100,11 +114,13 @@ impl Sender {
 /// `webhook_retry_for` has passed since its first attempt.
 pub async fn lane(lane: Arc<Lane>, sender: Arc<Sender>, stats: Arc<Stats>) {
     loop {
-        let body = lane.pop().await;
+        let (id, body) = lane.pop().await;
+        // 32 hex digits: a random per-process half and a counter (see `Webhooks::send`).
+        let id = format!("{id:032x}");
         let first = Instant::now();
         let mut pause = BACKOFF_MIN;
         loop {
-            match sender.attempt(&body).await {
+            match sender.attempt(&id, &body).await {
                 Ok(()) => {
                     stats.delivered.fetch_add(1, Ordering::Relaxed);
                     break;
@@ -133,13 +149,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signature_is_the_hex_hmac_of_the_body() {
-        // RFC 4231 test case 2.
-        let sig = Sender::signature(&Secret("Jefe".into()), b"what do ya want for nothing?");
-        assert_eq!(
-            sig.as_deref(),
-            Some("sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
-        );
+    fn signature_is_the_hex_hmac_of_the_timestamp_dot_body() {
+        // The receiver's side of the contract: the HMAC of exactly "<t>.<body>".
+        let secret = Secret("Jefe".into());
+        let sig = Sender::signature(&secret, 1_700_000_000, b"{}");
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
+        mac.update(b"1700000000.{}");
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(sig, Some(format!("t=1700000000,v1={hex}")));
+        let other = Sender::signature(&secret, 1_700_000_001, b"{}");
+        assert_ne!(sig, other, "the timestamp is signed");
     }
 
     #[test]
