@@ -72,11 +72,12 @@ fn endpoint_name(path: &str) -> &'static str {
 }
 
 /// With a key, the caller must present it. Without one, only a direct local caller may use the
-/// API (PROTOCOL §13): a loopback peer that is not a trusted proxy and sent no forwarding
+/// API (PROTOCOL §13), unless `api_open` says anyone may: a loopback peer that is not a trusted proxy and sent no forwarding
 /// header, so a reverse proxy on the same host never opens the API to the internet by accident.
 fn authorize(shared: &Shared, req: &Request<Incoming>, peer: SocketAddr) -> Result<(), Error> {
     let Some(key) = &shared.api_key else {
-        return if is_direct_local(shared, req, peer) {
+        // `api_open = true` is the operator's explicit choice of an API without a key.
+        return if shared.config.api_open || is_direct_local(shared, req, peer) {
             Ok(())
         } else {
             Err(Error::ApiNotLocal)
