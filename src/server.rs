@@ -160,8 +160,7 @@ fn startup_warnings(shared: &Shared, addr: SocketAddr) {
     let public = !addr.ip().is_loopback();
     let proxied = !c.trusted_proxies.is_empty();
     if shared.api_key.is_none() {
-        if public {
-            // Only reachable with api_open = true: validation refuses it otherwise.
+        if c.api_open {
             log::warn!(
                 "api_open: listening on {addr} without api_key: anyone who can reach it can push, \
                  list and close sessions"
