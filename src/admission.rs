@@ -252,7 +252,10 @@ mod tests {
             limit_key(ip("2001:db8::1")),
             limit_key(ip("2001:db8::ffff:ffff:ffff:ffff"))
         );
-        assert_ne!(limit_key(ip("2001:db8::1")), limit_key(ip("2001:db8:0:1::1")));
+        assert_ne!(
+            limit_key(ip("2001:db8::1")),
+            limit_key(ip("2001:db8:0:1::1"))
+        );
         assert_ne!(limit_key(ip("::1")), limit_key(ip("2001:db8::1")));
         assert_eq!(limit_key(ip("::ffff:1.2.3.4")), ip("1.2.3.4"));
         assert_eq!(limit_key(ip("1.2.3.4")), ip("1.2.3.4"));
