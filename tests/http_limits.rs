@@ -99,6 +99,14 @@ async fn a_stalled_api_body_gets_408_at_the_deadline_and_is_closed() {
         (Duration::from_millis(900)..Duration::from_secs(5)).contains(&took),
         "answered after {took:?}"
     );
+    // Where no body is read, a stalled one does not hold the connection either.
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    let head = push_head(s.addr).replace("POST /api/v1/push", "POST /health");
+    c.write_all(format!("{head}{{\"client_i").as_bytes())
+        .await
+        .unwrap();
+    let answer = answer_of(&read_to_close(&mut c).await);
+    assert_eq!(answer.map(|a| a.0), Some(405));
     // A complete body on another connection is served as usual.
     let (status, _, _) = http(s.addr, "POST", "/api/v1/broadcast", &[], r#"{"type":"t"}"#).await;
     assert_eq!(status, 200);
