@@ -220,3 +220,24 @@ async fn a_trusted_proxy_is_not_held_to_the_per_address_cap() {
     assert_over_cap(health_from(tcp_from(direct, s.addr).await, s.addr).await);
     stop(s).await;
 }
+
+#[tokio::test]
+async fn the_cap_holds_for_an_ipv6_peer_too() {
+    // Only where the machine has IPv6 loopback; the /64 grouping itself is a unit test
+    // (admission::tests), since a test cannot pick other addresses in ::1's /64.
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        return;
+    }
+    let s = start(config(&[
+        ("listen", "[::1]:0"),
+        ("max_http_connections_per_ip", "2"),
+    ]))
+    .await;
+    let held = [
+        TcpStream::connect(s.addr).await.unwrap(),
+        TcpStream::connect(s.addr).await.unwrap(),
+    ];
+    assert_over_cap(health_from(TcpStream::connect(s.addr).await.unwrap(), s.addr).await);
+    drop(held);
+    stop(s).await;
+}
