@@ -270,7 +270,7 @@ static OVER_CAP: LazyLock<Vec<u8>> = LazyLock::new(|| {
 });
 
 /// Turns away a connection over `max_http_connections_per_ip` without serving it: no task, no
-/// buffer, no wait, so an address past its cap costs a few system calls per attempt and holds
+/// allocation, no wait, so an address past its cap costs a few system calls per attempt and holds
 /// no descriptor. What the client already sent is read off (so the close is a FIN, not a reset
 /// that could discard the answer), the 429 is written only if the socket takes it at once (a
 /// fresh socket's send buffer is empty, so it does), and the socket is closed. A TLS connection
