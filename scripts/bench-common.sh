@@ -23,9 +23,12 @@ wait_health() {
 
 # start_tether PORT [flags...]: starts target/release/tether (or $SERVER_BIN, for comparing two
 # builds) in the background; sets SERVER_PID.
+# The load tool keeps hundreds of handshakes in flight from each source address: more than
+# max_http_connections_per_ip (64) allows one address, so the benches lift that cap.
 start_tether() {
   local port=$1; shift
-  RUST_LOG=${SERVER_LOG:-warn} "${PIN_SERVER[@]}" "${SERVER_BIN:-target/release/tether}" --listen "127.0.0.1:$port" --demo-page false "$@" \
+  RUST_LOG=${SERVER_LOG:-warn} "${PIN_SERVER[@]}" "${SERVER_BIN:-target/release/tether}" --listen "127.0.0.1:$port" --demo-page false \
+    --max-http-connections-per-ip 0 "$@" \
     >>"$OUT/tether-server.log" 2>&1 &
   SERVER_PID=$!
   SERVER_PIDS+=("$SERVER_PID")

@@ -1,14 +1,29 @@
 //! Admission: connection slots under the global and per-address limits. A slot is taken before
-//! the upgrade answers 101 and released by drop, however the connection ends.
+//! the upgrade answers 101 and released by drop, however the connection ends. Per-address limits
+//! charge [`limit_key`]: IPv6 by /64, IPv4-mapped IPv6 as the IPv4 address (PROTOCOL §13).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use lru::LruCache;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+
+/// The address a per-address limit charges. An IPv6 client is usually given a whole /64 and can
+/// rotate through it at will, so the /64 is one address; an IPv4-mapped IPv6 address (a
+/// dual-stack listener) is the IPv4 address it maps.
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::from(u64::MAX)))),
+        },
+    }
+}
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +36,8 @@ pub enum AdmitError {
     Rate,
 }
 
-/// Addresses whose connect-rate state is kept before idle ones are forgotten: a bound on the
-/// memory a scan from many addresses can take.
+/// Addresses whose connect-rate state is kept; past it the least recently seen is forgotten. A
+/// bound on the memory a scan from many addresses can take (about 6 MiB when full).
 const RATE_TABLE_MAX: usize = 65_536;
 
 /// One address's connect-rate token bucket.
@@ -48,8 +63,9 @@ pub struct Admissions {
     max_per_ip: usize,
     /// Upgrades per second per address (burst twice that); 0 = no limit.
     connect_rate: u32,
-    /// Connect-rate buckets by address, only kept when a rate is set.
-    rates: Mutex<HashMap<IpAddr, ConnectBucket>>,
+    /// Connect-rate buckets by address key, only kept when a rate is set. Least recently seen
+    /// first out: an address that keeps trying stays limited however many others are seen.
+    rates: Mutex<LruCache<IpAddr, ConnectBucket>>,
 }
 
 /// A reserved connection slot; released on drop unless a session takes it over.
@@ -81,7 +97,9 @@ impl Admissions {
     pub fn new(max_connections: usize, max_per_ip: usize, connect_rate: u32) -> Admissions {
         Admissions {
             connect_rate,
-            rates: Mutex::new(HashMap::new()),
+            // Unbounded in the type, bounded by `rate_allows`: `LruCache::new` would allocate the
+            // whole table up front.
+            rates: Mutex::new(LruCache::unbounded()),
             admitted: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             emptied: Notify::new(),
@@ -92,7 +110,8 @@ impl Admissions {
 
     /// Reserves a connection slot for `ip`, or says which limit refuses it.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, AdmitError> {
-        if !self.rate_allows(ip, Instant::now()) {
+        let key = limit_key(ip);
+        if !self.rate_allows(key, Instant::now()) {
             return Err(AdmitError::Rate);
         }
         let prev = self.admitted.fetch_add(1, Ordering::AcqRel);
@@ -102,7 +121,7 @@ impl Admissions {
         }
         if self.max_per_ip > 0 {
             let mut per = self.per_ip.lock();
-            let n = per.entry(ip).or_insert(0);
+            let n = per.entry(key).or_insert(0);
             if *n >= self.max_per_ip {
                 drop(per);
                 self.admitted.fetch_sub(1, Ordering::AcqRel);
@@ -116,25 +135,20 @@ impl Admissions {
         })
     }
 
-    /// Takes one upgrade from `ip`'s connect-rate bucket at `now`.
-    fn rate_allows(&self, ip: IpAddr, now: Instant) -> bool {
+    /// Takes one upgrade from the connect-rate bucket of address key `key` at `now`.
+    fn rate_allows(&self, key: IpAddr, now: Instant) -> bool {
         if self.connect_rate == 0 {
             return true;
         }
         let rate = u64::from(self.connect_rate);
         let burst = rate * 2 * 1000;
         let mut rates = self.rates.lock();
-        if rates.len() >= RATE_TABLE_MAX {
-            // A full bucket holds no information: forget those first.
-            rates.retain(|_, b| {
-                let ms = now.saturating_duration_since(b.at).as_millis() as u64;
-                b.milli_tokens + ms.saturating_mul(rate) < burst
-            });
-            if rates.len() >= RATE_TABLE_MAX {
-                rates.clear();
-            }
+        if rates.len() >= RATE_TABLE_MAX && !rates.contains(&key) {
+            // The least recently seen address has refilled the longest: forgetting it loses the
+            // least (nothing at all once it has been away for two seconds).
+            rates.pop_lru();
         }
-        let b = rates.entry(ip).or_insert(ConnectBucket {
+        let b = rates.get_or_insert_mut(key, || ConnectBucket {
             milli_tokens: burst,
             at: now,
         });
@@ -152,11 +166,12 @@ impl Admissions {
     /// Frees a slot taken by [`Admissions::admit`] for `ip`.
     pub fn release(&self, ip: IpAddr) {
         if self.max_per_ip > 0 {
+            let key = limit_key(ip);
             let mut per = self.per_ip.lock();
-            if let Some(n) = per.get_mut(&ip) {
+            if let Some(n) = per.get_mut(&key) {
                 *n -= 1;
                 if *n == 0 {
-                    per.remove(&ip);
+                    per.remove(&key);
                 }
             }
         }
@@ -224,5 +239,60 @@ mod tests {
             r.rate_allows(ip, t + Duration::from_millis(200)),
             "5/s refills one per 200 ms"
         );
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_is_keyed_by_its_64_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(limit_key(ip("2001:db8::1")), limit_key(ip("2001:db8::2")));
+        assert_eq!(
+            limit_key(ip("2001:db8::1")),
+            limit_key(ip("2001:db8::ffff:ffff:ffff:ffff"))
+        );
+        assert_ne!(
+            limit_key(ip("2001:db8::1")),
+            limit_key(ip("2001:db8:0:1::1"))
+        );
+        assert_ne!(limit_key(ip("::1")), limit_key(ip("2001:db8::1")));
+        assert_eq!(limit_key(ip("::ffff:1.2.3.4")), ip("1.2.3.4"));
+        assert_eq!(limit_key(ip("1.2.3.4")), ip("1.2.3.4"));
+        assert_ne!(limit_key(ip("1.2.3.4")), limit_key(ip("1.2.3.5")));
+    }
+
+    #[test]
+    fn per_address_limits_charge_the_64() {
+        let r = Arc::new(Admissions::new(10, 1, 0));
+        let a = r.admit(ip("2001:db8::1")).unwrap();
+        assert_eq!(r.admit(ip("2001:db8::2")).err(), Some(AdmitError::PerIp));
+        let _other = r.admit(ip("2001:db8:0:1::1")).unwrap();
+        drop(a);
+        assert!(r.admit(ip("2001:db8::3")).is_ok(), "released under its key");
+        let _v4 = r.admit(ip("1.2.3.4")).unwrap();
+        assert_eq!(r.admit(ip("::ffff:1.2.3.4")).err(), Some(AdmitError::PerIp));
+    }
+
+    #[test]
+    fn a_limited_address_stays_limited_while_a_scan_fills_the_rate_table() {
+        let r = Admissions::new(100, 0, 1);
+        let flooder = ip("192.0.2.1");
+        let t = Instant::now();
+        let burst = (0..10).filter(|_| r.rate_allows(flooder, t)).count();
+        assert_eq!(burst, 2);
+        // 65,536 other addresses arrive while the flooder keeps trying: it is seen recently,
+        // so it is never the one forgotten.
+        for i in 0..RATE_TABLE_MAX as u32 + 10 {
+            let other = IpAddr::V4((0x0A00_0000 + i).into());
+            assert!(r.rate_allows(other, t), "a new address has its burst");
+            if i % 1000 == 0 {
+                assert!(!r.rate_allows(flooder, t), "forgotten after {i} others");
+            }
+        }
+        assert!(!r.rate_allows(flooder, t), "forgotten at the end");
+        assert!(r.rates.lock().len() <= RATE_TABLE_MAX, "bounded");
+        // The earliest of the scan were the least recently seen: they went first.
+        assert!(!r.rates.lock().contains(&IpAddr::V4(0x0A00_0000.into())));
     }
 }

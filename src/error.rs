@@ -36,6 +36,8 @@ pub enum Error {
     UnsupportedVersion,
     /// Per-address connection limit reached.
     TooManyConnections,
+    /// `max_http_connections_per_ip` reached (answered before the request is read).
+    TooManyHttpConnections,
     /// `max_connections` reached.
     ServerFull,
     /// Shutting down.
@@ -46,6 +48,8 @@ pub enum Error {
     InvalidBody(String),
     /// The request body is larger than the API accepts.
     BodyTooLarge(usize),
+    /// The request body did not arrive within `http_body_timeout` (the value).
+    BodyTimeout(std::time::Duration),
     /// No route for this path.
     NotFound,
     /// The route exists but not for this method.
@@ -76,13 +80,16 @@ impl Error {
             Error::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Error::InvalidJson(_) | Error::InvalidBody(_) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Unauthorized | Error::ApiNotLocal | Error::BadToken(_) => {
                 StatusCode::UNAUTHORIZED
             }
             Error::TooManySessions(_) | Error::ConnectRate => StatusCode::TOO_MANY_REQUESTS,
             Error::OriginNotAllowed => StatusCode::FORBIDDEN,
             Error::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
-            Error::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+            Error::TooManyConnections | Error::TooManyHttpConnections => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Error::ServerFull | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Error::NotFound | Error::NoSession | Error::UnknownSession | Error::HistoryOff => {
                 StatusCode::NOT_FOUND
@@ -106,12 +113,13 @@ impl Error {
             Error::TooManySessions(_) | Error::ConnectRate => "too_many_connections",
             Error::OriginNotAllowed => "origin_not_allowed",
             Error::UnsupportedVersion => "unsupported_version",
-            Error::TooManyConnections => "too_many_connections",
+            Error::TooManyConnections | Error::TooManyHttpConnections => "too_many_connections",
             Error::ServerFull => "server_full",
             Error::Draining => "draining",
             Error::InvalidJson(_) => "invalid_json",
             Error::InvalidBody(_) => "invalid_body",
             Error::BodyTooLarge(_) => "body_too_large",
+            Error::BodyTimeout(_) => "body_timeout",
             Error::NotFound => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::NoSession => "no_session",
@@ -157,6 +165,9 @@ impl Error {
                 "unsupported WebSocket version: send Sec-WebSocket-Version: 13".into()
             }
             Error::TooManyConnections => "too many connections from this address".into(),
+            Error::TooManyHttpConnections => "too many open HTTP connections from this address \
+                 (max_http_connections_per_ip): reuse or close some"
+                .into(),
             Error::ServerFull => {
                 "the server is at its connection limit, try another node or later".into()
             }
@@ -164,6 +175,9 @@ impl Error {
             Error::InvalidJson(e) => format!("the body is not valid JSON: {e}"),
             Error::InvalidBody(e) => format!("bad request body: {e}"),
             Error::BodyTooLarge(max) => format!("the body is larger than {max} bytes"),
+            Error::BodyTimeout(t) => {
+                format!("the request body did not arrive within {t:?} (http_body_timeout)")
+            }
             Error::NotFound => "no such path".into(),
             Error::MethodNotAllowed(allowed) => format!("method not allowed here; use {allowed}"),
             Error::NoSession => "that client id has no live session".into(),

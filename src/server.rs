@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -18,6 +18,7 @@ use crate::auth::Verifier;
 use crate::config::{AuthMode, Config};
 use crate::drain::{self, Stopped};
 use crate::edge::Edge;
+use crate::error::Error;
 use crate::handle::Handle;
 use crate::handler::{Handler, NoHandler};
 use crate::reaper;
@@ -224,6 +225,17 @@ async fn accept_loop(
         let permit = shared.sockets.acquire().await;
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let permit = if is_trusted_proxy(shared, peer) {
+                    permit
+                } else {
+                    match shared.sockets.count_http(permit, peer.ip()) {
+                        Ok(p) => p,
+                        Err(_) => {
+                            refuse_over_cap(stream, peer, tls.is_none());
+                            continue;
+                        }
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 match tls {
                     Some(acceptor) => {
@@ -260,6 +272,55 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// A trusted proxy's connections are not held to `max_http_connections_per_ip`: all of them come
+/// from its one address, whoever the clients behind it are, and the proxy bounds its own pool
+/// (nginx's keepalive pool, `worker_connections`). Per-client limits belong in the proxy there.
+fn is_trusted_proxy(shared: &Shared, peer: SocketAddr) -> bool {
+    let proxies = &shared.config.trusted_proxies;
+    !proxies.is_empty() && proxies.iter().any(|p| p.contains(peer.ip()))
+}
+
+/// The answer to a connection over `max_http_connections_per_ip`, built once.
+static OVER_CAP: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let e = Error::TooManyHttpConnections;
+    let body = e.body();
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        e.status().as_u16(),
+        e.status().canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes()
+});
+
+/// Turns away a connection over `max_http_connections_per_ip` without serving it: no task, no
+/// allocation, no wait, so an address past its cap costs a few system calls per attempt and holds
+/// no descriptor. What the client already sent is read off (so the close is a FIN, not a reset
+/// that could discard the answer), the 429 is written only if the socket takes it at once (a
+/// fresh socket's send buffer is empty, so it does), and the socket is closed. A TLS connection
+/// is closed without an answer: one would cost a handshake.
+fn refuse_over_cap(stream: tokio::net::TcpStream, peer: SocketAddr, answer: bool) {
+    use std::io::{Read, Write};
+    log::debug!("refused a connection from {peer}: max_http_connections_per_ip reached");
+    if !answer {
+        return;
+    }
+    // Out of tokio's hands: its readiness for a socket it has not polled yet says "not ready".
+    // The socket stays non-blocking, so neither call below waits.
+    let Ok(mut std) = stream.into_std() else {
+        return;
+    };
+    let mut sink = [0u8; 2048];
+    for _ in 0..8 {
+        match std.read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+    let _ = std.write(&OVER_CAP);
 }
 
 /// Out of descriptors although the budget had room (something else in the process holds them):

@@ -6,12 +6,21 @@
 //! upgrade is only known once its request is read, so permits are not told apart before `accept`:
 //! a session that ends frees an admission slot at once, and the next upgrade gets in whichever
 //! permit it was accepted on.
+//!
+//! One address may hold at most `max_http_connections_per_ip` permits for plain HTTP (PROTOCOL
+//! §13), so no single peer spends the spare permits: the count rides on the permit and goes back
+//! when the connection ends or its permit passes to a session (an upgraded connection is governed
+//! by admission's `max_connections_per_ip` instead). Addresses are keyed as admission keys them.
 
+use std::collections::HashMap;
 use std::fs::File;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::admission::limit_key;
 
 /// Permits beyond the session budget, for plain HTTP while every session slot is taken.
 pub const SPARE_PERMITS: usize = 16;
@@ -22,27 +31,71 @@ pub struct Sockets {
     /// One descriptor held back so that, if the process still hits its limit, one pending
     /// connection can be accepted and closed at once instead of the accept loop spinning on it.
     reserve: Mutex<Option<File>>,
+    /// Plain HTTP connections per address key.
+    http: Arc<HttpConns>,
 }
 
 /// One accepted socket's permit.
-pub struct Permit(OwnedSemaphorePermit);
+pub struct Permit {
+    /// The socket's share of the descriptor budget.
+    socket: OwnedSemaphorePermit,
+    /// Its count against its address while it is plain HTTP; `None` when not counted.
+    http: Option<HttpSlot>,
+}
+
+/// Open plain HTTP connections per address key, for `max_http_connections_per_ip`.
+struct HttpConns {
+    /// The cap; 0 = no limit (nothing is counted).
+    max_per_ip: usize,
+    /// Only addresses with at least one open connection: bounded by the descriptor budget.
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One plain HTTP connection's count against its address; given back on drop.
+struct HttpSlot {
+    /// The counter it belongs to.
+    owner: Arc<HttpConns>,
+    /// The address key charged.
+    key: IpAddr,
+}
+
+impl Drop for HttpSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock();
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The address already holds `max_http_connections_per_ip` plain HTTP connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyHttp;
 
 /// Where a connection's permit sits until an upgrade takes it over (shared with the request).
 pub type PermitCell = Arc<Mutex<Option<Permit>>>;
 
 impl Sockets {
-    /// A budget of `budget` session sockets plus [`SPARE_PERMITS`].
-    pub fn new(budget: usize) -> Sockets {
+    /// A budget of `budget` session sockets plus [`SPARE_PERMITS`], and at most
+    /// `max_http_per_ip` plain HTTP connections per address (0 = no limit).
+    pub fn new(budget: usize, max_http_per_ip: usize) -> Sockets {
         Sockets {
             permits: Arc::new(Semaphore::new(budget.max(1) + SPARE_PERMITS)),
             reserve: Mutex::new(File::open("/dev/null").ok()),
+            http: Arc::new(HttpConns {
+                max_per_ip: max_http_per_ip,
+                open: Mutex::new(HashMap::new()),
+            }),
         }
     }
 
     /// Waits for a permit.
     pub async fn acquire(&self) -> Permit {
         match Arc::clone(&self.permits).acquire_owned().await {
-            Ok(p) => Permit(p),
+            Ok(socket) => Permit { socket, http: None },
             // The semaphore is never closed.
             Err(_) => std::future::pending().await,
         }
@@ -51,6 +104,40 @@ impl Sockets {
     /// A session took over a permit with [`Permit::into_session`]; it gives it back.
     pub fn release_session(&self) {
         self.permits.add_permits(1);
+    }
+
+    /// Counts `permit`'s connection as plain HTTP from `ip`, or refuses it (and frees the permit)
+    /// when that address is at `max_http_connections_per_ip`.
+    pub fn count_http(&self, mut permit: Permit, ip: IpAddr) -> Result<Permit, TooManyHttp> {
+        let max = self.http.max_per_ip;
+        if max == 0 {
+            return Ok(permit);
+        }
+        let key = limit_key(ip);
+        {
+            let mut open = self.http.open.lock();
+            let n = open.entry(key).or_insert(0);
+            if *n >= max {
+                return Err(TooManyHttp);
+            }
+            *n += 1;
+        }
+        permit.http = Some(HttpSlot {
+            owner: Arc::clone(&self.http),
+            key,
+        });
+        Ok(permit)
+    }
+
+    /// Plain HTTP connections counted against `ip`'s address key now.
+    #[cfg(test)]
+    pub fn http_open(&self, ip: IpAddr) -> usize {
+        self.http
+            .open
+            .lock()
+            .get(&limit_key(ip))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Permits free now.
@@ -75,9 +162,9 @@ impl Sockets {
 impl Permit {
     /// Hands the permit over to a session, which releases it through
     /// [`Sockets::release_session`] when it ends (its guard does): a session carries no permit
-    /// object of its own.
+    /// object of its own. The connection stops counting as plain HTTP here.
     pub fn into_session(self) {
-        self.0.forget();
+        self.socket.forget();
     }
 }
 
@@ -87,7 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_spare_permits_come_on_top_and_sessions_give_theirs_back() {
-        let s = Sockets::new(2);
+        let s = Sockets::new(2, 0);
         let mut held = Vec::new();
         for _ in 0..2 + SPARE_PERMITS {
             held.push(s.acquire().await);
@@ -105,5 +192,44 @@ mod tests {
         );
         s.release_session();
         assert_eq!(s.available(), 2);
+    }
+
+    #[tokio::test]
+    async fn plain_http_is_capped_per_address_until_closed_or_upgraded() {
+        let s = Sockets::new(10, 2);
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        let a = s.count_http(s.acquire().await, ip).unwrap();
+        let b = s.count_http(s.acquire().await, "2001:db8::2".parse().unwrap());
+        let b = b.unwrap();
+        let free = s.available();
+        assert_eq!(s.count_http(s.acquire().await, ip).err(), Some(TooManyHttp));
+        assert_eq!(
+            s.available(),
+            free,
+            "a refused connection gives its permit back"
+        );
+        let other = s.count_http(s.acquire().await, "2001:db8:1::1".parse().unwrap());
+        assert!(other.is_ok(), "another /64 has its own count");
+        drop(a);
+        let c = s.count_http(s.acquire().await, ip).unwrap();
+        assert_eq!(s.http_open(ip), 2);
+        c.into_session();
+        assert_eq!(
+            s.http_open(ip),
+            1,
+            "an upgraded connection is no longer plain HTTP"
+        );
+        drop(b);
+        assert_eq!(s.http_open(ip), 0);
+        let unlimited = Sockets::new(10, 0);
+        for _ in 0..5 {
+            let p = unlimited.count_http(unlimited.acquire().await, ip).unwrap();
+            p.into_session();
+        }
+        assert_eq!(
+            unlimited.http_open(ip),
+            0,
+            "nothing is counted without a cap"
+        );
     }
 }

@@ -139,6 +139,7 @@ impl Shared {
             history: config.history(),
             cluster: cluster.clone(),
         };
+        let sockets = Sockets::new(socket_budget(), config.max_http_connections_per_ip);
         Ok(Shared {
             webhooks,
             node,
@@ -149,7 +150,7 @@ impl Shared {
             engine,
             cluster,
             admissions,
-            sockets: Sockets::new(socket_budget()),
+            sockets,
             metrics,
             clock,
             ids: SessionIds::new(),

@@ -1,6 +1,7 @@
 //! File descriptors, with the real binary under a chosen open-file limit: tether raises a low soft
 //! limit to the hard one, and when its socket budget is spent `/health` still answers and a
-//! further upgrade is refused at once instead of hanging.
+//! further upgrade is refused at once instead of hanging; API bodies that never finish give their
+//! descriptors back at `http_body_timeout`.
 
 mod common;
 
@@ -109,6 +110,44 @@ async fn when_the_socket_budget_is_spent_health_answers_and_upgrades_are_refused
     held.push(RawClient::connect(addr, "back-in").await);
     drop(held);
     wait_connections(addr, 0).await;
+    signal(&child, libc::SIGTERM);
+    assert_eq!(exit_code(child).await, 0);
+}
+
+#[tokio::test]
+async fn stalled_api_bodies_give_their_descriptors_back_at_the_body_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // 200 descriptors: 116 permits (100 sessions' worth and the spare ones), fewer than the
+    // stalled requests below. The per-address cap is off so that only the deadline frees them.
+    let args = [
+        "--http-body-timeout",
+        "1s",
+        "--max-http-connections-per-ip",
+        "0",
+    ];
+    let (child, addr) = tether_with_nofile(200, 200, &args).await;
+    let head = format!(
+        "POST /api/v1/push HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"client_i"
+    );
+    let mut stalled = Vec::new();
+    for _ in 0..130 {
+        // The backlog completes the connection whether or not a permit is free.
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(c);
+    }
+    // Queued behind them, health is answered once the first ones are cut (http() waits WAIT).
+    assert_eq!(health(addr).await.0, 200, "health stopped answering");
+    for mut c in stalled {
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, c.read_to_end(&mut answer))
+            .await
+            .expect("a stalled body kept its connection")
+            .unwrap_or_default();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
     signal(&child, libc::SIGTERM);
     assert_eq!(exit_code(child).await, 0);
 }

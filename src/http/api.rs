@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -52,7 +53,16 @@ pub async fn answer(
         Ok(r) => (r, "ok"),
         Err(e) => {
             log::debug!("api {path} from {peer}: {} ({})", e.code(), e.message());
-            (error_response(&e), e.code())
+            let mut res = error_response(&e);
+            if matches!(e, Error::BodyTimeout(_)) {
+                // The rest of the body may still come: the connection cannot carry another
+                // request, and closing it is what frees its descriptor.
+                res.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+            }
+            (res, e.code())
         }
     };
     shared.metrics.api(endpoint, label);
@@ -127,7 +137,7 @@ async fn dispatch(
             if method != Method::POST {
                 return Err(Error::MethodNotAllowed("POST"));
             }
-            let body = read_body(req).await?;
+            let body = read_body(req, shared.config.http_body_timeout).await?;
             match path {
                 "/api/v1/push" => delivery::push(shared, parse(&body)?).await,
                 "/api/v1/publish" => delivery::publish(shared, parse(&body)?).await,
@@ -233,8 +243,14 @@ async fn presence(shared: &Shared, client_id: &str) -> Result<Response<Body>, Er
     ))
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, Error> {
-    match Limited::new(req.into_body(), API_BODY_MAX).collect().await {
+/// Reads the whole body within `deadline` from now: one bound on the total, so a body trickled
+/// a byte at a time cannot hold its connection (and descriptor) for longer than that.
+async fn read_body(req: Request<Incoming>, deadline: Duration) -> Result<bytes::Bytes, Error> {
+    let read = Limited::new(req.into_body(), API_BODY_MAX).collect();
+    match tokio::time::timeout(deadline, read)
+        .await
+        .map_err(|_| Error::BodyTimeout(deadline))?
+    {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(Error::BodyTooLarge(API_BODY_MAX))
