@@ -77,8 +77,16 @@ async fn with_a_key_the_key_decides_wherever_the_call_comes_from() {
 
 #[tokio::test]
 async fn api_open_is_an_explicit_choice_of_an_api_without_a_key() {
-    let s = start(config(&[("api_open", "true"), ("trusted_proxies", "127.0.0.1")])).await;
+    let s = start(config(&[
+        ("api_open", "true"),
+        ("trusted_proxies", "127.0.0.1"),
+    ]))
+    .await;
     let (status, body) = broadcast(&s, &[("X-Forwarded-For", "203.0.113.9")]).await;
-    assert_eq!((status, body["delivered"].as_u64()), (200, Some(0)), "{body}");
+    assert_eq!(
+        (status, body["delivered"].as_u64()),
+        (200, Some(0)),
+        "{body}"
+    );
     stop(s).await;
 }
