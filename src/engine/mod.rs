@@ -38,6 +38,7 @@
 
 pub mod handover;
 mod keys;
+mod lost;
 pub mod memory;
 pub mod position;
 
@@ -54,7 +55,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub use handover::HandOver;
 #[cfg(test)]
 pub use handover::{Offered, Overflowed};
-pub use position::{Epoch, Position};
+pub use position::{Epoch, Position, Since};
 
 /// Longest idempotency key the engine keeps; longer ones are refused so keys cannot eat memory.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
@@ -132,7 +133,8 @@ pub struct Recovery {
     /// True when `missed` is every message after `since`. False when the epoch differs, `since`
     /// is ahead of the top, or some of those messages were trimmed; then `missed` is empty —
     /// except for `0:0`, which gets whatever is stored (a client with no state cannot be
-    /// inconsistent) and is `recovered` only if that is the whole stream from seq 1.
+    /// inconsistent) and is `recovered` only if that is the whole stream from seq 1 and no
+    /// earlier stream of the key was evicted.
     pub recovered: bool,
     /// The messages to replay, in seq order.
     pub missed: Vec<Stored>,
@@ -358,6 +360,15 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The stream's current position if it exists; creates nothing (the history API).
     fn position<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, Option<Position>>;
+
+    /// Whether `key` has no stream now although history was stored for it and lost (evicted):
+    /// then a `0:0` read of it is not `recovered` (§13). May say true of a key that lost
+    /// nothing, never false of one that did. Creates nothing. The default, false, is for an
+    /// engine whose streams are never dropped while they hold history.
+    fn lost<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, bool> {
+        let _ = key;
+        Box::pin(std::future::ready(Ok(false)))
+    }
 
     /// Checks and claims `key` for `target` for `window`.
     fn idempotent<'a>(
