@@ -60,9 +60,9 @@ impl Error {
     /// HTTP status of the response.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::BadHandshake(_)
-            | Error::MissingClientId
-            | Error::BadClientId(_) => StatusCode::BAD_REQUEST,
+            Error::BadHandshake(_) | Error::MissingClientId | Error::BadClientId(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Error::InvalidJson(_) | Error::InvalidBody(_) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unauthorized | Error::BadToken(_) => StatusCode::UNAUTHORIZED,

@@ -408,7 +408,12 @@ impl Config {
             return err("max_header_size: must be at least 1024 bytes".into());
         }
         for (secret, file, set_secret, set_file) in [
-            ("api_key", "api_key_file", self.api_key.is_some(), self.api_key_file.is_some()),
+            (
+                "api_key",
+                "api_key_file",
+                self.api_key.is_some(),
+                self.api_key_file.is_some(),
+            ),
             (
                 "cluster_secret",
                 "cluster_secret_file",

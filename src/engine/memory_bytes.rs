@@ -51,3 +51,7 @@ impl MemoryEngine {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "memory_bytes_tests.rs"]
+mod tests;
