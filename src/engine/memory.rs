@@ -191,7 +191,7 @@ impl MemoryEngine {
             index: Mutex::new(Index {
                 streams: LruCache::new(config.history_max_streams),
                 unborn: (0..UNBORN_BUCKETS).map(|_| fresh_bits()).collect(),
-                lost: Lost::new(),
+                lost: Lost::new(config.history_max_streams.get()),
                 hasher: RandomState::new(),
             }),
             keys: KeyStore::new(config.idempotency_max_keys),
