@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::future::ready;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::RandomState;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +29,7 @@ use super::{
     Appended, Clock, Engine, EngineFuture, EngineStats, Epoch, FrameTemplate, IdempotencyOutcome,
     Live, LiveSink, Position, Recovery, Stored, StreamKey, Target,
 };
+use index::{Index, UNBORN_BUCKETS};
 
 /// How many idempotency keys are held at most by default; past it the oldest goes first.
 pub const DEFAULT_IDEMPOTENCY_MAX_KEYS: NonZeroUsize = NonZeroUsize::MIN.saturating_add(99_999);
@@ -36,10 +37,6 @@ pub const DEFAULT_IDEMPOTENCY_MAX_KEYS: NonZeroUsize = NonZeroUsize::MIN.saturat
 /// How an eviction race is retried: a stream evicted between lookup and lock is looked up
 /// again, and a few tries are plenty since only a burst of new streams can evict it again.
 const LOOKUP_TRIES: usize = 3;
-
-/// Buckets of [`Index::unborn`]: 8 KiB of seeds, enough that evicting one stream rarely touches
-/// the epoch of a client id that was never pushed to.
-const UNBORN_BUCKETS: usize = 1024;
 
 /// The memory engine's limits, taken from the server's config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,56 +117,6 @@ struct Counters {
     messages: AtomicU64,
     bytes: AtomicU64,
     evicted: AtomicU64,
-}
-
-/// The streams, and the epochs of the ones that do not exist yet.
-struct Index {
-    streams: LruCache<StreamKey, Arc<Stream>>,
-    /// Per bucket of keys, a seed: a missing stream is reported in (seq 0), and then created
-    /// with, the epoch hashed from its key and its bucket's seed, so keys never share epochs.
-    /// Evicting a stream created under the current seed re-rolls it, so a position handed out
-    /// before the eviction never matches the stream created after it. A stream created under
-    /// an older seed needs no re-roll: its key was present since that seed was rolled, so no
-    /// position in the current seed's epochs was handed out for it. Keys sharing a bucket can
-    /// only turn a `recovered: true` into a `false`, never the reverse: a seed never recurs.
-    unborn: Vec<u64>,
-    /// Keys whose stream was evicted: their `0:0` is not recovered (see [`Lost`]).
-    lost: Lost,
-    hasher: RandomState,
-}
-
-impl Index {
-    fn bucket(&self, key: &StreamKey) -> usize {
-        // The modulo keeps the value below UNBORN_BUCKETS, so the cast cannot truncate.
-        (self.hasher.hash_one(key) % UNBORN_BUCKETS as u64) as usize
-    }
-
-    /// The seed and the epoch `key` has while it has no stream.
-    fn unborn(&self, key: &StreamKey) -> (u64, Epoch) {
-        let seed = self.unborn[self.bucket(key)];
-        (seed, Epoch::from_bits(self.hasher.hash_one((seed, key))))
-    }
-
-    /// What `key` looks like while it has no stream: seq 0 in its unborn epoch, with a gap if
-    /// an earlier stream of it was evicted.
-    fn missing(&self, key: &StreamKey) -> StreamState {
-        let gap = self.lost.may_hold(self.hasher.hash_one(key));
-        StreamState::empty(self.unborn(key).1, gap)
-    }
-
-    /// Records that `key`'s stream `old` left the index: its epoch must not come back, and its
-    /// key's `0:0` is no longer the whole story. The caller then empties it with
-    /// [`MemoryEngine::retired`], outside the index lock.
-    fn retire(&mut self, key: &StreamKey, old: &Stream) {
-        let bucket = self.bucket(key);
-        if self.unborn[bucket] == old.born {
-            self.unborn[bucket] = fresh_bits();
-        }
-        // Every stream was created by an append, so it held history; marking one that was
-        // evicted before its first message only costs a false positive.
-        let hash = self.hasher.hash_one(key);
-        self.lost.mark(hash);
-    }
 }
 
 /// The engine for a single node.
@@ -508,6 +455,8 @@ impl Engine for MemoryEngine {
 
 #[path = "memory_bytes.rs"]
 mod bytes_bound;
+#[path = "memory_index.rs"]
+mod index;
 
 #[cfg(test)]
 #[path = "memory_tests.rs"]
