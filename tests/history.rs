@@ -169,6 +169,12 @@ async fn a_since_that_is_not_a_position_opens_the_session_as_bad_position() {
     let (_ws, welcome) = resume(s.addr, "x", "0:0").await;
     assert!(welcome["data"].get("reason").is_none(), "{welcome}");
     stop(s).await;
+
+    // With history off there is nothing to resume: `since` is not looked at.
+    let s = start(config(&[])).await;
+    let (_ws, welcome) = resume(s.addr, "x", "old-format-epoch:3").await;
+    assert!(welcome["data"].get("recovered").is_none(), "{welcome}");
+    stop(s).await;
 }
 
 #[tokio::test]
@@ -350,6 +356,14 @@ async fn subscribe_with_a_since_that_is_not_a_position_is_answered_bad_position(
             (Some("news"), Some(1))
         );
     }
+    // `null` is no `since` at all: a plain subscribe.
+    send_json(
+        &mut ws,
+        r#"{"type":"subscribe","data":{"channel":"news","since":null}}"#,
+    )
+    .await;
+    let sub = recv_json(&mut ws).await;
+    assert!(sub["data"].get("recovered").is_none(), "{sub}");
     stop(s).await;
 }
 

@@ -331,7 +331,7 @@ impl MemoryEngine {
 
     fn lost_now(&self, key: &StreamKey) -> bool {
         let index = self.index.lock();
-        index.streams.peek(key).is_none() && index.missing(key).gap
+        index.streams.peek(key).is_none() && index.has_lost(key)
     }
 
     fn position_now(&self, key: &StreamKey) -> Option<Position> {

@@ -48,8 +48,12 @@ impl Index {
     /// What `key` looks like while it has no stream: seq 0 in its unborn epoch, with a gap if
     /// an earlier stream of it was evicted.
     pub(super) fn missing(&self, key: &StreamKey) -> StreamState {
-        let gap = self.lost.may_hold(self.hasher.hash_one(key));
-        StreamState::empty(self.unborn(key).1, gap)
+        StreamState::empty(self.unborn(key).1, self.has_lost(key))
+    }
+
+    /// Whether an earlier stream of `key` may have been evicted holding history.
+    pub(super) fn has_lost(&self, key: &StreamKey) -> bool {
+        self.lost.may_hold(self.hasher.hash_one(key))
     }
 
     /// Records that `key`'s stream `old` left the index: its epoch must not come back, and its
