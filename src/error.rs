@@ -10,8 +10,6 @@ use crate::protocol::json_str;
 pub enum Error {
     /// Not a valid WebSocket upgrade; the string says which check failed.
     BadHandshake(&'static str),
-    /// The upgrade's `since` is not `<epoch>:<seq>`; the string says what is wrong with it.
-    BadSince(String),
     /// No client id and `require_client_id` is on.
     MissingClientId,
     /// The client id is empty, too long or has control characters.
@@ -73,7 +71,6 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::BadHandshake(_)
-            | Error::BadSince(_)
             | Error::MissingClientId
             | Error::BadClientId(_)
             | Error::BadChannel(_) => StatusCode::BAD_REQUEST,
@@ -104,7 +101,7 @@ impl Error {
     /// Machine-readable snake_case code.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::BadHandshake(_) | Error::BadSince(_) => "bad_handshake",
+            Error::BadHandshake(_) => "bad_handshake",
             Error::MissingClientId => "missing_client_id",
             Error::BadClientId(_) => "bad_client_id",
             Error::BadChannel(_) => "bad_channel",
@@ -135,9 +132,6 @@ impl Error {
     pub fn message(&self) -> String {
         match self {
             Error::BadHandshake(why) => format!("not a valid WebSocket upgrade: {why}"),
-            Error::BadSince(why) => {
-                format!("bad since parameter, expected <epoch>:<seq> as welcome gave it: {why}")
-            }
             Error::MissingClientId => {
                 "a client id is required: pass ?client_id=<id> or the X-Client-Id header".into()
             }

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use crate::admission::AdmitError;
 use crate::clock::unix_now;
 use crate::deflate::{self, Agreed, Inflater, stream::Inflating};
-use crate::engine::Position;
+use crate::engine::Since;
 use crate::error::Error;
 use crate::identity::{client_addr, identify};
 use crate::query::query_param;
@@ -53,7 +53,7 @@ pub fn upgrade(
         {
             return Err(Error::TooManySessions(per_client));
         }
-        let since = since(&req)?;
+        let since = since(&req);
         let slot = shared.admissions.admit(remote.ip()).map_err(|e| match e {
             AdmitError::Full => Error::ServerFull,
             AdmitError::PerIp => Error::TooManyConnections,
@@ -284,15 +284,13 @@ pub fn has_token(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     })
 }
 
-/// The `since=<epoch>:<seq>` a resuming client sends (§8); checked whether or not history is on,
-/// so a client learns of a malformed one at once.
-fn since(req: &Request<Incoming>) -> Result<Option<Position>, Error> {
-    match req.uri().query().and_then(|q| query_param(q, "since")) {
-        None => Ok(None),
-        Some(Err(())) => Err(Error::BadSince("it is not valid UTF-8".into())),
-        Some(Ok(text)) => Position::parse(&text)
-            .map(Some)
-            .map_err(|e| Error::BadSince(e.to_string())),
+/// The `since=<epoch>:<seq>` a resuming client sends (§8). One that is not a position (another
+/// server's, an old format, not UTF-8) never refuses the upgrade (§13): a refusal before the
+/// upgrade is only a 1006 to a browser, which would retry the same `since` forever.
+fn since(req: &Request<Incoming>) -> Option<Since> {
+    match req.uri().query().and_then(|q| query_param(q, "since"))? {
+        Ok(text) => Some(Since::parse(&text)),
+        Err(()) => Some(Since::Bad),
     }
 }
 

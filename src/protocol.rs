@@ -151,9 +151,10 @@ pub struct ChannelData<'a> {
     /// Channel name.
     #[serde(borrow)]
     pub channel: Cow<'a, str>,
-    /// `subscribe` only: resume the channel's stream after `<epoch>:<seq>` (§8).
+    /// `subscribe` only: resume the channel's stream after `<epoch>:<seq>` (§8). Raw, so a
+    /// `since` of the wrong JSON type is a bad position rather than a refused `subscribe`.
     #[serde(borrow, default)]
-    pub since: Option<Cow<'a, str>>,
+    pub since: Option<&'a RawValue>,
 }
 
 /// `data` of a client `publish`.

@@ -233,7 +233,12 @@ async fn forwarded_address_counts_only_from_trusted_proxies() {
     stop(s).await;
 
     // Trusted proxy: the rightmost untrusted forwarded address is the client.
-    let s = start(config(&[("trusted_proxies", "127.0.0.0/8")])).await;
+    // (The test's own API call comes from a trusted proxy's address, so it needs the key.)
+    let s = start(config(&[
+        ("trusted_proxies", "127.0.0.0/8"),
+        ("api_key", "handshake-test-key"),
+    ]))
+    .await;
     let mut ws = connect_with_headers(
         s.addr,
         "/ws?client_id=fwd",
@@ -242,7 +247,8 @@ async fn forwarded_address_counts_only_from_trusted_proxies() {
     .await
     .unwrap();
     recv_json(&mut ws).await;
-    let (_, _, body) = http(s.addr, "GET", "/api/v1/sessions?client_id=fwd", &[], "").await;
+    let auth = [("Authorization", "Bearer handshake-test-key")];
+    let (_, _, body) = http(s.addr, "GET", "/api/v1/sessions?client_id=fwd", &auth, "").await;
     assert_eq!(json(&body)[0]["remote_addr"], "203.0.113.9");
     stop(s).await;
 }

@@ -134,9 +134,13 @@ async fn another_epoch_or_trimmed_history_is_not_recovered() {
 }
 
 #[tokio::test]
-async fn malformed_since_is_refused_before_the_upgrade() {
+async fn a_since_that_is_not_a_position_opens_the_session_as_bad_position() {
     let s = start(history(&[])).await;
+    assert_eq!(push(s.addr, "x", "stored").await.0, 202);
     for since in [
+        "old-format-epoch:3",
+        "%FF",
+        "abc",
         "nocolon",
         "abc:-1",
         "abc:",
@@ -144,17 +148,32 @@ async fn malformed_since_is_refused_before_the_upgrade() {
         "a%20b:1",
         "abc:99999999999999999999999",
     ] {
-        match connect_raw(s.addr, &format!("/ws?client_id=x&since={since}")).await {
-            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
-                assert_eq!(r.status().as_u16(), 400, "{since}");
-                let body = String::from_utf8(r.body().clone().unwrap_or_default()).unwrap();
-                let v = json(&body);
-                assert_eq!(v["error"]["code"], "bad_handshake", "{since}");
-                assert!(v["error"]["message"].as_str().unwrap().contains("since"));
-            }
-            other => panic!("{since}: expected 400, got {:?}", other.map(|_| ())),
-        }
+        let (mut ws, welcome) = resume(s.addr, "x", since).await;
+        let d = &welcome["data"];
+        assert_eq!(d["recovered"], false, "{since}: {welcome}");
+        assert_eq!(d["reason"], "bad_position", "{since}: {welcome}");
+        assert_eq!(
+            (d["seq"].as_u64(), d["missed"].as_u64()),
+            (Some(1), Some(1))
+        );
+        // What is stored comes as to a client without state; then live messages follow.
+        let m = recv_json(&mut ws).await;
+        assert_eq!(
+            (m["type"].as_str(), m["seq"].as_u64()),
+            (Some("stored"), Some(1))
+        );
+        send_json(&mut ws, r#"{"type":"heartbeat"}"#).await;
+        assert_eq!(recv_json(&mut ws).await["type"], "heartbeat_ack");
     }
+    // A position that parses says nothing of a reason.
+    let (_ws, welcome) = resume(s.addr, "x", "0:0").await;
+    assert!(welcome["data"].get("reason").is_none(), "{welcome}");
+    stop(s).await;
+
+    // With history off there is nothing to resume: `since` is not looked at.
+    let s = start(config(&[])).await;
+    let (_ws, welcome) = resume(s.addr, "x", "old-format-epoch:3").await;
+    assert!(welcome["data"].get("recovered").is_none(), "{welcome}");
     stop(s).await;
 }
 
@@ -202,10 +221,7 @@ async fn least_recently_used_stream_is_evicted_past_the_limit() {
         (Some("0"), Some(0)),
         "{h}"
     );
-    assert_eq!(
-        h["recovered"], true,
-        "no position: nothing of it is missing"
-    );
+    assert_eq!(h["recovered"], false, "its stored message was evicted: {h}");
     let path = format!("/api/v1/history/one?since={e}:1");
     let (_, _, body) = http(s.addr, "GET", &path, &[], "").await;
     assert_eq!(
@@ -312,11 +328,111 @@ async fn channels_resume_through_subscribe() {
     send_json(&mut ws, &again).await;
     let sub = recv_json(&mut ws).await;
     assert_eq!(sub["data"]["recovered"], false, "{sub}");
+    stop(s).await;
+}
+
+#[tokio::test]
+async fn subscribe_with_a_since_that_is_not_a_position_is_answered_bad_position() {
+    let s = start(history(&[])).await;
+    s.handle.publish("news", "story", Some("1"));
+    let (mut ws, _) = connect(s.addr, "erin").await;
+    for since in [r#""1""#, r#""old-format-epoch:3""#, "5", "{}"] {
+        let frame =
+            format!(r#"{{"type":"subscribe","id":7,"data":{{"channel":"news","since":{since}}}}}"#);
+        send_json(&mut ws, &frame).await;
+        let sub = recv_json(&mut ws).await;
+        assert_eq!(sub["type"], "subscribed", "{since}: {sub}");
+        assert_eq!(sub["id"], 7);
+        let d = &sub["data"];
+        assert_eq!(d["recovered"], false, "{since}: {sub}");
+        assert_eq!(d["reason"], "bad_position", "{since}: {sub}");
+        assert_eq!(
+            (d["seq"].as_u64(), d["missed"].as_u64()),
+            (Some(1), Some(1))
+        );
+        let m = recv_json(&mut ws).await;
+        assert_eq!(
+            (m["channel"].as_str(), m["seq"].as_u64()),
+            (Some("news"), Some(1))
+        );
+    }
+    // `null` is no `since` at all: a plain subscribe.
     send_json(
         &mut ws,
-        r#"{"type":"subscribe","data":{"channel":"news","since":"1"}}"#,
+        r#"{"type":"subscribe","data":{"channel":"news","since":null}}"#,
     )
     .await;
-    assert_eq!(recv_json(&mut ws).await["data"]["code"], "invalid_data");
+    let sub = recv_json(&mut ws).await;
+    assert!(sub["data"].get("recovered").is_none(), "{sub}");
+    stop(s).await;
+}
+
+/// A client `publish` to `channel` with a payload of `pad` bytes; returns the answer.
+async fn publish_as(ws: &mut Ws, channel: &str, pad: usize) -> Value {
+    let data = "p".repeat(pad);
+    let frame = format!(
+        r#"{{"type":"publish","data":{{"channel":"{channel}","type":"t","data":"{data}"}}}}"#
+    );
+    send_json(ws, &frame).await;
+    recv_json(ws).await
+}
+
+#[tokio::test]
+async fn a_message_evicted_by_bytes_makes_start_not_recovered_and_publishes_create_few_streams() {
+    let s = start(history(&[
+        ("client_publish", "true"),
+        ("max_message_size", "128"),
+        ("history_max_bytes", "256"),
+        ("max_channels_per_session", "3"),
+    ]))
+    .await;
+    assert_eq!(push(s.addr, "victim", "stored").await.0, 202);
+    let (mut ws, _) = connect(s.addr, "flooder").await;
+    for i in 0..3 {
+        let answer = publish_as(&mut ws, &format!("c{i}"), 60).await;
+        assert_eq!(answer["type"], "published", "{answer}");
+    }
+    let (_, _, metrics) = http(s.addr, "GET", "/metrics", &[], "").await;
+    let bytes: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tether_history_bytes "))
+        .and_then(|v| v.parse().ok())
+        .expect("tether_history_bytes");
+    assert!(bytes <= 256, "{metrics}");
+    // The victim's message went with its stream: a client without state is told so.
+    let (_ws, welcome) = resume(s.addr, "victim", "0:0").await;
+    assert_eq!(welcome["data"]["recovered"], false, "{welcome}");
+    let (_, _, body) = http(s.addr, "GET", "/api/v1/history/victim", &[], "").await;
+    assert_eq!(json(&body)["recovered"], false, "{body}");
+
+    // The session's three creations are spent (c0 was evicted, so it would be a fourth).
+    for channel in ["c3", "c0"] {
+        let answer = publish_as(&mut ws, channel, 1).await;
+        assert_eq!(answer["type"], "error", "{answer}");
+        assert_eq!(answer["data"]["code"], "too_many_channels", "{answer}");
+    }
+    assert_eq!(publish_as(&mut ws, "c2", 1).await["type"], "published");
+    let (_, _, body) = http(s.addr, "GET", "/api/v1/history/victim", &[], "").await;
+    assert_eq!(json(&body)["recovered"], false, "{body}");
+    // Nothing of the refused publish was stored; another session creates its own.
+    let (mut other, _) = connect(s.addr, "reader").await;
+    send_json(
+        &mut other,
+        r#"{"type":"subscribe","data":{"channel":"c3","since":"0:0"}}"#,
+    )
+    .await;
+    let sub = recv_json(&mut other).await;
+    assert_eq!(
+        (sub["data"]["seq"].as_u64(), sub["data"]["missed"].as_u64()),
+        (Some(0), Some(0)),
+        "{sub}"
+    );
+    // Subscribed itself, it gets the message (seq 1: nothing came before) ahead of the answer.
+    let live = publish_as(&mut other, "c3", 1).await;
+    assert_eq!(
+        (live["type"].as_str(), live["seq"].as_u64()),
+        (Some("t"), Some(1))
+    );
+    assert_eq!(recv_json(&mut other).await["type"], "published");
     stop(s).await;
 }

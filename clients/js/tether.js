@@ -93,6 +93,17 @@ function formatPosition(pos) {
   return `${pos.epoch}:${pos.seq}`;
 }
 
+/** Where a stream stands before the `missed` messages a not-recovered answer still replays. */
+function replayFrom(head, data) {
+  const missed = toSeq(data.missed) ?? 0;
+  return missed <= head ? head - missed : 0;
+}
+
+/** A `recovery_failed` event, with the server's `reason` when it gave one. */
+function failure(ev, data) {
+  return typeof data.reason === 'string' ? { ...ev, reason: data.reason } : ev;
+}
+
 function toSeq(value) {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : null;
 }
@@ -251,8 +262,12 @@ export function backoffDelay(attempt, opts = {}, random = Math.random) {
  *
  * - `resumed` `{stream: 'client'|'channel', channel?, missed, position}` — the server
  *   confirmed the resume; `missed` messages follow.
- * - `recovery_failed` `{stream, channel?, since, position}` — what was missed since `since`
- *   cannot be replayed (epoch changed, trimmed, history gone): reload state from the application.
+ * - `recovery_failed` `{stream, channel?, since, position, reason?}` — what was missed since
+ *   `since` cannot be replayed (epoch changed, trimmed, history gone): reload state from the
+ *   application. The saved position is dropped for `position`, the stream's head, so it is
+ *   never sent again. `reason: 'bad_position'`: the server could not read `since` at all (a
+ *   position from another server or an old format). Whatever the server still stores follows
+ *   and is dispatched.
  * - `duplicate` `{stream, channel?, seq}` — a message at or before the last seen `seq` was dropped.
  * - `token_refreshed` `{expiresAt}` — the server accepted a `refresh`.
  * - `token_rejected` `{code, message}` — the server refused a `refresh` (`invalid_token`); the
@@ -961,7 +976,10 @@ export class TetherClient {
   /**
    * With `recovered: true` the missed messages follow the welcome, so the position stays
    * at what we asked from (setting it to the welcome's head `seq` would drop them all as
-   * duplicates). Otherwise the app reloads its state as of now: the head is the position.
+   * duplicates). Otherwise the app reloads its state as of now and the old position is
+   * dropped: the head is the position, less the `missed` messages the server still replays
+   * (what it stores for a client without state), so they are dispatched, not taken for
+   * duplicates.
    */
   _resumeClientStream(data) {
     const epoch = toEpoch(data.epoch);
@@ -984,9 +1002,9 @@ export class TetherClient {
       this._emit('resumed', { stream: 'client', missed: toSeq(data.missed) ?? 0, position: formatPosition(this._clientPos) });
       return;
     }
-    this._clientPos = { epoch, seq: head };
+    this._clientPos = { epoch, seq: replayFrom(head, data) };
     if (data.recovered === false || askedReal) {
-      this._emit('recovery_failed', { stream: 'client', since: sentText, position: formatPosition(this._clientPos) });
+      this._emit('recovery_failed', failure({ stream: 'client', since: sentText, position: formatPosition({ epoch, seq: head }) }, data));
     }
   }
 
@@ -1018,19 +1036,19 @@ export class TetherClient {
     let pos = null;
     if (epoch != null || head != null) {
       pos = { epoch, seq: head ?? 0 };
-      this._chanPos.set(channel, pos);
+      this._chanPos.set(channel, { epoch, seq: replayFrom(head ?? 0, data) });
     } else {
       // No history on this channel: forget the old position so no live message is
       // mistaken for a duplicate of the previous subscription's numbering.
       this._chanPos.delete(channel);
     }
     if (sent) {
-      this._emit('recovery_failed', {
+      this._emit('recovery_failed', failure({
         stream: 'channel',
         channel,
         since: formatPosition(sent),
         position: pos && pos.epoch != null ? formatPosition(pos) : null,
-      });
+      }, data));
     }
   }
 

@@ -73,6 +73,10 @@ impl Engine for Checked {
         refuse(stream(key)).unwrap_or_else(|| self.0.position(key))
     }
 
+    fn lost<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, bool> {
+        refuse(stream(key)).unwrap_or_else(|| self.0.lost(key))
+    }
+
     fn idempotent<'a>(
         &'a self,
         t: &'a Target,

@@ -1,5 +1,5 @@
 //! The memory engine: one node, everything in this process, bounded by `history_size`,
-//! `history_ttl` and `history_max_streams`.
+//! `history_ttl`, `history_max_streams` and `history_max_bytes`.
 //!
 //! A stream exists only once something was appended to it: a session's `welcome` on a client id
 //! nobody pushed to costs nothing, so an idle connection with history on costs what one with
@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::future::ready;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::RandomState;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,11 +23,13 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::keys::KeyStore;
+use super::lost::Lost;
 use super::position::fresh_bits;
 use super::{
     Appended, Clock, Engine, EngineFuture, EngineStats, Epoch, FrameTemplate, IdempotencyOutcome,
     Live, LiveSink, Position, Recovery, RequestDigest, Stored, StreamKey, Target,
 };
+use index::{Index, UNBORN_BUCKETS};
 
 /// How many idempotency keys are held at most by default; past it the oldest goes first.
 pub const DEFAULT_IDEMPOTENCY_MAX_KEYS: NonZeroUsize = NonZeroUsize::MIN.saturating_add(99_999);
@@ -35,10 +37,6 @@ pub const DEFAULT_IDEMPOTENCY_MAX_KEYS: NonZeroUsize = NonZeroUsize::MIN.saturat
 /// How an eviction race is retried: a stream evicted between lookup and lock is looked up
 /// again, and a few tries are plenty since only a burst of new streams can evict it again.
 const LOOKUP_TRIES: usize = 3;
-
-/// Buckets of [`Index::unborn`]: 8 KiB of seeds, enough that evicting one stream rarely touches
-/// the epoch of a client id that was never pushed to.
-const UNBORN_BUCKETS: usize = 1024;
 
 /// The memory engine's limits, taken from the server's config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +47,9 @@ pub struct MemoryConfig {
     pub history_ttl: Duration,
     /// Streams kept; the least recently used (appended, recovered or looked up) goes first.
     pub history_max_streams: NonZeroUsize,
+    /// Bytes of stored frames kept over all streams; past it the least recently used streams
+    /// go first.
+    pub history_max_bytes: u64,
     /// Idempotency keys kept; the oldest goes first, even inside its window.
     pub idempotency_max_keys: NonZeroUsize,
 }
@@ -62,6 +63,7 @@ impl MemoryConfig {
             // `validate` refuses 0; the fallback only keeps this total.
             history_max_streams: NonZeroUsize::new(config.history_max_streams)
                 .unwrap_or(NonZeroUsize::MIN),
+            history_max_bytes: u64::try_from(config.history_max_bytes).unwrap_or(u64::MAX),
             idempotency_max_keys: DEFAULT_IDEMPOTENCY_MAX_KEYS,
         }
     }
@@ -90,16 +92,21 @@ struct StreamState {
     bytes: u64,
     /// Set once the index dropped this stream; a holder of the `Arc` looks it up again.
     evicted: bool,
+    /// An earlier stream of this key (or, rarely, of a key sharing its filter bit) was evicted
+    /// holding history, so `0:0` can never be the whole story. A bool in the padding after
+    /// `evicted`: it costs no byte per stream.
+    gap: bool,
 }
 
 impl StreamState {
-    fn empty(epoch: Epoch) -> Self {
+    fn empty(epoch: Epoch, gap: bool) -> Self {
         StreamState {
             epoch,
             top: 0,
             messages: VecDeque::new(),
             bytes: 0,
             evicted: false,
+            gap,
         }
     }
 }
@@ -110,33 +117,6 @@ struct Counters {
     messages: AtomicU64,
     bytes: AtomicU64,
     evicted: AtomicU64,
-}
-
-/// The streams, and the epochs of the ones that do not exist yet.
-struct Index {
-    streams: LruCache<StreamKey, Arc<Stream>>,
-    /// Per bucket of keys, a seed: a missing stream is reported in (seq 0), and then created
-    /// with, the epoch hashed from its key and its bucket's seed, so keys never share epochs.
-    /// Evicting a stream created under the current seed re-rolls it, so a position handed out
-    /// before the eviction never matches the stream created after it. A stream created under
-    /// an older seed needs no re-roll: its key was present since that seed was rolled, so no
-    /// position in the current seed's epochs was handed out for it. Keys sharing a bucket can
-    /// only turn a `recovered: true` into a `false`, never the reverse: a seed never recurs.
-    unborn: Vec<u64>,
-    hasher: RandomState,
-}
-
-impl Index {
-    fn bucket(&self, key: &StreamKey) -> usize {
-        // The modulo keeps the value below UNBORN_BUCKETS, so the cast cannot truncate.
-        (self.hasher.hash_one(key) % UNBORN_BUCKETS as u64) as usize
-    }
-
-    /// The seed and the epoch `key` has while it has no stream.
-    fn unborn(&self, key: &StreamKey) -> (u64, Epoch) {
-        let seed = self.unborn[self.bucket(key)];
-        (seed, Epoch::from_bits(self.hasher.hash_one((seed, key))))
-    }
 }
 
 /// The engine for a single node.
@@ -158,6 +138,7 @@ impl MemoryEngine {
             index: Mutex::new(Index {
                 streams: LruCache::new(config.history_max_streams),
                 unborn: (0..UNBORN_BUCKETS).map(|_| fresh_bits()).collect(),
+                lost: Lost::new(config.history_max_streams.get()),
                 hasher: RandomState::new(),
             }),
             keys: KeyStore::new(config.idempotency_max_keys),
@@ -176,30 +157,32 @@ impl MemoryEngine {
             if let Some(stream) = index.streams.get(key) {
                 return stream.clone();
             }
-            let (born, epoch) = index.unborn(key);
+            let (born, _) = index.unborn(key);
             let stream = Arc::new(Stream {
                 born,
                 delivery: Mutex::new(()),
-                state: Mutex::new(StreamState::empty(epoch)),
+                state: Mutex::new(index.missing(key)),
             });
             let evicted = index.streams.push(key.clone(), stream.clone());
             if let Some((old_key, old)) = &evicted {
-                let bucket = index.bucket(old_key);
-                if index.unborn[bucket] == old.born {
-                    index.unborn[bucket] = fresh_bits();
-                }
+                index.retire(old_key, old);
             }
             (stream, evicted)
         };
         self.counters.streams.fetch_add(1, Ordering::Relaxed);
         if let Some((_, old)) = evicted {
-            self.counters.streams.fetch_sub(1, Ordering::Relaxed);
-            self.counters.evicted.fetch_add(1, Ordering::Relaxed);
-            let mut state = old.state.lock();
-            state.evicted = true;
-            self.drop_front(&mut state, usize::MAX);
+            self.retired(&old);
         }
         stream
+    }
+
+    /// Empties a stream the index dropped; its holders see `evicted` and look up again.
+    fn retired(&self, old: &Stream) {
+        self.counters.streams.fetch_sub(1, Ordering::Relaxed);
+        self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+        let mut state = old.state.lock();
+        state.evicted = true;
+        self.drop_front(&mut state, usize::MAX);
     }
 
     /// Removes up to `count` of the oldest messages, keeping the counters right.
@@ -299,7 +282,7 @@ impl MemoryEngine {
                 let mut index = self.index.lock();
                 match index.streams.get(key) {
                     Some(stream) => stream.clone(),
-                    None => return read(&mut StreamState::empty(index.unborn(key).1)),
+                    None => return read(&mut index.missing(key)),
                 }
             };
             let mut state = stream.state.lock();
@@ -322,7 +305,7 @@ impl MemoryEngine {
             if since.is_start() {
                 return Recovery {
                     position,
-                    recovered: held == state.top,
+                    recovered: held == state.top && !state.gap,
                     missed: state.messages.iter().cloned().collect(),
                 };
             }
@@ -344,6 +327,11 @@ impl MemoryEngine {
                 missed: state.messages.range(skip..).cloned().collect(),
             }
         })
+    }
+
+    fn lost_now(&self, key: &StreamKey) -> bool {
+        let index = self.index.lock();
+        index.streams.peek(key).is_none() && index.has_lost(key)
     }
 
     fn position_now(&self, key: &StreamKey) -> Option<Position> {
@@ -379,7 +367,9 @@ impl Engine for MemoryEngine {
         key: &'a StreamKey,
         frame: FrameTemplate,
     ) -> EngineFuture<'a, Appended> {
-        Box::pin(ready(Ok(self.append_now(key, &frame))))
+        let appended = self.append_now(key, &frame);
+        self.bound_bytes(key);
+        Box::pin(ready(Ok(appended)))
     }
 
     fn recover<'a>(
@@ -400,6 +390,10 @@ impl Engine for MemoryEngine {
 
     fn position<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, Option<Position>> {
         Box::pin(ready(Ok(self.position_now(key))))
+    }
+
+    fn lost<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, bool> {
+        Box::pin(ready(Ok(self.lost_now(key))))
     }
 
     fn idempotent<'a>(
@@ -462,6 +456,11 @@ impl Engine for MemoryEngine {
         }
     }
 }
+
+#[path = "memory_bytes.rs"]
+mod bytes_bound;
+#[path = "memory_index.rs"]
+mod index;
 
 #[cfg(test)]
 #[path = "memory_tests.rs"]

@@ -39,6 +39,7 @@
 mod checked;
 pub mod handover;
 mod keys;
+mod lost;
 pub mod memory;
 pub mod position;
 
@@ -56,7 +57,7 @@ pub use checked::Checked;
 pub use handover::HandOver;
 #[cfg(test)]
 pub use handover::{Offered, Overflowed};
-pub use position::{Epoch, Position};
+pub use position::{Epoch, Position, Since};
 
 /// Longest idempotency key the engine keeps; longer ones are refused so keys cannot eat memory.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
@@ -138,7 +139,8 @@ pub struct Recovery {
     /// True when `missed` is every message after `since`. False when the epoch differs, `since`
     /// is ahead of the top, or some of those messages were trimmed; then `missed` is empty —
     /// except for `0:0`, which gets whatever is stored (a client with no state cannot be
-    /// inconsistent) and is `recovered` only if that is the whole stream from seq 1.
+    /// inconsistent) and is `recovered` only if that is the whole stream from seq 1 and no
+    /// earlier stream of the key was evicted.
     pub recovered: bool,
     /// The messages to replay, in seq order.
     pub missed: Vec<Stored>,
@@ -376,6 +378,12 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The stream's current position if it exists; creates nothing (the history API).
     fn position<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, Option<Position>>;
+
+    /// Whether `key` has no stream now although history was stored for it and lost (evicted):
+    /// then a `0:0` read of it is not `recovered` (§13). May say true of a key that lost
+    /// nothing, never false of one that did. Creates nothing. Required (no default), so a
+    /// wrapper can never silently answer "nothing lost" for the engine it wraps.
+    fn lost<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, bool>;
 
     /// Checks and claims `key` for `target` for `window`, remembering `digest`: a later call
     /// with the same key and another digest is [`IdempotencyOutcome::Reused`].

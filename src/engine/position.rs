@@ -151,7 +151,31 @@ impl fmt::Display for Position {
     }
 }
 
-/// Why a `since` value was refused; the session answers it with an `error` frame.
+/// A `since` as a client sent it. One that is not a position never refuses the connection or
+/// the `subscribe` (§13): it resumes as `0:0`, never `recovered`, with `reason: "bad_position"`,
+/// so a client holding a position from another server or an old format gets a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Since {
+    /// A position to resume after.
+    At(Position),
+    /// Text that is not `<epoch>:<seq>` (or not UTF-8); what was wrong only goes to the log.
+    Bad,
+}
+
+impl Since {
+    /// Reads a `since` parameter; never fails.
+    pub fn parse(text: &str) -> Self {
+        match Position::parse(text) {
+            Ok(position) => Since::At(position),
+            Err(e) => {
+                log::debug!("since is not a position ({e}); resuming as 0:0, not recovered");
+                Since::Bad
+            }
+        }
+    }
+}
+
+/// Why a text is not a position: the history API answers it with 400 `invalid_body`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PositionError {
     /// The text was empty.

@@ -266,12 +266,11 @@ pub async fn history(
     let key = StreamKey::client(client_id);
     let engine = &shared.engine;
     // A read creates no stream (the Redis engine's `recover` would). Without one, only a
-    // client with no position has everything there is; any other `since` lost its history.
+    // client with no position has everything there is, and only if no stream of it was
+    // evicted holding history; any other `since` lost its history.
     if engine.position(&key).await.map_err(unavailable)?.is_none() {
-        let body = format!(
-            r#"{{"epoch":"0","seq":0,"recovered":{},"messages":[]}}"#,
-            since.is_start()
-        );
+        let whole = since.is_start() && !engine.lost(&key).await.map_err(unavailable)?;
+        let body = format!(r#"{{"epoch":"0","seq":0,"recovered":{whole},"messages":[]}}"#);
         return Ok(json(StatusCode::OK, body));
     }
     let r = engine.recover(&key, &since).await.map_err(unavailable)?;

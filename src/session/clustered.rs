@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::commands::published_body;
 use super::resume;
-use crate::engine::{Position, StreamKey};
+use crate::engine::{Since, StreamKey};
 use crate::outbox::Outbox;
 use crate::protocol::{PublishData, envelope, err, error_envelope, json_str};
 use crate::state::Shared;
@@ -39,7 +39,7 @@ pub fn subscribe_resuming(
     shared: &Arc<Shared>,
     outbox: &Arc<Outbox>,
     channel: &str,
-    since: Option<Position>,
+    since: Option<Since>,
     id: Option<&str>,
 ) {
     let (shared, outbox) = (Arc::clone(shared), Arc::clone(outbox));

@@ -14,7 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::Deserialize;
 
 use crate::clock::unix_now;
-use crate::engine::{Position, StreamKey};
+use crate::engine::{Since, StreamKey};
 use crate::handle::now;
 use crate::handler::{Handled, Session};
 use crate::identity::Identity;
@@ -81,7 +81,8 @@ pub fn on_binary(data: &Bytes, outbox: &Arc<Outbox>, shared: &Shared) {
 }
 
 /// A text frame: the application's raw hook first, then the envelope and its command.
-pub fn on_text(text: &str, outbox: &Arc<Outbox>, shared: &Arc<Shared>) {
+/// `created` counts the channel streams this session's publishes created.
+pub fn on_text(text: &str, outbox: &Arc<Outbox>, shared: &Arc<Shared>, created: &mut u16) {
     let s = Session {
         outbox,
         registry: &shared.registry,
@@ -106,7 +107,7 @@ pub fn on_text(text: &str, outbox: &Arc<Outbox>, shared: &Arc<Shared>) {
         "heartbeat" => r.ok("heartbeat_ack", None),
         "subscribe" => subscribe(&r, env.data),
         "unsubscribe" => unsubscribe(&r, env.data),
-        "publish" => publish(&r, env.data),
+        "publish" => publish(&r, env.data, created),
         "refresh" => refresh(&r, env.data),
         other => {
             if shared.handler.on_message(&s, other, env.data) == Handled::No {
@@ -200,16 +201,16 @@ fn subscribe(r: &Reply<'_>, data: Option<&RawValue>) {
     ) {
         return too_many_channels(r);
     }
-    let since = match data.since.as_deref().map(Position::parse).transpose() {
-        Ok(since) => since,
-        Err(e) => return r.fail(err::INVALID_DATA, &format!("since: {e}")),
-    };
+    // Any `since` that is not a position string, a number included, resumes as bad_position.
+    let since = data.since.map(|raw| {
+        serde_json::from_str::<Cow<'_, str>>(raw.get()).map_or(Since::Bad, |t| Since::parse(&t))
+    });
     subscribe_resuming(r, &data.channel, since);
 }
 
 /// `subscribe` with history on: the channel stream's hand-over, so `subscribed` carries its
 /// position and the missed messages follow it before any live one.
-fn subscribe_resuming(r: &Reply<'_>, channel: &str, since: Option<Position>) {
+fn subscribe_resuming(r: &Reply<'_>, channel: &str, since: Option<Since>) {
     let (shared, outbox) = (r.shared, r.outbox);
     if shared.cluster.is_some() {
         return super::clustered::subscribe_resuming(shared, outbox, channel, since, r.id);
@@ -249,7 +250,7 @@ fn unsubscribe(r: &Reply<'_>, data: Option<&RawValue>) {
     r.ok("unsubscribed", Some(&channel_body(&data.channel)));
 }
 
-fn publish(r: &Reply<'_>, data: Option<&RawValue>) {
+fn publish(r: &Reply<'_>, data: Option<&RawValue>, created: &mut u16) {
     if !r.shared.config.client_publish {
         return r.fail(
             err::FORBIDDEN,
@@ -281,6 +282,25 @@ fn publish(r: &Reply<'_>, data: Option<&RawValue>) {
     if r.shared.cluster.is_some() {
         return super::clustered::publish(r.shared, r.outbox, data, r.id);
     }
+    let creates = match creates_stream(r, &data.channel) {
+        Some(creates) => creates,
+        None => {
+            return r.fail(
+                err::UNAVAILABLE,
+                "history is not available right now; retry",
+            );
+        }
+    };
+    let max = r.shared.config.max_channels_per_session;
+    if creates && usize::from(*created) >= max.min(usize::from(u16::MAX)) {
+        return r.fail(
+            err::TOO_MANY_CHANNELS,
+            &format!(
+                "this session's publishes created {created} channel streams, at most {max} are \
+                 allowed (max_channels_per_session); publish to channels that exist"
+            ),
+        );
+    }
     let sent = now(r.shared.handle.publish_everywhere(
         &data.channel,
         &data.kind,
@@ -292,7 +312,20 @@ fn publish(r: &Reply<'_>, data: Option<&RawValue>) {
             "history is not available right now; retry",
         );
     };
+    if creates {
+        *created = created.saturating_add(1);
+    }
     r.ok("published", Some(&published_body(&data.channel, &sent)));
+}
+
+/// Whether a publish to `channel` creates its stream (history on, no stream yet); `None` when
+/// the engine cannot tell at once. Racing creators only make a session count one it did not
+/// create, which errs towards the bound.
+fn creates_stream(r: &Reply<'_>, channel: &str) -> Option<bool> {
+    if !r.shared.config.history() {
+        return Some(false);
+    }
+    now(r.shared.engine.position(&StreamKey::channel(channel))).map(|p| p.is_none())
 }
 
 /// `published` data: the channel, how many got it, its seq with history on.

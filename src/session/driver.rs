@@ -56,6 +56,7 @@ impl<W: Socket> Running<W> {
     /// One poll of the session: read what arrived, then write what is queued. Ready when it ends.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
         let (outbox, shared) = (&self.guard.outbox, &self.guard.shared);
+        let created = &mut self.guard.streams_created;
         let ws = &mut self.ws;
         outbox.register(cx.waker());
         if let Some(c) = outbox.close_requested() {
@@ -85,7 +86,7 @@ impl<W: Socket> Running<W> {
                     });
                 }
                 Poll::Ready(Some(Ok(msg))) => {
-                    if let Some(end) = on_frame(msg, outbox, shared) {
+                    if let Some(end) = on_frame(msg, outbox, shared, created) {
                         return Poll::Ready(end);
                     }
                 }
@@ -160,7 +161,12 @@ fn poll_write<W: Socket>(
 }
 
 /// Handles one frame from the peer; `Some` when it ends the session.
-fn on_frame(msg: Message, outbox: &Arc<Outbox>, shared: &Arc<Shared>) -> Option<Ending> {
+fn on_frame(
+    msg: Message,
+    outbox: &Arc<Outbox>,
+    shared: &Arc<Shared>,
+    created: &mut u16,
+) -> Option<Ending> {
     let now = shared.clock.now_ms();
     outbox.touch(now);
     shared.metrics.received();
@@ -179,7 +185,7 @@ fn on_frame(msg: Message, outbox: &Arc<Outbox>, shared: &Arc<Shared>) -> Option<
         }
     }
     match msg {
-        Message::Text(t) => commands::on_text(t.as_str(), outbox, shared),
+        Message::Text(t) => commands::on_text(t.as_str(), outbox, shared, created),
         Message::Binary(b) => commands::on_binary(&b, outbox, shared),
         Message::Close(frame) => {
             return Some(Ending::PeerClosed(

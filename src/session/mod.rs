@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 pub use close::CLOSE_GRACE;
 
 use crate::admission::Slot;
-use crate::engine::{Position, StreamKey};
+use crate::engine::{Since, StreamKey};
 use crate::handler::Session;
 use crate::identity::Identity;
 use crate::outbox::Outbox;
@@ -77,6 +77,10 @@ pub struct Guard {
     outbox: Arc<Outbox>,
     /// Close code sent or received; 1006 until known (also when the task panics).
     code: u16,
+    /// Channel streams this session's `publish` created, bounded by `max_channels_per_session`
+    /// so one session cannot evict everyone's history by naming new channels. Here, in the
+    /// padding after `code`, it adds no byte to an idle session.
+    streams_created: u16,
 }
 
 impl Guard {
@@ -144,7 +148,7 @@ pub async fn prepare(
     shared: Arc<Shared>,
     identity: Identity,
     remote: SocketAddr,
-    since: Option<Position>,
+    since: Option<Since>,
     slot: Slot,
 ) -> Guard {
     let id = shared.ids.next();
@@ -170,6 +174,7 @@ pub async fn prepare(
         shared,
         outbox,
         code: codes::ABNORMAL,
+        streams_created: 0,
     };
     let (shared, outbox) = (&guard.shared, &guard.outbox);
     let migrated_from;

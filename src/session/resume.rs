@@ -7,10 +7,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::engine::{HandOver, Live, Position, Recovery, StreamKey};
+use crate::engine::{HandOver, Live, Position, Recovery, Since, StreamKey};
 use crate::outbox::{Enqueued, Outbox};
 use crate::protocol::close;
 use crate::state::Shared;
+
+/// `reason` of a resume whose `since` was not a position (§13).
+pub const BAD_POSITION: &str = "bad_position";
 
 /// Gate overflows tolerated in one resume before the session is closed as a slow consumer: each
 /// one means a queue's worth of messages arrived while the replay was being queued.
@@ -22,6 +25,8 @@ pub struct Resumed {
     pub position: Position,
     /// With `since`: whether every message after it was there.
     pub recovered: Option<bool>,
+    /// Why `recovered` is false when the answer names it: [`BAD_POSITION`].
+    pub reason: Option<&'static str>,
     /// Messages replayed.
     pub missed: usize,
 }
@@ -39,6 +44,9 @@ impl Resumed {
                 self.missed
             ));
         }
+        if let Some(reason) = self.reason {
+            out.push_str(&format!(",\"reason\":\"{reason}\""));
+        }
         out
     }
 }
@@ -51,7 +59,7 @@ pub async fn hand_over(
     shared: &Shared,
     outbox: &Arc<Outbox>,
     key: StreamKey,
-    since: Option<Position>,
+    since: Option<Since>,
     index: impl FnOnce(),
     header: impl FnOnce(&Resumed) -> Option<Utf8Bytes>,
 ) -> Option<Arc<str>> {
@@ -84,12 +92,22 @@ async fn replay(
     shared: &Shared,
     outbox: &Arc<Outbox>,
     key: &StreamKey,
-    since: Option<Position>,
+    since: Option<Since>,
     gate: &HandOver,
     header: impl FnOnce(&Resumed) -> Option<Utf8Bytes>,
 ) -> Option<Resumed> {
     let recovery = match &since {
-        Some(p) => shared.engine.recover(key, p).await,
+        Some(Since::At(p)) => shared.engine.recover(key, p).await,
+        // What the client held means nothing here: it gets what a client without state gets,
+        // and is told to reload, since what it has may not fit what follows.
+        Some(Since::Bad) => shared
+            .engine
+            .recover(key, &Position::start())
+            .await
+            .map(|r| Recovery {
+                recovered: false,
+                ..r
+            }),
         None => shared.engine.ensure(key).await.map(|position| Recovery {
             position,
             recovered: true,
@@ -103,6 +121,7 @@ async fn replay(
     let resumed = Resumed {
         position: recovery.position.clone(),
         recovered: since.is_some().then_some(recovery.recovered),
+        reason: (since == Some(Since::Bad)).then_some(BAD_POSITION),
         missed: recovery.missed.len(),
     };
     if since.is_some() {

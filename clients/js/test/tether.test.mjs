@@ -1169,6 +1169,51 @@ describe('resume', () => {
     client.close();
   });
 
+  test('a saved position the server cannot read: welcome (bad_position), the stored replay is dispatched, the position is forgotten', () => {
+    const { client, clock } = setup({ position: { client: 'old-format-epoch:3', channels: { news: 'old-format-epoch:9' } }, channels: ['news'] });
+    const failed = [];
+    const got = [];
+    client.onEvent('recovery_failed', (e) => failed.push(e));
+    client.on('*', (m) => m.seq != null && got.push(`${m.channel ?? '-'}:${m.seq}`));
+    client.connect();
+    let ws = FakeWebSocket.last;
+    assert.equal(param(ws, 'since'), 'old-format-epoch:3');
+    // The server opens the session instead of refusing it, and replays what it stores.
+    welcome(ws, { epoch: 'e2', seq: 2, recovered: false, reason: 'bad_position', missed: 2 });
+    assert.equal(client.status, 'open');
+    ws.serverSend({ type: 'notify', timestamp: 't', seq: 1 });
+    ws.serverSend({ type: 'notify', timestamp: 't', seq: 2 });
+    assert.deepEqual(ws.sentOfType('subscribe').map((m) => m.data), [{ channel: 'news', since: 'old-format-epoch:9' }]);
+    ws.serverSend({ type: 'subscribed', timestamp: 't', data: { channel: 'news', epoch: 'n1', seq: 5, recovered: false, reason: 'bad_position', missed: 1 } });
+    ws.serverSend({ type: 'post', channel: 'news', timestamp: 't', seq: 5 });
+    assert.deepEqual(got, ['-:1', '-:2', 'news:5'], 'the replay is not taken for duplicates');
+    assert.deepEqual(failed, [
+      { stream: 'client', since: 'old-format-epoch:3', position: 'e2:2', reason: 'bad_position' },
+      { stream: 'channel', channel: 'news', since: 'old-format-epoch:9', position: 'n1:5', reason: 'bad_position' },
+    ]);
+    assert.deepEqual(client.lastPosition(), { client: 'e2:2', channels: { news: 'n1:5' } });
+    // The next connection resumes from the server's own positions: no loop on the old one.
+    ws.serverClose(1006);
+    clock.advance(1000);
+    ws = FakeWebSocket.last;
+    assert.equal(param(ws, 'since'), 'e2:2');
+    welcome(ws, { epoch: 'e2', seq: 2, recovered: true, missed: 0 });
+    assert.deepEqual(ws.sentOfType('subscribe').map((m) => m.data), [{ channel: 'news', since: 'n1:5' }]);
+    client.close();
+  });
+
+  test('a not-recovered 0:0 still dispatches what the server replays', () => {
+    const { client } = setup();
+    const got = [];
+    client.on('notify', (m) => got.push(m.seq));
+    client.connect();
+    welcome(FakeWebSocket.last, { epoch: 'e1', seq: 5, recovered: false, missed: 2 });
+    for (const seq of [4, 5, 6]) FakeWebSocket.last.serverSend({ type: 'notify', timestamp: 't', seq });
+    assert.deepEqual(got, [4, 5, 6]);
+    assert.equal(client.lastPosition().client, 'e1:6');
+    client.close();
+  });
+
   test('a welcome without epoch (history off): since is left out from then on', () => {
     const { client, clock } = setup();
     const failed = [];
