@@ -242,3 +242,101 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::wire::decode;
+    use bytes::Bytes;
+
+    const SECRET: &[u8] = b"0123456789abcdef-secret";
+
+    fn head<'a>(kind: Kind, target: &'a str) -> Head<'a> {
+        Head {
+            kind,
+            origin: "n1",
+            req: 7,
+            epoch: None,
+            seq: 3,
+            target,
+        }
+    }
+
+    fn msg(raw: Vec<u8>) -> Msg {
+        decode(Bytes::from(raw)).unwrap()
+    }
+
+    /// What the append script publishes: the header up to `req`, epoch, seq, the target's
+    /// length and the signature, then target, head, seq, tail.
+    fn appended(s: &Signer, epoch: &str, seq: u64, frame_seq: u64) -> Msg {
+        let auth = s.append(Kind::Client, "n1", 9, "alice", (b"{\"seq\":", b",\"x\":1}"));
+        let raw = format!(
+            "{} {epoch} {seq} 5 {auth}\nalice{{\"seq\":{frame_seq},\"x\":1}}",
+            crate::cluster::wire::prefix(Kind::Client, "n1", 9)
+        );
+        msg(raw.into_bytes())
+    }
+
+    #[test]
+    fn a_sealed_message_verifies_and_a_changed_one_does_not() {
+        let s = Signer::new("tether", Some(SECRET));
+        let m = msg(s.seal(&head(Kind::All, ""), b"{\"type\":\"shutdown\"}"));
+        assert_eq!(s.verify(&m, now_ms()), Ok(()));
+        let mut other = m.clone();
+        other.kind = Kind::Session;
+        assert!(s.verify(&other, now_ms()).is_err(), "another kind");
+        let mut other = m.clone();
+        other.seq = 4;
+        assert!(s.verify(&other, now_ms()).is_err(), "another count");
+        let mut other = m.clone();
+        other.body = Bytes::from_static(b"{\"type\":\"other\"}");
+        assert!(s.verify(&other, now_ms()).is_err(), "another body");
+        let mut other = m.clone();
+        other.target = "n2".into();
+        assert!(s.verify(&other, now_ms()).is_err(), "another target");
+    }
+
+    #[test]
+    fn unsigned_stale_foreign_and_other_prefix_messages_are_refused() {
+        let s = Signer::new("tether", Some(SECRET));
+        let plain = Signer::new("tether", None);
+        let unsigned = msg(plain.seal(&head(Kind::All, ""), b"x"));
+        assert_eq!(unsigned.auth, "-");
+        assert!(s.verify(&unsigned, now_ms()).is_err());
+        assert_eq!(plain.verify(&unsigned, now_ms()), Ok(()), "no secret: as before");
+        let m = msg(s.seal(&head(Kind::All, ""), b"x"));
+        let late = now_ms() + WINDOW.as_millis() as u64 + 1_000;
+        assert!(s.verify(&m, late).is_err(), "replayed after the window");
+        let other_cluster = Signer::new("other", Some(SECRET));
+        assert!(other_cluster.verify(&m, now_ms()).is_err());
+        let other_key = Signer::new("tether", Some(b"another-secret-of-16"));
+        assert!(other_key.verify(&m, now_ms()).is_err());
+        for auth in ["", "1.-", "x.-.00", "1.-.zz", &format!("{}.-.{}", now_ms(), "0".repeat(64))]
+        {
+            let mut bad = m.clone();
+            bad.auth = auth.to_string();
+            assert!(s.verify(&bad, now_ms()).is_err(), "{auth}");
+        }
+    }
+
+    #[test]
+    fn a_history_message_signed_before_the_script_numbered_it_verifies() {
+        let s = Signer::new("tether", Some(SECRET));
+        assert_eq!(s.verify(&appended(&s, "e1", 12, 12), now_ms()), Ok(()));
+        assert!(
+            s.verify(&appended(&s, "e1", 12, 13), now_ms()).is_err(),
+            "the frame's seq must be the header's"
+        );
+        let mut m = appended(&s, "e1", 12, 12);
+        m.epoch = None;
+        assert!(s.verify(&m, now_ms()).is_err());
+    }
+
+    #[test]
+    fn rejections_are_counted() {
+        let s = Signer::new("tether", Some(SECRET));
+        let m = msg(Signer::new("tether", None).seal(&head(Kind::All, ""), b"x"));
+        assert!(!s.check(&m) && !s.check(&m));
+        assert_eq!(s.rejected.load(Ordering::Relaxed), 2);
+    }
+}
