@@ -31,7 +31,10 @@ async fn node(redis: &Redis, id: &str, extra: &[(&str, &str)]) -> TestServer {
         if json(&body)["status"] == "ok" {
             return s;
         }
-        assert!(Instant::now() < deadline, "node {id} never became ok: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "node {id} never became ok: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -119,11 +122,21 @@ async fn two_clusters_with_different_prefixes_share_a_redis_without_crosstalk() 
     assert_eq!(push(green.addr, "alice", "for-green").await["delivered"], 1);
     assert_eq!(recv_json(&mut on_blue).await["type"], "for-blue");
     assert_eq!(recv_json(&mut on_green).await["type"], "for-green");
-    let (status, _, text) = http(green.addr, "GET", "/api/v1/sessions?client_id=alice", &[], "").await;
+    let (status, _, text) = http(
+        green.addr,
+        "GET",
+        "/api/v1/sessions?client_id=alice",
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(json(&text).as_array().map(Vec::len), Some(1), "{text}");
     let keys = redis.call(&[b"KEYS", b"tether:*"]).unwrap();
-    assert!(keys.starts_with("*0"), "nothing under the default prefix: {keys}");
+    assert!(
+        keys.starts_with("*0"),
+        "nothing under the default prefix: {keys}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,8 +156,11 @@ async fn only_appends_create_streams_and_they_live_history_ttl() {
     let mut sockets = Vec::new();
     for i in 0..5 {
         let (mut ws, welcome) = connect(a.addr, &format!("c{i}")).await;
-        send_json(&mut ws, &format!(r#"{{"type":"subscribe","data":{{"channel":"ch{i}"}}}}"#))
-            .await;
+        send_json(
+            &mut ws,
+            &format!(r#"{{"type":"subscribe","data":{{"channel":"ch{i}"}}}}"#),
+        )
+        .await;
         assert_eq!(recv_json(&mut ws).await["type"], "subscribed");
         epochs.push(welcome["data"]["epoch"].as_str().unwrap().to_string());
         sockets.push(ws);
@@ -156,7 +172,11 @@ async fn only_appends_create_streams_and_they_live_history_ttl() {
     );
     // The first append creates the stream, in the epoch the welcome named, for history_ttl.
     let v = push(b.addr, "c0", "m").await;
-    assert_eq!((v["seq"].as_u64(), v["delivered"].as_u64()), (Some(1), Some(1)), "{v}");
+    assert_eq!(
+        (v["seq"].as_u64(), v["delivered"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
     assert_eq!(recv_json(&mut sockets[0]).await["seq"], 1);
     let ttl = redis.call(&[b"PTTL", b"tether:{c:c0}:m"]).unwrap();
     let ms: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
@@ -168,7 +188,10 @@ async fn only_appends_create_streams_and_they_live_history_ttl() {
     let mut ws = connect_raw(b.addr, &path).await.unwrap();
     let welcome = recv_json(&mut ws).await;
     assert_eq!(
-        (welcome["data"]["recovered"].as_bool(), welcome["data"]["missed"].as_u64()),
+        (
+            welcome["data"]["recovered"].as_bool(),
+            welcome["data"]["missed"].as_u64()
+        ),
         (Some(true), Some(1)),
         "{welcome}"
     );

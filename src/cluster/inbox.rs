@@ -289,7 +289,10 @@ impl Inbox {
         if self.outgoing.try_send((msg.origin.clone(), reply)).is_err() {
             let n = self.replies_dropped.fetch_add(1, Ordering::Relaxed);
             if (n + 1).is_power_of_two() {
-                log::warn!("cluster replies dropped: the reply queue is full ({} so far)", n + 1);
+                log::warn!(
+                    "cluster replies dropped: the reply queue is full ({} so far)",
+                    n + 1
+                );
             }
         }
     }

@@ -381,7 +381,12 @@ impl Cluster {
     /// Sends an unsequenced frame to every subscriber of `channel` on every node.
     pub async fn send_channel(&self, channel: &str, frame: &[u8]) -> Result<Routed, EngineError> {
         let g = self
-            .request(self.keys.channel_topic(channel), Kind::Channel, channel, frame)
+            .request(
+                self.keys.channel_topic(channel),
+                Kind::Channel,
+                channel,
+                frame,
+            )
             .await?;
         Ok(routed(g))
     }
@@ -672,11 +677,7 @@ impl Cluster {
         let ttl = self.node_ttl.as_millis() as u64;
         let flat: Vec<String> = self
             .call("dashboard", async move {
-                script
-                    .key(nodes)
-                    .arg(ttl)
-                    .invoke_async(&mut con)
-                    .await
+                script.key(nodes).arg(ttl).invoke_async(&mut con).await
             })
             .await?;
         Ok(flat

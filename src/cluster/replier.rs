@@ -27,7 +27,10 @@ pub async fn run(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Outgoing>) {
                     .arg(msg)
                     .ignore();
             } else {
-                cluster.inbox.replies_dropped.fetch_add(1, Ordering::Relaxed);
+                cluster
+                    .inbox
+                    .replies_dropped
+                    .fetch_add(1, Ordering::Relaxed);
                 log::debug!("no reply to {node}: not a listed node");
             }
         }
@@ -53,10 +56,7 @@ async fn listed(cluster: &Cluster, batch: &[Outgoing]) -> Vec<bool> {
     }
     let mut con = cluster.conn();
     let scores: Vec<Option<f64>> = cluster
-        .call(
-            "reply",
-            async move { cmd.query_async(&mut con).await },
-        )
+        .call("reply", async move { cmd.query_async(&mut con).await })
         .await
         .unwrap_or_default();
     (0..batch.len())

@@ -81,8 +81,14 @@ impl Signer {
 
     /// The signature field of a history message, whose epoch and seq the append script fills
     /// in: it covers the frame's bytes before (`head`) and after (`tail`) the seq.
-    pub fn append(&self, kind: Kind, origin: &str, req: u64, target: &str, frame: (&[u8], &[u8]))
-    -> String {
+    pub fn append(
+        &self,
+        kind: Kind,
+        origin: &str,
+        req: u64,
+        target: &str,
+        frame: (&[u8], &[u8]),
+    ) -> String {
         let hl = frame.0.len().to_string();
         let head = Head {
             kind,
@@ -149,7 +155,15 @@ impl Signer {
             (Some(hl), (&body[..at], Some(&body[end..])))
         };
         let mut mac = key.clone();
-        material(&mut mac, &self.prefix, t, msg.kind, &msg.origin, msg.req, &msg.target);
+        material(
+            &mut mac,
+            &self.prefix,
+            t,
+            msg.kind,
+            &msg.origin,
+            msg.req,
+            &msg.target,
+        );
         rest(&mut mac, split, (msg.epoch.as_deref(), msg.seq), frame);
         mac.verify_slice(&tag).map_err(|_| "bad signature")
     }
@@ -164,7 +178,15 @@ impl Signer {
         let mut mac = self.key.clone()?;
         let t = now_ms();
         let h = head;
-        material(&mut mac, &self.prefix, &t.to_string(), h.kind, h.origin, h.req, h.target);
+        material(
+            &mut mac,
+            &self.prefix,
+            &t.to_string(),
+            h.kind,
+            h.origin,
+            h.req,
+            h.target,
+        );
         rest(&mut mac, split, (h.epoch, h.seq), frame);
         Some((t, hex(&mac.finalize().into_bytes())))
     }
@@ -303,7 +325,11 @@ mod tests {
         let unsigned = msg(plain.seal(&head(Kind::All, ""), b"x"));
         assert_eq!(unsigned.auth, "-");
         assert!(s.verify(&unsigned, now_ms()).is_err());
-        assert_eq!(plain.verify(&unsigned, now_ms()), Ok(()), "no secret: as before");
+        assert_eq!(
+            plain.verify(&unsigned, now_ms()),
+            Ok(()),
+            "no secret: as before"
+        );
         let m = msg(s.seal(&head(Kind::All, ""), b"x"));
         let late = now_ms() + WINDOW.as_millis() as u64 + 1_000;
         assert!(s.verify(&m, late).is_err(), "replayed after the window");
@@ -311,8 +337,13 @@ mod tests {
         assert!(other_cluster.verify(&m, now_ms()).is_err());
         let other_key = Signer::new("tether", Some(b"another-secret-of-16"));
         assert!(other_key.verify(&m, now_ms()).is_err());
-        for auth in ["", "1.-", "x.-.00", "1.-.zz", &format!("{}.-.{}", now_ms(), "0".repeat(64))]
-        {
+        for auth in [
+            "",
+            "1.-",
+            "x.-.00",
+            "1.-.zz",
+            &format!("{}.-.{}", now_ms(), "0".repeat(64)),
+        ] {
             let mut bad = m.clone();
             bad.auth = auth.to_string();
             assert!(s.verify(&bad, now_ms()).is_err(), "{auth}");
