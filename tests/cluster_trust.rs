@@ -105,9 +105,22 @@ async fn with_a_cluster_secret_forged_node_messages_are_dropped_and_counted() {
     // Without the secret a cluster obeys the same message (the forgery is well formed).
     let c = node(&redis, "a", &[("redis_prefix", "open")]).await;
     let (mut carol, _) = connect(c.addr, "carol").await;
-    let (topic, msg) = forgeries("open").swap_remove(0);
-    redis.call(&[b"PUBLISH", topic.as_bytes(), &msg]).unwrap();
+    let forged = forgeries("open");
+    let (topic, msg) = &forged[0];
+    redis.call(&[b"PUBLISH", topic.as_bytes(), msg]).unwrap();
     assert_eq!(recv_json(&mut carol).await["type"], "shutdown");
+    // But a listing asked for by `evil`, not a listed node, is never published to its topic.
+    let (topic, msg) = &forged[2];
+    assert!(msg.starts_with(b"p evil 3 - 0 0 -\n"));
+    redis.call(&[b"PUBLISH", topic.as_bytes(), msg]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter(c.addr, "tether_cluster_replies_dropped_total").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the reply to evil was not dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
