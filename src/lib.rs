@@ -80,8 +80,10 @@ pub use server::{Server, bind};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz_api {
+    pub use crate::cluster::sign::Signer as WireSigner;
     pub use crate::cluster::wire::{
-        Kind as WireKind, decode as wire_decode, encode as wire_encode,
+        Head as WireHead, Kind as WireKind, decode as wire_decode, encode as wire_encode,
+        prefix as wire_prefix,
     };
     pub use crate::deflate::negotiate as deflate_negotiate;
     pub use crate::error::Error;

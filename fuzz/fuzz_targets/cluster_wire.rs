@@ -1,16 +1,22 @@
 //! Cluster messages as they arrive from Redis pub/sub: anything can publish on a shared Redis,
-//! so arbitrary bytes must be refused or decoded, never panic; and whatever a node encodes,
-//! the receiving node decodes to the same fields, byte for byte.
+//! so arbitrary bytes must be refused or decoded, and their signature checked, never panic;
+//! and whatever a node signs and encodes, the receiving node decodes to the same fields, byte
+//! for byte, and accepts under the same secret and prefix only.
 //!
-//! The first byte picks the mode: below 128 the rest is a raw message, and also a node's page
-//! of a sessions listing; above, the rest is read structurally as the fields of a message to
-//! encode and decode again.
+//! The first byte picks the mode: below 128 the rest is a raw message (decoded, then checked
+//! with and without a secret), and also a node's page of a sessions listing; above, the rest
+//! is read structurally as the fields of a message to sign, encode, decode and check again,
+//! both as a node builds it and as the append script numbers a history message.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use tether::fuzz_api::{WireKind, listing_merge_pages, wire_decode, wire_encode};
+use tether::fuzz_api::{
+    WireHead, WireKind, WireSigner, listing_merge_pages, wire_decode, wire_prefix,
+};
+
+const SECRET: &[u8] = b"fuzzing-cluster-secret";
 
 #[derive(Arbitrary, Debug)]
 struct Fields {
@@ -43,6 +49,10 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(m) = wire_decode(Bytes::copy_from_slice(rest)) {
             assert!(!m.origin.is_empty());
             assert!(m.body.len() <= rest.len());
+            // Unkeyed accepts anything well formed (as before secrets); keyed must not panic
+            // whatever the signature field holds.
+            assert!(WireSigner::new("tether", None).check(&m));
+            let _ = WireSigner::new("tether", Some(SECRET)).check(&m);
         }
         // Another node's listing page: whatever it holds, the merge keeps only objects.
         let limit = usize::from(mode % 8) + 1;
@@ -61,7 +71,16 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let kind = KINDS[usize::from(f.kind) % KINDS.len()];
-    let raw = wire_encode(kind, &f.origin, f.req, f.epoch.as_deref(), f.seq, &f.target, &f.body);
+    let signer = WireSigner::new("tether", Some(SECRET));
+    let head = WireHead {
+        kind,
+        origin: &f.origin,
+        req: f.req,
+        epoch: f.epoch.as_deref(),
+        seq: f.seq,
+        target: &f.target,
+    };
+    let raw = signer.seal(&head, &f.body);
     let m = match wire_decode(Bytes::from(raw)) {
         Ok(m) => m,
         Err(e) => panic!("a message a node encoded does not decode: {e:?} ({f:?})"),
@@ -72,4 +91,30 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(m.epoch, f.epoch);
     assert_eq!(m.target, f.target);
     assert_eq!(&m.body[..], &f.body[..]);
+    assert!(signer.check(&m), "a sealed message must verify");
+    assert!(!WireSigner::new("other", Some(SECRET)).check(&m));
+
+    // A history message: signed around the seq, numbered afterwards as the script does.
+    let Some(epoch) = f.epoch.as_deref() else {
+        return;
+    };
+    let cut = f.body.len() / 2;
+    let (fh, ft) = f.body.split_at(cut);
+    let auth = signer.append(kind, &f.origin, f.req, &f.target, (fh, ft));
+    let mut raw = format!(
+        "{} {epoch} {} {} {auth}\n{}",
+        wire_prefix(kind, &f.origin, f.req),
+        f.seq,
+        f.target.len(),
+        f.target
+    )
+    .into_bytes();
+    raw.extend_from_slice(fh);
+    raw.extend_from_slice(f.seq.to_string().as_bytes());
+    raw.extend_from_slice(ft);
+    let m = match wire_decode(Bytes::from(raw)) {
+        Ok(m) => m,
+        Err(e) => panic!("a history message does not decode: {e:?} ({f:?})"),
+    };
+    assert!(signer.check(&m), "a numbered history message must verify");
 });

@@ -10,16 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::Value;
 
-use super::{Cluster, scripts, wire};
+use super::{Cluster, wire};
 use crate::engine::{
     Appended, Engine, EngineError, EngineFuture, EngineStats, Epoch, FrameTemplate,
     IdempotencyOutcome, MAX_IDEMPOTENCY_KEY_LEN, Position, Recovery, RequestDigest, Stored,
     StreamKey, Target,
 };
-
-/// How long a stream's epoch and seq outlive its last use: a client that comes back within a
-/// day keeps counting in the same epoch, even after its messages expired.
-const META_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The engine of a clustered node.
 pub struct RedisEngine {
@@ -40,39 +36,31 @@ impl RedisEngine {
         }
     }
 
-    fn meta_ttl_ms(&self) -> u64 {
-        META_TTL.max(self.history_ttl).as_millis() as u64
+    /// Stream keys (meta and history) live this long after the last append.
+    fn ttl_ms(&self) -> u64 {
+        self.history_ttl.as_millis().max(1) as u64
     }
 
-    /// Runs the read script: `None` when the stream is missing and `create` is false.
-    async fn read(
-        &self,
-        key: &StreamKey,
-        create: bool,
-        since: Option<u64>,
-    ) -> Result<Option<Read>, EngineError> {
+    /// Runs the read script. It creates nothing: a stream with no keys reads as its unborn
+    /// epoch at seq 0, the position its first append will continue from.
+    async fn read(&self, key: &StreamKey, since: Option<u64>) -> Result<Read, EngineError> {
         let c = &self.cluster;
         let mut con = c.conn();
         let mut invocation = c.scripts.read.prepare_invoke();
         invocation
-            .key(scripts::meta(key))
-            .key(scripts::log(key))
-            .arg(Epoch::generate().to_string())
-            .arg(self.meta_ttl_ms())
-            .arg(if create { "1" } else { "0" })
-            .arg(since.map_or(-1, |s| s.min(i64::MAX as u64) as i64));
+            .key(c.keys.meta(key))
+            .key(c.keys.log(key))
+            .key(c.keys.seed())
+            .arg(self.ttl_ms())
+            .arg(since.map_or(-1, |s| s.min(i64::MAX as u64) as i64))
+            .arg(new_seed());
         let out: Vec<Value> = c
             .call(
                 "read",
                 async move { invocation.invoke_async(&mut con).await },
             )
             .await?;
-        if out.is_empty() {
-            return Ok(None);
-        }
-        Read::parse(out, self.history_ttl)
-            .map(Some)
-            .ok_or_else(bad_reply)
+        Read::parse(out, self.history_ttl).ok_or_else(bad_reply)
     }
 }
 
@@ -155,6 +143,11 @@ fn int(v: Value) -> Option<u64> {
     }
 }
 
+/// A seed for the cluster's unborn epochs, used by whichever script first finds none.
+fn new_seed() -> String {
+    format!("{}{}", Epoch::generate(), Epoch::generate())
+}
+
 fn bad_reply() -> EngineError {
     EngineError::Unavailable(Arc::new(std::io::Error::other(
         "redis: a script answered something unexpected",
@@ -171,31 +164,35 @@ impl Engine for RedisEngine {
             let c = &self.cluster;
             let (kind, target, topic, presence) = match key {
                 StreamKey::Client(id) => {
-                    (wire::Kind::Client, id, String::new(), scripts::presence(id))
+                    (wire::Kind::Client, id, String::new(), c.keys.presence(id))
                 }
                 StreamKey::Channel(name) => (
                     wire::Kind::Channel,
                     name,
-                    wire::channel_topic(name),
-                    scripts::meta(key),
+                    c.keys.channel_topic(name),
+                    c.keys.meta(key),
                 ),
             };
             let ticket = c.pending.begin();
             let (head, tail) = frame.parts();
+            let auth = c
+                .signer
+                .append(kind, &c.node, ticket.req, target, (head, tail));
             let mut invocation = c.scripts.append.prepare_invoke();
             invocation
-                .key(scripts::meta(key))
-                .key(scripts::log(key))
+                .key(c.keys.meta(key))
+                .key(c.keys.log(key))
                 .key(presence)
+                .key(c.keys.seed())
                 .arg(&head[..])
                 .arg(&tail[..])
                 .arg(self.history_size)
-                .arg(self.history_ttl.as_millis().max(1) as u64)
-                .arg(self.meta_ttl_ms())
-                .arg(Epoch::generate().to_string())
+                .arg(self.ttl_ms())
+                .arg(new_seed())
                 .arg(wire::prefix(kind, &c.node, ticket.req))
                 .arg(&**target)
-                .arg(topic);
+                .arg(topic)
+                .arg(auth);
             let mut con = c.conn();
             let out: Result<(String, u64, usize), _> = c
                 .call(
@@ -225,21 +222,19 @@ impl Engine for RedisEngine {
         key: &'a StreamKey,
         since: &'a Position,
     ) -> EngineFuture<'a, Recovery> {
-        Box::pin(async move {
-            let read = self.read(key, true, Some(since.seq)).await?;
-            Ok(read.ok_or_else(bad_reply)?.recovery(since))
-        })
+        Box::pin(async move { Ok(self.read(key, Some(since.seq)).await?.recovery(since)) })
     }
 
     fn ensure<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, Position> {
-        Box::pin(async move {
-            let read = self.read(key, true, None).await?;
-            Ok(read.ok_or_else(bad_reply)?.position)
-        })
+        Box::pin(async move { Ok(self.read(key, None).await?.position) })
     }
 
     fn position<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, Option<Position>> {
-        Box::pin(async move { Ok(self.read(key, false, None).await?.map(|r| r.position)) })
+        // Only an append creates a stream, and it starts at seq 1: top 0 is a stream with no keys.
+        Box::pin(async move {
+            let position = self.read(key, None).await?.position;
+            Ok((position.seq > 0).then_some(position))
+        })
     }
 
     fn lost<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, bool> {
@@ -260,7 +255,7 @@ impl Engine for RedisEngine {
                 return Err(EngineError::IdempotencyKeyTooLong { len: key.len() });
             }
             let c = &self.cluster;
-            let name = scripts::idempotency(target, key);
+            let name = c.keys.idempotency(target, key);
             let window_ms = window.as_millis().max(1) as u64;
             // The value is the request's digest while the first call works, then the digest
             // followed by its answer: a repeat compares the first 32 bytes.
@@ -316,7 +311,7 @@ impl Engine for RedisEngine {
         Box::pin(async move {
             let c = &self.cluster;
             let mut con = c.conn();
-            let k = scripts::idempotency(target, key);
+            let k = c.keys.idempotency(target, key);
             let value = [&digest[..], &answer[..]].concat();
             c.call("idempotency", async move {
                 redis::cmd("SET")
@@ -335,7 +330,7 @@ impl Engine for RedisEngine {
         Box::pin(async move {
             let c = &self.cluster;
             let mut con = c.conn();
-            let k = scripts::idempotency(target, key);
+            let k = c.keys.idempotency(target, key);
             c.call("idempotency", async move {
                 redis::cmd("DEL").arg(k).query_async::<()>(&mut con).await
             })

@@ -14,7 +14,8 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::wire::{self, Kind, Msg};
+use super::sign::Signer;
+use super::wire::{self, Head, Kind, Msg};
 use crate::clock::Clock;
 use crate::engine::{Epoch, Live, LiveSink, StreamKey};
 use crate::id::SessionId;
@@ -23,8 +24,16 @@ use crate::outbox::Enqueued;
 use crate::protocol::close;
 use crate::registry::Registry;
 
-/// A reply this node owes another: the origin's topic and the encoded reply.
+/// A reply this node owes another: the node it answers and the encoded reply.
 pub type Outgoing = (String, Vec<u8>);
+
+/// Replies waiting for the replier task; past it they are dropped (and counted), so a flood
+/// of requests cannot grow memory: their origins answer `partial`.
+pub const REPLY_QUEUE: usize = 4096;
+
+/// Most answers one request gathers: more nodes than a cluster has, and a bound whatever
+/// arrives.
+const MAX_ANSWERS: usize = 1024;
 
 /// Requests waiting for the nodes' answers.
 #[derive(Default)]
@@ -85,9 +94,13 @@ impl Pending {
         Ticket { req, done: rx }
     }
 
-    /// Records one node's answer; unknown requests (timed out, or forged) are ignored.
+    /// Records one node's answer; unknown requests (timed out, or forged) and answers past
+    /// the expected number are ignored.
     pub fn reply(&self, req: u64, delivered: u64, body: Bytes) {
         if let Some(w) = self.waiting.lock().get_mut(&req) {
+            if w.replies >= w.expected.unwrap_or(MAX_ANSWERS).min(MAX_ANSWERS) {
+                return;
+            }
             w.replies += 1;
             w.delivered = w.delivered.saturating_add(delivered as usize);
             if !body.is_empty() {
@@ -126,8 +139,12 @@ pub struct Inbox {
     pub registry: Arc<Registry>,
     /// This node's requests.
     pub pending: Arc<Pending>,
-    /// Replies owed to other nodes, sent by the replier task.
-    pub outgoing: mpsc::UnboundedSender<Outgoing>,
+    /// Replies owed to other nodes, sent by the replier task (bounded: [`REPLY_QUEUE`]).
+    pub outgoing: mpsc::Sender<Outgoing>,
+    /// Replies dropped because that queue was full.
+    pub replies_dropped: AtomicU64,
+    /// Checks every message's signature (with `cluster_secret`) and signs the replies.
+    pub signer: Arc<Signer>,
     /// The liveness clock, for listings' `last_seen_ms_ago`.
     pub clock: Clock,
     /// Messages dropped as malformed.
@@ -148,7 +165,8 @@ impl Inbox {
             return;
         };
         match wire::decode(Bytes::from(payload)) {
-            Ok(msg) => self.handle(msg),
+            Ok(msg) if self.signer.check(&msg) => self.handle(msg),
+            Ok(_) => {}
             Err(e) => {
                 self.malformed.fetch_add(1, Ordering::Relaxed);
                 log::debug!("cluster message dropped: {}", e.0);
@@ -159,12 +177,17 @@ impl Inbox {
     fn handle(&self, msg: Msg) {
         let (count, body) = match msg.kind {
             Kind::Reply => {
-                if msg.origin != *self.node {
+                // The target names the node answered: a reply shown to another node is not
+                // its answer, even if the request numbers match.
+                if msg.origin != *self.node && msg.target == *self.node {
                     self.pending.reply(msg.req, msg.seq, msg.body);
                 }
                 return;
             }
             Kind::Marker => {
+                if msg.origin != *self.node {
+                    return;
+                }
                 if let Some(done) = self.markers.lock().remove(&msg.req) {
                     let _ = done.send(());
                 }
@@ -254,16 +277,24 @@ impl Inbox {
             self.pending.reply(msg.req, count as u64, body);
             return;
         }
-        let reply = wire::encode(
-            Kind::Reply,
-            &self.node,
-            msg.req,
-            None,
-            count as u64,
-            "",
-            &body,
-        );
-        let _ = self.outgoing.send((wire::node_topic(&msg.origin), reply));
+        let head = Head {
+            kind: Kind::Reply,
+            origin: &self.node,
+            req: msg.req,
+            epoch: None,
+            seq: count as u64,
+            target: &msg.origin,
+        };
+        let reply = self.signer.seal(&head, &body);
+        if self.outgoing.try_send((msg.origin.clone(), reply)).is_err() {
+            let n = self.replies_dropped.fetch_add(1, Ordering::Relaxed);
+            if (n + 1).is_power_of_two() {
+                log::warn!(
+                    "cluster replies dropped: the reply queue is full ({} so far)",
+                    n + 1
+                );
+            }
+        }
     }
 }
 

@@ -1,19 +1,21 @@
 //! The cluster (PROTOCOL §9): tether nodes that share one Redis behave as one big node.
 //!
-//! - **Routing.** Each node listens on its own topic (`tether:to:<node>`), on `tether:all`, and
+//! - **Routing.** Each node listens on its own topic (`<prefix>:to:<node>`), on `<prefix>:all`, and
 //!   on a channel's topic only while it has local subscribers. A push to a client id goes, in
 //!   one Lua step, to the nodes its presence lists; a publish to the channel's topic; so a node
 //!   only sees messages it has a recipient for. Receivers answer with their delivery counts and
 //!   the origin sums what arrives within `cluster_reply_timeout` (`partial` otherwise).
-//! - **Presence.** One writer task per node keeps `tether:{c:<id>}:p` (node → sessions) equal
+//! - **Presence.** One writer task per node keeps `<prefix>:{c:<id>}:p` (node → sessions) equal
 //!   to the registry, in batches; a session that opens waits for its entry, so a push sent
-//!   once its `welcome` arrived reaches it from any node. Nodes heartbeat into `tether:nodes`;
+//!   once its `welcome` arrived reaches it from any node. Nodes heartbeat into `<prefix>:nodes`;
 //!   the first survivor to see one silent past `node_ttl` clears its presence.
 //! - **Streams** live in Redis ([`engine::RedisEngine`]), so a client resumes on any node.
 //! - **Failure.** Every Redis call is bounded in time and fails as
 //!   [`EngineError::Unavailable`]; callers then deliver locally and answer `partial`. The
 //!   upkeep task marks the node degraded, and once Redis answers again it resubscribes and
 //!   rewrites its presence; nothing needs a restart.
+//! - **Trust.** Every key and topic is under `redis_prefix` ([`keys`]); with `cluster_secret`
+//!   every message is signed and checked ([`sign`]), and replies go only to listed nodes.
 //!
 //! Crate: `redis` (redis-rs) with its `ConnectionManager`: well kept, tokio-native, reconnects
 //! with backoff by itself and, on RESP3, re-subscribes and hands pub/sub messages to a callback
@@ -21,8 +23,11 @@
 
 pub mod engine;
 mod inbox;
+mod keys;
 mod presence;
+mod replier;
 mod scripts;
+pub mod sign;
 pub mod wire;
 
 use std::collections::HashSet;
@@ -45,7 +50,9 @@ use crate::registry::Registry;
 use crate::shutdown::AbortOnDrop;
 use crate::webhooks::Webhooks;
 use inbox::{Gathered, Inbox, Outgoing, Pending};
-use wire::Kind;
+use keys::Keys;
+use sign::Signer;
+use wire::{Head, Kind};
 
 /// Longest a restart waits for its migration marks before it tells the clients to move.
 pub const MARK_WAIT: Duration = Duration::from_secs(2);
@@ -115,7 +122,11 @@ pub struct Cluster {
     /// Notified each time the node (re)joins: subscribed to its topics and presence resynced.
     joined: Notify,
     /// Replies owed to other nodes, until the replier task takes them.
-    outgoing: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
+    outgoing: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    /// Names of keys and topics, under `redis_prefix`.
+    keys: Keys,
+    /// Signs what this node publishes (the inbox checks what arrives).
+    signer: Arc<Signer>,
     /// This node's newest dashboard sample, until the upkeep shares it.
     sample: Mutex<Option<String>>,
     /// Counters.
@@ -144,13 +155,23 @@ impl Cluster {
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
         let sub_info = info.clone().set_redis_settings(resp3);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let secret = Signer::secret(config)?;
+        if secret.is_none() {
+            log::warn!(
+                "cluster messages are not authenticated: anything that can publish to this Redis \
+                 can speak as a node; set cluster_secret (the same on every node)"
+            );
+        }
+        let signer = Arc::new(Signer::new(&config.redis_prefix, secret.as_deref()));
+        let (tx, rx) = mpsc::channel(inbox::REPLY_QUEUE);
         let pending = Arc::new(Pending::default());
         let inbox = Arc::new(Inbox {
             node: Arc::clone(&node),
             registry: Arc::clone(&registry),
             pending: Arc::clone(&pending),
             outgoing: tx,
+            replies_dropped: AtomicU64::new(0),
+            signer: Arc::clone(&signer),
             clock,
             malformed: AtomicU64::new(0),
             markers: Mutex::new(Default::default()),
@@ -197,7 +218,9 @@ impl Cluster {
             outgoing: Mutex::new(Some(rx)),
             sample: Mutex::new(None),
             stats: ClusterStats::default(),
-            scripts: scripts::Set::new(),
+            scripts: scripts::Set::new(&config.redis_prefix),
+            keys: Keys::new(&config.redis_prefix),
+            signer,
         }))
     }
 
@@ -209,7 +232,8 @@ impl Cluster {
             AbortOnDrop(tokio::spawn(presence::upkeep(Arc::clone(self)))),
         ];
         if let Some(rx) = self.outgoing.lock().take() {
-            tasks.push(AbortOnDrop(tokio::spawn(replier(Arc::clone(self), rx))));
+            let replier = replier::run(Arc::clone(self), rx);
+            tasks.push(AbortOnDrop(tokio::spawn(replier)));
         }
         tasks
     }
@@ -266,6 +290,19 @@ impl Cluster {
         self.cmd.clone()
     }
 
+    /// A message from this node, signed when `cluster_secret` is set.
+    fn seal(&self, kind: Kind, req: u64, target: &str, body: &[u8]) -> Vec<u8> {
+        let head = Head {
+            kind,
+            origin: &self.node,
+            req,
+            epoch: None,
+            seq: 0,
+            target,
+        };
+        self.signer.seal(&head, body)
+    }
+
     /// Publishes `msg` to `topic` under `ticket` and gathers the receivers' answers.
     async fn request(
         &self,
@@ -275,7 +312,7 @@ impl Cluster {
         body: &[u8],
     ) -> Result<Gathered, EngineError> {
         let ticket = self.pending.begin();
-        let msg = wire::encode(kind, &self.node, ticket.req, None, 0, target, body);
+        let msg = self.seal(kind, ticket.req, target, body);
         let mut con = self.conn();
         let sent = self
             .call("publish", async move {
@@ -315,18 +352,10 @@ impl Cluster {
         frame: &[u8],
     ) -> Result<Option<Routed>, EngineError> {
         let ticket = self.pending.begin();
-        let msg = wire::encode(
-            Kind::Client,
-            &self.node,
-            ticket.req,
-            None,
-            0,
-            client_id,
-            frame,
-        );
+        let msg = self.seal(Kind::Client, ticket.req, client_id, frame);
         let mut con = self.conn();
         let script = &self.scripts.route_client;
-        let key = scripts::presence(client_id);
+        let key = self.keys.presence(client_id);
         let nodes = self
             .call("route", async move {
                 script
@@ -352,7 +381,12 @@ impl Cluster {
     /// Sends an unsequenced frame to every subscriber of `channel` on every node.
     pub async fn send_channel(&self, channel: &str, frame: &[u8]) -> Result<Routed, EngineError> {
         let g = self
-            .request(wire::channel_topic(channel), Kind::Channel, channel, frame)
+            .request(
+                self.keys.channel_topic(channel),
+                Kind::Channel,
+                channel,
+                frame,
+            )
             .await?;
         Ok(routed(g))
     }
@@ -360,7 +394,7 @@ impl Cluster {
     /// Sends a frame to every session on every node.
     pub async fn send_all(&self, frame: &[u8]) -> Result<Routed, EngineError> {
         Ok(routed(
-            self.request(wire::ALL.into(), Kind::All, "", frame).await?,
+            self.request(self.keys.all(), Kind::All, "", frame).await?,
         ))
     }
 
@@ -371,7 +405,7 @@ impl Cluster {
         frame: &[u8],
     ) -> Result<Routed, EngineError> {
         Ok(routed(
-            self.request(wire::ALL.into(), Kind::Session, session_id, frame)
+            self.request(self.keys.all(), Kind::Session, session_id, frame)
                 .await?,
         ))
     }
@@ -379,7 +413,7 @@ impl Cluster {
     /// Closes one session with 4002, wherever it is; `delivered` 1 when some node had it.
     pub async fn kill(&self, session_id: &str) -> Result<Routed, EngineError> {
         Ok(routed(
-            self.request(wire::ALL.into(), Kind::Kill, session_id, b"")
+            self.request(self.keys.all(), Kind::Kill, session_id, b"")
                 .await?,
         ))
     }
@@ -392,7 +426,7 @@ impl Cluster {
                 continue;
             }
             let g = self
-                .request(wire::node_topic(&node), Kind::List, client_id, b"")
+                .request(self.keys.node_topic(&node), Kind::List, client_id, b"")
                 .await?;
             parts.extend(
                 g.bodies
@@ -413,7 +447,7 @@ impl Cluster {
         let after = after.map(|id| id.to_string()).unwrap_or_default();
         let g = self
             .request(
-                wire::ALL.into(),
+                self.keys.all(),
                 Kind::Page,
                 &after,
                 limit.to_string().as_bytes(),
@@ -429,13 +463,14 @@ impl Cluster {
     pub async fn presence(&self, client_id: &str) -> Result<Vec<(String, u64)>, EngineError> {
         let mut con = self.conn();
         let script = &self.scripts.read_presence;
-        let key = scripts::presence(client_id);
+        let key = self.keys.presence(client_id);
+        let nodes = self.keys.nodes();
         let ttl = self.node_ttl.as_millis() as u64;
         let flat: Vec<String> = self
             .call("presence", async move {
                 script
                     .key(key)
-                    .key(scripts::NODES)
+                    .key(nodes)
                     .arg(ttl)
                     .invoke_async(&mut con)
                     .await
@@ -547,10 +582,11 @@ impl Cluster {
         }
         let mut con = self.conn();
         let node = self.node.to_string();
+        let nodes = self.keys.nodes();
         let _ = self
             .call("leave", async move {
                 redis::cmd("ZREM")
-                    .arg(scripts::NODES)
+                    .arg(nodes)
                     .arg(node)
                     .query_async::<()>(&mut con)
                     .await
@@ -570,7 +606,7 @@ impl Cluster {
             return;
         }
         let mut sub = self.sub.clone();
-        let topic = wire::channel_topic(channel);
+        let topic = self.keys.channel_topic(channel);
         if self
             .call("subscribe", async move { sub.subscribe(topic).await })
             .await
@@ -589,9 +625,9 @@ impl Cluster {
         self.pending.cancel(ticket);
         let (tx, rx) = oneshot::channel();
         self.inbox.markers.lock().insert(req, tx);
-        let msg = wire::encode(Kind::Marker, &self.node, req, None, 0, "", b"");
+        let msg = self.seal(Kind::Marker, req, "", b"");
         let mut con = self.conn();
-        let topic = wire::node_topic(&self.node);
+        let topic = self.keys.node_topic(&self.node);
         let sent = self
             .call("settle", async move {
                 redis::cmd("PUBLISH")
@@ -622,25 +658,6 @@ fn routed(g: Gathered) -> Routed {
     }
 }
 
-/// Sends the replies this node owes, in the order they were made.
-async fn replier(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 256).await > 0 {
-        let mut pipe = redis::pipe();
-        for (topic, msg) in batch.drain(..) {
-            pipe.cmd("PUBLISH").arg(topic).arg(msg).ignore();
-        }
-        let mut con = cluster.conn();
-        // A lost reply only makes its origin answer `partial`; nothing to retry here.
-        let _ = cluster
-            .call(
-                "reply",
-                async move { pipe.query_async::<()>(&mut con).await },
-            )
-            .await;
-    }
-}
-
 impl Cluster {
     /// Hands the newest dashboard sample to the upkeep, which shares it with the cluster.
     pub fn share_sample(&self, json: String) {
@@ -656,14 +673,11 @@ impl Cluster {
     pub async fn dashboards(&self) -> Result<Vec<(String, String)>, EngineError> {
         let mut con = self.conn();
         let script = &self.scripts.read_dashboards;
+        let nodes = self.keys.nodes();
         let ttl = self.node_ttl.as_millis() as u64;
         let flat: Vec<String> = self
             .call("dashboard", async move {
-                script
-                    .key(scripts::NODES)
-                    .arg(ttl)
-                    .invoke_async(&mut con)
-                    .await
+                script.key(nodes).arg(ttl).invoke_async(&mut con).await
             })
             .await?;
         Ok(flat
@@ -711,6 +725,18 @@ impl Cluster {
             "tether_cluster_malformed_total",
             "Cluster messages dropped because they did not parse.",
             self.malformed(),
+        );
+        crate::metrics::counter(
+            o,
+            "tether_cluster_rejected_total",
+            "Cluster messages dropped for a missing or bad cluster_secret signature.",
+            load(&self.signer.rejected),
+        );
+        crate::metrics::counter(
+            o,
+            "tether_cluster_replies_dropped_total",
+            "Replies to other nodes dropped (reply queue full, or not to a listed node).",
+            load(&self.inbox.replies_dropped),
         );
     }
 }

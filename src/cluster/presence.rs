@@ -5,7 +5,7 @@
 //!   is right whatever order sessions opened and closed in, and a rewrite after Redis lost
 //!   everything is the same code. Changes are batched: a reconnect storm of thousands of
 //!   sessions costs a few round trips.
-//! - [`upkeep`]: the heartbeat into `tether:nodes`, clearing dead nodes, firing due `offline`
+//! - [`upkeep`]: the heartbeat into `<prefix>:nodes`, clearing dead nodes, firing due `offline`
 //!   webhooks, unsubscribing channels nobody here listens to, and the resync after an outage.
 
 use std::collections::{HashMap, HashSet};
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Cluster, scripts, wire};
+use super::Cluster;
 
 /// Client ids written per script call, so one call never holds Redis for long.
 const BATCH: usize = 500;
@@ -85,8 +85,8 @@ async fn write(
 ) -> Result<(), ()> {
     let mut invocation = c.scripts.set_presence.prepare_invoke();
     invocation
-        .key(scripts::node_clients(&c.node))
-        .key(scripts::OFFLINE_DUE)
+        .key(c.keys.node_clients(&c.node))
+        .key(c.keys.offline_due())
         .arg(&*c.node)
         .arg(c.offline_grace.as_millis() as u64)
         .arg(MIGRATION_MEMORY.as_millis() as u64);
@@ -166,10 +166,11 @@ async fn heartbeat(c: &Cluster) -> Result<(bool, Vec<String>), ()> {
     let script = &c.scripts.heartbeat;
     let node = c.node.to_string();
     let ttl = c.node_ttl.as_millis() as u64;
+    let nodes = c.keys.nodes();
     let out: Vec<redis::Value> = c
         .call("heartbeat", async move {
             script
-                .key(scripts::NODES)
+                .key(nodes)
                 .arg(node)
                 .arg(ttl)
                 .invoke_async(&mut con)
@@ -201,8 +202,8 @@ async fn resync(c: &Cluster) -> Result<(), ()> {
     let mut topics = c.topics.lock().await;
     // Every channel with a subscriber here, including those subscribed while Redis was down.
     let channels = c.registry.channel_names();
-    let mut names = vec![wire::node_topic(&c.node), wire::ALL.to_string()];
-    names.extend(channels.iter().map(|ch| wire::channel_topic(ch)));
+    let mut names = vec![c.keys.node_topic(&c.node), c.keys.all()];
+    names.extend(channels.iter().map(|ch| c.keys.channel_topic(ch)));
     let mut sub = c.sub.clone();
     c.call("resubscribe", async move {
         redis::cmd("PING").query_async::<()>(&mut sub).await?;
@@ -215,7 +216,7 @@ async fn resync(c: &Cluster) -> Result<(), ()> {
     // What Redis says this node holds, from an earlier run with the same node_id or from before
     // an outage: each is rewritten with today's count, so a stale entry goes to 0.
     let mut con = c.conn();
-    let key = scripts::node_clients(&c.node);
+    let key = c.keys.node_clients(&c.node);
     let listed: Vec<String> = c
         .call("resync", async move {
             redis::cmd("SMEMBERS").arg(key).query_async(&mut con).await
@@ -234,15 +235,16 @@ async fn resync(c: &Cluster) -> Result<(), ()> {
 async fn reap(c: &Cluster, node: &str) {
     let mut con = c.conn();
     let script = &c.scripts.reap_node;
-    let clients = scripts::node_clients(node);
+    let clients = c.keys.node_clients(node);
+    let (nodes, due) = (c.keys.nodes(), c.keys.offline_due());
     let dead = node.to_string();
     let ttl = c.node_ttl.as_millis() as u64;
     let cleared = c
         .call("reap", async move {
             script
-                .key(scripts::NODES)
+                .key(nodes)
                 .key(clients)
-                .key(scripts::OFFLINE_DUE)
+                .key(due)
                 .arg(dead)
                 .arg(ttl)
                 .invoke_async::<i64>(&mut con)
@@ -258,10 +260,11 @@ async fn reap(c: &Cluster, node: &str) {
 async fn fire_offline(c: &Cluster) {
     let mut con = c.conn();
     let script = &c.scripts.take_offline;
+    let key = c.keys.offline_due();
     let due: Result<Vec<String>, _> = c
         .call("offline", async move {
             script
-                .key(scripts::OFFLINE_DUE)
+                .key(key)
                 .arg(OFFLINE_BATCH)
                 .invoke_async(&mut con)
                 .await
@@ -287,7 +290,7 @@ async fn sweep_topics(c: &Cluster) {
     if idle.is_empty() {
         return;
     }
-    let names: Vec<String> = idle.iter().map(|ch| wire::channel_topic(ch)).collect();
+    let names: Vec<String> = idle.iter().map(|ch| c.keys.channel_topic(ch)).collect();
     let mut sub = c.sub.clone();
     if c.call("unsubscribe", async move { sub.unsubscribe(names).await })
         .await
@@ -305,8 +308,8 @@ async fn share_sample(c: &Cluster) {
     let Some(sample) = c.take_sample() else {
         return;
     };
-    let key = scripts::dashboard(&c.node);
-    let keep = scripts::DASH_SAMPLES as i64;
+    let key = c.keys.dashboard(&c.node);
+    let keep = super::scripts::DASH_SAMPLES as i64;
     let ttl = (c.node_ttl * 4).as_millis() as u64;
     let mut pipe = redis::pipe();
     pipe.cmd("RPUSH").arg(&key).arg(sample).ignore();

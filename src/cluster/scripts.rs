@@ -3,9 +3,11 @@
 //! publishing it to the nodes that hold a recipient happen in the same step, which is why
 //! history and live delivery never disagree.
 //!
-//! Keys of one stream share a hash tag (`tether:{c:alice}:…`). The scripts that touch presence
-//! of many client ids build key names inside Lua, which a Redis Cluster would refuse; a single
-//! Redis (or one behind Sentinel's failover address) is what is supported, see docs/cluster.md.
+//! Key names come from [`super::keys::Keys`]; keys of one stream share a hash tag
+//! (`<prefix>:{c:alice}:…`). The scripts that touch presence of many client ids build key names
+//! inside Lua, with the cluster's prefix baked into their source, which a Redis Cluster would
+//! refuse; a single Redis (or one behind Sentinel's failover address) is what is supported, see
+//! docs/cluster.md.
 
 use redis::Script;
 
@@ -32,84 +34,62 @@ pub struct Set {
 }
 
 impl Set {
-    /// All scripts.
-    pub fn new() -> Set {
+    /// All scripts, with the cluster's `prefix` in the key names they build.
+    pub fn new(prefix: &str) -> Set {
         Set {
-            append: append(),
-            route_client: route_client(),
+            append: append(prefix),
+            route_client: route_client(prefix),
             read: read(),
-            set_presence: set_presence(),
-            take_offline: take_offline(),
+            set_presence: set_presence(prefix),
+            take_offline: take_offline(prefix),
             heartbeat: heartbeat(),
-            reap_node: reap_node(),
+            reap_node: reap_node(prefix),
             read_presence: read_presence(),
-            read_dashboards: read_dashboards(),
+            read_dashboards: read_dashboards(prefix),
         }
     }
-}
-
-use crate::engine::{StreamKey, Target};
-
-/// The hash-tagged name of a stream: `c:<client id>` or `h:<channel>`.
-fn tag(key: &StreamKey) -> String {
-    match key {
-        StreamKey::Client(id) => format!("tether:{{c:{id}}}"),
-        StreamKey::Channel(name) => format!("tether:{{h:{name}}}"),
-    }
-}
-
-/// A stream's epoch (`e`) and top seq (`t`).
-pub fn meta(key: &StreamKey) -> String {
-    format!("{}:m", tag(key))
-}
-
-/// A stream's history: a list of `<at_ms> <frame>`, oldest first, contiguous seqs up to top.
-pub fn log(key: &StreamKey) -> String {
-    format!("{}:l", tag(key))
-}
-
-/// Which nodes hold sessions of a client id: node → session count.
-pub fn presence(client_id: &str) -> String {
-    format!("tether:{{c:{client_id}}}:p")
-}
-
-/// The client ids a node holds, so a surviving node can clear a dead one's presence.
-pub fn node_clients(node: &str) -> String {
-    format!("tether:n:{node}:clients")
-}
-
-/// Live nodes: node → Redis time (ms) of its last heartbeat.
-pub const NODES: &str = "tether:nodes";
-
-/// Client ids whose last session ended: client id → when their `offline` is due (ms).
-pub const OFFLINE_DUE: &str = "tether:offline";
-
-/// An idempotency key; lengths keep `c:a` + `b:c` apart from `c:a:b` + `c`.
-pub fn idempotency(target: &Target, key: &str) -> String {
-    let (t, name) = match target {
-        Target::Client(n) => ('c', n),
-        Target::Channel(n) => ('h', n),
-        Target::Session(n) => ('s', n),
-    };
-    format!("tether:i:{t}:{}:{name}:{key}", name.len())
 }
 
 /// Redis's clock in ms, the one clock every node agrees on.
 const NOW: &str = "local t = redis.call('TIME')\n\
      local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
-/// Appends one message and publishes it.
+/// The epoch a stream of meta key `KEYS[1]` is created with at Redis time `now`, given the
+/// cluster's seed in `seed`: the same for every node within one `history_ttl` (ARGV`[ttl]`)
+/// window, so a `welcome` for a stream with no keys can name the epoch its first append will
+/// give it without creating anything. A stream that expired was last appended to at least
+/// `history_ttl` before, so it is re-created in a later window with another epoch, and an old
+/// position never matches it. A Redis that lost everything loses the seed too: a new one
+/// gives every stream new epochs.
+fn unborn(ttl: &str) -> String {
+    format!(
+        "local function unborn(seed)
+  local window = string.format('%d', math.floor(now / math.max(tonumber({ttl}), 1)))
+  return string.sub(redis.sha1hex(seed .. '\\n' .. KEYS[1] .. '\\n' .. window), 1, 12)
+end
+"
+    )
+}
+
+/// Appends one message and publishes it; the only script that creates a stream.
 ///
-/// KEYS: meta, log, presence (client streams; ignored for channels).
-/// ARGV: head, tail, history_size, history_ttl_ms, meta_ttl_ms, new epoch, header prefix,
-/// target, topic (a channel's topic; empty: publish to each node in presence).
+/// KEYS: meta, log, presence (client streams; the meta again for channels), seed.
+/// ARGV: head, tail, history_size, history_ttl_ms, a new seed (used if the cluster has none),
+/// header prefix, target, topic (a channel's topic; empty: publish to each node in presence),
+/// the message's signature field (see `sign.rs`; signed in Rust, so no secret reaches Redis).
+/// Both keys live `history_ttl` after the last append: metadata as long as its history.
 /// Returns `{epoch, seq, nodes that received it}`.
-pub fn append() -> Script {
+pub fn append(p: &str) -> Script {
     Script::new(&format!(
-        "{NOW}
+        "{NOW}{unborn}
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
-  epoch = ARGV[6]
+  local seed = redis.call('GET', KEYS[4])
+  if not seed then
+    seed = ARGV[5]
+    redis.call('SET', KEYS[4], seed)
+  end
+  epoch = unborn(seed)
   redis.call('HSET', KEYS[1], 'e', epoch, 't', 0)
   redis.call('DEL', KEYS[2])
 end
@@ -118,52 +98,55 @@ local frame = ARGV[1] .. seq .. ARGV[2]
 redis.call('RPUSH', KEYS[2], string.format('%d', now) .. ' ' .. frame)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-local msg = ARGV[7] .. ' ' .. epoch .. ' ' .. seq .. ' ' .. #ARGV[8] .. '\\n' .. ARGV[8] .. frame
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local msg = ARGV[6] .. ' ' .. epoch .. ' ' .. seq .. ' ' .. #ARGV[7] .. ' ' .. ARGV[9] .. '\\n' .. ARGV[7] .. frame
 local nodes = 0
-if ARGV[9] ~= '' then
-  nodes = redis.call('PUBLISH', ARGV[9], msg)
+if ARGV[8] ~= '' then
+  nodes = redis.call('PUBLISH', ARGV[8], msg)
 else
   for _, n in ipairs(redis.call('HKEYS', KEYS[3])) do
-    if redis.call('PUBLISH', 'tether:to:' .. n, msg) > 0 then nodes = nodes + 1 end
+    if redis.call('PUBLISH', '{p}:to:' .. n, msg) > 0 then nodes = nodes + 1 end
   end
 end
-return {{epoch, seq, nodes}}"
+return {{epoch, seq, nodes}}",
+        unborn = unborn("ARGV[4]")
     ))
 }
 
 /// Publishes an unsequenced message to each node holding a client id.
 ///
 /// KEYS: presence. ARGV: the whole encoded message. Returns the nodes that received it.
-pub fn route_client() -> Script {
-    Script::new(
+pub fn route_client(p: &str) -> Script {
+    Script::new(&format!(
         "local nodes = 0
 for _, n in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if redis.call('PUBLISH', 'tether:to:' .. n, ARGV[1]) > 0 then nodes = nodes + 1 end
+  if redis.call('PUBLISH', '{p}:to:' .. n, ARGV[1]) > 0 then nodes = nodes + 1 end
 end
-return nodes",
-    )
+return nodes"
+    ))
 }
 
-/// Reads a stream for a resume, creating it when asked.
+/// Reads a stream for a resume or a `welcome`; creates no stream (only appends do).
 ///
-/// KEYS: meta, log. ARGV: new epoch, meta_ttl_ms, create (`1`/`0`), since seq (`-1`: the
-/// position only). Returns `{}` for a missing stream not created, else `{epoch, top, now, entries…}`
-/// where the entries are those after `since` (all for `0`), oldest first.
+/// KEYS: meta, log, seed. ARGV: history_ttl_ms, since seq (`-1`: the position only), a new
+/// seed (used if the cluster has none). Returns `{epoch, top, now, entries…}` where the entries
+/// are those after `since` (all for `0`), oldest first; a stream with no keys answers its
+/// unborn epoch (see [`unborn`]) and top 0.
 pub fn read() -> Script {
     Script::new(&format!(
-        "{NOW}
+        "{NOW}{unborn}
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
-  if ARGV[3] == '0' then return {{}} end
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'e', epoch, 't', 0)
-  redis.call('DEL', KEYS[2])
+  local seed = redis.call('GET', KEYS[3])
+  if not seed then
+    seed = ARGV[3]
+    redis.call('SET', KEYS[3], seed)
+  end
+  return {{unborn(seed), 0, string.format('%d', now)}}
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local top = tonumber(redis.call('HGET', KEYS[1], 't'))
 local out = {{epoch, top, string.format('%d', now)}}
-local since = tonumber(ARGV[4])
+local since = tonumber(ARGV[2])
 if since < 0 then return out end
 local len = redis.call('LLEN', KEYS[2])
 local first = top - len + 1
@@ -174,7 +157,8 @@ if from <= top then
     table.insert(out, e)
   end
 end
-return out"
+return out",
+        unborn = unborn("ARGV[1]")
     ))
 }
 
@@ -186,14 +170,14 @@ return out"
 /// closed with 1012 (a migration starts). Returns two values per triple: 1 (online: its first
 /// session anywhere, not a return within the grace), -1 (its last session anywhere ended:
 /// `offline` is queued) or 0; and the node it migrated from, or an empty string.
-pub fn set_presence() -> Script {
+pub fn set_presence(p: &str) -> Script {
     Script::new(&format!(
         "{NOW}
 local out = {{}}
 for i = 4, #ARGV, 3 do
   local c = ARGV[i]
-  local p = 'tether:{{c:' .. c .. '}}:p'
-  local mig = 'tether:{{c:' .. c .. '}}:mig'
+  local p = '{p}:{{c:' .. c .. '}}:p'
+  local mig = '{p}:{{c:' .. c .. '}}:mig'
   local n = tonumber(ARGV[i + 1])
   local r = 0
   local from = ''
@@ -225,13 +209,13 @@ return out"
 /// one node, so `offline` fires once cluster-wide.
 ///
 /// KEYS: the offline queue. ARGV: most to take. Returns the client ids to announce.
-pub fn take_offline() -> Script {
+pub fn take_offline(p: &str) -> Script {
     Script::new(&format!(
         "{NOW}
 local fire = {{}}
 for _, c in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))) do
   redis.call('ZREM', KEYS[1], c)
-  if redis.call('EXISTS', 'tether:{{c:' .. c .. '}}:p') == 0 then table.insert(fire, c) end
+  if redis.call('EXISTS', '{p}:{{c:' .. c .. '}}:p') == 0 then table.insert(fire, c) end
 end
 return fire"
     ))
@@ -257,7 +241,7 @@ return out"
 /// KEYS: nodes, the dead node's clients, the offline queue. ARGV: the dead node, node_ttl in
 /// ms. Returns the number of client ids it cleared, or -1 when the node is alive or was
 /// already cleared.
-pub fn reap_node() -> Script {
+pub fn reap_node(p: &str) -> Script {
     Script::new(&format!(
         "{NOW}
 local seen = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -265,7 +249,7 @@ if not seen or tonumber(seen) > now - tonumber(ARGV[2]) then return -1 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 local cleared = 0
 for _, c in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local p = 'tether:{{c:' .. c .. '}}:p'
+  local p = '{p}:{{c:' .. c .. '}}:p'
   redis.call('HDEL', p, ARGV[1])
   if redis.call('HLEN', p) == 0 then redis.call('ZADD', KEYS[3], now, c) end
   cleared = cleared + 1
@@ -297,21 +281,16 @@ return out"
 /// How many of a node's samples the cluster keeps for the dashboards (two minutes).
 pub const DASH_SAMPLES: usize = 120;
 
-/// A node's list of recent dashboard samples (JSON objects).
-pub fn dashboard(node: &str) -> String {
-    format!("tether:dash:{node}")
-}
-
 /// Every live node's recent dashboard samples.
 ///
 /// KEYS: nodes. ARGV: node_ttl in ms. Returns `{node, "[sample,…]", node, …}`.
-pub fn read_dashboards() -> Script {
+pub fn read_dashboards(p: &str) -> Script {
     Script::new(&format!(
         "{NOW}
 local out = {{}}
 for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')) do
   table.insert(out, n)
-  table.insert(out, '[' .. table.concat(redis.call('LRANGE', 'tether:dash:' .. n, 0, -1), ',') .. ']')
+  table.insert(out, '[' .. table.concat(redis.call('LRANGE', '{p}:dash:' .. n, 0, -1), ',') .. ']')
 end
 return out"
     ))

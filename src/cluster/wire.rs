@@ -2,27 +2,15 @@
 //! the frame as raw bytes, so a frame crosses nodes without being re-encoded.
 //!
 //! ```text
-//! <kind> <origin> <req> <epoch|-> <seq> <target length>\n<target><body>
+//! <kind> <origin> <req> <epoch|-> <seq> <target length> <signature|->\n<target><body>
 //! ```
 //!
-//! The Lua append script writes the same layout (the header up to `<req>` comes in as an
-//! argument), so a stored message and its live copy are one string. A message that does not
-//! parse is dropped and counted, never trusted: Redis is shared, and anything can publish.
+//! The Lua append script writes the same layout (the header up to `<req>` and the signature
+//! come in as arguments). A message that does not parse is dropped and counted, never trusted:
+//! anything that can reach the Redis can publish, which is why messages are signed (`sign.rs`).
+//! Topic names are in `keys.rs`.
 
 use bytes::Bytes;
-
-/// The Redis topic every node listens on for broadcasts and session lookups.
-pub const ALL: &str = "tether:all";
-
-/// The topic of one node: pushes to its client ids, replies to its requests.
-pub fn node_topic(node: &str) -> String {
-    format!("tether:to:{node}")
-}
-
-/// The topic of one channel, subscribed only while this node has subscribers to it.
-pub fn channel_topic(channel: &str) -> String {
-    format!("tether:ch:{channel}")
-}
 
 /// What a message asks of the node that receives it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,8 +68,9 @@ impl Kind {
     }
 }
 
-/// Longest header line accepted: node ids and epochs are short, numbers have 20 digits.
-const MAX_HEADER: usize = 256;
+/// Longest header line accepted: node ids and epochs are short, numbers have 20 digits, a
+/// signature about 100 characters.
+const MAX_HEADER: usize = 384;
 
 /// One decoded message; `target` and `body` share the received buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +89,25 @@ pub struct Msg {
     pub target: String,
     /// The frame to deliver, or a reply's listing.
     pub body: Bytes,
+    /// The signature field (`-` when unsigned), checked by `sign.rs`.
+    pub auth: String,
+}
+
+/// The header fields of a message a node builds.
+#[derive(Clone, Copy, Debug)]
+pub struct Head<'a> {
+    /// What to do.
+    pub kind: Kind,
+    /// The sending node (or, in a reply, the answering node).
+    pub origin: &'a str,
+    /// The request's number at the node that asked.
+    pub req: u64,
+    /// The stream's epoch, for sequenced messages.
+    pub epoch: Option<&'a str>,
+    /// The seq, or a reply's count.
+    pub seq: u64,
+    /// The client id, channel, session id, or (in a reply) the node answered.
+    pub target: &'a str,
 }
 
 /// Why a message was dropped.
@@ -111,25 +119,18 @@ pub fn prefix(kind: Kind, origin: &str, req: u64) -> String {
     format!("{} {origin} {req}", kind.letter())
 }
 
-/// Encodes a message.
-pub fn encode(
-    kind: Kind,
-    origin: &str,
-    req: u64,
-    epoch: Option<&str>,
-    seq: u64,
-    target: &str,
-    body: &[u8],
-) -> Vec<u8> {
+/// Encodes a message with the signature field `auth` (see `Signer::seal`).
+pub fn encode(h: &Head, body: &[u8], auth: &str) -> Vec<u8> {
     let head = format!(
-        "{} {} {seq} {}\n",
-        prefix(kind, origin, req),
-        epoch.unwrap_or("-"),
-        target.len()
+        "{} {} {} {} {auth}\n",
+        prefix(h.kind, h.origin, h.req),
+        h.epoch.unwrap_or("-"),
+        h.seq,
+        h.target.len()
     );
-    let mut out = Vec::with_capacity(head.len() + target.len() + body.len());
+    let mut out = Vec::with_capacity(head.len() + h.target.len() + body.len());
     out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(h.target.as_bytes());
     out.extend_from_slice(body);
     out
 }
@@ -157,6 +158,7 @@ pub fn decode(raw: Bytes) -> Result<Msg, Malformed> {
     let target_len: usize = next()?
         .parse()
         .map_err(|_| Malformed("bad target length"))?;
+    let auth = next()?.to_string();
     if fields.next().is_some() {
         return Err(Malformed("header too long"));
     }
@@ -179,6 +181,7 @@ pub fn decode(raw: Bytes) -> Result<Msg, Malformed> {
         seq,
         target,
         body: raw.slice(body_at..),
+        auth,
     })
 }
 
@@ -189,8 +192,15 @@ mod tests {
     #[test]
     fn round_trip_keeps_every_byte() {
         let body = b"{\"type\":\"t\",\"data\":\"a b\\nc\"}";
-        let raw = encode(Kind::Client, "n-1", 7, Some("ab12"), 42, "ali ce\n", body);
-        let m = decode(Bytes::from(raw)).unwrap();
+        let head = Head {
+            kind: Kind::Client,
+            origin: "n-1",
+            req: 7,
+            epoch: Some("ab12"),
+            seq: 42,
+            target: "ali ce\n",
+        };
+        let m = decode(Bytes::from(encode(&head, body, "-"))).unwrap();
         assert_eq!(m.kind, Kind::Client);
         assert_eq!(m.origin, "n-1");
         assert_eq!((m.req, m.seq), (7, 42));
@@ -201,7 +211,16 @@ mod tests {
 
     #[test]
     fn unsequenced_and_empty_parts() {
-        let m = decode(Bytes::from(encode(Kind::All, "n", 0, None, 0, "", b""))).unwrap();
+        let head = Head {
+            kind: Kind::All,
+            origin: "n",
+            req: 0,
+            epoch: None,
+            seq: 0,
+            target: "",
+        };
+        let m = decode(Bytes::from(encode(&head, b"", "1.-.ab"))).unwrap();
+        assert_eq!(m.auth, "1.-.ab");
         assert_eq!((m.kind, m.epoch, m.target.as_str()), (Kind::All, None, ""));
         assert!(m.body.is_empty());
     }
@@ -211,14 +230,14 @@ mod tests {
         for bad in [
             &b""[..],
             b"no newline at all",
-            b"x n 1 - 0 0\n",
-            b"c n 1 - 0\n",
-            b"c n 1 - 0 0 extra\n",
-            b"c n one - 0 0\n",
-            b"c n 1 - 0 99\nshort",
-            b"c n 1 - 0 18446744073709551615\n",
-            b"c  1 - 0 0\n",
-            b"c n 1 - 0 2\n\xff\xfe",
+            b"x n 1 - 0 0 -\n",
+            b"c n 1 - 0 0\n",
+            b"c n 1 - 0 0 - extra\n",
+            b"c n one - 0 0 -\n",
+            b"c n 1 - 0 99 -\nshort",
+            b"c n 1 - 0 18446744073709551615 -\n",
+            b"c  1 - 0 0 -\n",
+            b"c n 1 - 0 2 -\n\xff\xfe",
         ] {
             assert!(decode(Bytes::from_static(bad)).is_err(), "{bad:?}");
         }

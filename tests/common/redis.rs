@@ -126,6 +126,34 @@ impl Redis {
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
+    /// Sends one command as a RESP array (arguments may hold spaces, newlines, any byte) and
+    /// returns the raw reply; it reads until the server pauses, bounded by a 2 s timeout.
+    pub fn call(&self, args: &[&[u8]]) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
+        }
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(&req).ok()?;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        let n = s.read(&mut buf).ok()?;
+        out.extend_from_slice(&buf[..n]);
+        // A long reply may come in several reads; the rest follows at once on loopback.
+        s.set_read_timeout(Some(Duration::from_millis(50))).ok()?;
+        for _ in 0..64 {
+            match s.read(&mut buf) {
+                Ok(n) if n > 0 => out.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        Some(String::from_utf8_lossy(&out).into_owned())
+    }
+
     /// Stops the server (an outage); everything it held is gone.
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
