@@ -269,12 +269,15 @@ export function backoffDelay(attempt, opts = {}, random = Math.random) {
  *   position from another server or an old format). Whatever the server still stores follows
  *   and is dispatched.
  * - `duplicate` `{stream, channel?, seq}` — a message at or before the last seen `seq` was dropped.
+ * - `restarted` `{stream, channel?, previous}` — the stream began again at `seq` 1 (its history
+ *   expired or was evicted while connected); the message is dispatched, and a later resume from
+ *   this position reports `recovery_failed`.
  * - `token_refreshed` `{expiresAt}` — the server accepted a `refresh`.
  * - `token_rejected` `{code, message}` — the server refused a `refresh` (`invalid_token`); the
  *   connection stays, the old token's expiry still applies.
  * - `token_error` `{phase: 'connect'|'refresh', error}` — `getToken` threw or rejected.
  *
- * @typedef {'resumed' | 'recovery_failed' | 'duplicate' | 'token_refreshed' | 'token_rejected' | 'token_error'} EventName
+ * @typedef {'resumed' | 'recovery_failed' | 'duplicate' | 'restarted' | 'token_refreshed' | 'token_rejected' | 'token_error'} EventName
  */
 
 const defaultScheduler = {
@@ -940,8 +943,18 @@ export class TetherClient {
         this._chanPos.set(msg.channel, (pos = { epoch: null, seq: 0 }));
       }
     }
+    const stream = msg.channel == null ? { stream: 'client' } : { stream: 'channel', channel: msg.channel };
+    if (seq === 1 && pos.seq >= 1) {
+      // A stream only ever starts again at 1: the server dropped its history (expired past
+      // history_ttl, or evicted) while this session stayed connected, and numbering began anew
+      // in a new epoch. The message is new, not a duplicate. The new epoch is not known here,
+      // so a later resume from this position is answered `recovered: false` — never a silent gap.
+      this._emit('restarted', { ...stream, previous: pos.seq });
+      pos.seq = 1;
+      return true;
+    }
     if (seq <= pos.seq) {
-      const ev = msg.channel == null ? { stream: 'client', seq } : { stream: 'channel', channel: msg.channel, seq };
+      const ev = { ...stream, seq };
       this._emit('duplicate', ev);
       return false;
     }

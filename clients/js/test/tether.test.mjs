@@ -1154,6 +1154,32 @@ describe('resume', () => {
     client.close();
   });
 
+  test('a stream that starts again at seq 1 while connected is dispatched, not dropped as a duplicate', () => {
+    const { client } = setup({ channels: ['news'] });
+    const got = [];
+    const restarted = [];
+    const dups = [];
+    client.on('*', (m) => m.seq != null && got.push(`${m.channel ?? '-'}:${m.seq}`));
+    client.onEvent('restarted', (e) => restarted.push(e));
+    client.onEvent('duplicate', (e) => dups.push(e));
+    client.connect();
+    const ws = FakeWebSocket.last;
+    welcome(ws, { epoch: 'e1', seq: 57 });
+    ws.serverSend({ type: 'subscribed', timestamp: 't', data: { channel: 'news', epoch: 'n1', seq: 9 } });
+    // history_ttl passed in silence: the server's streams start again in new epochs.
+    ws.serverSend({ type: 'notify', timestamp: 't', seq: 1 });
+    ws.serverSend({ type: 'post', channel: 'news', timestamp: 't', seq: 1 });
+    ws.serverSend({ type: 'notify', timestamp: 't', seq: 2 });
+    ws.serverSend({ type: 'notify', timestamp: 't', seq: 2 });
+    assert.deepEqual(got, ['-:1', 'news:1', '-:2']);
+    assert.deepEqual(restarted, [
+      { stream: 'client', previous: 57 },
+      { stream: 'channel', channel: 'news', previous: 9 },
+    ]);
+    assert.deepEqual(dups, [{ stream: 'client', seq: 2 }]);
+    client.close();
+  });
+
   test('recovered: false emits recovery_failed and takes the head as the position', () => {
     const { client, clock } = setup({ position: { client: 'old:9' } });
     const failed = [];
