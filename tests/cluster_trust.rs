@@ -210,3 +210,43 @@ async fn only_appends_create_streams_and_they_live_history_ttl() {
     );
     assert_eq!(recv_json(&mut ws).await["seq"], 1);
 }
+
+/// `cluster_secret_file` keys the same HMAC as `cluster_secret` (its trailing newline is not
+/// part of it), and a node with another secret can neither reach nor be reached by the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_may_come_from_a_file_and_another_secret_is_another_cluster() {
+    let redis = Redis::start();
+    let dir = TempDir::new("cluster-secret");
+    let file = dir.join("cluster.key");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    let from_file = [("cluster_secret_file", file.to_str().unwrap())];
+    let a = node(&redis, "a", &[("cluster_secret", SECRET)]).await;
+    let b = node(&redis, "b", &from_file).await;
+    let c = node(
+        &redis,
+        "c",
+        &[("cluster_secret", "another-secret-entirely")],
+    )
+    .await;
+    let (mut alice, _) = connect(a.addr, "alice").await;
+    assert_eq!(push(b.addr, "alice", "across").await["delivered"], 1);
+    assert_eq!(recv_json(&mut alice).await["type"], "across");
+    // Node c's message is dropped by a (and counted), whatever c is told about it.
+    let rejected = counter(a.addr, "tether_cluster_rejected_total").await;
+    let body = r#"{"client_id":"alice","type":"from-c"}"#;
+    let _ = http(c.addr, "POST", "/api/v1/push", &[], body).await;
+    let deadline = Instant::now() + WAIT;
+    while counter(a.addr, "tether_cluster_rejected_total").await == rejected {
+        assert!(
+            Instant::now() < deadline,
+            "node a never rejected c's message"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The next message alice gets is the next one b sends, not c's.
+    assert_eq!(push(b.addr, "alice", "again").await["delivered"], 1);
+    assert_eq!(recv_json(&mut alice).await["type"], "again");
+    for s in [a, b, c] {
+        stop(s).await;
+    }
+}

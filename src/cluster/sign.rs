@@ -19,12 +19,10 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use super::wire::{Head, Kind, Msg, encode};
-use crate::config::Config;
+use crate::config::{Config, MIN_CLUSTER_SECRET_LEN, Secret};
 
 /// How far a message's time may be from the receiver's clock.
 pub const WINDOW: Duration = Duration::from_secs(30);
-/// Shortest secret accepted from `cluster_secret_file` (as `config` checks `cluster_secret`).
-const MIN_SECRET: usize = 16;
 /// Tells this scheme's MACs apart from any other use of the same secret.
 const DOMAIN: &[u8] = b"tether-cluster-v1";
 
@@ -52,23 +50,17 @@ impl Signer {
 
     /// The secret of `cluster_secret` or `cluster_secret_file`, if either is set.
     pub fn secret(config: &Config) -> Result<Option<Vec<u8>>, String> {
-        if let Some(s) = &config.cluster_secret {
-            return Ok(Some(s.0.as_bytes().to_vec()));
-        }
-        let Some(path) = &config.cluster_secret_file else {
-            return Ok(None);
+        let secret = match (&config.cluster_secret, &config.cluster_secret_file) {
+            (Some(s), _) => s.clone(),
+            (None, Some(path)) => Secret::from_file("cluster_secret_file", path)?,
+            (None, None) => return Ok(None),
         };
-        let text = std::fs::read(path)
-            .map_err(|e| format!("cluster_secret_file: {}: {e}", path.display()))?;
-        let text = text.strip_suffix(b"\n").unwrap_or(&text);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        if text.len() < MIN_SECRET {
+        if secret.0.len() < MIN_CLUSTER_SECRET_LEN {
             return Err(format!(
-                "cluster_secret_file: {}: at least {MIN_SECRET} bytes (it keys an HMAC)",
-                path.display()
+                "cluster_secret_file: at least {MIN_CLUSTER_SECRET_LEN} bytes (it keys an HMAC)"
             ));
         }
-        Ok(Some(text.to_vec()))
+        Ok(Some(secret.0.into_bytes()))
     }
 
     /// Encodes and signs a message built here (never a history message: see [`Self::append`]).
