@@ -1,8 +1,42 @@
-//! Typed identifiers: a session's id, unique for the life of the process and unlikely to repeat
-//! across processes.
+//! Identifiers: a session's id, unique for the life of the process and unlikely to repeat
+//! across processes; and the one rule for the names clients and backends choose (client ids,
+//! channels), which every layer from the handshake down to the engines checks.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Longest channel name accepted.
+pub const CHANNEL_MAX: usize = 256;
+/// Longest client id accepted, in bytes.
+pub const CLIENT_ID_MAX: usize = 256;
+
+/// Checks a channel name: non-empty, bounded, no control characters. The one rule for channel
+/// names: client `subscribe` / `publish`, the API and the engines all call it (PROTOCOL §13).
+pub fn valid_channel(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > CHANNEL_MAX {
+        return Err(format!("channel names are 1 to {CHANNEL_MAX} bytes"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("channel names may not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// Checks a client id: 1 to [`CLIENT_ID_MAX`] bytes, no control characters. The one rule for
+/// client ids: the handshake, a token's `sub`, the API and the engines all call it (PROTOCOL
+/// §13), so the API cannot store for an id that can never connect.
+pub fn valid_client_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("empty");
+    }
+    if id.len() > CLIENT_ID_MAX {
+        return Err("longer than 256 bytes");
+    }
+    if id.chars().any(char::is_control) {
+        return Err("contains control characters");
+    }
+    Ok(())
+}
 
 /// Server-generated identifier of one connection, written as 16 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -4,6 +4,7 @@
 //! clients byte for byte (no round trip through a generic JSON value) and each message is
 //! serialized exactly once, whatever the number of recipients.
 
+pub use crate::id::{CHANNEL_MAX, CLIENT_ID_MAX, valid_channel, valid_client_id};
 use std::borrow::Cow;
 use std::time::SystemTime;
 
@@ -88,10 +89,6 @@ pub fn is_reserved(kind: &str) -> bool {
 
 /// Longest part of an offending frame echoed back in `error.data.original`.
 pub const ORIGINAL_MAX: usize = 256;
-/// Longest channel name accepted.
-pub const CHANNEL_MAX: usize = 256;
-/// Longest client id accepted, in bytes.
-pub const CLIENT_ID_MAX: usize = 256;
 
 /// A client envelope, borrowed from the frame text.
 #[derive(Debug, Deserialize)]
@@ -169,34 +166,6 @@ pub struct PublishData<'a> {
     /// Payload delivered unchanged.
     #[serde(borrow, default)]
     pub data: Option<&'a RawValue>,
-}
-
-/// Checks a channel name: non-empty, bounded, no control characters. The one rule for channel
-/// names: client `subscribe` / `publish`, the API and the engines all call it (PROTOCOL §13).
-pub fn valid_channel(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > CHANNEL_MAX {
-        return Err(format!("channel names are 1 to {CHANNEL_MAX} bytes"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err("channel names may not contain control characters".into());
-    }
-    Ok(())
-}
-
-/// Checks a client id: 1 to [`CLIENT_ID_MAX`] bytes, no control characters. The one rule for
-/// client ids: the handshake, a token's `sub`, the API and the engines all call it (PROTOCOL
-/// §13), so the API cannot store for an id that can never connect.
-pub fn valid_client_id(id: &str) -> Result<(), &'static str> {
-    if id.is_empty() {
-        return Err("empty");
-    }
-    if id.len() > CLIENT_ID_MAX {
-        return Err("longer than 256 bytes");
-    }
-    if id.chars().any(char::is_control) {
-        return Err("contains control characters");
-    }
-    Ok(())
 }
 
 /// Builds one server envelope; `data` and `id` are raw JSON text inserted unchanged.

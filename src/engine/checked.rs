@@ -15,7 +15,7 @@ use super::{
     Position, Recovery, RequestDigest, StreamKey, Target,
 };
 use crate::id::SessionId;
-use crate::protocol::{valid_channel, valid_client_id};
+use crate::id::{valid_channel, valid_client_id};
 
 /// An engine that refuses bad names before `inner` sees them.
 pub struct Checked(pub Arc<dyn Engine>);
