@@ -176,21 +176,29 @@ async fn an_exposed_api_refuses_to_start_and_an_empty_key_is_an_error() {
     assert!(err.contains("api_key") && err.contains("empty"), "{err}");
 }
 
-/// Reads the binary's log until a line holding `needle`; None when it ends without one.
-async fn log_line(child: &mut tokio::process::Child, needle: &str) -> Option<String> {
+/// Reads the binary's log until a line holding each of `needles` was seen; the lines found, in
+/// the order of `needles` (None for one the log ended without).
+async fn log_lines(child: &mut tokio::process::Child, needles: &[&str]) -> Vec<Option<String>> {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut lines = BufReader::new(child.stderr.take()?).lines();
-    tokio::time::timeout(WAIT, async {
+    let mut found = vec![None; needles.len()];
+    let Some(stderr) = child.stderr.take() else {
+        return found;
+    };
+    let mut lines = BufReader::new(stderr).lines();
+    let _ = tokio::time::timeout(WAIT, async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains(needle) {
-                return Some(line);
+            for (slot, needle) in found.iter_mut().zip(needles) {
+                if slot.is_none() && line.contains(needle) {
+                    *slot = Some(line.clone());
+                }
+            }
+            if found.iter().all(Option::is_some) {
+                return;
             }
         }
-        None
     })
-    .await
-    .ok()
-    .flatten()
+    .await;
+    found
 }
 
 #[tokio::test]
@@ -198,19 +206,16 @@ async fn behind_a_proxy_without_auth_or_key_the_start_log_says_so() {
     let mut c = tether();
     c.args(["--listen", "127.0.0.1:0", "--trusted-proxies", "127.0.0.1"]);
     let mut child = c.spawn().unwrap();
-    let auth = log_line(&mut child, "auth = \"off\"").await;
-    assert!(
-        auth.as_deref().is_some_and(|l| l.contains("any client id")),
-        "no auth warning: {auth:?}"
-    );
+    let found = log_lines(&mut child, &["auth = \"off\"", "no api_key"]).await;
     child.kill().await.unwrap();
-    let mut c = tether();
-    c.args(["--listen", "127.0.0.1:0", "--trusted-proxies", "127.0.0.1"]);
-    let mut child = c.spawn().unwrap();
-    let key = log_line(&mut child, "no api_key").await;
     assert!(
-        key.as_deref().is_some_and(|l| l.contains("401")),
-        "no api_key warning: {key:?}"
+        found[0]
+            .as_deref()
+            .is_some_and(|l| l.contains("any client id")),
+        "no auth warning: {found:?}"
     );
-    child.kill().await.unwrap();
+    assert!(
+        found[1].as_deref().is_some_and(|l| l.contains("401")),
+        "no api_key warning: {found:?}"
+    );
 }

@@ -8,43 +8,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::redis::Redis;
+use common::redis::{Redis, node, wait_status};
 use common::*;
 use serde_json::Value;
-
-/// A node of the cluster on `redis`, with `extra` keys.
-async fn node(redis: &Redis, id: &str, extra: &[(&str, &str)]) -> TestServer {
-    let url = redis.url();
-    let mut keys = vec![
-        ("redis_url", url.as_str()),
-        ("node_id", id),
-        ("node_ttl", "2s"),
-        // Generous: three nodes and the test share two cores, and a count or listing is short
-        // when a node answers late. The killed-node test shortens it.
-        ("cluster_reply_timeout", "3s"),
-    ];
-    keys.extend_from_slice(extra);
-    let s = start(config(&keys)).await;
-    wait_health(s.addr, "ok").await;
-    s
-}
-
-/// Waits (bounded) until `/health` reports `status`.
-async fn wait_health(addr: SocketAddr, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, _, body) = http(addr, "GET", "/health", &[], "").await;
-        let v = json(&body);
-        if v["status"] == status {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "health never became {status}: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
     let (status, _, text) = http(addr, "POST", path, &[], body).await;
@@ -440,7 +406,7 @@ async fn a_redis_outage_degrades_to_local_delivery_and_heals() {
     let (a, b) = (node(&redis, "a", &[]).await, node(&redis, "b", &[]).await);
     let (mut frank, _) = connect(a.addr, "frank").await;
     redis.stop();
-    wait_health(a.addr, "degraded").await;
+    wait_status(a.addr, "degraded").await;
     // Local delivery goes on, flagged partial.
     let (status, v) = post(
         a.addr,
@@ -456,7 +422,7 @@ async fn a_redis_outage_degrades_to_local_delivery_and_heals() {
     assert_eq!(recv_json(&mut frank).await["type"], "local");
     // Nobody here and Redis down, as B knows by now: the caller hears it was not delivered.
     // (A push B sends before it noticed may fail on the dead connection mid-call: 504.)
-    wait_health(b.addr, "degraded").await;
+    wait_status(b.addr, "degraded").await;
     let (status, v) = post(
         b.addr,
         "/api/v1/push",
@@ -476,8 +442,8 @@ async fn a_redis_outage_degrades_to_local_delivery_and_heals() {
 
     // Redis comes back empty: nodes resubscribe and rewrite presence by themselves.
     redis.restart();
-    wait_health(a.addr, "ok").await;
-    wait_health(b.addr, "ok").await;
+    wait_status(a.addr, "ok").await;
+    wait_status(b.addr, "ok").await;
     push_until_delivered(b.addr, "frank", "back").await;
     assert_eq!(recv_json(&mut frank).await["type"], "back");
     let (_, v) = post(
@@ -505,7 +471,7 @@ async fn a_restarted_node_clears_its_stale_presence() {
         )
     };
     let (first, addr) = spawn(run(&url)).await;
-    wait_health(addr, "ok").await;
+    wait_status(addr, "ok").await;
     let (_ws, _) = connect(addr, "ida").await;
     eventually(a.addr, "/api/v1/presence/ida", "ida online", |p| {
         p["online"] == true
@@ -514,7 +480,7 @@ async fn a_restarted_node_clears_its_stale_presence() {
     signal(&first, libc::SIGKILL);
     let (_second, addr) = spawn(run(&url)).await;
     let restarted = Instant::now();
-    wait_health(addr, "ok").await;
+    wait_status(addr, "ok").await;
     eventually(a.addr, "/api/v1/presence/ida", "ida offline", |p| {
         p["online"] == false
     })
@@ -551,7 +517,7 @@ async fn a_killed_node_drops_out_and_its_client_resumes_elsewhere() {
         ],
     );
     let (child, doomed) = spawn(cmd).await;
-    wait_health(doomed, "ok").await;
+    wait_status(doomed, "ok").await;
 
     let mut ws = connect_raw(doomed, "/ws?client_id=gina&since=0:0")
         .await
@@ -627,7 +593,7 @@ async fn a_stalled_redis_answers_uncertain_and_never_delivers_twice() {
         (504, Some("engine_timeout")),
         "{v}"
     );
-    wait_health(a.addr, "ok").await;
+    wait_status(a.addr, "ok").await;
     push_until_delivered(b.addr, "jo", "marker").await;
     let mut once = 0;
     loop {
@@ -701,7 +667,7 @@ async fn the_embedding_handle_answers_for_the_whole_cluster() {
     assert_eq!(u16::from(close.code), 4002);
 
     redis.stop();
-    wait_health(a.addr, "degraded").await;
+    wait_status(a.addr, "degraded").await;
     match a.handle.push_everywhere("emma", "lost", None).await {
         Err(tether::EngineError::Unavailable(_)) => {}
         other => panic!("expected Unavailable, got {other:?}"),
@@ -731,15 +697,15 @@ async fn nodes_join_over_tls_and_refuse_an_untrusted_redis() {
     };
     let (_a_proc, a) = spawn(node("tls-a", true)).await;
     let (_b_proc, b) = spawn(node("tls-b", true)).await;
-    wait_health(a, "ok").await;
-    wait_health(b, "ok").await;
+    wait_status(a, "ok").await;
+    wait_status(b, "ok").await;
     let (mut on_b, _) = connect(b, "tess").await;
     let (status, v) = post(a, "/api/v1/push", r#"{"client_id":"tess","type":"sealed"}"#).await;
     assert_eq!((status, v["delivered"].as_u64()), (200, Some(1)), "{v}");
     assert_eq!(recv_json(&mut on_b).await["type"], "sealed");
 
     let (_c_proc, c) = spawn(node("tls-c", false)).await;
-    let health = wait_health(c, "degraded").await;
+    let health = wait_status(c, "degraded").await;
     assert_eq!(health["node"], "tls-c", "{health}");
     let (status, v) = post(c, "/api/v1/push", r#"{"client_id":"tess","type":"x"}"#).await;
     assert_eq!(status, 503, "an untrusted Redis is not used: {v}");

@@ -8,36 +8,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::redis::Redis;
+use common::redis::{Redis, node};
 use common::*;
 use serde_json::Value;
 
 const SECRET: &str = "a-cluster-secret-of-some-length";
-
-/// A node of the cluster on `redis`, with `extra` keys.
-async fn node(redis: &Redis, id: &str, extra: &[(&str, &str)]) -> TestServer {
-    let url = redis.url();
-    let mut keys = vec![
-        ("redis_url", url.as_str()),
-        ("node_id", id),
-        ("node_ttl", "2s"),
-        ("cluster_reply_timeout", "3s"),
-    ];
-    keys.extend_from_slice(extra);
-    let s = start(config(&keys)).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, _, body) = http(s.addr, "GET", "/health", &[], "").await;
-        if json(&body)["status"] == "ok" {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {id} never became ok: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn push(via: SocketAddr, client_id: &str, kind: &str) -> Value {
     let body = format!(r#"{{"client_id":"{client_id}","type":"{kind}"}}"#);

@@ -174,3 +174,38 @@ impl Redis {
         panic!("redis-server did not come back on port {}", self.port);
     }
 }
+
+/// A node of the cluster on `redis` (node id `id`, `node_ttl` 2 s, a generous
+/// `cluster_reply_timeout`), with `extra` keys, once its `/health` says `ok`.
+pub async fn node(redis: &Redis, id: &str, extra: &[(&str, &str)]) -> super::TestServer {
+    let url = redis.url();
+    let mut keys = vec![
+        ("redis_url", url.as_str()),
+        ("node_id", id),
+        ("node_ttl", "2s"),
+        // Generous: three nodes and the test share two cores, and a count or listing is short
+        // when a node answers late. The killed-node test shortens it.
+        ("cluster_reply_timeout", "3s"),
+    ];
+    keys.extend_from_slice(extra);
+    let s = super::start(super::config(&keys)).await;
+    wait_status(s.addr, "ok").await;
+    s
+}
+
+/// Waits (bounded, 15 s) until `/health` reports `status`; its answer.
+pub async fn wait_status(addr: std::net::SocketAddr, status: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, _, body) = super::http(addr, "GET", "/health", &[], "").await;
+        let v = super::json(&body);
+        if v["status"] == status {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health never said {status}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
