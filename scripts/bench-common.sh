@@ -25,10 +25,15 @@ wait_health() {
 # builds) in the background; sets SERVER_PID.
 # The load tool keeps hundreds of handshakes in flight from each source address: more than
 # max_http_connections_per_ip (64) allows one address, so the benches lift that cap.
+# (A build from before that key, given as SERVER_BIN for an A/B, does not get the flag.)
 start_tether() {
   local port=$1; shift
-  RUST_LOG=${SERVER_LOG:-warn} "${PIN_SERVER[@]}" "${SERVER_BIN:-target/release/tether}" --listen "127.0.0.1:$port" --demo-page false \
-    --max-http-connections-per-ip 0 "$@" \
+  local bin=${SERVER_BIN:-target/release/tether} lift=()
+  if "$bin" --help 2>/dev/null | grep -q -- --max-http-connections-per-ip; then
+    lift=(--max-http-connections-per-ip 0)
+  fi
+  RUST_LOG=${SERVER_LOG:-warn} "${PIN_SERVER[@]}" "$bin" --listen "127.0.0.1:$port" --demo-page false \
+    "${lift[@]}" "$@" \
     >>"$OUT/tether-server.log" 2>&1 &
   SERVER_PID=$!
   SERVER_PIDS+=("$SERVER_PID")
