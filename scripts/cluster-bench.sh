@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cluster benchmarks (PROTOCOL §9), on loopback only, with a real redis-server started here in a
+# Cluster benchmarks (docs/protocol.md §9), on loopback only, with a real redis-server started here in a
 # temp dir (stopped on exit, whatever happens):
 #
 #   broadcast  one node × N clients, then 2 nodes × N/2 through Redis, same sitting: a broadcast

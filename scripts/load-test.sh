@@ -182,7 +182,7 @@ if wants migrate; then
   done
 fi
 if wants webhooks; then
-  # Webhooks during a reconnect storm (PROTOCOL §10): a sink (scripts/webhook-sink.mjs) on
+  # Webhooks during a reconnect storm (docs/protocol.md §10): a sink (scripts/webhook-sink.mjs) on
   # WEBHOOK_PORT counts what arrives; tether POSTs every event to it, signed with a random
   # secret (given to both through the environment, not the command line); `storm` connects N
   # clients, drops them all, reconnects them all and ends them. Then the script waits (at most
@@ -208,7 +208,7 @@ if wants webhooks; then
   bench webhooks-storm storm -n "$N" --wave-timeout 60s --url "$URL" --server-pid "$SERVER_PID" \
     --source "$(src 12)"
   storm_end_ms=$(date +%s%3N)
-  # What PROTOCOL §10 and src/webhooks/mod.rs give for this run: a connect and a disconnect per
+  # What docs/protocol.md §10 and src/webhooks/mod.rs give for this run: a connect and a disconnect per
   # session (E1 in wave 1, E2 back in wave 2), one `online` per client id (the reconnect is
   # within offline_grace, 5 s, so it sends neither `offline` nor `online`), one `offline` per
   # client id 5 s after the end (its last session ended and it did not come back).

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// A webhook receiver for benchmarks (PROTOCOL §10): counts every event tether POSTs and answers
+// A webhook receiver for benchmarks (docs/protocol.md §10): counts every event tether POSTs and answers
 // 204 at once. Node only (node:http, node:crypto), no npm packages; loopback only.
 //
 //   WEBHOOK_SECRET=... node scripts/webhook-sink.mjs --port 18090 [--out FILE] \

@@ -1,6 +1,6 @@
 //! Admission: connection slots under the global and per-address limits. A slot is taken before
 //! the upgrade answers 101 and released by drop, however the connection ends. Per-address limits
-//! charge [`limit_key`]: IPv6 by /64, IPv4-mapped IPv6 as the IPv4 address (PROTOCOL §13).
+//! charge [`limit_key`]: IPv6 by /64, IPv4-mapped IPv6 as the IPv4 address (docs/protocol.md §13).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};

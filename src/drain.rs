@@ -1,4 +1,4 @@
-//! Taking the sessions down when the server stops (PROTOCOL §6): `drain` tells everyone and
+//! Taking the sessions down when the server stops (docs/protocol.md §6): `drain` tells everyone and
 //! waits, `restart` migrates them to other nodes at a paced rate instead of all at once. A
 //! second stop request cuts either short.
 

@@ -20,7 +20,7 @@ pub enum Error {
     IdempotencyKeyReused,
     /// API key missing or wrong.
     Unauthorized,
-    /// No `api_key` is set and the API call is not from a direct local caller (PROTOCOL §13).
+    /// No `api_key` is set and the API call is not from a direct local caller (docs/protocol.md §13).
     ApiNotLocal,
     /// The upgrade's token is missing or invalid; the string says what is wrong.
     BadToken(String),

@@ -1,4 +1,4 @@
-//! The WebSocket upgrade: every check has a named refusal (PROTOCOL.md §1), then admission, then
+//! The WebSocket upgrade: every check has a named refusal (docs/protocol.md §1), then admission, then
 //! the 101 answer and the hand-over of the upgraded socket to a session task.
 //!
 //! Nothing of the request is kept past this point: the session gets its client id, its address

@@ -11,7 +11,7 @@ pub const CHANNEL_MAX: usize = 256;
 pub const CLIENT_ID_MAX: usize = 256;
 
 /// Checks a channel name: non-empty, bounded, no control characters. The one rule for channel
-/// names: client `subscribe` / `publish`, the API and the engines all call it (PROTOCOL §13).
+/// names: client `subscribe` / `publish`, the API and the engines all call it (docs/protocol.md §13).
 pub fn valid_channel(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > CHANNEL_MAX {
         return Err(format!("channel names are 1 to {CHANNEL_MAX} bytes"));
@@ -23,7 +23,7 @@ pub fn valid_channel(name: &str) -> Result<(), String> {
 }
 
 /// Checks a client id: 1 to [`CLIENT_ID_MAX`] bytes, no control characters. The one rule for
-/// client ids: the handshake, a token's `sub`, the API and the engines all call it (PROTOCOL
+/// client ids: the handshake, a token's `sub`, the API and the engines all call it (docs/protocol.md
 /// §13), so the API cannot store for an id that can never connect.
 pub fn valid_client_id(id: &str) -> Result<(), &'static str> {
     if id.is_empty() {

@@ -3,20 +3,23 @@
 //! channel or everyone over HTTP — or, when embedded, through a [`Handle`].
 //!
 //! # Layout
-//! Layers go one way, top to bottom (a module uses only those below it):
-//! - `server`: accept loop, per-connection hyper serving, shutdown orchestration; `edge`: the
-//!   thread that accepts, serves HTTP and completes handshakes beside the worker threads.
-//! - `http` (routing, `api`, `pages`, `query`, `reply`): the HTTP side of the listener.
-//! - `handshake`: upgrade checks with one named refusal each, client identity.
-//! - `session` (`driver`, `commands`, `close`): one connection's task; `socket`: tungstenite
-//!   driven directly on a TCP socket; `tls`; `deflate`: permessage-deflate beside tungstenite.
-//! - [`Handle`] (`handle`), [`Handler`] (`handler`), `reaper`: what pushes, what is called
-//!   back, what owns time.
-//! - `state`: what every layer shares (small); `admission`: connection slots.
-//! - `cluster`: nodes joined through Redis (routing, presence, the Redis engine); `engine`:
-//!   streams, history and idempotency behind one trait (memory on one node).
-//! - `registry`: sessions by id, client id and channel; fan-out. `outbox`: a session's shared half
-//!   (liveness stamp, bounded queue, close request).
+//! Layers go one way, top to bottom (a module uses only those below it); the README's map says
+//! the same, and a test checks that both name every module:
+//! - `server` (accept loop, shutdown orchestration), `drain` (drain or paced restart),
+//!   `edge` (the thread that accepts, serves HTTP and completes handshakes), `sockets`
+//!   (descriptor permits, the per-address HTTP cap).
+//! - `http` (routing, API, pages), `reply` and `query` (response and query helpers).
+//! - `handshake` (upgrade checks, one named refusal each), `identity` (client id and address),
+//!   `admission` (slots and per-address limits); [`auth`] (tokens).
+//! - `session` (one connection's task), `socket` (tungstenite on TCP), `tls`, `deflate`
+//!   (permessage-deflate beside tungstenite).
+//! - [`Handle`] (`handle`), [`Handler`] (`handler`), `reaper` (owns time), `webhooks`,
+//!   `dashboard`.
+//! - `state`: what every layer shares (small).
+//! - `cluster` (nodes joined through Redis: routing, presence, the Redis engine); `engine`
+//!   (streams, history and idempotency behind one trait; memory on one node).
+//! - `registry` (sessions by id, client id and channel; fan-out), `listing` (session listings),
+//!   `outbox` (a session's shared half), `rate` (the inbound rate bucket).
 //! - [`protocol`], [`config`], `metrics`, `error`, `id`, `clock`, [`shutdown`]: the bottom.
 //!
 //! # Embedding

@@ -85,7 +85,7 @@ pub struct Totals {
 /// A `tether_closes_total` label: a defined close code, or `other` for whatever else a peer sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum CloseLabel {
-    /// A code PROTOCOL §4 or RFC 6455 defines.
+    /// A code docs/protocol.md §4 or RFC 6455 defines.
     Code(u16),
     /// Anything else.
     Other,

@@ -1,4 +1,4 @@
-//! The wire protocol: the JSON envelope, message and error codes, close codes (PROTOCOL.md §2, §4).
+//! The wire protocol: the JSON envelope, message and error codes, close codes (docs/protocol.md §2, §4).
 //!
 //! Outbound envelopes are written by hand around the caller's raw `data` so that `data` reaches
 //! clients byte for byte (no round trip through a generic JSON value) and each message is
@@ -37,7 +37,7 @@ pub mod close {
     /// The token expired and was not refreshed.
     pub const TOKEN_EXPIRED: u16 = 4004;
 
-    /// Whether `code` is one PROTOCOL §4 or RFC 6455 defines, so it may be a metrics label;
+    /// Whether `code` is one docs/protocol.md §4 or RFC 6455 defines, so it may be a metrics label;
     /// anything else a peer sends is counted as "other".
     pub fn is_known(code: u16) -> bool {
         matches!(code, 1000..=1003 | 1005..=1015 | 4001..=4004)
@@ -70,7 +70,7 @@ pub mod err {
     pub const INVALID_TOKEN: &str = "invalid_token";
 }
 
-/// Types only the server sends (PROTOCOL §2): refused from client `publish` and from the API.
+/// Types only the server sends (docs/protocol.md §2): refused from client `publish` and from the API.
 pub const RESERVED_TYPES: &[&str] = &[
     "welcome",
     "heartbeat_ack",

@@ -1,4 +1,4 @@
-//! The inbound message rate limit (`client_message_rate`, PROTOCOL §2): a token bucket per
+//! The inbound message rate limit (`client_message_rate`, docs/protocol.md §2): a token bucket per
 //! session with a burst of twice the rate, and the patience before a flood is closed with 1008.
 
 /// The inbound rate limiter's state (a token bucket), touched only by the session task.

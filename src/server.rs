@@ -155,7 +155,7 @@ impl Server {
     }
 }
 
-/// Says at start what a deployment exposes that its operator may not expect (PROTOCOL §13).
+/// Says at start what a deployment exposes that its operator may not expect (docs/protocol.md §13).
 fn startup_warnings(shared: &Shared, addr: SocketAddr) {
     let c = &shared.config;
     let public = !addr.ip().is_loopback();

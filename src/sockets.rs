@@ -7,7 +7,7 @@
 //! a session that ends frees an admission slot at once, and the next upgrade gets in whichever
 //! permit it was accepted on.
 //!
-//! One address may hold at most `max_http_connections_per_ip` permits for plain HTTP (PROTOCOL
+//! One address may hold at most `max_http_connections_per_ip` permits for plain HTTP (docs/protocol.md
 //! §13), so no single peer spends the spare permits: the count rides on the permit and goes back
 //! when the connection ends or its permit passes to a session (an upgraded connection is governed
 //! by admission's `max_connections_per_ip` instead). Addresses are keyed as admission keys them.

@@ -1,4 +1,4 @@
-//! Honest accounting (PROTOCOL §3, §4): a dropped TCP connection is 1006 in metrics and in the
+//! Honest accounting (docs/protocol.md §3, §4): a dropped TCP connection is 1006 in metrics and in the
 //! handler, undefined peer codes are bucketed as `other`, a panicking `on_connect` leaves no
 //! ghost, an evicted session's TCP ends with its 4001 frame, and session ids are 64-bit and distinct.
 

@@ -1,4 +1,4 @@
-//! The HTTP API (PROTOCOL §5): push, broadcast, publish, sessions, auth, errors, metrics.
+//! The HTTP API (docs/protocol.md §5): push, broadcast, publish, sessions, auth, errors, metrics.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Who may use the HTTP API (PROTOCOL §13): with no `api_key`, only a direct local caller; a
+//! Who may use the HTTP API (docs/protocol.md §13): with no `api_key`, only a direct local caller; a
 //! request that came through a proxy (a trusted one, or any that left a forwarding header) is
 //! refused with 401 saying to set the key, so a reverse proxy never opens the API by accident.
 

@@ -1,4 +1,4 @@
-//! Closes tether starts write what is queued first (PROTOCOL §5, §6): an admin close right
+//! Closes tether starts write what is queued first (docs/protocol.md §5, §6): an admin close right
 //! after pushes, a drain that times out, `restart`, and a drain with `shutdown_timeout = 0`.
 
 mod common;

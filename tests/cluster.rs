@@ -1,4 +1,4 @@
-//! A cluster (PROTOCOL §9): several nodes on one real redis-server behave as one big node —
+//! A cluster (docs/protocol.md §9): several nodes on one real redis-server behave as one big node —
 //! pushes, publishes, broadcasts, presence, listings, idempotency keys and history cross nodes;
 //! a node killed with SIGKILL drops out within `node_ttl` and its client resumes elsewhere with
 //! nothing lost; a Redis outage degrades to local delivery and heals by itself.

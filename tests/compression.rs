@@ -1,4 +1,4 @@
-//! permessage-deflate (PROTOCOL §11) against a real server with a client that negotiates and
+//! permessage-deflate (docs/protocol.md §11) against a real server with a client that negotiates and
 //! inflates by itself: the negotiation's answer, one compressed form per fan-out going to every
 //! negotiated client (and the plain frame to the others), smaller bytes on the wire, the
 //! `compression_min_size` threshold, compressed client messages, and a compression bomb that

@@ -1,4 +1,4 @@
-//! Push delivery (PROTOCOL §5): 202 stored vs 404 no_session, pushes to one session id, and
+//! Push delivery (docs/protocol.md §5): 202 stored vs 404 no_session, pushes to one session id, and
 //! idempotency keys that deliver once and answer a retry as the first call was answered.
 
 mod common;

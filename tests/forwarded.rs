@@ -1,4 +1,4 @@
-//! The client address behind a proxy (PROTOCOL §1), through real sockets: `X-Forwarded-For` is
+//! The client address behind a proxy (docs/protocol.md §1), through real sockets: `X-Forwarded-For` is
 //! believed only from `trusted_proxies`, walked right to left, and an entry that does not parse
 //! stops the walk, so a client cannot inject an address.
 

@@ -1,4 +1,4 @@
-//! Every refusal of PROTOCOL §1 happens before the upgrade, with its status and JSON error body.
+//! Every refusal of docs/protocol.md §1 happens before the upgrade, with its status and JSON error body.
 
 mod common;
 

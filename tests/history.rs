@@ -1,4 +1,4 @@
-//! History and resume (PROTOCOL §8): offline pushes stored and replayed on `since`, exact seqs
+//! History and resume (docs/protocol.md §8): offline pushes stored and replayed on `since`, exact seqs
 //! and order then live ones; `recovered: false` for another epoch, trimmed or expired history
 //! and evicted streams; channel resume through `subscribe`; the history endpoint.
 

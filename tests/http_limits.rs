@@ -1,4 +1,4 @@
-//! The plain HTTP limits of PROTOCOL §13 as a client meets them: a request body must arrive
+//! The plain HTTP limits of docs/protocol.md §13 as a client meets them: a request body must arrive
 //! within `http_body_timeout` (408 `body_timeout`, and the connection is closed), and one address
 //! holds at most `max_http_connections_per_ip` connections that are not (yet) WebSocket sessions
 //! (429 `too_many_connections`); a trusted proxy is not held to that cap.

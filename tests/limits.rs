@@ -1,4 +1,4 @@
-//! The limits of PROTOCOL §12 as a client meets them: an oversized request head gets 431, a
+//! The limits of docs/protocol.md §12 as a client meets them: an oversized request head gets 431, a
 //! stalled reader is cut off by bytes queued (4003), channels per session, sessions per client id,
 //! inbound message rate (`rate_limited`, then 1008) and connect rate per address (429).
 

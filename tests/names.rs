@@ -1,4 +1,4 @@
-//! Client ids and channel names (PROTOCOL §13): one rule each, the same in the handshake, the
+//! Client ids and channel names (docs/protocol.md §13): one rule each, the same in the handshake, the
 //! API and the engines. An id the handshake refuses (too long, a control character) gets 400
 //! `bad_client_id` from every API endpoint that takes one, and nothing is stored for it.
 

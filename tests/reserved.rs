@@ -1,4 +1,4 @@
-//! Reserved types (PROTOCOL §2): only the server sends `welcome`, `shutdown`, `error`, ...; a
+//! Reserved types (docs/protocol.md §2): only the server sends `welcome`, `shutdown`, `error`, ...; a
 //! client publish using one gets `reserved_type` and reaches nobody, the API answers 400.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Resume under load (PROTOCOL §8): dozens of clients drop their connection at random moments
+//! Resume under load (docs/protocol.md §8): dozens of clients drop their connection at random moments
 //! and resume with `since` while a pusher keeps pushing to each of them; every client must end
 //! with every seq exactly once and in order, whatever the joint looked like.
 

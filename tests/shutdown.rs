@@ -1,4 +1,4 @@
-//! Shutdown (PROTOCOL §6): drain and restart modes, /health and upgrades while draining, and a
+//! Shutdown (docs/protocol.md §6): drain and restart modes, /health and upgrades while draining, and a
 //! second stop request cutting the drain short.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Webhooks (PROTOCOL §10) against a real HTTP receiver on loopback: the events and their order,
+//! Webhooks (docs/protocol.md §10) against a real HTTP receiver on loopback: the events and their order,
 //! the signature (`t=,v1=` over "<t>.<body>") and the event id a retry repeats, the secret from
 //! a file, online/offline with the grace, retries after failures, a slow receiver, and events
 //! given up (and counted) after `webhook_retry_for`.

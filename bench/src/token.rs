@@ -1,4 +1,4 @@
-//! Access tokens for servers with `auth = "on"` (PROTOCOL §7): HS256 JWTs whose `sub` is the
+//! Access tokens for servers with `auth = "on"` (docs/protocol.md §7): HS256 JWTs whose `sub` is the
 //! client id, minted from the same secret file the server reads. Each worker mints its clients'
 //! tokens before its first connect, so the connect figures measure the server, not HMAC.
 //!

@@ -1,4 +1,4 @@
-//! Tokens (PROTOCOL §7): verify JWTs, read claims, hold key sets, reload them on SIGHUP.
+//! Tokens (docs/protocol.md §7): verify JWTs, read claims, hold key sets, reload them on SIGHUP.
 
 use std::collections::HashSet;
 use std::fmt;

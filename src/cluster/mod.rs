@@ -1,4 +1,4 @@
-//! The cluster (PROTOCOL §9): tether nodes that share one Redis behave as one big node.
+//! The cluster (docs/protocol.md §9): tether nodes that share one Redis behave as one big node.
 //!
 //! - **Routing.** Each node listens on its own topic (`<prefix>:to:<node>`), on `<prefix>:all`, and
 //!   on a channel's topic only while it has local subscribers. A push to a client id goes, in

@@ -126,7 +126,7 @@ pub struct KeyDoc {
 /// Declares every key once: the `Config` struct, its `Default`, [`KEYS`] and [`KEY_DOCS`].
 macro_rules! keys {
     ($( $(#[$attr:meta])* $name:ident : $ty:ty = $default:expr, $hint:literal, $help:literal; )*) => {
-        /// The whole server configuration; see README "Configuration" for each key.
+        /// The whole server configuration; docs/configuration.md describes each key.
         #[serde_as]
         #[derive(Debug, Clone, Serialize, Deserialize)]
         #[serde(deny_unknown_fields, default)]

@@ -1,4 +1,4 @@
-//! permessage-deflate (RFC 7692, PROTOCOL §11) next to tungstenite, which has none.
+//! permessage-deflate (RFC 7692, docs/protocol.md §11) next to tungstenite, which has none.
 //!
 //! tungstenite 0.30 fails any frame with RSV1 set and has no extension hook (its
 //! permessage-deflate pull request is still open). Rather than fork it or re-implement its
@@ -55,7 +55,7 @@ thread_local! {
 /// `payload` compressed as one permessage-deflate message with a window of `window_bits`
 /// (9..=15), the trailing `00 00 ff ff` removed. Incompressible data comes out a few bytes
 /// larger (stored blocks), and is sent so all the same: what is compressed depends on its size
-/// alone (PROTOCOL §11). None only for a window tether does not offer.
+/// alone (docs/protocol.md §11). None only for a window tether does not offer.
 pub fn compress(payload: &[u8], window_bits: u8) -> Option<Bytes> {
     let slot = usize::from(window_bits.checked_sub(9)?);
     COMPRESSORS.with(|c| {

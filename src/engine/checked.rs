@@ -1,5 +1,5 @@
 //! The engine as everyone else holds it: every stream key and idempotency target is checked by
-//! the one rule for client ids and channel names (PROTOCOL §13) before the engine behind builds
+//! the one rule for client ids and channel names (docs/protocol.md §13) before the engine behind builds
 //! a key from it, whoever the caller is. The API and the handshake refuse bad names first, with
 //! their own errors; this is the floor under them, so no path can store under a name that can
 //! never connect or subscribe (a 900 KB id, a NUL byte).

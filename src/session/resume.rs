@@ -1,4 +1,4 @@
-//! Resuming a stream (PROTOCOL §8): the hand-over described in `engine/mod.rs`, run once for the
+//! Resuming a stream (docs/protocol.md §8): the hand-over described in `engine/mod.rs`, run once for the
 //! client stream while a session opens and once per `subscribe` to a channel. Whatever the
 //! outcome, the gate is gone when it returns, so a settled session carries nothing of it.
 

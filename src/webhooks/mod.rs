@@ -1,4 +1,4 @@
-//! Webhooks (PROTOCOL §10): `connect`, `disconnect`, `online` and `offline` events POSTed as
+//! Webhooks (docs/protocol.md §10): `connect`, `disconnect`, `online` and `offline` events POSTed as
 //! JSON to `webhook_url`, signed with `webhook_secret` (or `webhook_secret_file`), at least
 //! once, in order per client id. Each event gets its `X-Tether-Event-Id` when it is queued, so
 //! every retry repeats it and a receiver can drop a duplicate; see docs/webhooks.md.

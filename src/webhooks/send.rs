@@ -1,7 +1,7 @@
 //! Sending one lane's events: an HTTP client with timeouts (hyper's, with rustls for https),
 //! the `X-Tether-Event-Id` and `X-Tether-Signature` headers, and retries with backoff.
 //!
-//! The signature is `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` (PROTOCOL §13):
+//! The signature is `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` (docs/protocol.md §13):
 //! the timestamp is signed with the body, so a captured request cannot be replayed after a
 //! receiver's staleness window, and it is the time of each attempt, so a retry after a long
 //! outage is not stale. The event id stays the same across attempts: it is how a receiver

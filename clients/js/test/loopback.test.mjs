@@ -1,6 +1,6 @@
 // tether.js against a real WebSocket server on 127.0.0.1 (real sockets, real timers).
 // The server is the small RFC 6455 one in loopback-ws.mjs, played by each test as tether
-// would per PROTOCOL.md. Every wait is on an event with a timeout, never a bare sleep.
+// would per docs/protocol.md. Every wait is on an event with a timeout, never a bare sleep.
 
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
