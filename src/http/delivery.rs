@@ -54,30 +54,12 @@ type Answer = (StatusCode, String);
 pub async fn push(shared: &Shared, b: PushBody<'_>) -> Result<Response<Body>, Error> {
     check_type(&b.kind)?;
     let data = b.data.map(RawValue::get);
-    let (target, work) = match (&b.client_id, &b.session_id) {
+    let key = b.idempotency_key.as_deref();
+    match (&b.client_id, &b.session_id) {
         (Some(client_id), None) => {
             client_id_ok(client_id)?;
             let target = Target::Client(client_id.as_ref().into());
-            (target, Either::Client(client_id))
-        }
-        (None, Some(session_id)) => {
-            // Not a session id tether could have made: no session has it, and its idempotency
-            // key is not worth a claim.
-            if SessionId::parse(session_id).is_none() {
-                return Err(Error::UnknownSession);
-            }
-            let target = Target::Session(session_id.as_ref().into());
-            (target, Either::Session(session_id))
-        }
-        _ => {
-            return Err(Error::InvalidBody(
-                "give exactly one of `client_id` and `session_id`".into(),
-            ));
-        }
-    };
-    let work = async {
-        match work {
-            Either::Client(client_id) => {
+            let work = async {
                 let sent = shared
                     .handle
                     .push_everywhere(client_id, &b.kind, data)
@@ -95,8 +77,18 @@ pub async fn push(shared: &Shared, b: PushBody<'_>) -> Result<Response<Body>, Er
                     ),
                     seq => (StatusCode::OK, answer_body(seq, &sent)),
                 })
+            };
+            let digest = digest(&target, &b.kind, data);
+            idempotent(shared, target, key, &digest, work).await
+        }
+        (None, Some(session_id)) => {
+            // Not a session id tether could have made: no session has it, and its idempotency
+            // key is not worth a claim.
+            if SessionId::parse(session_id).is_none() {
+                return Err(Error::UnknownSession);
             }
-            Either::Session(session_id) => {
+            let target = Target::Session(session_id.as_ref().into());
+            let work = async {
                 let sent = shared
                     .handle
                     .push_session_everywhere(session_id, &b.kind, data)
@@ -104,17 +96,14 @@ pub async fn push(shared: &Shared, b: PushBody<'_>) -> Result<Response<Body>, Er
                     .map_err(unavailable)?
                     .ok_or(Error::UnknownSession)?;
                 Ok((StatusCode::OK, answer_body(None, &sent)))
-            }
+            };
+            let digest = digest(&target, &b.kind, data);
+            idempotent(shared, target, key, &digest, work).await
         }
-    };
-    let digest = digest(&target, &b.kind, data);
-    idempotent(shared, target, b.idempotency_key.as_deref(), &digest, work).await
-}
-
-/// The two targets of a push.
-enum Either<'a> {
-    Client(&'a str),
-    Session(&'a str),
+        _ => Err(Error::InvalidBody(
+            "give exactly one of `client_id` and `session_id`".into(),
+        )),
+    }
 }
 
 /// Answers a publish.
