@@ -1,7 +1,7 @@
 //! The one error type of the HTTP side (upgrade refusals and API errors), with exhaustive maps to
 //! HTTP status and JSON error code, so each refusal has exactly one status and one code.
 
-use hyper::StatusCode;
+use hyper::{Method, StatusCode};
 
 use crate::protocol::json_str;
 
@@ -50,8 +50,8 @@ pub enum Error {
     BodyTimeout(std::time::Duration),
     /// No route for this path.
     NotFound,
-    /// The route exists but not for this method.
-    MethodNotAllowed(&'static str),
+    /// The route exists but not for this method; these are the ones it takes.
+    MethodNotAllowed(&'static [Method]),
     /// The client id has no live session.
     NoSession,
     /// No session with this id.
@@ -173,7 +173,9 @@ impl Error {
                 format!("the request body did not arrive within {t:?} (http_body_timeout)")
             }
             Error::NotFound => "no such path".into(),
-            Error::MethodNotAllowed(allowed) => format!("method not allowed here; use {allowed}"),
+            Error::MethodNotAllowed(allowed) => {
+                format!("method not allowed here; use {}", allow_list(allowed))
+            }
             Error::NoSession => "that client id has no live session".into(),
             Error::UnknownSession => "no session with that id".into(),
             Error::HistoryOff => "history is off on this server (history_size = 0)".into(),
@@ -197,6 +199,12 @@ impl Error {
             json_str(&self.message())
         )
     }
+}
+
+/// The methods of a `405`, as its `Allow` header and its message list them.
+pub fn allow_list(methods: &[Method]) -> String {
+    let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    names.join(", ")
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
-use crate::error::Error;
+use crate::error::{Error, allow_list};
 
 /// Every response body is a complete buffer.
 pub type Body = Full<Bytes>;
@@ -45,9 +45,10 @@ pub fn error_response(e: &Error) -> Response<Body> {
             HeaderValue::from_static("13"),
         );
     }
-    if let Error::MethodNotAllowed(allow) = e {
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    if let Error::MethodNotAllowed(allowed) = e {
+        let allow = HeaderValue::from_str(&allow_list(allowed))
+            .expect("method names are valid header text");
+        r.headers_mut().insert(header::ALLOW, allow);
     }
     r
 }

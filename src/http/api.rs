@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode, header};
+use hyper::http::request::Parts;
+use hyper::{Response, StatusCode, header};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
 use percent_encoding::percent_decode_str;
 
-use super::delivery;
+use super::{Endpoint, delivery};
 use crate::error::Error;
 use crate::id::SessionId;
 use crate::listing;
@@ -37,21 +38,22 @@ struct BroadcastBody<'a> {
     data: Option<&'a RawValue>,
 }
 
-/// Answers one `/api/*` request.
+/// Answers one `/api/*` request; `head` and `body` are its parts.
 pub async fn answer(
     shared: &Arc<Shared>,
-    req: Request<Incoming>,
+    head: &Parts,
+    body: Incoming,
+    endpoint: Endpoint<'_>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let path = req.uri().path().to_string();
-    let endpoint = endpoint_name(&path);
-    let result = match authorize(shared, &req, peer) {
-        Ok(()) => dispatch(shared, req, &path).await,
+    let result = match authorize(shared, head, peer) {
+        Ok(()) => dispatch(shared, head, body, endpoint).await,
         Err(e) => Err(e),
     };
     let (res, label) = match result {
         Ok(r) => (r, "ok"),
         Err(e) => {
+            let path = head.uri.path();
             log::debug!("api {path} from {peer}: {} ({})", e.code(), e.message());
             let mut res = error_response(&e);
             if matches!(e, Error::BodyTimeout(_)) {
@@ -65,36 +67,24 @@ pub async fn answer(
             (res, e.code())
         }
     };
-    shared.metrics.api(endpoint, label);
+    shared.metrics.api(endpoint.label(), label);
     res
-}
-
-fn endpoint_name(path: &str) -> &'static str {
-    match path {
-        "/api/v1/push" => "push",
-        "/api/v1/broadcast" => "broadcast",
-        "/api/v1/publish" => "publish",
-        p if p.starts_with("/api/v1/sessions") => "sessions",
-        p if p.starts_with("/api/v1/history/") => "history",
-        p if p.starts_with("/api/v1/presence/") => "presence",
-        _ => "other",
-    }
 }
 
 /// With a key, the caller must present it. Without one, only a direct local caller may use the
 /// API (PROTOCOL §13), unless `api_open` says anyone may: a loopback peer that is not a trusted proxy and sent no forwarding
 /// header, so a reverse proxy on the same host never opens the API to the internet by accident.
-fn authorize(shared: &Shared, req: &Request<Incoming>, peer: SocketAddr) -> Result<(), Error> {
+fn authorize(shared: &Shared, head: &Parts, peer: SocketAddr) -> Result<(), Error> {
     let Some(key) = &shared.api_key else {
         // `api_open = true` is the operator's explicit choice of an API without a key.
-        return if shared.config.api_open || is_direct_local(shared, req, peer) {
+        return if shared.config.api_open || is_direct_local(shared, head, peer) {
             Ok(())
         } else {
             Err(Error::ApiNotLocal)
         };
     };
-    let given = req
-        .headers()
+    let given = head
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         .unwrap_or_default();
@@ -107,13 +97,13 @@ fn authorize(shared: &Shared, req: &Request<Incoming>, peer: SocketAddr) -> Resu
 
 /// A loopback peer that is not a trusted proxy and whose request carries no sign of having been
 /// forwarded: the header check also covers a proxy the operator forgot to list.
-fn is_direct_local(shared: &Shared, req: &Request<Incoming>, peer: SocketAddr) -> bool {
+fn is_direct_local(shared: &Shared, head: &Parts, peer: SocketAddr) -> bool {
     let ip = peer.ip();
     let ip = match ip {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
         v4 => v4,
     };
-    let h = req.headers();
+    let h = &head.headers;
     ip.is_loopback()
         && !shared.config.trusted_proxies.iter().any(|p| p.contains(ip))
         && !["x-forwarded-for", "x-real-ip", "forwarded"]
@@ -128,51 +118,43 @@ fn key_matches(given: &[u8], key: &[u8]) -> bool {
 
 async fn dispatch(
     shared: &Shared,
-    req: Request<Incoming>,
-    path: &str,
+    head: &Parts,
+    body: Incoming,
+    endpoint: Endpoint<'_>,
 ) -> Result<Response<Body>, Error> {
-    let method = req.method().clone();
-    match path {
-        "/api/v1/push" | "/api/v1/broadcast" | "/api/v1/publish" => {
-            if method != Method::POST {
-                return Err(Error::MethodNotAllowed("POST"));
-            }
-            let body = read_body(req, shared.config.http_body_timeout).await?;
-            match path {
-                "/api/v1/push" => delivery::push(shared, parse(&body)?).await,
-                "/api/v1/publish" => delivery::publish(shared, parse(&body)?).await,
-                _ => {
-                    let b: BroadcastBody<'_> = parse(&body)?;
-                    delivery::check_type(&b.kind)?;
-                    let sent = shared
-                        .handle
-                        .broadcast_everywhere(&b.kind, b.data.map(RawValue::get))
-                        .await;
-                    Ok(json(StatusCode::OK, delivery::answer_body(None, &sent)))
-                }
-            }
+    if endpoint == Endpoint::OtherApi {
+        return Err(Error::NotFound);
+    }
+    if !endpoint.permits(&head.method) {
+        return Err(Error::MethodNotAllowed(endpoint.allowed()));
+    }
+    let query = head.uri.query();
+    let timeout = shared.config.http_body_timeout;
+    match endpoint {
+        Endpoint::Push => delivery::push(shared, parse(&read_body(body, timeout).await?)?).await,
+        Endpoint::Publish => {
+            delivery::publish(shared, parse(&read_body(body, timeout).await?)?).await
         }
-        p if p.starts_with("/api/v1/history/") => {
-            if method != Method::GET {
-                return Err(Error::MethodNotAllowed("GET"));
-            }
-            let raw = &p["/api/v1/history/".len()..];
-            let client_id = percent_decode_str(raw)
-                .decode_utf8()
-                .map_err(|_| Error::BadClientId("not valid UTF-8"))?;
-            delivery::client_id_ok(&client_id)?;
-            let since = match req.uri().query().and_then(|q| query_param(q, "since")) {
+        Endpoint::Broadcast => {
+            let body = read_body(body, timeout).await?;
+            let b: BroadcastBody<'_> = parse(&body)?;
+            delivery::check_type(&b.kind)?;
+            let sent = shared
+                .handle
+                .broadcast_everywhere(&b.kind, b.data.map(RawValue::get))
+                .await;
+            Ok(json(StatusCode::OK, delivery::answer_body(None, &sent)))
+        }
+        Endpoint::History(raw) => {
+            let client_id = client_id_from_path(raw)?;
+            let since = match query.and_then(|q| query_param(q, "since")) {
                 Some(Ok(s)) => Some(s.into_owned()),
                 Some(Err(())) => return Err(Error::InvalidBody("since is not valid UTF-8".into())),
                 None => None,
             };
             delivery::history(shared, &client_id, since.as_deref()).await
         }
-        "/api/v1/sessions" => {
-            if method != Method::GET {
-                return Err(Error::MethodNotAllowed("GET"));
-            }
-            let query = req.uri().query();
+        Endpoint::Sessions => {
             let filter = match query.and_then(|q| query_param(q, "client_id")) {
                 Some(Ok(c)) => {
                     delivery::client_id_ok(&c)?;
@@ -187,22 +169,8 @@ async fn dispatch(
                 list_sessions(shared, filter.as_deref(), page).await?,
             ))
         }
-        p if p.starts_with("/api/v1/presence/") => {
-            if method != Method::GET {
-                return Err(Error::MethodNotAllowed("GET"));
-            }
-            let raw = &p["/api/v1/presence/".len()..];
-            let client_id = percent_decode_str(raw)
-                .decode_utf8()
-                .map_err(|_| Error::BadClientId("not valid UTF-8"))?;
-            delivery::client_id_ok(&client_id)?;
-            presence(shared, &client_id).await
-        }
-        p if p.starts_with("/api/v1/sessions/") => {
-            if method != Method::DELETE {
-                return Err(Error::MethodNotAllowed("DELETE"));
-            }
-            let id = &p["/api/v1/sessions/".len()..];
+        Endpoint::Presence(raw) => presence(shared, &client_id_from_path(raw)?).await,
+        Endpoint::Session(id) => {
             let closed = shared
                 .handle
                 .disconnect_everywhere(id)
@@ -219,6 +187,15 @@ async fn dispatch(
         }
         _ => Err(Error::NotFound),
     }
+}
+
+/// A client id from the path, percent-decoded and checked by the handshake's rule.
+fn client_id_from_path(raw: &str) -> Result<Cow<'_, str>, Error> {
+    let client_id = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| Error::BadClientId("not valid UTF-8"))?;
+    delivery::client_id_ok(&client_id)?;
+    Ok(client_id)
 }
 
 /// `GET /api/v1/presence/{client_id}`: this node's sessions, or the cluster's live nodes'.
@@ -245,8 +222,8 @@ async fn presence(shared: &Shared, client_id: &str) -> Result<Response<Body>, Er
 
 /// Reads the whole body within `deadline` from now: one bound on the total, so a body trickled
 /// a byte at a time cannot hold its connection (and descriptor) for longer than that.
-async fn read_body(req: Request<Incoming>, deadline: Duration) -> Result<bytes::Bytes, Error> {
-    let read = Limited::new(req.into_body(), API_BODY_MAX).collect();
+async fn read_body(body: Incoming, deadline: Duration) -> Result<bytes::Bytes, Error> {
+    let read = Limited::new(body, API_BODY_MAX).collect();
     match tokio::time::timeout(deadline, read)
         .await
         .map_err(|_| Error::BodyTimeout(deadline))?

@@ -3,18 +3,21 @@
 
 mod api;
 mod delivery;
+mod endpoint;
 mod pages;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response};
+use hyper::{Request, Response};
 
 use crate::error::Error;
 use crate::handshake;
 use crate::reply::{Body, error_response};
 use crate::state::Shared;
+
+pub use endpoint::Endpoint;
 
 /// Dispatches one request.
 pub async fn route(
@@ -22,26 +25,39 @@ pub async fn route(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let path = req.uri().path();
-    if path == shared.config.ws_path {
+    if req.uri().path() == shared.config.ws_path {
         return handshake::upgrade(&shared, req, peer);
     }
-    if path.starts_with("/api/") {
+    let (head, body) = req.into_parts();
+    let Some(endpoint) = Endpoint::parse(head.uri.path()) else {
+        return error_response(&Error::NotFound);
+    };
+    if endpoint.is_api() {
         // On the edge thread: a broadcast here only enqueues and wakes (in paced slices); the
         // sessions' socket writes run on the workers. Measured: handing the API to the main
         // runtime instead cost a third of the broadcast throughput (128,000 against 186,000
         // deliveries/s to 19,000 sessions on one core).
-        return api::answer(&shared, req, peer).await;
+        return api::answer(&shared, &head, body, endpoint, peer).await;
     }
-    let get = req.method() == Method::GET || req.method() == Method::HEAD;
-    match path {
-        "/health" if get => pages::health(&shared),
-        "/metrics" if get => pages::metrics(&shared),
-        "/" if get && shared.config.demo_page => pages::demo(),
-        "/tether.js" if get && shared.config.demo_page => pages::client_js(),
-        "/dashboard" if get && shared.config.dashboard => pages::dashboard(),
-        "/dashboard/data" if get && shared.config.dashboard => pages::dashboard_data(&shared).await,
-        "/health" | "/metrics" => error_response(&Error::MethodNotAllowed("GET")),
+    if !endpoint.served(shared.config.demo_page, shared.config.dashboard) {
+        return error_response(&Error::NotFound);
+    }
+    if !endpoint.permits(&head.method) {
+        // The optional pages have always answered other methods with 404, not 405.
+        return match endpoint {
+            Endpoint::Health | Endpoint::Metrics => {
+                error_response(&Error::MethodNotAllowed(endpoint.allowed()))
+            }
+            _ => error_response(&Error::NotFound),
+        };
+    }
+    match endpoint {
+        Endpoint::Health => pages::health(&shared),
+        Endpoint::Metrics => pages::metrics(&shared),
+        Endpoint::Demo => pages::demo(),
+        Endpoint::ClientJs => pages::client_js(),
+        Endpoint::Dashboard => pages::dashboard(),
+        Endpoint::DashboardData => pages::dashboard_data(&shared).await,
         _ => error_response(&Error::NotFound),
     }
 }

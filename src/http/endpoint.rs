@@ -1,0 +1,191 @@
+//! Every route tether serves besides the WebSocket path, written once: a request's path is
+//! parsed into an [`Endpoint`] once, and routing, the API's metrics label, the `405` answer's
+//! `Allow` header and the check that `ws_path` shadows nothing all read it.
+
+use hyper::Method;
+
+/// A built-in route, known from the path alone (the method is checked against it afterwards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    /// `POST /api/v1/push`.
+    Push,
+    /// `POST /api/v1/broadcast`.
+    Broadcast,
+    /// `POST /api/v1/publish`.
+    Publish,
+    /// `GET /api/v1/sessions`: the listing.
+    Sessions,
+    /// `DELETE /api/v1/sessions/{session_id}`.
+    Session(&'a str),
+    /// `GET /api/v1/history/{client_id}`, the client id still percent-encoded.
+    History(&'a str),
+    /// `GET /api/v1/presence/{client_id}`, the client id still percent-encoded.
+    Presence(&'a str),
+    /// Any other path under `/api/`: the API answers it (401 before 404), so it is its own.
+    OtherApi,
+    /// `GET /health`.
+    Health,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /`, the demo page (only with `demo_page`).
+    Demo,
+    /// `GET /tether.js`, the browser client (only with `demo_page`).
+    ClientJs,
+    /// `GET /dashboard` (only with `dashboard`).
+    Dashboard,
+    /// `GET /dashboard/data` (only with `dashboard`).
+    DashboardData,
+}
+
+const POST: &[Method] = &[Method::POST];
+const GET: &[Method] = &[Method::GET];
+const DELETE: &[Method] = &[Method::DELETE];
+
+impl<'a> Endpoint<'a> {
+    /// The route `path` names, whatever the method; `None` for a path tether does not serve.
+    pub fn parse(path: &'a str) -> Option<Endpoint<'a>> {
+        if let Some(api) = path.strip_prefix("/api/") {
+            return Some(Endpoint::parse_api(api));
+        }
+        Some(match path {
+            "/health" => Endpoint::Health,
+            "/metrics" => Endpoint::Metrics,
+            "/" => Endpoint::Demo,
+            "/tether.js" => Endpoint::ClientJs,
+            "/dashboard" => Endpoint::Dashboard,
+            "/dashboard/data" => Endpoint::DashboardData,
+            _ => return None,
+        })
+    }
+
+    /// A path under `/api/`, without that prefix.
+    fn parse_api(path: &'a str) -> Endpoint<'a> {
+        let Some(path) = path.strip_prefix("v1/") else {
+            return Endpoint::OtherApi;
+        };
+        match path {
+            "push" => Endpoint::Push,
+            "broadcast" => Endpoint::Broadcast,
+            "publish" => Endpoint::Publish,
+            "sessions" => Endpoint::Sessions,
+            _ => {
+                if let Some(id) = path.strip_prefix("sessions/") {
+                    Endpoint::Session(id)
+                } else if let Some(id) = path.strip_prefix("history/") {
+                    Endpoint::History(id)
+                } else if let Some(id) = path.strip_prefix("presence/") {
+                    Endpoint::Presence(id)
+                } else {
+                    Endpoint::OtherApi
+                }
+            }
+        }
+    }
+
+    /// Whether the API answers it (behind its key, counted in `tether_api_requests_total`).
+    pub fn is_api(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::Push
+                | Endpoint::Broadcast
+                | Endpoint::Publish
+                | Endpoint::Sessions
+                | Endpoint::Session(_)
+                | Endpoint::History(_)
+                | Endpoint::Presence(_)
+                | Endpoint::OtherApi
+        )
+    }
+
+    /// The methods it takes, as a `405` lists them in `Allow`; empty where there is nothing.
+    pub fn allowed(&self) -> &'static [Method] {
+        match self {
+            Endpoint::Push | Endpoint::Broadcast | Endpoint::Publish => POST,
+            Endpoint::Session(_) => DELETE,
+            Endpoint::OtherApi => &[],
+            Endpoint::Sessions
+            | Endpoint::History(_)
+            | Endpoint::Presence(_)
+            | Endpoint::Health
+            | Endpoint::Metrics
+            | Endpoint::Demo
+            | Endpoint::ClientJs
+            | Endpoint::Dashboard
+            | Endpoint::DashboardData => GET,
+        }
+    }
+
+    /// Whether it takes `method`. The pages also answer HEAD (for probes; hyper sends the head
+    /// without the body); the API takes only what it lists.
+    pub fn permits(&self, method: &Method) -> bool {
+        self.allowed().contains(method) || (*method == Method::HEAD && !self.is_api())
+    }
+
+    /// Whether this configuration serves it: the demo page and the dashboard can be turned off.
+    pub fn served(&self, demo_page: bool, dashboard: bool) -> bool {
+        match self {
+            Endpoint::Demo | Endpoint::ClientJs => demo_page,
+            Endpoint::Dashboard | Endpoint::DashboardData => dashboard,
+            _ => true,
+        }
+    }
+
+    /// The `endpoint` label of `tether_api_requests_total` (dashboards and alerts read it).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Endpoint::Push => "push",
+            Endpoint::Broadcast => "broadcast",
+            Endpoint::Publish => "publish",
+            Endpoint::Sessions | Endpoint::Session(_) => "sessions",
+            Endpoint::History(_) => "history",
+            Endpoint::Presence(_) => "presence",
+            Endpoint::OtherApi => "other",
+            Endpoint::Health => "health",
+            Endpoint::Metrics => "metrics",
+            Endpoint::Demo => "demo",
+            Endpoint::ClientJs => "client_js",
+            Endpoint::Dashboard => "dashboard",
+            Endpoint::DashboardData => "dashboard_data",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_api_path_parses_to_its_endpoint_and_label() {
+        let cases = [
+            ("/api/v1/push", Endpoint::Push, "push"),
+            ("/api/v1/broadcast", Endpoint::Broadcast, "broadcast"),
+            ("/api/v1/publish", Endpoint::Publish, "publish"),
+            ("/api/v1/sessions", Endpoint::Sessions, "sessions"),
+            ("/api/v1/sessions/ab", Endpoint::Session("ab"), "sessions"),
+            (
+                "/api/v1/history/a%20b",
+                Endpoint::History("a%20b"),
+                "history",
+            ),
+            ("/api/v1/presence/", Endpoint::Presence(""), "presence"),
+            ("/api/v1/nothing", Endpoint::OtherApi, "other"),
+            ("/api/v2/push", Endpoint::OtherApi, "other"),
+        ];
+        for (path, endpoint, label) in cases {
+            assert_eq!(Endpoint::parse(path), Some(endpoint), "{path}");
+            assert_eq!(endpoint.label(), label, "{path}");
+        }
+        assert_eq!(Endpoint::parse("/api"), None);
+        assert_eq!(Endpoint::parse("/nothing"), None);
+    }
+
+    #[test]
+    fn pages_answer_head_and_the_api_only_what_it_lists() {
+        assert!(Endpoint::Health.permits(&Method::HEAD));
+        assert!(!Endpoint::Health.permits(&Method::POST));
+        assert!(!Endpoint::Sessions.permits(&Method::HEAD));
+        assert!(Endpoint::Session("x").permits(&Method::DELETE));
+        assert!(!Endpoint::OtherApi.permits(&Method::GET));
+        assert_eq!(Endpoint::Push.allowed(), &[Method::POST]);
+    }
+}
