@@ -59,6 +59,17 @@ impl Server {
 
     /// A server that hands unknown message types and binary frames to `handler`.
     pub fn with_handler(config: Config, handler: impl Handler) -> io::Result<Server> {
+        // Checked here, not in `Config::validate`: http owns the routes and already depends on
+        // config, so config asking http would make a cycle.
+        if http::builtin_route(&config.ws_path, config.demo_page, config.dashboard) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "ws_path: `{}` collides with a built-in route",
+                    config.ws_path
+                ),
+            ));
+        }
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(tls::load(cert, key)?),
             _ => None,

@@ -90,6 +90,15 @@ async fn unknown_keys_and_bad_values_stop_startup_naming_the_field() {
     let mut c = tether();
     c.env("TETHER_SEND_QUEUE", "lots");
     assert!(startup_error(c).await.contains("send_queue"));
+
+    // Checked where the server is built (http owns the routes), still a config error.
+    let mut c = tether();
+    c.args(["--listen", "127.0.0.1:0", "--ws-path", "/health"]);
+    assert!(
+        startup_error(c)
+            .await
+            .contains("ws_path: `/health` collides")
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -330,30 +330,6 @@ impl Config {
         if !self.ws_path.starts_with('/') {
             return err(format!("ws_path: `{}` must start with /", self.ws_path));
         }
-        // Only the routes that are served collide: a front end with the demo page off may
-        // connect at `ws://host/`.
-        let pages: &[&str] = if self.demo_page {
-            &["/", "/tether.js"]
-        } else {
-            &[]
-        };
-        let dashboard: &[&str] = if self.dashboard {
-            &["/dashboard", "/dashboard/data"]
-        } else {
-            &[]
-        };
-        if self.ws_path.starts_with("/api/")
-            || ["/health", "/metrics"]
-                .iter()
-                .chain(pages)
-                .chain(dashboard)
-                .any(|r| *r == self.ws_path)
-        {
-            return err(format!(
-                "ws_path: `{}` collides with a built-in route",
-                self.ws_path
-            ));
-        }
         for (key, d) in [
             ("heartbeat_interval", self.heartbeat_interval),
             ("heartbeat_timeout", self.heartbeat_timeout),
@@ -581,14 +557,6 @@ mod tests {
         };
         assert!(c.validate().unwrap_err().0.starts_with("tls_key"));
         assert!(Config::default().validate().is_ok());
-    }
-
-    #[test]
-    fn ws_path_may_be_the_root_when_the_demo_page_is_off() {
-        let e = Config::with(&[("ws_path", "/")]).unwrap_err().0;
-        assert!(e.contains("collides"), "{e}");
-        assert!(Config::with(&[("ws_path", "/"), ("demo_page", "false")]).is_ok());
-        assert!(Config::with(&[("ws_path", "/health"), ("demo_page", "false")]).is_err());
     }
 
     #[test]

@@ -150,6 +150,12 @@ impl<'a> Endpoint<'a> {
     }
 }
 
+/// Whether a configuration with these pages serves `path` itself, so a `ws_path` equal to it
+/// would hide that route (or be hidden by it).
+pub fn builtin_route(path: &str, demo_page: bool, dashboard: bool) -> bool {
+    Endpoint::parse(path).is_some_and(|e| e.served(demo_page, dashboard))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +193,29 @@ mod tests {
         assert!(Endpoint::Session("x").permits(&Method::DELETE));
         assert!(!Endpoint::OtherApi.permits(&Method::GET));
         assert_eq!(Endpoint::Push.allowed(), &[Method::POST]);
+    }
+
+    #[test]
+    fn builtin_routes_follow_the_pages_served() {
+        assert!(builtin_route("/", true, true));
+        assert!(!builtin_route("/", false, true));
+        assert!(builtin_route("/health", false, false));
+        assert!(builtin_route("/api/anything", false, false));
+        assert!(builtin_route("/dashboard/data", false, true));
+        assert!(!builtin_route("/dashboard", true, false));
+        assert!(!builtin_route("/ws", true, true));
+    }
+
+    #[tokio::test]
+    async fn ws_path_may_be_the_root_when_the_demo_page_is_off() {
+        let refused = |pairs: &[(&str, &str)]| {
+            crate::Server::new(crate::Config::with(pairs).unwrap())
+                .err()
+                .map(|e| e.to_string())
+        };
+        let e = refused(&[("ws_path", "/")]).unwrap();
+        assert!(e.contains("collides"), "{e}");
+        assert!(refused(&[("ws_path", "/"), ("demo_page", "false")]).is_none());
+        assert!(refused(&[("ws_path", "/health"), ("demo_page", "false")]).is_some());
     }
 }

@@ -17,7 +17,7 @@ use crate::handshake;
 use crate::reply::{Body, error_response};
 use crate::state::Shared;
 
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, builtin_route};
 
 /// Dispatches one request.
 pub async fn route(
