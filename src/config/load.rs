@@ -242,7 +242,7 @@ mod tests {
     }
 
     #[test]
-    fn help_defaults_come_from_the_constants() {
+    fn help_defaults_are_the_real_defaults() {
         assert_eq!(
             Config::default_text("heartbeat_interval").as_deref(),
             Some("30s")
@@ -253,5 +253,18 @@ mod tests {
             Some("127.0.0.1:8080")
         );
         assert_eq!(Config::default_text("api_key"), None);
+        // Each text `--help` shows, given back as a flag, is the default itself.
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        for key in KEYS {
+            let Some(text) = Config::default_text(key) else {
+                continue;
+            };
+            let given = match defaults[*key] {
+                toml::Value::Array(_) => continue,
+                _ => flags(&[(key, &text)]).unwrap(),
+            };
+            let given = toml::Table::try_from(given).unwrap();
+            assert_eq!(given[*key], defaults[*key], "{key} = {text}");
+        }
     }
 }

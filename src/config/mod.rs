@@ -17,66 +17,13 @@ use serde_with::serde_as;
 pub use load::{ConfigError, Sources};
 pub use values::{CommaList, Dur, OptDur, Proxy, Scalar, Secret, SecretText, Text, Unset};
 
-/// Default bind address: loopback, so a bare `tether` is never exposed by accident.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
-/// Default WebSocket upgrade path.
-pub const DEFAULT_WS_PATH: &str = "/ws";
-/// Default server Ping period, advertised to clients in `welcome`.
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
-/// Default silence after which a session is evicted with 4001.
-pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default period of the reaper's scan.
-pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(1);
-/// Default largest inbound message and frame, in bytes.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
-/// Default number of frames queued per session before it counts as a slow consumer.
-pub const DEFAULT_SEND_QUEUE: usize = 1024;
-/// Default longest drain on shutdown.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default most sessions one client id may hold (tabs, devices).
-pub const DEFAULT_MAX_SESSIONS_PER_CLIENT: usize = 100;
-/// Default largest request head (request line and headers), in bytes.
-pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 * 1024;
-/// Default most channels one session may subscribe to.
-pub const DEFAULT_MAX_CHANNELS_PER_SESSION: usize = 128;
-/// Default inbound messages per second per session.
-pub const DEFAULT_CLIENT_MESSAGE_RATE: u32 = 100;
-/// Default queued bytes per session before it counts as a slow consumer.
-pub const DEFAULT_SEND_QUEUE_BYTES: usize = 1024 * 1024;
-/// Default time over which `restart` mode spreads its 1012 closes.
-pub const DEFAULT_MIGRATE_WINDOW: Duration = Duration::from_secs(10);
-/// Default time a webhook event is retried.
-pub const DEFAULT_WEBHOOK_RETRY_FOR: Duration = Duration::from_secs(300);
-/// Default time a client id may be gone before `offline`.
-pub const DEFAULT_OFFLINE_GRACE: Duration = Duration::from_secs(5);
-/// How long a push waits for the other nodes' answers (§9).
-pub const DEFAULT_CLUSTER_REPLY_TIMEOUT: Duration = Duration::from_millis(250);
-/// How long a silent node stays in presence (§9).
-pub const DEFAULT_NODE_TTL: Duration = Duration::from_secs(15);
 /// Longest `node_id`: it rides in every cluster message header.
 pub const MAX_NODE_ID_LEN: usize = 64;
-/// Default clock skew tolerated on token times.
-pub const DEFAULT_AUTH_LEEWAY: Duration = Duration::from_secs(5);
-/// Default `history_ttl`: how long a stored message stays replayable.
-pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(300);
-/// Default `history_max_streams`: client ids and channels with history before the least
-/// recently used one goes.
-pub const DEFAULT_HISTORY_MAX_STREAMS: usize = 100_000;
-/// Default `idempotency_window`: how long a push's `idempotency_key` is remembered.
-pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
 /// Default `compression_min_size`: smaller messages are sent uncompressed, where deflate's
 /// framing would eat most of the gain.
 pub const DEFAULT_COMPRESSION_MIN_SIZE: usize = 512;
-/// Default `http_body_timeout`: the longest an API request body may take to arrive (§13).
-pub const DEFAULT_HTTP_BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default `max_http_connections_per_ip`: plain HTTP connections one address may hold (§13).
-pub const DEFAULT_MAX_HTTP_CONNECTIONS_PER_IP: usize = 64;
-/// Default `redis_prefix`: the first word of every Redis key and pub/sub topic.
-pub const DEFAULT_REDIS_PREFIX: &str = "tether";
 /// Longest `redis_prefix`: it rides in every key and topic.
 pub const MAX_REDIS_PREFIX_LEN: usize = 64;
-/// Default `history_max_bytes`: stored history, all streams together (§13).
-pub const DEFAULT_HISTORY_MAX_BYTES: usize = 256 * 1024 * 1024;
 /// Shortest `cluster_secret`: an HMAC key guessable by brute force protects nothing.
 pub const MIN_CLUSTER_SECRET_LEN: usize = 16;
 /// File descriptors kept back from `max_connections = 0` for the listener, logs, HTTP API calls.
@@ -149,18 +96,19 @@ macro_rules! keys {
 }
 
 keys! {
-    listen: SocketAddr = DEFAULT_LISTEN, "ADDR",
+    // Loopback, so a bare `tether` is never exposed by accident.
+    listen: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080), "ADDR",
         "Address to bind; port 0 picks a free port (the chosen address is logged).";
-    ws_path: String = DEFAULT_WS_PATH.to_string(), "PATH",
+    ws_path: String = "/ws".to_string(), "PATH",
         "WebSocket upgrade path.";
     #[serde_as(as = "Dur")]
-    heartbeat_interval: Duration = DEFAULT_HEARTBEAT_INTERVAL, "DURATION",
+    heartbeat_interval: Duration = Duration::from_secs(30), "DURATION",
         "Server Ping period, advertised in `welcome`; must be shorter than the timeout.";
     #[serde_as(as = "Dur")]
-    heartbeat_timeout: Duration = DEFAULT_HEARTBEAT_TIMEOUT, "DURATION",
+    heartbeat_timeout: Duration = Duration::from_secs(60), "DURATION",
         "Silence after which a session is evicted with close 4001.";
     #[serde_as(as = "Dur")]
-    reap_interval: Duration = DEFAULT_REAP_INTERVAL, "DURATION",
+    reap_interval: Duration = Duration::from_secs(1), "DURATION",
         "How often the reaper looks for silent sessions.";
     #[serde_as(as = "Scalar")]
     max_connections: usize = 0, "N",
@@ -169,28 +117,28 @@ keys! {
     max_connections_per_ip: usize = 0, "N",
         "Most concurrent sessions per client address (429 past it); 0 = no limit.";
     #[serde_as(as = "Scalar")]
-    max_sessions_per_client: usize = DEFAULT_MAX_SESSIONS_PER_CLIENT, "N",
+    max_sessions_per_client: usize = 100, "N",
         "Most sessions one client id may hold (429 past it); 0 = no limit.";
     #[serde_as(as = "Scalar")]
     connect_rate_per_ip: u32 = 0, "N",
         "Upgrades per second from one address (burst twice that; 429 past it); 0 = no limit.";
     #[serde_as(as = "Scalar")]
-    max_header_size: usize = DEFAULT_MAX_HEADER_SIZE, "BYTES",
+    max_header_size: usize = 16 * 1024, "BYTES",
         "Largest request head; a larger one gets 431.";
     #[serde_as(as = "Scalar")]
-    max_message_size: usize = DEFAULT_MAX_MESSAGE_SIZE, "BYTES",
+    max_message_size: usize = 64 * 1024, "BYTES",
         "Largest inbound message and frame; larger ones close with 1009.";
     #[serde_as(as = "Scalar")]
-    max_channels_per_session: usize = DEFAULT_MAX_CHANNELS_PER_SESSION, "N",
+    max_channels_per_session: usize = 128, "N",
         "Subscriptions per session; past it `subscribe` gets error too_many_channels.";
     #[serde_as(as = "Scalar")]
-    client_message_rate: u32 = DEFAULT_CLIENT_MESSAGE_RATE, "N",
+    client_message_rate: u32 = 100, "N",
         "Inbound messages per second per session (burst twice that); 0 = no limit.";
     #[serde_as(as = "Scalar")]
-    send_queue: usize = DEFAULT_SEND_QUEUE, "N",
+    send_queue: usize = 1024, "N",
         "Frames queued per session before it is closed as a slow consumer (4003).";
     #[serde_as(as = "Scalar")]
-    send_queue_bytes: usize = DEFAULT_SEND_QUEUE_BYTES, "BYTES",
+    send_queue_bytes: usize = 1024 * 1024, "BYTES",
         "Bytes queued per session before it is closed as a slow consumer (4003).";
     #[serde_as(as = "Scalar")]
     require_client_id: bool = true, "BOOL",
@@ -204,11 +152,13 @@ keys! {
     #[serde_as(as = "Scalar")]
     api_open: bool = false, "BOOL",
         "Allow a non-loopback `listen` without an API key (the API is then open to the network).";
+    // PROTOCOL §13.
     #[serde_as(as = "Dur")]
-    http_body_timeout: Duration = DEFAULT_HTTP_BODY_TIMEOUT, "DURATION",
+    http_body_timeout: Duration = Duration::from_secs(10), "DURATION",
         "Longest time to receive an API request body (408 body_timeout past it).";
+    // PROTOCOL §13.
     #[serde_as(as = "Scalar")]
-    max_http_connections_per_ip: usize = DEFAULT_MAX_HTTP_CONNECTIONS_PER_IP, "N",
+    max_http_connections_per_ip: usize = 64, "N",
         "Plain HTTP connections one address may hold open (429 past it); 0 = no limit.";
     #[serde_as(as = "Scalar")]
     client_publish: bool = false, "BOOL",
@@ -216,10 +166,10 @@ keys! {
     shutdown_mode: ShutdownMode = ShutdownMode::Drain, "MODE",
         "`drain` (tell clients, wait, then 1001) or `restart` (close all with 1012).";
     #[serde_as(as = "Dur")]
-    shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT, "DURATION",
+    shutdown_timeout: Duration = Duration::from_secs(30), "DURATION",
         "Longest drain before the remaining sessions are closed with 1001.";
     #[serde_as(as = "Dur")]
-    migrate_window: Duration = DEFAULT_MIGRATE_WINDOW, "DURATION",
+    migrate_window: Duration = Duration::from_secs(10), "DURATION",
         "In `restart` mode, the time over which sessions are told to reconnect and closed with 1012.";
     #[serde_as(as = "OptDur")]
     max_lifetime: Option<Duration> = None, "DURATION",
@@ -248,7 +198,7 @@ keys! {
     auth_issuer: Option<String> = None, "ISS",
         "When set, a token's `iss` must equal it.";
     #[serde_as(as = "Dur")]
-    auth_leeway: Duration = DEFAULT_AUTH_LEEWAY, "DURATION",
+    auth_leeway: Duration = Duration::from_secs(5), "DURATION",
         "Clock skew tolerated on a token's exp, nbf and iat.";
     #[serde_as(as = "Unset")]
     redis_url: Option<Secret> = None, "URL",
@@ -256,13 +206,15 @@ keys! {
     #[serde_as(as = "Unset")]
     node_id: Option<String> = None, "ID",
         "This node's name in presence, session listings and webhooks; default: host name and pid.";
+    // PROTOCOL §9.
     #[serde_as(as = "Dur")]
-    cluster_reply_timeout: Duration = DEFAULT_CLUSTER_REPLY_TIMEOUT, "DURATION",
+    cluster_reply_timeout: Duration = Duration::from_millis(250), "DURATION",
         "How long a push waits for other nodes' delivery counts before answering `partial`.";
+    // PROTOCOL §9.
     #[serde_as(as = "Dur")]
-    node_ttl: Duration = DEFAULT_NODE_TTL, "DURATION",
+    node_ttl: Duration = Duration::from_secs(15), "DURATION",
         "A node silent this long is dead: it leaves presence and its client ids go offline.";
-    redis_prefix: String = DEFAULT_REDIS_PREFIX.to_string(), "PREFIX",
+    redis_prefix: String = "tether".to_string(), "PREFIX",
         "First word of every Redis key and pub/sub topic; clusters sharing one Redis need different ones.";
     #[serde_as(as = "SecretText")]
     cluster_secret: Option<Secret> = None, "SECRET",
@@ -280,10 +232,10 @@ keys! {
     webhook_secret_file: Option<PathBuf> = None, "FILE",
         "File holding webhook_secret (so it never shows in a process list).";
     #[serde_as(as = "Dur")]
-    webhook_retry_for: Duration = DEFAULT_WEBHOOK_RETRY_FOR, "DURATION",
+    webhook_retry_for: Duration = Duration::from_secs(300), "DURATION",
         "How long a webhook event is retried (with backoff) before it is dropped and counted.";
     #[serde_as(as = "Dur")]
-    offline_grace: Duration = DEFAULT_OFFLINE_GRACE, "DURATION",
+    offline_grace: Duration = Duration::from_secs(5), "DURATION",
         "How long a client id may be gone before its `offline` webhook fires.";
     #[serde_as(as = "Scalar")]
     compression: bool = false, "BOOL",
@@ -298,16 +250,17 @@ keys! {
     history_size: usize = 0, "N",
         "Messages kept per client id and per channel for resume and offline delivery; 0 = off.";
     #[serde_as(as = "Dur")]
-    history_ttl: Duration = DEFAULT_HISTORY_TTL, "DURATION",
+    history_ttl: Duration = Duration::from_secs(300), "DURATION",
         "How long a stored message stays replayable.";
     #[serde_as(as = "Scalar")]
-    history_max_streams: usize = DEFAULT_HISTORY_MAX_STREAMS, "N",
+    history_max_streams: usize = 100_000, "N",
         "Client ids and channels with history; past it the least recently used one is dropped.";
+    // PROTOCOL §13.
     #[serde_as(as = "Scalar")]
-    history_max_bytes: usize = DEFAULT_HISTORY_MAX_BYTES, "BYTES",
+    history_max_bytes: usize = 256 * 1024 * 1024, "BYTES",
         "Stored history of all streams together; past it the least recently used streams are dropped.";
     #[serde_as(as = "Dur")]
-    idempotency_window: Duration = DEFAULT_IDEMPOTENCY_WINDOW, "DURATION",
+    idempotency_window: Duration = Duration::from_secs(300), "DURATION",
         "How long an `idempotency_key` of push or publish is remembered.";
     #[serde_as(as = "Scalar")]
     dashboard: bool = true, "BOOL",
