@@ -78,6 +78,7 @@ pub use handle::{Handle, Sent};
 pub use handler::{Handled, Handler, Session};
 pub use serde_json::value::RawValue;
 pub use server::{Server, bind};
+pub use sockets::raise_fd_limit;
 
 /// Internal parsers of untrusted input, exposed only for the `fuzz/` crate's targets.
 #[cfg(feature = "fuzzing")]

@@ -113,7 +113,7 @@ fn main() -> ExitCode {
         log::debug!("transparent huge pages stay allowed: {e}");
     }
     // Before the config: `max_connections = 0` is derived from the limit in force.
-    match tether::config::raise_fd_limit() {
+    match tether::raise_fd_limit() {
         Ok(n) => log::debug!("open-file limit: {n}"),
         Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
     }

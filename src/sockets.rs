@@ -11,6 +11,9 @@
 //! §13), so no single peer spends the spare permits: the count rides on the permit and goes back
 //! when the connection ends or its permit passes to a session (an upgraded connection is governed
 //! by admission's `max_connections_per_ip` instead). Addresses are keyed as admission keys them.
+//!
+//! The budget is the process's open-file limit less a reserve ([`socket_budget`]), which the
+//! binary first raises to the hard limit ([`raise_fd_limit`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -21,6 +24,9 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::admission::limit_key;
+
+/// File descriptors kept back from `max_connections = 0` for the listener, logs, HTTP API calls.
+const FD_RESERVE: u64 = 100;
 
 /// Permits beyond the session budget, for plain HTTP while every session slot is taken.
 pub const SPARE_PERMITS: usize = 16;
@@ -166,6 +172,42 @@ impl Permit {
     pub fn into_session(self) {
         self.socket.forget();
     }
+}
+
+/// Sockets the process may hold: its descriptor limit minus a reserve for the listener, files
+/// and logs. Every accepted socket counts against it, sessions and plain HTTP alike.
+pub fn socket_budget() -> usize {
+    let (soft, _) = fd_limits().unwrap_or((1024, 1024));
+    soft.saturating_sub(FD_RESERVE).max(1) as usize
+}
+
+/// The soft and hard RLIMIT_NOFILE of this process.
+fn fd_limits() -> Option<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (rc == 0).then_some((lim.rlim_cur, lim.rlim_max))
+}
+
+/// Raises the soft open-file limit to the hard one (a server wants every descriptor it may
+/// have; the shell's default soft limit is often 1024); returns the limit now in force.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let (soft, hard) = fd_limits().ok_or_else(std::io::Error::last_os_error)?;
+    if soft >= hard {
+        return Ok(soft);
+    }
+    let lim = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit only reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(hard)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::auth::{AuthSettings, Verifier};
 use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::cluster::engine::RedisEngine;
-use crate::config::{AuthMode, Config, Secret, ShutdownMode, socket_budget};
+use crate::config::{AuthMode, Config, Secret, ShutdownMode};
 use crate::dashboard::Samples;
 use crate::engine::memory::{MemoryConfig, MemoryEngine};
 use crate::engine::{Checked, Engine, SystemClock};
@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::outbox::QueueLimits;
 use crate::protocol::close;
 use crate::registry::Registry;
-use crate::sockets::Sockets;
+use crate::sockets::{Sockets, socket_budget};
 use crate::webhooks::Webhooks;
 
 /// The server-wide state, one `Arc` of which every connection holds.

@@ -14,6 +14,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_with::serde_as;
 
+use crate::sockets;
+
 pub use load::{ConfigError, Sources};
 pub use values::{CommaList, Dur, OptDur, Proxy, Scalar, Secret, SecretText, Text, Unset};
 
@@ -26,8 +28,6 @@ pub const DEFAULT_COMPRESSION_MIN_SIZE: usize = 512;
 pub const MAX_REDIS_PREFIX_LEN: usize = 64;
 /// Shortest `cluster_secret`: an HMAC key guessable by brute force protects nothing.
 pub const MIN_CLUSTER_SECRET_LEN: usize = 16;
-/// File descriptors kept back from `max_connections = 0` for the listener, logs, HTTP API calls.
-pub const FD_RESERVE: u64 = 100;
 
 /// What to do with live sessions on SIGTERM/SIGINT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -446,46 +446,10 @@ impl Config {
     /// `max_connections`, or when 0 the process's descriptor limit minus a reserve.
     pub fn effective_max_connections(&self) -> usize {
         if self.max_connections > 0 {
-            return self.max_connections.min(socket_budget());
+            return self.max_connections.min(sockets::socket_budget());
         }
-        socket_budget()
+        sockets::socket_budget()
     }
-}
-
-/// Sockets the process may hold: its descriptor limit minus a reserve for the listener, files
-/// and logs. Every accepted socket counts against it, sessions and plain HTTP alike.
-pub fn socket_budget() -> usize {
-    let (soft, _) = fd_limits().unwrap_or((1024, 1024));
-    soft.saturating_sub(FD_RESERVE).max(1) as usize
-}
-
-/// The soft and hard RLIMIT_NOFILE of this process.
-fn fd_limits() -> Option<(u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes into the struct we pass.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    (rc == 0).then_some((lim.rlim_cur, lim.rlim_max))
-}
-
-/// Raises the soft open-file limit to the hard one (a server wants every descriptor it may
-/// have; the shell's default soft limit is often 1024); returns the limit now in force.
-pub fn raise_fd_limit() -> std::io::Result<u64> {
-    let (soft, hard) = fd_limits().ok_or_else(std::io::Error::last_os_error)?;
-    if soft >= hard {
-        return Ok(soft);
-    }
-    let lim = libc::rlimit {
-        rlim_cur: hard,
-        rlim_max: hard,
-    };
-    // SAFETY: setrlimit only reads the struct we pass.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(hard)
 }
 
 #[cfg(test)]
