@@ -5,6 +5,7 @@
 //! parser and errors that name the key), the key list and the `--help` text all come from it.
 
 mod load;
+mod validate;
 mod values;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -277,162 +278,6 @@ keys! {
 }
 
 impl Config {
-    /// Checks relations between keys; run once after every source is applied.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |m: String| Err(ConfigError(m));
-        if !self.ws_path.starts_with('/') {
-            return err(format!("ws_path: `{}` must start with /", self.ws_path));
-        }
-        for (key, d) in [
-            ("heartbeat_interval", self.heartbeat_interval),
-            ("heartbeat_timeout", self.heartbeat_timeout),
-            ("reap_interval", self.reap_interval),
-        ] {
-            if d.is_zero() {
-                return err(format!("{key}: must be greater than zero"));
-            }
-        }
-        if let Some(id) = &self.node_id {
-            let ok = !id.is_empty()
-                && id.len() <= MAX_NODE_ID_LEN
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-            if !ok {
-                return err(format!(
-                    "node_id: `{}` must be 1 to {MAX_NODE_ID_LEN} letters, digits or - _ . :",
-                    id.chars().take(80).collect::<String>()
-                ));
-            }
-        }
-        if let Some(url) = &self.redis_url
-            && let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.0.as_str())
-        {
-            return err(format!("redis_url: not a Redis URL: {e}"));
-        }
-        if self.cluster_reply_timeout.is_zero() {
-            return err("cluster_reply_timeout: must be greater than zero".into());
-        }
-        if self.node_ttl < Duration::from_secs(1) {
-            return err(format!(
-                "node_ttl: {:?} is too short; at least 1s, or a busy node would be declared dead",
-                self.node_ttl
-            ));
-        }
-        if self.heartbeat_interval >= self.heartbeat_timeout {
-            return err(format!(
-                "heartbeat_interval: {:?} must be shorter than heartbeat_timeout {:?}, or clients \
-                 that only answer pings would be evicted",
-                self.heartbeat_interval, self.heartbeat_timeout
-            ));
-        }
-        if self
-            .max_lifetime
-            .is_some_and(|d| d < Duration::from_secs(1))
-        {
-            return err("max_lifetime: must be at least 1s".into());
-        }
-        if self.max_message_size < 128 {
-            return err("max_message_size: must be at least 128 bytes".into());
-        }
-        if self.send_queue == 0 {
-            return err("send_queue: must be at least 1".into());
-        }
-        if self.send_queue_bytes < 1024 {
-            return err("send_queue_bytes: must be at least 1024".into());
-        }
-        if self.max_header_size < 1024 {
-            return err("max_header_size: must be at least 1024 bytes".into());
-        }
-        for (secret, file, set_secret, set_file) in [
-            (
-                "api_key",
-                "api_key_file",
-                self.api_key.is_some(),
-                self.api_key_file.is_some(),
-            ),
-            (
-                "cluster_secret",
-                "cluster_secret_file",
-                self.cluster_secret.is_some(),
-                self.cluster_secret_file.is_some(),
-            ),
-            (
-                "webhook_secret",
-                "webhook_secret_file",
-                self.webhook_secret.is_some(),
-                self.webhook_secret_file.is_some(),
-            ),
-        ] {
-            if set_secret && set_file {
-                return err(format!("{file}: set either {secret} or {file}, not both"));
-            }
-        }
-        if !self.listen.ip().is_loopback() && !self.api_key_set() && !self.api_open {
-            return err(format!(
-                "api_key: listening on {} without an API key would open /api/* to the network; \
-                 set api_key (or api_key_file), listen on a loopback address, or set \
-                 api_open = true to accept that",
-                self.listen
-            ));
-        }
-        if let Some(s) = &self.cluster_secret
-            && s.0.len() < MIN_CLUSTER_SECRET_LEN
-        {
-            return err(format!(
-                "cluster_secret: at least {MIN_CLUSTER_SECRET_LEN} bytes (it keys an HMAC)"
-            ));
-        }
-        let prefix_ok = !self.redis_prefix.is_empty()
-            && self.redis_prefix.len() <= MAX_REDIS_PREFIX_LEN
-            && self
-                .redis_prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !prefix_ok {
-            return err(format!(
-                "redis_prefix: `{}` must be 1 to {MAX_REDIS_PREFIX_LEN} letters, digits or - _ .",
-                self.redis_prefix.chars().take(80).collect::<String>()
-            ));
-        }
-        if self.http_body_timeout.is_zero() {
-            return err("http_body_timeout: must be greater than zero".into());
-        }
-        if self.history_max_bytes < self.max_message_size {
-            return err(format!(
-                "history_max_bytes: {} is smaller than max_message_size {}; one message would \
-                 not fit",
-                self.history_max_bytes, self.max_message_size
-            ));
-        }
-        let key_files = [
-            &self.auth_hmac_secret_file,
-            &self.auth_public_key_file,
-            &self.auth_jwks_file,
-        ];
-        if self.auth == AuthMode::On && key_files.iter().all(|f| f.is_none()) {
-            return err(
-                "auth: \"on\" needs auth_hmac_secret_file, auth_public_key_file or auth_jwks_file"
-                    .into(),
-            );
-        }
-        if self.history_max_streams == 0 {
-            return err("history_max_streams: must be at least 1".into());
-        }
-        if self.history_size > 0 && self.history_ttl.is_zero() {
-            return err("history_ttl: must be greater than zero when history_size is set".into());
-        }
-        if self.idempotency_window.is_zero() {
-            return err("idempotency_window: must be greater than zero".into());
-        }
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(_), None) => return err("tls_key: required when tls_cert is set".into()),
-            (None, Some(_)) => return err("tls_cert: required when tls_key is set".into()),
-            _ => {}
-        }
-        Ok(())
-    }
-
     /// Whether an API key is configured (inline or in a file).
     pub fn api_key_set(&self) -> bool {
         self.api_key.is_some() || self.api_key_file.is_some()
@@ -457,58 +302,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn validation_relations() {
-        let c = Config {
-            heartbeat_interval: Duration::from_secs(60),
-            ..Config::default()
-        };
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .0
-                .starts_with("heartbeat_interval")
-        );
-        let c = Config {
-            tls_cert: Some("a.pem".into()),
-            ..Config::default()
-        };
-        assert!(c.validate().unwrap_err().0.starts_with("tls_key"));
-        assert!(Config::default().validate().is_ok());
-    }
-
-    #[test]
-    fn a_public_listener_needs_a_key_or_api_open() {
-        let public = Config {
-            listen: "0.0.0.0:8080".parse().unwrap(),
-            ..Config::default()
-        };
-        assert!(public.validate().unwrap_err().0.starts_with("api_key:"));
-        let open = Config {
-            api_open: true,
-            ..public.clone()
-        };
-        assert!(open.validate().is_ok());
-        let keyed = Config {
-            api_key: Some(Secret("k".repeat(20))),
-            ..public
-        };
-        assert!(keyed.validate().is_ok());
-    }
-
-    #[test]
     fn empty_secrets_are_errors_not_unset() {
         for key in ["api_key", "cluster_secret", "webhook_secret"] {
             let e = Config::with(&[(key, "")]).unwrap_err().0;
             assert!(e.contains(key) && e.contains("empty"), "{e}");
         }
-    }
-
-    #[test]
-    fn redis_prefix_and_cluster_secret_are_checked() {
-        assert!(Config::with(&[("redis_prefix", "a b")]).is_err());
-        assert!(Config::with(&[("redis_prefix", "app-2")]).is_ok());
-        assert!(Config::with(&[("cluster_secret", "short")]).is_err());
-        assert!(Config::with(&[("cluster_secret", "sixteen-bytes-ok")]).is_ok());
     }
 
     #[test]
