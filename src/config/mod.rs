@@ -50,7 +50,7 @@ impl ShutdownMode {
     }
 }
 
-/// Whether upgrades need a signed token (PROTOCOL §7).
+/// Whether upgrades need a signed token (docs/protocol.md §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
@@ -153,11 +153,11 @@ keys! {
     #[serde_as(as = "Scalar")]
     api_open: bool = false, "BOOL",
         "Allow a non-loopback `listen` without an API key (the API is then open to the network).";
-    // PROTOCOL §13.
+    // docs/protocol.md §13.
     #[serde_as(as = "Dur")]
     http_body_timeout: Duration = Duration::from_secs(10), "DURATION",
         "Longest time to receive an API request body (408 body_timeout past it).";
-    // PROTOCOL §13.
+    // docs/protocol.md §13.
     #[serde_as(as = "Scalar")]
     max_http_connections_per_ip: usize = 64, "N",
         "Plain HTTP connections one address may hold open (429 past it); 0 = no limit.";
@@ -207,11 +207,11 @@ keys! {
     #[serde_as(as = "Unset")]
     node_id: Option<String> = None, "ID",
         "This node's name in presence, session listings and webhooks; default: host name and pid.";
-    // PROTOCOL §9.
+    // docs/protocol.md §9.
     #[serde_as(as = "Dur")]
     cluster_reply_timeout: Duration = Duration::from_millis(250), "DURATION",
         "How long a push waits for other nodes' delivery counts before answering `partial`.";
-    // PROTOCOL §9.
+    // docs/protocol.md §9.
     #[serde_as(as = "Dur")]
     node_ttl: Duration = Duration::from_secs(15), "DURATION",
         "A node silent this long is dead: it leaves presence and its client ids go offline.";
@@ -240,7 +240,7 @@ keys! {
         "How long a client id may be gone before its `offline` webhook fires.";
     #[serde_as(as = "Scalar")]
     compression: bool = false, "BOOL",
-        "Accept permessage-deflate offers (no context takeover either way; PROTOCOL §11).";
+        "Accept permessage-deflate offers (no context takeover either way; docs/protocol.md §11).";
     #[serde_as(as = "Scalar")]
     compression_min_size: usize = DEFAULT_COMPRESSION_MIN_SIZE, "BYTES",
         "With compression, messages of at least this many bytes are sent compressed.";
@@ -256,7 +256,7 @@ keys! {
     #[serde_as(as = "Scalar")]
     history_max_streams: usize = 100_000, "N",
         "Client ids and channels with history; past it the least recently used one is dropped.";
-    // PROTOCOL §13.
+    // docs/protocol.md §13.
     #[serde_as(as = "Scalar")]
     history_max_bytes: usize = 256 * 1024 * 1024, "BYTES",
         "Stored history of all streams together; past it the least recently used streams are dropped.";

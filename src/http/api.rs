@@ -1,4 +1,4 @@
-//! The HTTP push and admin API (PROTOCOL.md §5): push to a client id, publish to a channel,
+//! The HTTP push and admin API (docs/protocol.md §5): push to a client id, publish to a channel,
 //! broadcast, list and close sessions. Request `data` is kept as raw JSON text end to end.
 
 use std::borrow::Cow;
@@ -72,7 +72,7 @@ pub async fn answer(
 }
 
 /// With a key, the caller must present it. Without one, only a direct local caller may use the
-/// API (PROTOCOL §13), unless `api_open` says anyone may: a loopback peer that is not a trusted proxy and sent no forwarding
+/// API (docs/protocol.md §13), unless `api_open` says anyone may: a loopback peer that is not a trusted proxy and sent no forwarding
 /// header, so a reverse proxy on the same host never opens the API to the internet by accident.
 fn authorize(shared: &Shared, head: &Parts, peer: SocketAddr) -> Result<(), Error> {
     let Some(key) = &shared.api_key else {

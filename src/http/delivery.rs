@@ -1,4 +1,4 @@
-//! The delivery endpoints of the API (PROTOCOL §5, §8): push to a client id or one session,
+//! The delivery endpoints of the API (docs/protocol.md §5, §8): push to a client id or one session,
 //! publish to a channel, each with an optional `idempotency_key`, and a client id's history.
 
 use std::borrow::Cow;
@@ -283,7 +283,7 @@ pub async fn history(
 }
 
 /// A client id the API takes: by the handshake's rule, so nothing is stored for an id that can
-/// never connect (PROTOCOL §13); 400 `bad_client_id` otherwise.
+/// never connect (docs/protocol.md §13); 400 `bad_client_id` otherwise.
 pub(super) fn client_id_ok(id: &str) -> Result<(), Error> {
     protocol::valid_client_id(id).map_err(Error::BadClientId)
 }
@@ -293,7 +293,7 @@ pub(super) fn channel_ok(name: &str) -> Result<(), Error> {
     protocol::valid_channel(name).map_err(Error::BadChannel)
 }
 
-/// A pushed message's `type`: non-empty and not one only the server sends (PROTOCOL §2), so a
+/// A pushed message's `type`: non-empty and not one only the server sends (docs/protocol.md §2), so a
 /// backend cannot forge a `shutdown` or a `welcome`.
 pub(super) fn check_type(kind: &str) -> Result<(), Error> {
     if kind.is_empty() {
