@@ -36,49 +36,38 @@
 //! # Ok(()) }
 //! ```
 
-mod admission;
 pub mod auth;
 mod clock;
 mod cluster;
 pub mod config;
-mod dashboard;
-mod deflate;
-mod drain;
-mod edge;
+mod delivery;
 pub(crate) mod engine;
 mod error;
-mod handle;
-mod handler;
 mod handshake;
 mod http;
 mod id;
-mod identity;
-mod listing;
 mod metrics;
+mod net;
 mod outbox;
 pub mod protocol;
 mod query;
-mod rate;
 mod reaper;
 mod registry;
 mod reply;
 mod server;
 mod session;
 pub mod shutdown;
-mod socket;
-mod sockets;
 mod state;
-mod tls;
 mod webhooks;
 
 pub use config::Config;
-pub use drain::Stopped;
+pub use delivery::handle::{Handle, Sent};
+pub use delivery::handler::{Handled, Handler, Session};
 pub use engine::EngineError;
-pub use handle::{Handle, Sent};
-pub use handler::{Handled, Handler, Session};
+pub use net::budget::raise_fd_limit;
 pub use serde_json::value::RawValue;
+pub use server::Stopped;
 pub use server::{Server, bind};
-pub use sockets::raise_fd_limit;
 
 /// Internal parsers of untrusted input, exposed only for the `fuzz/` crate's targets.
 #[cfg(feature = "fuzzing")]
@@ -89,10 +78,10 @@ pub mod fuzz_api {
         Head as WireHead, Kind as WireKind, decode as wire_decode, encode as wire_encode,
         prefix as wire_prefix,
     };
-    pub use crate::deflate::negotiate as deflate_negotiate;
     pub use crate::error::Error;
+    pub use crate::handshake::identity::{client_addr, client_id};
     pub use crate::handshake::{has_token, valid_key};
-    pub use crate::identity::{client_addr, client_id};
-    pub use crate::listing::merge_pages as listing_merge_pages;
+    pub use crate::net::deflate::negotiate as deflate_negotiate;
     pub use crate::query::query_param;
+    pub use crate::registry::listing::merge_pages as listing_merge_pages;
 }

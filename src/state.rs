@@ -7,23 +7,23 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::admission::Admissions;
 use crate::auth::{AuthSettings, Verifier};
 use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::cluster::engine::RedisEngine;
 use crate::config::{AuthMode, Config, Secret, ShutdownMode};
-use crate::dashboard::Samples;
+use crate::delivery::handle::Handle;
+use crate::delivery::handler::Handler;
 use crate::engine::memory::{MemoryConfig, MemoryEngine};
 use crate::engine::{Checked, Engine, SystemClock};
-use crate::handle::Handle;
-use crate::handler::Handler;
 use crate::id::SessionIds;
 use crate::metrics::Metrics;
+use crate::metrics::dashboard::Samples;
+use crate::net::admission::Admissions;
+use crate::net::budget::{Sockets, socket_budget};
 use crate::outbox::QueueLimits;
 use crate::protocol::close;
 use crate::registry::Registry;
-use crate::sockets::{Sockets, socket_budget};
 use crate::webhooks::Webhooks;
 
 /// The server-wide state, one `Arc` of which every connection holds.

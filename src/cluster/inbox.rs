@@ -19,10 +19,10 @@ use super::wire::{self, Head, Kind, Msg};
 use crate::clock::Clock;
 use crate::engine::{Epoch, Live, LiveSink, StreamKey};
 use crate::id::SessionId;
-use crate::listing;
 use crate::outbox::Enqueued;
 use crate::protocol::close;
 use crate::registry::Registry;
+use crate::registry::listing;
 
 /// A reply this node owes another: the node it answers and the encoded reply.
 pub type Outgoing = (String, Vec<u8>);

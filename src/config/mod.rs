@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_with::serde_as;
 
-use crate::sockets;
+use crate::net::budget;
 
 pub use load::{ConfigError, Sources};
 pub use values::{CommaList, Dur, OptDur, Proxy, Scalar, Secret, SecretText, Text, Unset};
@@ -291,9 +291,9 @@ impl Config {
     /// `max_connections`, or when 0 the process's descriptor limit minus a reserve.
     pub fn effective_max_connections(&self) -> usize {
         if self.max_connections > 0 {
-            return self.max_connections.min(sockets::socket_budget());
+            return self.max_connections.min(budget::socket_budget());
         }
-        sockets::socket_budget()
+        budget::socket_budget()
     }
 }
 

@@ -9,9 +9,9 @@ use hyper::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::delivery::handle::Sent;
 use crate::engine::{EngineError, IdempotencyOutcome, Position, RequestDigest, StreamKey, Target};
 use crate::error::Error;
-use crate::handle::Sent;
 use crate::id::SessionId;
 use crate::protocol;
 use crate::reply::{Body, json};

@@ -13,11 +13,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Deserialize;
 
+use super::Identity;
 use crate::clock::unix_now;
+use crate::delivery::handle::now;
+use crate::delivery::handler::{Handled, Session};
 use crate::engine::{Since, StreamKey};
-use crate::handle::now;
-use crate::handler::{Handled, Session};
-use crate::identity::Identity;
 use crate::outbox::Outbox;
 use crate::protocol::{
     self, ChannelData, PublishData, envelope, err, error_envelope, json_str, timestamp,
@@ -329,7 +329,7 @@ fn creates_stream(r: &Reply<'_>, channel: &str) -> Option<bool> {
 }
 
 /// `published` data: the channel, how many got it, its seq with history on.
-pub(super) fn published_body(channel: &str, sent: &crate::handle::Sent) -> String {
+pub(super) fn published_body(channel: &str, sent: &crate::delivery::handle::Sent) -> String {
     let seq = sent
         .seq
         .map(|s| format!(",\"seq\":{s}"))

@@ -13,10 +13,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::close::Ending;
 use super::{Guard, Socket, commands};
-use crate::deflate;
+use crate::net::deflate;
 use crate::outbox::Outbox;
+use crate::outbox::rate::Rate;
 use crate::protocol::close;
-use crate::rate::Rate;
 use crate::state::Shared;
 
 /// Frames read in one poll before the task yields, so one chatty peer cannot hog a worker.

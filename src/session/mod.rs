@@ -12,6 +12,7 @@ mod clustered;
 mod commands;
 mod driver;
 mod resume;
+mod welcome;
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -21,11 +22,13 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 pub use close::CLOSE_GRACE;
+pub use welcome::open_tcp;
 
-use crate::admission::Slot;
+use crate::auth::Claims;
+use crate::delivery::handler::Session;
 use crate::engine::{Since, StreamKey};
-use crate::handler::Session;
-use crate::identity::Identity;
+use crate::net::admission::Slot;
+use crate::outbox::Grants;
 use crate::outbox::Outbox;
 use crate::protocol::{close as codes, envelope, json_str};
 use crate::state::Shared;
@@ -50,7 +53,7 @@ pub fn ws_config(max_message: usize) -> WebSocketConfig {
 }
 
 /// What a session runs on: one object read and written by the same poll loop (no split, no
-/// lock) — [`crate::socket::TcpWs`] on plain TCP, tokio-tungstenite's stream otherwise.
+/// lock) — [`crate::net::socket::TcpWs`] on plain TCP, tokio-tungstenite's stream otherwise.
 pub trait Socket:
     futures_util::Stream<Item = Result<Message, WsError>>
     + futures_util::Sink<Message, Error = WsError>
@@ -269,6 +272,35 @@ fn welcome(
     envelope("welcome", None, None, Some(&data))
 }
 
+/// A connecting client, as far as the handshake established it.
+pub struct Identity {
+    /// The client id; `None` when none is required and none was given (the session id is used).
+    pub client_id: Option<Arc<str>>,
+    /// Token expiry (Unix seconds), with auth on and an `exp` claim.
+    pub expires_at: Option<u64>,
+    /// What the token allows; `None` with auth off.
+    pub grants: Option<Arc<Grants>>,
+}
+
+impl Identity {
+    /// The identity a verified token gives: its `sub`, its expiry and its channel grants.
+    pub fn from_claims(claims: Claims) -> Identity {
+        // Tokens without a `channels` claim all grant the same nothing: one shared value, so
+        // such sessions pay no allocation for it.
+        static NO_CHANNELS: std::sync::LazyLock<Arc<Grants>> =
+            std::sync::LazyLock::new(|| Arc::new(Grants { channels: None }));
+        let grants = match claims.channels {
+            None => Arc::clone(&NO_CHANNELS),
+            channels => Arc::new(Grants { channels }),
+        };
+        Identity {
+            client_id: Some(Arc::from(claims.sub)),
+            expires_at: claims.exp,
+            grants: Some(grants),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,7 +312,7 @@ mod tests {
         let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
             .await
             .unwrap();
-        let ws = crate::socket::TcpWs::new(c, None, ws_config(65536));
+        let ws = crate::net::socket::TcpWs::new(c, None, ws_config(65536));
         let shared = Arc::clone(&crate::Server::new(crate::Config::default()).unwrap().shared);
         let slot = shared
             .admissions

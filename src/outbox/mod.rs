@@ -1,9 +1,13 @@
-//! The shared half of a session: identity, liveness stamp and the bounded outbound queue.
+//! The shared half of a session: identity, liveness stamp and the bounded outbound queue (this
+//! file); `rate`, the inbound rate bucket it carries. It may use only the bottom (auth, engine
+//! types, protocol, id, clock): everything that reaches a session goes through it.
 //!
 //! The session task owns the socket; everyone else (API, reaper, other sessions) reaches it only
 //! through [`Outbox::enqueue`] and [`Outbox::request_close`], which never block and
 //! never touch the socket. The queue is a plain `VecDeque` behind a short lock rather than a channel
 //! because an idle session must cost almost nothing: an empty `VecDeque` allocates no memory.
+
+pub(crate) mod rate;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +22,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::engine::{HandOver, Live, StreamKey};
 use crate::id::SessionId;
-use crate::rate::Bucket;
+use crate::outbox::rate::Bucket;
 
 /// A close the session task should perform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

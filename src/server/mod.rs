@@ -1,4 +1,15 @@
-//! The accept loop, per-connection HTTP serving, and the shutdown orchestration.
+//! The top of the library: the accept loop with its socket permits, per-connection HTTP serving
+//! and the shutdown orchestration (this file); `edge`, the thread that accepts, serves HTTP and
+//! completes handshakes; `drain`, a drain or paced restart when the stop signal comes. It may use
+//! every module; none uses it (the crate root re-exports `Server`, `bind` and `Stopped`). The
+//! stop signal itself is `crate::shutdown`, below everything, because the cluster and the
+//! webhooks listen to it too.
+
+mod drain;
+mod edge;
+
+pub use drain::Stopped;
+use edge::Edge;
 
 use std::convert::Infallible;
 use std::io;
@@ -16,17 +27,16 @@ use tokio::sync::{oneshot, watch};
 
 use crate::auth::Verifier;
 use crate::config::{AuthMode, Config};
-use crate::drain::{self, Stopped};
-use crate::edge::Edge;
+use crate::delivery::handle::Handle;
+use crate::delivery::handler::{Handler, NoHandler};
 use crate::error::Error;
-use crate::handle::Handle;
-use crate::handler::{Handler, NoHandler};
+use crate::http;
+use crate::net::budget::{Permit, PermitCell, Sockets};
+use crate::net::tls;
 use crate::reaper;
 use crate::session::CLOSE_GRACE;
 use crate::shutdown::{AbortOnDrop, Signal};
-use crate::sockets::{Permit, PermitCell, Sockets};
 use crate::state::Shared;
-use crate::{http, tls};
 
 /// hyper's smallest read buffer; a smaller `max_header_size` is still enforced exactly.
 const MIN_HEAD_BUFFER: usize = 8192;

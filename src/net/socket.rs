@@ -5,7 +5,7 @@
 //! job: tungstenite sees an ordinary `Read + Write`, and readiness is registered only for the
 //! direction that would block. TLS and other streams keep using tokio-tungstenite.
 //!
-//! A session that negotiated permessage-deflate reads through [`crate::deflate::Inflater`]
+//! A session that negotiated permessage-deflate reads through [`crate::net::deflate::Inflater`]
 //! (`TcpWs<Box<Inflater>>`); the others through `()`, which costs their future nothing.
 
 use std::io::{self, Read, Write};
@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, WebSocket};
 
-use crate::deflate::Inflater;
+use crate::net::deflate::Inflater;
 
 /// What stands between the socket and tungstenite on the way in.
 pub trait Inbound: Send + Unpin + 'static {

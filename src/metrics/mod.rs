@@ -1,7 +1,11 @@
-//! Counters behind `/metrics` (Prometheus text exposition) and `/health`.
+//! Operator views: counters behind `/metrics` (Prometheus text exposition) and `/health` (this
+//! file), and `dashboard`, the samples the reaper records for `/dashboard`. It may use only the
+//! bottom (protocol, engine stats, clock).
 //!
 //! Hot-path counters are plain atomics; labelled families with low event rates (refusals, closes,
 //! API results) sit behind a small mutex.
+
+pub(crate) mod dashboard;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::admission::limit_key;
+use crate::net::admission::limit_key;
 
 /// File descriptors kept back from `max_connections = 0` for the listener, logs, HTTP API calls.
 const FD_RESERVE: u64 = 100;

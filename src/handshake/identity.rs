@@ -7,40 +7,11 @@ use std::sync::Arc;
 
 use hyper::header::{self, HeaderMap};
 
-use crate::auth::{Claims, Verifier};
+use crate::auth::Verifier;
 use crate::config::Proxy;
 use crate::error::Error;
-use crate::outbox::Grants;
 use crate::query::query_param;
-
-/// A connecting client, as far as the handshake established it.
-pub struct Identity {
-    /// The client id; `None` when none is required and none was given (the session id is used).
-    pub client_id: Option<Arc<str>>,
-    /// Token expiry (Unix seconds), with auth on and an `exp` claim.
-    pub expires_at: Option<u64>,
-    /// What the token allows; `None` with auth off.
-    pub grants: Option<Arc<Grants>>,
-}
-
-impl Identity {
-    /// The identity a verified token gives: its `sub`, its expiry and its channel grants.
-    pub fn from_claims(claims: Claims) -> Identity {
-        // Tokens without a `channels` claim all grant the same nothing: one shared value, so
-        // such sessions pay no allocation for it.
-        static NO_CHANNELS: std::sync::LazyLock<Arc<Grants>> =
-            std::sync::LazyLock::new(|| Arc::new(Grants { channels: None }));
-        let grants = match claims.channels {
-            None => Arc::clone(&NO_CHANNELS),
-            channels => Arc::new(Grants { channels }),
-        };
-        Identity {
-            client_id: Some(Arc::from(claims.sub)),
-            expires_at: claims.exp,
-            grants: Some(grants),
-        }
-    }
-}
+use crate::session::Identity;
 
 /// The identity of an upgrade request: with a verifier, from the token alone (`token` query
 /// parameter or `Authorization: Bearer`); otherwise from `client_id` or `X-Client-Id`.

@@ -299,13 +299,13 @@ async fn a_negotiated_session_keeps_the_idle_footprint() {
         .unwrap();
     let cfg = crate::session::ws_config(65536);
     let layer = Box::new(Inflater::new(65536));
-    let ws = crate::socket::TcpWs::with_inbound(c, None, cfg, layer);
+    let ws = crate::net::socket::TcpWs::with_inbound(c, None, cfg, layer);
     let shared = Arc::clone(&crate::Server::new(crate::Config::default()).unwrap().shared);
     let slot = shared
         .admissions
         .admit("127.0.0.1".parse().unwrap())
         .unwrap();
-    let anyone = crate::identity::Identity {
+    let anyone = crate::session::Identity {
         client_id: None,
         expires_at: None,
         grants: None,

@@ -1,8 +1,14 @@
+//! The WebSocket upgrade (this file) and `identity`, who is connecting (client id, token
+//! grants, address behind proxies). It may use sessions, shared state, `net` and the bottom; only
+//! `http` uses it. Admission slots live in `net::admission`, below the session that holds one.
+//!
 //! The WebSocket upgrade: every check has a named refusal (docs/protocol.md §1), then admission, then
 //! the 101 answer and the hand-over of the upgraded socket to a session task.
 //!
 //! Nothing of the request is kept past this point: the session gets its client id, its address
 //! and the upgraded IO, so idle sessions do not carry headers around.
+
+pub(crate) mod identity;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,18 +24,19 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use crate::admission::AdmitError;
 use crate::clock::unix_now;
-use crate::deflate::{self, Agreed, Inflater, stream::Inflating};
 use crate::engine::Since;
 use crate::error::Error;
-use crate::identity::{client_addr, identify};
+use crate::handshake::identity::{client_addr, identify};
+use crate::net::admission::AdmitError;
+use crate::net::budget::PermitCell;
+use crate::net::deflate::{self, Agreed, Inflater, stream::Inflating};
+use crate::net::tls;
 use crate::query::query_param;
 use crate::reply::{Body, empty, error_response};
+use crate::session;
 use crate::session::Guard;
-use crate::sockets::PermitCell;
 use crate::state::Shared;
-use crate::{session, tls};
 
 /// Answers an upgrade request on the WebSocket path.
 pub fn upgrade(
@@ -145,7 +152,7 @@ async fn spawn_session(upgraded: Upgraded, guard: Guard, compression: Option<Agr
             let part = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
             let (tcp, cfg) = (parts.io.into_inner(), session::ws_config(max));
             let inflater = compression.map(|_| Box::new(Inflater::new(max)));
-            return crate::edge::open_tcp(tcp, part, cfg, inflater, guard).await;
+            return session::open_tcp(tcp, part, cfg, inflater, guard).await;
         }
         Err(u) => u,
     };

@@ -1,7 +1,12 @@
-//! Who is connected here: sessions by id, by client id and by channel, and fan-out to their queues.
+//! Who is connected here: sessions by id, by client id and by channel, and fan-out to their queues
+//! (this file); `listing`, a session as the sessions API renders it and the merge of nodes' pages.
+//! It may use outboxes, the engine's types, `net::deflate` and the bottom; never sessions, HTTP
+//! or the cluster (which uses it).
 //!
 //! The registry is the only shared mutable state. Its lock is never held across an `.await` or a
 //! socket write: fan-out only appends to each recipient's in-memory queue.
+
+pub(crate) mod listing;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,10 +14,10 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::deflate::FanOut;
 use crate::engine::{Live, LiveSink, StreamKey};
 use crate::id::SessionId;
 use crate::metrics::Metrics;
+use crate::net::deflate::FanOut;
 use crate::outbox::{Enqueued, Outbox, QueueLimits};
 
 /// Sessions one paced fan-out slice wakes before it yields.
