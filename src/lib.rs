@@ -5,22 +5,19 @@
 //! # Layout
 //! Layers go one way, top to bottom (a module uses only those below it); the README's map says
 //! the same, and a test checks that both name every module:
-//! - `server` (accept loop, shutdown orchestration), `drain` (drain or paced restart),
-//!   `edge` (the thread that accepts, serves HTTP and completes handshakes), `sockets`
-//!   (descriptor permits, the per-address HTTP cap).
-//! - `http` (routing, API, pages), `reply` and `query` (response and query helpers).
-//! - `handshake` (upgrade checks, one named refusal each), `identity` (client id and address),
-//!   `admission` (slots and per-address limits); [`auth`] (tokens).
-//! - `session` (one connection's task), `socket` (tungstenite on TCP), `tls`, `deflate`
-//!   (permessage-deflate beside tungstenite).
-//! - [`Handle`] (`handle`), [`Handler`] (`handler`), `reaper` (owns time), `webhooks`,
-//!   `dashboard`.
-//! - `state`: what every layer shares (small).
-//! - `cluster` (nodes joined through Redis: routing, presence, the Redis engine); `engine`
-//!   (streams, history and idempotency behind one trait; memory on one node).
-//! - `registry` (sessions by id, client id and channel; fan-out), `listing` (session listings),
-//!   `outbox` (a session's shared half), `rate` (the inbound rate bucket).
-//! - [`protocol`], [`config`], `metrics`, `error`, `id`, `clock`, [`shutdown`]: the bottom.
+//! - `server` (accept loop, the edge thread, drain or paced restart, shutdown orchestration).
+//! - `http` (routing, API, pages), `reply` and `query` (response and query helpers, which the
+//!   handshake uses too).
+//! - `handshake` (upgrade checks, one named refusal each; identity: client id and address).
+//! - `session` (one connection's task), `reaper` (owns time), `state` (what every layer shares).
+//! - `delivery` ([`Handle`] and [`Handler`]: pushing from code), `webhooks`, `cluster` (nodes
+//!   joined through Redis: routing, presence, the Redis engine).
+//! - `registry` (sessions by id, client id and channel; fan-out; listings), `outbox` (a
+//!   session's shared half, its rate bucket), `metrics` (counters, dashboard samples).
+//! - `engine` (streams, history and idempotency behind one trait; memory on one node), `net`
+//!   (the WebSocket on TCP, TLS, deflate, the descriptor budget, admission slots), [`auth`]
+//!   (tokens).
+//! - [`protocol`], [`config`], `error`, `id`, `clock`, [`shutdown`]: the bottom.
 //!
 //! # Embedding
 //! ```no_run
