@@ -1,5 +1,6 @@
 //! Time as tether reads it: the coarse millisecond clock of liveness stamps (cheap to read on
-//! every frame, monotonic), and wall-clock seconds for token expiry.
+//! every frame, monotonic), and wall-clock seconds for token expiry. The one `Clock`; the engine
+//! reads wall-clock milliseconds through its `engine::TimeSource`, which tests can stop.
 
 use std::time::Instant;
 
@@ -39,6 +40,7 @@ pub fn unix_now() -> u64 {
 
 /// Wall-clock milliseconds since the Unix epoch: connection times, rotation, dashboard samples.
 pub fn wall_ms() -> u64 {
+    // A clock set before 1970 only makes times look old; it is no reason to fail.
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

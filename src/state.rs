@@ -15,7 +15,7 @@ use crate::config::{AuthMode, Config, Secret, ShutdownMode};
 use crate::delivery::handle::Handle;
 use crate::delivery::handler::Handler;
 use crate::engine::memory::{MemoryConfig, MemoryEngine};
-use crate::engine::{Checked, Engine, SystemClock};
+use crate::engine::{Checked, Engine, WallTime};
 use crate::id::SessionIds;
 use crate::metrics::Metrics;
 use crate::metrics::dashboard::Samples;
@@ -127,7 +127,7 @@ impl Shared {
             )),
             None => Arc::new(MemoryEngine::new(
                 MemoryConfig::from_config(&config),
-                Arc::new(SystemClock),
+                Arc::new(WallTime),
                 Arc::clone(&registry) as _,
             )),
         };

@@ -117,7 +117,7 @@ impl Engine for Checked {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::SystemClock;
+    use crate::engine::WallTime;
     use crate::engine::memory::{MemoryConfig, MemoryEngine};
 
     struct Nobody;
@@ -142,7 +142,7 @@ mod tests {
     fn bad_names_never_reach_the_engine() {
         let inner = MemoryEngine::new(
             MemoryConfig::default(),
-            Arc::new(SystemClock),
+            Arc::new(WallTime),
             Arc::new(Nobody),
         );
         let e = Checked(Arc::new(inner));

@@ -26,8 +26,8 @@ use super::keys::KeyStore;
 use super::lost::Lost;
 use super::position::fresh_bits;
 use super::{
-    Appended, Clock, Engine, EngineFuture, EngineStats, Epoch, FrameTemplate, IdempotencyOutcome,
-    Live, LiveSink, Position, Recovery, RequestDigest, Stored, StreamKey, Target,
+    Appended, Engine, EngineFuture, EngineStats, Epoch, FrameTemplate, IdempotencyOutcome, Live,
+    LiveSink, Position, Recovery, RequestDigest, Stored, StreamKey, Target, TimeSource,
 };
 use index::{Index, UNBORN_BUCKETS};
 
@@ -123,7 +123,7 @@ struct Counters {
 pub struct MemoryEngine {
     config: MemoryConfig,
     ttl_ms: u64,
-    clock: Arc<dyn Clock>,
+    time: Arc<dyn TimeSource>,
     sink: Arc<dyn LiveSink>,
     index: Mutex<Index>,
     keys: KeyStore,
@@ -132,7 +132,7 @@ pub struct MemoryEngine {
 
 impl MemoryEngine {
     /// An empty engine delivering appended messages to `sink`.
-    pub fn new(config: MemoryConfig, clock: Arc<dyn Clock>, sink: Arc<dyn LiveSink>) -> Self {
+    pub fn new(config: MemoryConfig, time: Arc<dyn TimeSource>, sink: Arc<dyn LiveSink>) -> Self {
         MemoryEngine {
             ttl_ms: u64::try_from(config.history_ttl.as_millis()).unwrap_or(u64::MAX),
             index: Mutex::new(Index {
@@ -143,7 +143,7 @@ impl MemoryEngine {
             }),
             keys: KeyStore::new(config.idempotency_max_keys),
             config,
-            clock,
+            time,
             sink,
             counters: Counters::default(),
         }
@@ -226,7 +226,7 @@ impl MemoryEngine {
             if state.evicted && tries < LOOKUP_TRIES {
                 continue;
             }
-            let now = self.clock.now_ms();
+            let now = self.time.now_ms();
             let seq = match state.top.checked_add(1) {
                 Some(seq) => seq,
                 None => {
@@ -289,7 +289,7 @@ impl MemoryEngine {
             if state.evicted && tries < LOOKUP_TRIES {
                 continue;
             }
-            let now = self.clock.now_ms();
+            let now = self.time.now_ms();
             self.trim(&mut state, now);
             return read(&mut state);
         }
@@ -344,7 +344,7 @@ impl MemoryEngine {
     }
 
     fn purge_now(&self) -> usize {
-        let now = self.clock.now_ms();
+        let now = self.time.now_ms();
         // Snapshot, then trim stream by stream, so appends never wait for the whole walk.
         let streams: Vec<Arc<Stream>> = self
             .index
@@ -408,7 +408,7 @@ impl Engine for MemoryEngine {
             key,
             digest,
             window,
-            self.clock.now_ms(),
+            self.time.now_ms(),
         )))
     }
 
@@ -420,7 +420,7 @@ impl Engine for MemoryEngine {
         answer: Bytes,
     ) -> EngineFuture<'a, ()> {
         // The digest is kept since the claim; the answer is all that is new.
-        self.keys.record(target, key, answer, self.clock.now_ms());
+        self.keys.record(target, key, answer, self.time.now_ms());
         Box::pin(ready(Ok(())))
     }
 

@@ -6,7 +6,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::engine::memory::{MemoryConfig, MemoryEngine};
 use crate::engine::{
-    Engine, EngineError, FrameTemplate, Live, LiveSink, ManualClock, Position, StreamKey,
+    Engine, EngineError, FrameTemplate, Live, LiveSink, ManualTime, Position, StreamKey,
 };
 
 /// Nobody is connected: every append is stored only.
@@ -42,7 +42,7 @@ fn engine(max_bytes: u64, max_streams: usize) -> MemoryEngine {
         history_max_bytes: max_bytes,
         ..MemoryConfig::default()
     };
-    MemoryEngine::new(config, Arc::new(ManualClock::new(1)), Arc::new(Nobody))
+    MemoryEngine::new(config, Arc::new(ManualTime::new(1)), Arc::new(Nobody))
 }
 
 fn append(engine: &MemoryEngine, key: &StreamKey, n: usize) {

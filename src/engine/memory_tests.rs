@@ -1,5 +1,5 @@
 //! The memory engine's behaviour, through `dyn Engine` as the server uses it; time is a
-//! `ManualClock`, so nothing sleeps.
+//! `ManualTime`, so nothing sleeps.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use super::{MemoryConfig, MemoryEngine};
 use crate::engine::{
     Engine, EngineError, Epoch, FrameTemplate, HandOver, IdempotencyOutcome, Live, LiveSink,
-    ManualClock, Offered, Overflowed, Position, StreamKey, Target,
+    ManualTime, Offered, Overflowed, Position, StreamKey, Target,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -129,12 +129,12 @@ impl LiveSink for Registry {
 
 struct Fixture {
     engine: Arc<dyn Engine>,
-    clock: Arc<ManualClock>,
+    clock: Arc<ManualTime>,
     registry: Arc<Registry>,
 }
 
 fn fixture(history_size: usize, ttl_secs: u64, max_streams: usize) -> Fixture {
-    let clock = Arc::new(ManualClock::new(T0));
+    let clock = Arc::new(ManualTime::new(T0));
     let registry = Arc::new(Registry::default());
     let config = MemoryConfig {
         history_size,
@@ -719,7 +719,7 @@ fn concrete(max_streams: usize) -> MemoryEngine {
         ..MemoryConfig::default()
     };
     let registry = Arc::new(Registry::default());
-    MemoryEngine::new(config, Arc::new(ManualClock::new(T0)), registry)
+    MemoryEngine::new(config, Arc::new(ManualTime::new(T0)), registry)
 }
 
 /// Three client keys in one bucket of unborn epochs, and two in two other buckets.

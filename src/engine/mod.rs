@@ -49,7 +49,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 #[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -305,35 +305,36 @@ pub trait LiveSink: Send + Sync + 'static {
     fn deliver(&self, key: &StreamKey, live: &Live) -> usize;
 }
 
-/// Time in milliseconds, injectable so tests move it instead of sleeping.
-pub trait Clock: Send + Sync + 'static {
+/// The engine's source of wall-clock milliseconds (TTLs, `at_ms`), injectable so tests move it
+/// instead of sleeping. Not `crate::clock::Clock`, which is monotonic from the server's start and
+/// stamps liveness: history outlives a process (and, in a cluster, spans nodes), so its times are
+/// Unix milliseconds.
+pub trait TimeSource: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
 }
 
-/// The wall clock; stored `at_ms` doubles as the history API's timestamp.
+/// The real wall clock ([`crate::clock::wall_ms`]); stored `at_ms` doubles as the history API's
+/// timestamp.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
+pub struct WallTime;
 
-impl Clock for SystemClock {
+impl TimeSource for WallTime {
     fn now_ms(&self) -> u64 {
-        // A clock set before 1970 only makes messages look old; it is no reason to fail.
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64)
+        crate::clock::wall_ms()
     }
 }
 
-/// A clock that moves only when told to.
+/// A time source that moves only when told to.
 #[cfg(test)]
 #[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
+pub struct ManualTime(AtomicU64);
 
 #[cfg(test)]
-impl ManualClock {
+impl ManualTime {
     /// A clock showing `ms`.
     pub fn new(ms: u64) -> Self {
-        ManualClock(AtomicU64::new(ms))
+        ManualTime(AtomicU64::new(ms))
     }
 
     /// Moves the clock forward.
@@ -343,7 +344,7 @@ impl ManualClock {
 }
 
 #[cfg(test)]
-impl Clock for ManualClock {
+impl TimeSource for ManualTime {
     fn now_ms(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
     }
