@@ -1,6 +1,11 @@
 //! The one task that owns time: it pings every session each `heartbeat_interval`, evicts the
 //! sessions silent past `heartbeat_timeout` with close 4001, and has the engine drop history and
 //! idempotency keys past their age. Sessions and streams keep no timers of their own.
+//!
+//! Its jobs at each tick, in this order (see `spawn`): `reap` (4001, 4004, 1012),
+//! `tick_webhooks` (online/offline grace), `sample_dashboard`, `ping` every
+//! `heartbeat_interval`, `purge_history` every `purge_period`. Other periodic work joins this
+//! list rather than starting a timer task of its own.
 
 use std::sync::Arc;
 
@@ -33,35 +38,38 @@ pub struct Rules {
 /// how many were newly evicted for silence.
 pub fn reap(sessions: &[Arc<Outbox>], metrics: &Metrics, r: &Rules) -> usize {
     let mut evicted = 0;
-    for h in sessions {
-        let silent = r.now_ms.saturating_sub(h.last_seen());
-        if silent > r.timeout_ms && h.request_close(close::HEARTBEAT_TIMEOUT) {
+    for outbox in sessions {
+        let silent = r.now_ms.saturating_sub(outbox.last_seen());
+        if silent > r.timeout_ms && outbox.request_close(close::HEARTBEAT_TIMEOUT) {
             evicted += 1;
             metrics.evicted();
             log::debug!(
                 "session {} client {} peer {}: evicted after {silent} ms of silence",
-                h.id,
-                h.client_id,
-                h.remote()
+                outbox.id,
+                outbox.client_id,
+                outbox.remote()
             );
         }
-        if h.expires_at().is_some_and(|exp| r.unix_now >= exp)
-            && h.request_close(close::TOKEN_EXPIRED)
+        if outbox.expires_at().is_some_and(|exp| r.unix_now >= exp)
+            && outbox.request_close(close::TOKEN_EXPIRED)
         {
             log::debug!(
                 "session {} client {}: token expired, closing 4004",
-                h.id,
-                h.client_id
+                outbox.id,
+                outbox.client_id
             );
         }
         if let Some(life) = r.lifetime_ms
-            && r.wall_ms >= h.connected_at_ms().saturating_add(jittered(life, h.id.0))
-            && h.request_close(close::RESTART)
+            && r.wall_ms
+                >= outbox
+                    .connected_at_ms()
+                    .saturating_add(jittered(life, outbox.id.0))
+            && outbox.request_close(close::RESTART)
         {
             log::debug!(
                 "session {} client {}: rotated (max_lifetime)",
-                h.id,
-                h.client_id
+                outbox.id,
+                outbox.client_id
             );
         }
     }
@@ -122,33 +130,51 @@ pub fn spawn(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
                 lifetime_ms: lifetime.map(|d| d.as_millis() as u64),
             };
             reap(&sessions, &shared.metrics, &rules);
-            if let Some(w) = &shared.webhooks {
-                w.tick(reg, std::time::Instant::now());
-            }
-            if shared.config.dashboard {
-                shared
-                    .samples
-                    .record(sessions.len(), shared.metrics.totals());
-                if let (Some(c), Some(latest)) = (&shared.cluster, shared.samples.latest()) {
-                    c.share_sample(latest);
-                }
-            }
+            tick_webhooks(&shared);
+            sample_dashboard(&shared, sessions.len());
             if now >= next_ping {
-                for h in &sessions {
-                    h.request_ping();
-                }
+                ping(&sessions);
                 next_ping = now + interval_ms;
             }
             if now >= next_purge {
-                match shared.engine.purge().await {
-                    Ok(n) if n > 0 => log::debug!("purged {n} expired messages and keys"),
-                    Ok(_) => {}
-                    Err(e) => log::warn!("history purge failed: {e}"),
-                }
+                purge_history(&shared).await;
                 next_purge = now + purge_ms;
             }
         }
     })
+}
+
+/// Lets the webhooks check the online/offline grace of the client ids they track.
+fn tick_webhooks(shared: &Shared) {
+    if let Some(w) = &shared.webhooks {
+        w.tick(&shared.registry, std::time::Instant::now());
+    }
+}
+
+/// Records the dashboard's sample for this tick and shares it with the other nodes.
+fn sample_dashboard(shared: &Shared, sessions: usize) {
+    if shared.config.dashboard {
+        shared.samples.record(sessions, shared.metrics.totals());
+        if let (Some(c), Some(latest)) = (&shared.cluster, shared.samples.latest()) {
+            c.share_sample(latest);
+        }
+    }
+}
+
+/// Asks every session to send a ping; each writes its own.
+fn ping(sessions: &[Arc<Outbox>]) {
+    for outbox in sessions {
+        outbox.request_ping();
+    }
+}
+
+/// Has the engine drop the history and idempotency keys past their age.
+async fn purge_history(shared: &Shared) {
+    match shared.engine.purge().await {
+        Ok(n) if n > 0 => log::debug!("purged {n} expired messages and keys"),
+        Ok(_) => {}
+        Err(e) => log::warn!("history purge failed: {e}"),
+    }
 }
 
 #[cfg(test)]
