@@ -200,8 +200,10 @@ impl Inbox {
             },
             Kind::Session => {
                 let n = match (SessionId::parse(&msg.target), text(&msg.body)) {
-                    (Some(id), Some(t)) => self.registry.get(id).map_or(0, |h| {
-                        usize::from(self.registry.enqueue(&h, Message::Text(t)) == Enqueued::Queued)
+                    (Some(id), Some(t)) => self.registry.get(id).map_or(0, |outbox| {
+                        usize::from(
+                            self.registry.enqueue(&outbox, Message::Text(t)) == Enqueued::Queued,
+                        )
                     }),
                     _ => 0,
                 };
@@ -209,8 +211,8 @@ impl Inbox {
             }
             Kind::Kill => {
                 let found = SessionId::parse(&msg.target).and_then(|id| self.registry.get(id));
-                if let Some(h) = &found {
-                    h.request_close(close::ADMIN);
+                if let Some(outbox) = &found {
+                    outbox.request_close(close::ADMIN);
                 }
                 (usize::from(found.is_some()), Bytes::new())
             }

@@ -106,10 +106,10 @@ impl Handle {
     /// stored: a session id never comes back, and the client stream's other sessions must not
     /// see it on resume.
     pub fn push_session(&self, session_id: &str, kind: &str, data: Option<&str>) -> Option<usize> {
-        let h = self.registry.get(SessionId::parse(session_id)?)?;
+        let outbox = self.registry.get(SessionId::parse(session_id)?)?;
         let m = Message::Text(envelope(kind, None, None, data));
         Some(usize::from(
-            self.registry.enqueue(&h, m) == Enqueued::Queued,
+            self.registry.enqueue(&outbox, m) == Enqueued::Queued,
         ))
     }
 
@@ -262,8 +262,8 @@ impl Handle {
             return false;
         };
         match self.registry.get(id) {
-            Some(h) => {
-                h.request_close(crate::protocol::close::ADMIN);
+            Some(outbox) => {
+                outbox.request_close(crate::protocol::close::ADMIN);
                 true
             }
             None => false,

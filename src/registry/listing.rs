@@ -19,11 +19,11 @@ pub const PAGE_MAX: usize = 10_000;
 pub fn render(sessions: &[Arc<Outbox>], node: &str, now_ms: u64) -> String {
     let node = json_str(node);
     let mut out = String::with_capacity(sessions.len() * ENTRY_BYTES);
-    for (i, h) in sessions.iter().enumerate() {
+    for (i, outbox) in sessions.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        push_object(&mut out, h, &node, now_ms);
+        push_object(&mut out, outbox, &node, now_ms);
     }
     out
 }
@@ -35,9 +35,9 @@ pub fn page(
     limit: usize,
 ) -> Vec<Arc<Outbox>> {
     if let Some(after) = after {
-        sessions.retain(|h| h.id > after);
+        sessions.retain(|o| o.id > after);
     }
-    sessions.sort_by_key(|h| h.id);
+    sessions.sort_by_key(|o| o.id);
     sessions.truncate(limit);
     sessions
 }
@@ -54,10 +54,10 @@ pub fn render_page(
     let sessions = page(sessions, after, limit);
     let node = json_str(node);
     let mut out = String::with_capacity(sessions.len() * (ENTRY_BYTES + 17));
-    for h in &sessions {
+    for outbox in &sessions {
         // Writing to a String cannot fail.
-        let _ = write!(out, "{} ", h.id);
-        push_object(&mut out, h, &node, now_ms);
+        let _ = write!(out, "{} ", outbox.id);
+        push_object(&mut out, outbox, &node, now_ms);
         out.push('\n');
     }
     out
@@ -92,24 +92,24 @@ pub fn merge_pages<'a>(parts: impl IntoIterator<Item = &'a [u8]>, limit: usize) 
 /// Appends one session's JSON object; `node` is already a JSON string. Written in place, with
 /// no allocation per session: a listing of thousands would otherwise scatter small buffers
 /// between the sessions' own allocations and leave half-used pages behind.
-fn push_object(out: &mut String, h: &Outbox, node: &str, now_ms: u64) {
-    let addr = h.remote();
+fn push_object(out: &mut String, outbox: &Outbox, node: &str, now_ms: u64) {
+    let addr = outbox.remote();
     // Writing to a String cannot fail.
-    let _ = write!(out, "{{\"session_id\":\"{}\",\"client_id\":", h.id);
-    push_json_str(out, &h.client_id);
+    let _ = write!(out, "{{\"session_id\":\"{}\",\"client_id\":", outbox.id);
+    push_json_str(out, &outbox.client_id);
     let _ = write!(out, ",\"node\":{node},\"remote_addr\":\"");
     let _ = match addr.port() {
         0 => write!(out, "{}", addr.ip()),
         _ => write!(out, "{addr}"),
     };
     out.push_str("\",\"connected_at\":\"");
-    push_timestamp(out, h.connected_at());
+    push_timestamp(out, outbox.connected_at());
     let _ = write!(
         out,
         "\",\"last_seen_ms_ago\":{},\"channels\":[",
-        now_ms.saturating_sub(h.last_seen())
+        now_ms.saturating_sub(outbox.last_seen())
     );
-    for (i, c) in h.channel_list().iter().enumerate() {
+    for (i, c) in outbox.channel_list().iter().enumerate() {
         if i > 0 {
             out.push(',');
         }

@@ -56,23 +56,25 @@ enum ClientSessions {
 }
 
 impl ClientSessions {
-    fn add(&mut self, h: Arc<Outbox>) {
+    fn add(&mut self, outbox: Arc<Outbox>) {
         match self {
-            ClientSessions::One(first) => *self = ClientSessions::Many(vec![Arc::clone(first), h]),
-            ClientSessions::Many(v) => v.push(h),
+            ClientSessions::One(first) => {
+                *self = ClientSessions::Many(vec![Arc::clone(first), outbox])
+            }
+            ClientSessions::Many(v) => v.push(outbox),
         }
     }
 
     /// Removes `id`; true when no session is left.
     fn remove(&mut self, id: SessionId) -> bool {
         match self {
-            ClientSessions::One(h) => h.id == id,
+            ClientSessions::One(outbox) => outbox.id == id,
             ClientSessions::Many(v) => {
                 v.retain(|s| s.id != id);
                 let last = (v.len() == 1).then(|| v.remove(0));
                 let empty = v.is_empty() && last.is_none();
-                if let Some(h) = last {
-                    *self = ClientSessions::One(h);
+                if let Some(outbox) = last {
+                    *self = ClientSessions::One(outbox);
                 }
                 empty
             }
@@ -81,7 +83,7 @@ impl ClientSessions {
 
     fn iter(&self) -> std::slice::Iter<'_, Arc<Outbox>> {
         match self {
-            ClientSessions::One(h) => std::slice::from_ref(h).iter(),
+            ClientSessions::One(outbox) => std::slice::from_ref(outbox).iter(),
             ClientSessions::Many(v) => v.iter(),
         }
     }
@@ -126,45 +128,47 @@ impl Registry {
     }
 
     /// Adds a session to the indexes.
-    pub fn insert(&self, h: Arc<Outbox>) {
-        self.insert_client(&h);
-        self.insert_id(h);
+    pub fn insert(&self, outbox: Arc<Outbox>) {
+        self.insert_client(&outbox);
+        self.insert_id(outbox);
     }
 
     /// Adds a resuming session to the client-id index only: its client stream reaches its gate
     /// from now on, while broadcasts and lookups by id wait for [`Registry::insert_id`], after
     /// its `welcome` is queued (welcome stays the first frame).
-    pub fn insert_client(&self, h: &Arc<Outbox>) {
+    pub fn insert_client(&self, outbox: &Arc<Outbox>) {
         let mut idx = self.idx.write();
-        match idx.by_client.get_mut(&h.client_id) {
-            Some(list) => list.add(Arc::clone(h)),
+        match idx.by_client.get_mut(&outbox.client_id) {
+            Some(list) => list.add(Arc::clone(outbox)),
             None => {
-                idx.by_client
-                    .insert(Arc::clone(&h.client_id), ClientSessions::One(Arc::clone(h)));
+                idx.by_client.insert(
+                    Arc::clone(&outbox.client_id),
+                    ClientSessions::One(Arc::clone(outbox)),
+                );
             }
         }
     }
 
     /// Completes [`Registry::insert_client`]: the session is listed and reachable by id.
-    pub fn insert_id(&self, h: Arc<Outbox>) {
-        self.idx.write().by_id.insert(h.id, h);
+    pub fn insert_id(&self, outbox: Arc<Outbox>) {
+        self.idx.write().by_id.insert(outbox.id, outbox);
     }
 
     /// Removes a session from every index (its channels included).
-    pub fn remove(&self, h: &Outbox) {
-        let channels = std::mem::take(&mut h.subs.lock().list);
+    pub fn remove(&self, outbox: &Outbox) {
+        let channels = std::mem::take(&mut outbox.subs.lock().list);
         let mut idx = self.idx.write();
-        idx.by_id.remove(&h.id);
+        idx.by_id.remove(&outbox.id);
         if idx
             .by_client
-            .get_mut(&h.client_id)
-            .is_some_and(|list| list.remove(h.id))
+            .get_mut(&outbox.client_id)
+            .is_some_and(|list| list.remove(outbox.id))
         {
-            idx.by_client.remove(&h.client_id);
+            idx.by_client.remove(&outbox.client_id);
         }
         for ch in channels {
             if let Some(subs) = idx.by_channel.get_mut(&ch) {
-                subs.remove(&h.id);
+                subs.remove(&outbox.id);
                 if subs.is_empty() {
                     idx.by_channel.remove(&ch);
                 }
@@ -173,12 +177,12 @@ impl Registry {
     }
 
     /// Subscribes a live session, within `max_channels_per_session`.
-    pub fn subscribe(&self, h: &Arc<Outbox>, channel: &str) -> Subscribed {
+    pub fn subscribe(&self, outbox: &Arc<Outbox>, channel: &str) -> Subscribed {
         let mut idx = self.idx.write();
-        if !idx.by_id.contains_key(&h.id) {
+        if !idx.by_id.contains_key(&outbox.id) {
             return Subscribed::Gone;
         }
-        let mut subs = h.subs.lock();
+        let mut subs = outbox.subs.lock();
         if subs.list.iter().any(|c| &**c == channel) {
             return Subscribed::Already;
         }
@@ -192,24 +196,24 @@ impl Registry {
         idx.by_channel
             .entry(Arc::clone(&key))
             .or_default()
-            .insert(h.id, Arc::clone(h));
+            .insert(outbox.id, Arc::clone(outbox));
         subs.list.push(key);
         Subscribed::New
     }
 
     /// Unsubscribes; false when the session was not subscribed.
-    pub fn unsubscribe(&self, h: &Outbox, channel: &str) -> bool {
+    pub fn unsubscribe(&self, outbox: &Outbox, channel: &str) -> bool {
         let mut idx = self.idx.write();
         let Some(subs) = idx.by_channel.get_mut(channel) else {
             return false;
         };
-        let removed = subs.remove(&h.id).is_some();
+        let removed = subs.remove(&outbox.id).is_some();
         if subs.is_empty() {
             idx.by_channel.remove(channel);
         }
         drop(idx);
         if removed {
-            h.subs.lock().list.retain(|c| &**c != channel);
+            outbox.subs.lock().list.retain(|c| &**c != channel);
         }
         removed
     }
@@ -234,22 +238,22 @@ impl Registry {
 
     /// Queues one frame to one session and keeps the books: a frame for a closing session is a
     /// drop, a full queue is a slow consumer (closed with 4003). Every sender goes through here.
-    pub fn enqueue(&self, h: &Outbox, msg: Message) -> Enqueued {
-        let result = self.enqueue_quietly(h, msg);
+    pub fn enqueue(&self, outbox: &Outbox, msg: Message) -> Enqueued {
+        let result = self.enqueue_quietly(outbox, msg);
         if matches!(result, Enqueued::Overflow(_)) {
             log::warn!(
                 "session {} client {} peer {}: send queue full, closing 4003",
-                h.id,
-                h.client_id,
-                h.remote()
+                outbox.id,
+                outbox.client_id,
+                outbox.remote()
             );
         }
         result
     }
 
     /// [`Registry::enqueue`] without the per-session warning, for fan-outs that report once.
-    fn enqueue_quietly(&self, h: &Outbox, msg: Message) -> Enqueued {
-        let result = h.enqueue(msg, self.limits);
+    fn enqueue_quietly(&self, outbox: &Outbox, msg: Message) -> Enqueued {
+        let result = outbox.enqueue(msg, self.limits);
         match result {
             Enqueued::Queued => {}
             Enqueued::Closing => self.metrics.dropped(),
@@ -267,8 +271,8 @@ impl Registry {
     /// Each session gets the frame it negotiated: the plain one, or the one compressed form.
     fn fan_out(&self, targets: &[Arc<Outbox>], msg: &FanOut) -> usize {
         let (mut queued, mut slow, mut closing) = (0, 0, 0);
-        for h in targets {
-            match self.enqueue_quietly(h, msg.for_session(h.deflate())) {
+        for outbox in targets {
+            match self.enqueue_quietly(outbox, msg.for_session(outbox.deflate())) {
                 Enqueued::Queued => queued += 1,
                 Enqueued::Overflow(_) => slow += 1,
                 Enqueued::Closing => closing += 1,
@@ -384,9 +388,9 @@ impl LiveSink for Registry {
         let mut slow = 0;
         let delivered = targets
             .iter()
-            .filter(|h| {
-                h.offer(key, live, |_| {
-                    match self.enqueue_quietly(h, msg.for_session(h.deflate())) {
+            .filter(|outbox| {
+                outbox.offer(key, live, |_| {
+                    match self.enqueue_quietly(outbox, msg.for_session(outbox.deflate())) {
                         Enqueued::Queued => true,
                         Enqueued::Overflow(_) => {
                             slow += 1;

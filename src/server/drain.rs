@@ -40,8 +40,8 @@ pub async fn stop(shared: &Shared, signal: &mut Signal) -> Stopped {
             ShutdownMode::Restart => migrate(shared).await,
         }
         let code = shared.shutdown_close_code();
-        for h in shared.registry.snapshot(None) {
-            h.request_close(code);
+        for outbox in shared.registry.snapshot(None) {
+            outbox.request_close(code);
         }
         // Each session bounds its own close; this only guards against the unexpected.
         if tokio::time::timeout(CLOSE_GRACE * 3, shared.admissions.wait_empty())
@@ -89,23 +89,23 @@ async fn migrate(shared: &Shared) {
     let window = shared.config.migrate_window;
     let mut sessions = shared.registry.snapshot(None);
     // Any fixed order will do; by id it is stable and unrelated to who connected when.
-    sessions.sort_by_key(|h| h.id);
+    sessions.sort_by_key(|o| o.id);
     if let Some(c) = &shared.cluster {
         let clients = sessions
             .iter()
-            .map(|h| std::sync::Arc::clone(&h.client_id))
+            .map(|o| std::sync::Arc::clone(&o.client_id))
             .collect();
         c.mark_migrating(clients, crate::cluster::MARK_WAIT).await;
     }
     let n = sessions.len().max(1) as u128;
     let offset = |i: usize| Duration::from_millis((window.as_millis() * i as u128 / n) as u64);
-    for (i, h) in sessions.iter().enumerate() {
+    for (i, outbox) in sessions.iter().enumerate() {
         let data = format!(
             "{{\"mode\":\"restart\",\"reconnect_after_ms\":{}}}",
             offset(i).as_millis()
         );
         shared.registry.enqueue(
-            h,
+            outbox,
             Message::Text(envelope("shutdown", None, None, Some(&data))),
         );
     }
@@ -114,8 +114,8 @@ async fn migrate(shared: &Shared) {
         "migrating {} sessions over {window:?} with 1012",
         sessions.len()
     );
-    for (i, h) in sessions.iter().enumerate() {
+    for (i, outbox) in sessions.iter().enumerate() {
         tokio::time::sleep_until(start + offset(i)).await;
-        h.request_close(close::RESTART);
+        outbox.request_close(close::RESTART);
     }
 }

@@ -152,8 +152,8 @@ impl Server {
             // Nothing of a session may outlive `run`: cut even the closes in progress.
             shared.abandon();
             let code = shared.shutdown_close_code();
-            for h in shared.registry.snapshot(None) {
-                h.request_close(code);
+            for outbox in shared.registry.snapshot(None) {
+                outbox.request_close(code);
             }
             let _ = tokio::time::timeout(ABANDON_WAIT, shared.admissions.wait_empty()).await;
         }
