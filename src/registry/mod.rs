@@ -1,7 +1,7 @@
 //! Who is connected here: sessions by id, by client id and by channel (this file); `fanout`, the
-//! frames sent to their queues; `listing`, a session as the sessions API renders it and the merge of nodes' pages.
-//! It may use outboxes, the engine's types, `net::deflate` and the bottom; never sessions, HTTP
-//! or the cluster (which uses it).
+//! frames sent to their queues; `listing`, a session as the sessions API renders it and the
+//! merge of nodes' pages. It may use outboxes, the engine's types, `net::deflate` and the
+//! bottom; never sessions, HTTP or the cluster (which uses it).
 //!
 //! The registry is the only shared mutable state. Its lock is never held across an `.await` or a
 //! socket write: fan-out only appends to each recipient's in-memory queue.
