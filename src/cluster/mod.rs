@@ -17,6 +17,13 @@
 //! - **Trust.** Every key and topic is under `redis_prefix` ([`keys`]); with `cluster_secret`
 //!   every message is signed and checked ([`sign`]), and replies go only to listed nodes.
 //!
+//! Files: `Cluster` and its connection here; `route.rs`, requests to other nodes and their
+//! answers; `presence.rs`, the presence writer, the upkeep and presence queries; `inbox.rs`,
+//! what arrives; `views.rs`, shared dashboard samples and metrics; `engine.rs`, the Redis
+//! engine; `keys.rs`, `scripts.rs`, `wire.rs`, `sign.rs`, `replier.rs`: keys, Lua, the message
+//! format and its signature, answers. It may use the registry, the engine's types, webhooks,
+//! outboxes and the bottom; `delivery` and `state` sit above it.
+//!
 //! Crate: `redis` (redis-rs) with its `ConnectionManager`: well kept, tokio-native, reconnects
 //! with backoff by itself and, on RESP3, re-subscribes and hands pub/sub messages to a callback
 //! without a second task hop.
@@ -26,8 +33,10 @@ mod inbox;
 mod keys;
 mod presence;
 mod replier;
+mod route;
 mod scripts;
 pub mod sign;
+mod views;
 pub mod wire;
 
 use std::collections::HashSet;
@@ -36,7 +45,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, RedisError};
@@ -45,14 +53,13 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::EngineError;
-use crate::id::SessionId;
 use crate::registry::Registry;
 use crate::shutdown::AbortOnDrop;
 use crate::webhooks::Webhooks;
-use inbox::{Gathered, Inbox, Outgoing, Pending};
+use inbox::{Inbox, Outgoing, Pending};
 use keys::Keys;
 use sign::Signer;
-use wire::{Head, Kind};
+use wire::Kind;
 
 /// Longest a restart waits for its migration marks before it tells the clients to move.
 pub const MARK_WAIT: Duration = Duration::from_secs(2);
@@ -290,242 +297,6 @@ impl Cluster {
         self.cmd.clone()
     }
 
-    /// A message from this node, signed when `cluster_secret` is set.
-    fn seal(&self, kind: Kind, req: u64, target: &str, body: &[u8]) -> Vec<u8> {
-        let head = Head {
-            kind,
-            origin: &self.node,
-            req,
-            epoch: None,
-            seq: 0,
-            target,
-        };
-        self.signer.seal(&head, body)
-    }
-
-    /// Publishes `msg` to `topic` under `ticket` and gathers the receivers' answers.
-    async fn request(
-        &self,
-        topic: String,
-        kind: Kind,
-        target: &str,
-        body: &[u8],
-    ) -> Result<Gathered, EngineError> {
-        let ticket = self.pending.begin();
-        let msg = self.seal(kind, ticket.req, target, body);
-        let mut con = self.conn();
-        let sent = self
-            .call("publish", async move {
-                redis::cmd("PUBLISH")
-                    .arg(topic)
-                    .arg(msg)
-                    .query_async::<usize>(&mut con)
-                    .await
-            })
-            .await;
-        match sent {
-            Ok(receivers) => Ok(self.gather(ticket, receivers).await),
-            Err(e) => {
-                self.pending.cancel(ticket);
-                Err(e)
-            }
-        }
-    }
-
-    /// Waits for `expected` answers to `ticket`, counting a short answer as partial.
-    async fn gather(&self, ticket: inbox::Ticket, expected: usize) -> Gathered {
-        let g = self
-            .pending
-            .gather(ticket, expected, self.reply_timeout)
-            .await;
-        if !g.complete {
-            self.stats.partial.fetch_add(1, Ordering::Relaxed);
-        }
-        g
-    }
-
-    /// Sends an unsequenced frame to every session of `client_id` on every node. `None`
-    /// when no node holds the client id.
-    pub async fn send_client(
-        &self,
-        client_id: &str,
-        frame: &[u8],
-    ) -> Result<Option<Routed>, EngineError> {
-        let ticket = self.pending.begin();
-        let msg = self.seal(Kind::Client, ticket.req, client_id, frame);
-        let mut con = self.conn();
-        let script = &self.scripts.route_client;
-        let key = self.keys.presence(client_id);
-        let nodes = self
-            .call("route", async move {
-                script
-                    .key(key)
-                    .arg(msg)
-                    .invoke_async::<usize>(&mut con)
-                    .await
-            })
-            .await;
-        match nodes {
-            Ok(0) => {
-                self.pending.cancel(ticket);
-                Ok(None)
-            }
-            Ok(n) => Ok(Some(routed(self.gather(ticket, n).await))),
-            Err(e) => {
-                self.pending.cancel(ticket);
-                Err(e)
-            }
-        }
-    }
-
-    /// Sends an unsequenced frame to every subscriber of `channel` on every node.
-    pub async fn send_channel(&self, channel: &str, frame: &[u8]) -> Result<Routed, EngineError> {
-        let g = self
-            .request(
-                self.keys.channel_topic(channel),
-                Kind::Channel,
-                channel,
-                frame,
-            )
-            .await?;
-        Ok(routed(g))
-    }
-
-    /// Sends a frame to every session on every node.
-    pub async fn send_all(&self, frame: &[u8]) -> Result<Routed, EngineError> {
-        Ok(routed(
-            self.request(self.keys.all(), Kind::All, "", frame).await?,
-        ))
-    }
-
-    /// Sends a frame to one session, wherever it is; `delivered` 0 when no node has it.
-    pub async fn send_session(
-        &self,
-        session_id: &str,
-        frame: &[u8],
-    ) -> Result<Routed, EngineError> {
-        Ok(routed(
-            self.request(self.keys.all(), Kind::Session, session_id, frame)
-                .await?,
-        ))
-    }
-
-    /// Closes one session with 4002, wherever it is; `delivered` 1 when some node had it.
-    pub async fn kill(&self, session_id: &str) -> Result<Routed, EngineError> {
-        Ok(routed(
-            self.request(self.keys.all(), Kind::Kill, session_id, b"")
-                .await?,
-        ))
-    }
-
-    /// Other nodes' listings of their sessions of `client_id` (see `listing::render`).
-    pub async fn list_remote(&self, client_id: &str) -> Result<Vec<String>, EngineError> {
-        let mut parts = Vec::new();
-        for (node, _) in self.presence(client_id).await? {
-            if *node == *self.node {
-                continue;
-            }
-            let g = self
-                .request(self.keys.node_topic(&node), Kind::List, client_id, b"")
-                .await?;
-            parts.extend(
-                g.bodies
-                    .iter()
-                    .map(|b| String::from_utf8_lossy(b).into_owned()),
-            );
-        }
-        Ok(parts)
-    }
-
-    /// Every node's part of one page of all sessions (see `listing::render_page`), this
-    /// node's included; a node that did not answer in time is missing from it.
-    pub async fn list_page(
-        &self,
-        after: Option<SessionId>,
-        limit: usize,
-    ) -> Result<Vec<Bytes>, EngineError> {
-        let after = after.map(|id| id.to_string()).unwrap_or_default();
-        let g = self
-            .request(
-                self.keys.all(),
-                Kind::Page,
-                &after,
-                limit.to_string().as_bytes(),
-            )
-            .await?;
-        if !g.complete {
-            log::warn!("listing sessions: a node did not answer within the reply timeout");
-        }
-        Ok(g.bodies)
-    }
-
-    /// The live nodes holding sessions of `client_id`, with their session counts.
-    pub async fn presence(&self, client_id: &str) -> Result<Vec<(String, u64)>, EngineError> {
-        let mut con = self.conn();
-        let script = &self.scripts.read_presence;
-        let key = self.keys.presence(client_id);
-        let nodes = self.keys.nodes();
-        let ttl = self.node_ttl.as_millis() as u64;
-        let flat: Vec<String> = self
-            .call("presence", async move {
-                script
-                    .key(key)
-                    .key(nodes)
-                    .arg(ttl)
-                    .invoke_async(&mut con)
-                    .await
-            })
-            .await?;
-        Ok(flat
-            .chunks_exact(2)
-            .map(|pair| (pair[0].clone(), pair[1].parse().unwrap_or(0)))
-            .collect())
-    }
-
-    /// Marks `client_id`'s presence entry for rewriting (a session of it opened or closed).
-    pub fn touch(&self, client_id: &Arc<str>) {
-        self.dirty.lock().clients.insert(Arc::clone(client_id));
-        self.wake.notify_one();
-    }
-
-    /// A session of `client_id` ended with `code`; a 1012 (restart, rotation) is remembered
-    /// for a minute, so its next session elsewhere is marked as migrated from this node.
-    pub fn closed(&self, client_id: &Arc<str>, code: u16) {
-        let mut d = self.dirty.lock();
-        d.clients.insert(Arc::clone(client_id));
-        if code == crate::protocol::close::RESTART {
-            d.migrating.insert(Arc::clone(client_id));
-        }
-        drop(d);
-        self.wake.notify_one();
-    }
-
-    /// [`Cluster::touch`], then waits (bounded) until the entry is written: from then on
-    /// pushes to the client id from any node reach this node. Returns the node the client id's
-    /// sessions migrated from (closed there with 1012 within the last minute), if any.
-    pub async fn present(&self, client_id: &Arc<str>) -> Option<Arc<str>> {
-        if !self.joined_or_down().await {
-            // Degraded: the session is served locally now, and the resync after Redis returns
-            // writes its entry; waiting would only delay its welcome.
-            self.touch(client_id);
-            return None;
-        }
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut d = self.dirty.lock();
-            d.clients.insert(Arc::clone(client_id));
-            d.waiters.push((Arc::clone(client_id), tx));
-        }
-        self.wake.notify_one();
-        match tokio::time::timeout(PRESENCE_WAIT, rx).await {
-            Ok(Ok(from)) => from,
-            _ => {
-                log::debug!("presence of {client_id} not confirmed; going on locally");
-                None
-            }
-        }
-    }
-
     /// Whether the node is in the cluster: true at once when it is, false at once when Redis
     /// is unreachable. In between (just started, or Redis just came back) it waits, bounded,
     /// for the upkeep to subscribe the node's topic: a presence entry written before that
@@ -648,95 +419,5 @@ impl Cluster {
         };
         self.inbox.markers.lock().remove(&req);
         outcome
-    }
-}
-
-fn routed(g: Gathered) -> Routed {
-    Routed {
-        delivered: g.delivered,
-        partial: !g.complete,
-    }
-}
-
-impl Cluster {
-    /// Hands the newest dashboard sample to the upkeep, which shares it with the cluster.
-    pub fn share_sample(&self, json: String) {
-        *self.sample.lock() = Some(json);
-    }
-
-    /// Takes the sample waiting to be shared.
-    fn take_sample(&self) -> Option<String> {
-        self.sample.lock().take()
-    }
-
-    /// Every live node's recent dashboard samples, as (node, JSON array) pairs.
-    pub async fn dashboards(&self) -> Result<Vec<(String, String)>, EngineError> {
-        let mut con = self.conn();
-        let script = &self.scripts.read_dashboards;
-        let nodes = self.keys.nodes();
-        let ttl = self.node_ttl.as_millis() as u64;
-        let flat: Vec<String> = self
-            .call("dashboard", async move {
-                script.key(nodes).arg(ttl).invoke_async(&mut con).await
-            })
-            .await?;
-        Ok(flat
-            .chunks_exact(2)
-            .map(|p| (p[0].clone(), p[1].clone()))
-            .collect())
-    }
-
-    /// The cluster's lines of `/metrics`.
-    pub fn render_metrics(&self, o: &mut String) {
-        let s = &self.stats;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        crate::metrics::gauge(
-            o,
-            "tether_cluster_up",
-            "1 while Redis answers; 0 while this node delivers locally only (degraded).",
-            u64::from(self.is_up()),
-        );
-        crate::metrics::gauge(
-            o,
-            "tether_cluster_nodes",
-            "Live nodes at the last heartbeat, this one included.",
-            load(&s.nodes),
-        );
-        crate::metrics::counter(
-            o,
-            "tether_cluster_redis_errors_total",
-            "Redis calls that failed or timed out.",
-            load(&s.errors),
-        );
-        crate::metrics::counter(
-            o,
-            "tether_cluster_partial_total",
-            "Deliveries answered partial (a node did not answer in time).",
-            load(&s.partial),
-        );
-        crate::metrics::counter(
-            o,
-            "tether_cluster_recoveries_total",
-            "Times Redis became reachable (the first connection included).",
-            load(&s.recoveries),
-        );
-        crate::metrics::counter(
-            o,
-            "tether_cluster_malformed_total",
-            "Cluster messages dropped because they did not parse.",
-            self.malformed(),
-        );
-        crate::metrics::counter(
-            o,
-            "tether_cluster_rejected_total",
-            "Cluster messages dropped for a missing or bad cluster_secret signature.",
-            load(&self.signer.rejected),
-        );
-        crate::metrics::counter(
-            o,
-            "tether_cluster_replies_dropped_total",
-            "Replies to other nodes dropped (reply queue full, or not to a listed node).",
-            load(&self.inbox.replies_dropped),
-        );
     }
 }

@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::Cluster;
+use tokio::sync::oneshot;
+
+use super::{Cluster, PRESENCE_WAIT};
+use crate::engine::EngineError;
 
 /// Client ids written per script call, so one call never holds Redis for long.
 const BATCH: usize = 500;
@@ -321,4 +324,74 @@ async fn share_sample(c: &Cluster) {
             pipe.query_async::<()>(&mut con).await
         })
         .await;
+}
+
+/// Presence as the rest of the node asks it: who holds a client id, and the writer's inputs.
+impl Cluster {
+    /// The live nodes holding sessions of `client_id`, with their session counts.
+    pub async fn presence(&self, client_id: &str) -> Result<Vec<(String, u64)>, EngineError> {
+        let mut con = self.conn();
+        let script = &self.scripts.read_presence;
+        let key = self.keys.presence(client_id);
+        let nodes = self.keys.nodes();
+        let ttl = self.node_ttl.as_millis() as u64;
+        let flat: Vec<String> = self
+            .call("presence", async move {
+                script
+                    .key(key)
+                    .key(nodes)
+                    .arg(ttl)
+                    .invoke_async(&mut con)
+                    .await
+            })
+            .await?;
+        Ok(flat
+            .chunks_exact(2)
+            .map(|pair| (pair[0].clone(), pair[1].parse().unwrap_or(0)))
+            .collect())
+    }
+
+    /// Marks `client_id`'s presence entry for rewriting (a session of it opened or closed).
+    pub fn touch(&self, client_id: &Arc<str>) {
+        self.dirty.lock().clients.insert(Arc::clone(client_id));
+        self.wake.notify_one();
+    }
+
+    /// A session of `client_id` ended with `code`; a 1012 (restart, rotation) is remembered
+    /// for a minute, so its next session elsewhere is marked as migrated from this node.
+    pub fn closed(&self, client_id: &Arc<str>, code: u16) {
+        let mut d = self.dirty.lock();
+        d.clients.insert(Arc::clone(client_id));
+        if code == crate::protocol::close::RESTART {
+            d.migrating.insert(Arc::clone(client_id));
+        }
+        drop(d);
+        self.wake.notify_one();
+    }
+
+    /// [`Cluster::touch`], then waits (bounded) until the entry is written: from then on
+    /// pushes to the client id from any node reach this node. Returns the node the client id's
+    /// sessions migrated from (closed there with 1012 within the last minute), if any.
+    pub async fn present(&self, client_id: &Arc<str>) -> Option<Arc<str>> {
+        if !self.joined_or_down().await {
+            // Degraded: the session is served locally now, and the resync after Redis returns
+            // writes its entry; waiting would only delay its welcome.
+            self.touch(client_id);
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut d = self.dirty.lock();
+            d.clients.insert(Arc::clone(client_id));
+            d.waiters.push((Arc::clone(client_id), tx));
+        }
+        self.wake.notify_one();
+        match tokio::time::timeout(PRESENCE_WAIT, rx).await {
+            Ok(Ok(from)) => from,
+            _ => {
+                log::debug!("presence of {client_id} not confirmed; going on locally");
+                None
+            }
+        }
+    }
 }

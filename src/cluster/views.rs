@@ -1,0 +1,90 @@
+//! What the cluster adds to the operator views: dashboard samples shared between nodes and the
+//! cluster's lines in `/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Cluster;
+use crate::engine::EngineError;
+
+impl Cluster {
+    /// Hands the newest dashboard sample to the upkeep, which shares it with the cluster.
+    pub fn share_sample(&self, json: String) {
+        *self.sample.lock() = Some(json);
+    }
+
+    /// Takes the sample waiting to be shared.
+    pub(super) fn take_sample(&self) -> Option<String> {
+        self.sample.lock().take()
+    }
+
+    /// Every live node's recent dashboard samples, as (node, JSON array) pairs.
+    pub async fn dashboards(&self) -> Result<Vec<(String, String)>, EngineError> {
+        let mut con = self.conn();
+        let script = &self.scripts.read_dashboards;
+        let nodes = self.keys.nodes();
+        let ttl = self.node_ttl.as_millis() as u64;
+        let flat: Vec<String> = self
+            .call("dashboard", async move {
+                script.key(nodes).arg(ttl).invoke_async(&mut con).await
+            })
+            .await?;
+        Ok(flat
+            .chunks_exact(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect())
+    }
+
+    /// The cluster's lines of `/metrics`.
+    pub fn render_metrics(&self, o: &mut String) {
+        let s = &self.stats;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        crate::metrics::gauge(
+            o,
+            "tether_cluster_up",
+            "1 while Redis answers; 0 while this node delivers locally only (degraded).",
+            u64::from(self.is_up()),
+        );
+        crate::metrics::gauge(
+            o,
+            "tether_cluster_nodes",
+            "Live nodes at the last heartbeat, this one included.",
+            load(&s.nodes),
+        );
+        crate::metrics::counter(
+            o,
+            "tether_cluster_redis_errors_total",
+            "Redis calls that failed or timed out.",
+            load(&s.errors),
+        );
+        crate::metrics::counter(
+            o,
+            "tether_cluster_partial_total",
+            "Deliveries answered partial (a node did not answer in time).",
+            load(&s.partial),
+        );
+        crate::metrics::counter(
+            o,
+            "tether_cluster_recoveries_total",
+            "Times Redis became reachable (the first connection included).",
+            load(&s.recoveries),
+        );
+        crate::metrics::counter(
+            o,
+            "tether_cluster_malformed_total",
+            "Cluster messages dropped because they did not parse.",
+            self.malformed(),
+        );
+        crate::metrics::counter(
+            o,
+            "tether_cluster_rejected_total",
+            "Cluster messages dropped for a missing or bad cluster_secret signature.",
+            load(&self.signer.rejected),
+        );
+        crate::metrics::counter(
+            o,
+            "tether_cluster_replies_dropped_total",
+            "Replies to other nodes dropped (reply queue full, or not to a listed node).",
+            load(&self.inbox.replies_dropped),
+        );
+    }
+}
