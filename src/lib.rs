@@ -5,10 +5,10 @@
 //! # Layout
 //! Layers go one way, top to bottom (a module uses only those below it); the README's map says
 //! the same, and a test checks that both name every module:
-//! - `server` (accept loop, the edge thread, drain or paced restart, shutdown orchestration).
-//! - `http` (routing, API, pages), `reply` and `query` (response and query helpers, which the
-//!   handshake uses too).
+//! - `server` (accept loop, the edge thread, drain or paced restart, shutdown orchestration;
+//!   it sends the WebSocket path to the handshake and everything else to `http`).
 //! - `handshake` (upgrade checks, one named refusal each; identity: client id and address).
+//! - `http` (routing, API, pages; the response and query helpers the handshake uses too).
 //! - `session` (one connection's task), `reaper` (owns time), `state` (what every layer shares).
 //! - `delivery` ([`Handle`] and [`Handler`]: pushing from code), `webhooks`, `cluster` (nodes
 //!   joined through Redis: routing, presence, the Redis engine).
@@ -47,10 +47,8 @@ mod metrics;
 mod net;
 mod outbox;
 pub mod protocol;
-mod query;
 mod reaper;
 mod registry;
-mod reply;
 mod server;
 mod session;
 pub mod shutdown;
@@ -78,7 +76,7 @@ pub mod fuzz_api {
     pub use crate::error::Error;
     pub use crate::handshake::identity::{client_addr, client_id};
     pub use crate::handshake::{has_token, valid_key};
+    pub use crate::http::query::query_param;
     pub use crate::net::deflate::negotiate as deflate_negotiate;
-    pub use crate::query::query_param;
     pub use crate::registry::listing::merge_pages as listing_merge_pages;
 }

@@ -10,7 +10,7 @@ use hyper::header::{self, HeaderMap};
 use crate::auth::Verifier;
 use crate::config::Proxy;
 use crate::error::Error;
-use crate::query::query_param;
+use crate::http::query::query_param;
 use crate::session::Identity;
 
 /// The identity of an upgrade request: with a verifier, from the token alone (`token` query

@@ -1,6 +1,7 @@
 //! The WebSocket upgrade (this file) and `identity`, who is connecting (client id, token
-//! grants, address behind proxies). It may use sessions, shared state, `net` and the bottom; only
-//! `http` uses it. Admission slots live in `net::admission`, below the session that holds one.
+//! grants, address behind proxies). It may use sessions, shared state, `http`'s reply and query
+//! helpers, `net` and the bottom; only `server` uses it (it sends the WebSocket path here before
+//! any HTTP routing). Admission slots live in `net::admission`, below the session that holds one.
 //!
 //! The WebSocket upgrade: every check has a named refusal (docs/protocol.md §1), then admission, then
 //! the 101 answer and the hand-over of the upgraded socket to a session task.
@@ -28,12 +29,12 @@ use crate::clock::unix_now;
 use crate::engine::Since;
 use crate::error::Error;
 use crate::handshake::identity::{client_addr, identify};
+use crate::http::query::query_param;
+use crate::http::reply::{Body, empty, error_response};
 use crate::net::admission::AdmitError;
 use crate::net::budget::PermitCell;
 use crate::net::deflate::{self, Agreed, Inflater, stream::Inflating};
 use crate::net::tls;
-use crate::query::query_param;
-use crate::reply::{Body, empty, error_response};
 use crate::session;
 use crate::session::Guard;
 use crate::state::Shared;

@@ -18,11 +18,11 @@ use percent_encoding::percent_decode_str;
 
 use super::{Endpoint, delivery};
 use crate::error::Error;
+use crate::http::query::query_param;
+use crate::http::reply::{Body, error_response, json};
 use crate::id::SessionId;
 use crate::protocol::json_str;
-use crate::query::query_param;
 use crate::registry::listing;
-use crate::reply::{Body, error_response, json};
 use crate::state::Shared;
 
 /// Largest API request body.

@@ -12,9 +12,9 @@ use serde_json::value::RawValue;
 use crate::delivery::handle::Sent;
 use crate::engine::{EngineError, IdempotencyOutcome, Position, RequestDigest, StreamKey, Target};
 use crate::error::Error;
+use crate::http::reply::{Body, json};
 use crate::id::SessionId;
 use crate::protocol;
-use crate::reply::{Body, json};
 use crate::state::Shared;
 
 /// `POST /api/v1/push`: exactly one of `client_id` and `session_id`.

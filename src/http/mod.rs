@@ -1,10 +1,15 @@
-//! Routing of plain HTTP requests on the shared listener: the WebSocket path, `/api/*`, and the
-//! built-in pages.
+//! Routing of plain HTTP requests on the shared listener (this file; `server` sends the
+//! WebSocket path to `handshake` before it gets here): `endpoint`, the one `Endpoint` enum;
+//! `api` and `delivery`, `/api/*`; `pages`, the built-in pages; `reply` and `query`, response
+//! and query helpers that the handshake uses too. It may use `delivery`, the registry, the
+//! engine, metrics, shared state and the bottom; never `handshake` or `server`.
 
 mod api;
 mod delivery;
 mod endpoint;
 mod pages;
+pub(crate) mod query;
+pub(crate) mod reply;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,8 +18,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 
 use crate::error::Error;
-use crate::handshake;
-use crate::reply::{Body, error_response};
+use crate::http::reply::{Body, error_response};
 use crate::state::Shared;
 
 pub use endpoint::{Endpoint, builtin_route};
@@ -25,9 +29,6 @@ pub async fn route(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    if req.uri().path() == shared.config.ws_path {
-        return handshake::upgrade(&shared, req, peer);
-    }
     let (head, body) = req.into_parts();
     let Some(endpoint) = Endpoint::parse(head.uri.path()) else {
         return error_response(&Error::NotFound);

@@ -2,7 +2,7 @@
 
 use hyper::{Response, StatusCode};
 
-use crate::reply::{Body, json, with_body};
+use crate::http::reply::{Body, json, with_body};
 use crate::state::Shared;
 
 /// The demo page, served at `/` when `demo_page` is on.

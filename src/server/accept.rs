@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::Error;
+use crate::handshake;
 use crate::http;
 use crate::net::budget::{Permit, PermitCell, Sockets};
 use crate::net::tls;
@@ -188,7 +189,17 @@ fn serve<IO>(
     let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let shared = Arc::clone(&shared);
         req.extensions_mut().insert(Arc::clone(&for_requests));
-        async move { Ok::<_, Infallible>(http::route(shared, req, peer).await) }
+        async move {
+            // The WebSocket path first, before any HTTP routing: the upgrade is not an endpoint
+            // of `http` (which the handshake uses for its replies), so neither calls the other
+            // back.
+            let response = if req.uri().path() == shared.config.ws_path {
+                handshake::upgrade(&shared, req, peer)
+            } else {
+                http::route(shared, req, peer).await
+            };
+            Ok::<_, Infallible>(response)
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
