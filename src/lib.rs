@@ -10,11 +10,13 @@
 //! - `handshake` (upgrade checks, one named refusal each; identity: client id and address).
 //! - `http` (routing, API, pages; the response and query helpers the handshake uses too).
 //! - `session` (one connection's task), `reaper` (owns time), `state` (what every layer shares).
-//! - `delivery` ([`Handle`] and [`Handler`]: pushing from code), `webhooks`, `cluster` (nodes
-//!   joined through Redis: routing, presence, the Redis engine).
+//! - `delivery` ([`Handle`] and [`Handler`]: pushing from code).
+//! - `engine` (history and idempotency behind one trait: memory on one node, Redis in a
+//!   cluster).
+//! - `cluster` (Redis plumbing: routing, presence, scripts), `webhooks`.
 //! - `registry` (sessions by id, client id and channel; fan-out; listings), `outbox` (a
 //!   session's shared half, its rate bucket), `metrics` (counters, dashboard samples).
-//! - `engine` (streams, history and idempotency behind one trait; memory on one node), `net`
+//! - `stream` (stream keys, epochs and positions, live frames, the resume hand-over), `net`
 //!   (the WebSocket on TCP, TLS, deflate, the descriptor budget, admission slots), [`auth`]
 //!   (tokens).
 //! - [`protocol`], [`config`], `error`, `id`, `clock`, [`shutdown`]: the bottom.
@@ -53,6 +55,7 @@ mod server;
 mod session;
 pub mod shutdown;
 mod state;
+mod stream;
 mod webhooks;
 
 pub use config::Config;

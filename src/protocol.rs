@@ -186,12 +186,12 @@ pub fn sequenced_envelope(
     kind: &str,
     channel: Option<&str>,
     data: Option<&str>,
-) -> crate::engine::FrameTemplate {
+) -> crate::stream::FrameTemplate {
     let mut head = envelope_head(kind, channel, data);
     head.push_str(",\"seq\":");
     let mut tail = String::with_capacity(data.map_or(0, str::len) + 10);
     envelope_tail(&mut tail, None, data);
-    crate::engine::FrameTemplate::new(head.into(), tail.into())
+    crate::stream::FrameTemplate::new(head.into(), tail.into())
 }
 
 /// `{"type":..,"timestamp":..[,"channel":..]`, with room for the rest.

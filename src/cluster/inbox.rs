@@ -17,12 +17,12 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use super::sign::Signer;
 use super::wire::{self, Head, Kind, Msg};
 use crate::clock::Clock;
-use crate::engine::{Epoch, Live, LiveSink, StreamKey};
 use crate::id::SessionId;
 use crate::outbox::Enqueued;
 use crate::protocol::close;
 use crate::registry::Registry;
 use crate::registry::listing;
+use crate::stream::{Epoch, Live, LiveSink, StreamKey};
 
 /// A reply this node owes another: the node it answers and the encoded reply.
 pub type Outgoing = (String, Vec<u8>);

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::engine::{StreamKey, Target};
+use crate::stream::{StreamKey, Target};
 
 /// The names of one cluster's keys and topics.
 #[derive(Clone, Debug)]

@@ -9,7 +9,8 @@
 //!   to the registry, in batches; a session that opens waits for its entry, so a push sent
 //!   once its `welcome` arrived reaches it from any node. Nodes heartbeat into `<prefix>:nodes`;
 //!   the first survivor to see one silent past `node_ttl` clears its presence.
-//! - **Streams** live in Redis ([`engine::RedisEngine`]), so a client resumes on any node.
+//! - **Streams** live in Redis (the Redis engine, `engine/redis.rs`, on this connection), so a
+//!   client resumes on any node.
 //! - **Failure.** Every Redis call is bounded in time and fails as
 //!   [`EngineError::Unavailable`]; callers then deliver locally and answer `partial`. The
 //!   upkeep task marks the node degraded, and once Redis answers again it resubscribes and
@@ -19,16 +20,16 @@
 //!
 //! Files: `Cluster` and its connection here; `route.rs`, requests to other nodes and their
 //! answers; `presence.rs`, the presence writer, the upkeep and presence queries; `inbox.rs`,
-//! what arrives; `views.rs`, shared dashboard samples and metrics; `engine.rs`, the Redis
-//! engine; `keys.rs`, `scripts.rs`, `wire.rs`, `sign.rs`, `replier.rs`: keys, Lua, the message
-//! format and its signature, answers. It may use the registry, the engine's types, webhooks,
-//! outboxes and the bottom; `delivery` and `state` sit above it.
+//! what arrives; `views.rs`, shared dashboard samples and metrics; `keys.rs`, `scripts.rs`,
+//! `wire.rs`, `sign.rs`, `replier.rs`: keys, Lua, the message format and its signature,
+//! answers. It may use the registry, `stream`'s vocabulary, webhooks, outboxes and the bottom;
+//! never `engine`, whose Redis engine (`engine/redis.rs`) is built on this connection, nor
+//! `delivery` and `state`, which sit above it.
 //!
 //! Crate: `redis` (redis-rs) with its `ConnectionManager`: well kept, tokio-native, reconnects
 //! with backoff by itself and, on RESP3, re-subscribes and hands pub/sub messages to a callback
 //! without a second task hop.
 
-pub mod engine;
 mod inbox;
 mod keys;
 mod presence;
@@ -52,9 +53,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::engine::EngineError;
 use crate::registry::Registry;
 use crate::shutdown::AbortOnDrop;
+use crate::stream::EngineError;
 use crate::webhooks::Webhooks;
 use inbox::{Inbox, Outgoing, Pending};
 use keys::Keys;
@@ -112,7 +113,7 @@ pub struct Cluster {
     /// Subscriptions; its pushes go straight to the inbox.
     sub: ConnectionManager,
     inbox: Arc<Inbox>,
-    pending: Arc<Pending>,
+    pub(crate) pending: Arc<Pending>,
     registry: Arc<Registry>,
     webhooks: Option<Arc<Webhooks>>,
     reply_timeout: Duration,
@@ -131,14 +132,14 @@ pub struct Cluster {
     /// Replies owed to other nodes, until the replier task takes them.
     outgoing: Mutex<Option<mpsc::Receiver<Outgoing>>>,
     /// Names of keys and topics, under `redis_prefix`.
-    keys: Keys,
+    pub(crate) keys: Keys,
     /// Signs what this node publishes (the inbox checks what arrives).
-    signer: Arc<Signer>,
+    pub(crate) signer: Arc<Signer>,
     /// This node's newest dashboard sample, until the upkeep shares it.
     sample: Mutex<Option<String>>,
     /// Counters.
     pub stats: ClusterStats,
-    scripts: scripts::Set,
+    pub(crate) scripts: scripts::Set,
 }
 
 impl Cluster {
@@ -256,7 +257,7 @@ impl Cluster {
     }
 
     /// Runs one Redis call with the time bound; a failure marks the node degraded.
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         what: &str,
         f: impl Future<Output = Result<T, RedisError>>,
@@ -293,7 +294,7 @@ impl Cluster {
     }
 
     /// A command connection (a cheap clone of the manager).
-    fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> ConnectionManager {
         self.cmd.clone()
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::{Cluster, PRESENCE_WAIT};
-use crate::engine::EngineError;
+use crate::stream::EngineError;
 
 /// Client ids written per script call, so one call never holds Redis for long.
 const BATCH: usize = 500;

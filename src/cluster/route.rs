@@ -9,8 +9,8 @@ use bytes::Bytes;
 use super::inbox::{self, Gathered};
 use super::wire::{Head, Kind};
 use super::{Cluster, Routed};
-use crate::engine::EngineError;
 use crate::id::SessionId;
+use crate::stream::EngineError;
 
 impl Cluster {
     /// A message from this node, signed when `cluster_secret` is set.
@@ -56,7 +56,7 @@ impl Cluster {
     }
 
     /// Waits for `expected` answers to `ticket`, counting a short answer as partial.
-    pub(super) async fn gather(&self, ticket: inbox::Ticket, expected: usize) -> Gathered {
+    pub(crate) async fn gather(&self, ticket: inbox::Ticket, expected: usize) -> Gathered {
         let g = self
             .pending
             .gather(ticket, expected, self.reply_timeout)

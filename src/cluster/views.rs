@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Cluster;
-use crate::engine::EngineError;
+use crate::stream::EngineError;
 
 impl Cluster {
     /// Hands the newest dashboard sample to the upkeep, which shares it with the cluster.

@@ -1,7 +1,10 @@
 //! The engine: what outlives a session or spans nodes — stream epochs and seqs, history,
 //! idempotency keys, and delivery of appended messages to the local sessions. One trait,
-//! [`Engine`]; [`memory::MemoryEngine`] for one node, a Redis engine for a cluster. Sessions and
-//! the API hold an `Arc<dyn Engine>` and never learn which one runs.
+//! [`Engine`]; [`memory::MemoryEngine`] for one node, [`redis::RedisEngine`] for a cluster.
+//! Sessions and the API hold an `Arc<dyn Engine>` and never learn which one runs. The words the
+//! engines share with the cluster, the registry and the outboxes (stream keys, epochs and
+//! positions, live frames, the hand-over, `EngineError`) live in `crate::stream`, re-exported
+//! here; the engine may use them, the cluster's plumbing (for Redis), config, id and clock.
 //!
 //! # The hand-over: a resuming session sees each message exactly once
 //!
@@ -37,75 +40,33 @@
 //! body it answered so a repeat inside the window answers the same.
 
 mod checked;
-pub mod handover;
 mod keys;
 mod lost;
 pub mod memory;
-pub mod position;
+pub mod redis;
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 #[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 pub use checked::Checked;
-pub use handover::HandOver;
+// Epochs are the engine's to mint (`fresh_bits`); the type lives in `stream` with the other
+// words the cluster shares.
+pub use crate::stream::position;
+pub use crate::stream::{
+    EngineError, EngineStats, Epoch, FrameTemplate, HandOver, Live, LiveSink,
+    MAX_IDEMPOTENCY_KEY_LEN, Position, Since, StreamKey, Target,
+};
 #[cfg(test)]
-pub use handover::{Offered, Overflowed};
-pub use position::{Epoch, Position, Since};
-
-/// Longest idempotency key the engine keeps; longer ones are refused so keys cannot eat memory.
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+pub use crate::stream::{Offered, Overflowed};
 
 /// What a call with an idempotency key asked for: SHA-256 of its target, type and data as
 /// received. Kept with the key, so a repeat with another body is told apart from a retry.
 pub type RequestDigest = [u8; 32];
-
-/// Which stream: a client id's and a channel's are separate namespaces even for equal names.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum StreamKey {
-    /// The stream of pushes to one client id (all its sessions).
-    Client(Arc<str>),
-    /// The stream of publishes to one channel.
-    Channel(Arc<str>),
-}
-
-impl StreamKey {
-    /// The stream of a client id.
-    pub fn client(id: &str) -> Self {
-        StreamKey::Client(Arc::from(id))
-    }
-
-    /// The stream of a channel.
-    pub fn channel(name: &str) -> Self {
-        StreamKey::Channel(Arc::from(name))
-    }
-}
-
-/// What an idempotency key is scoped to: the same key for two targets is two keys.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Target {
-    /// `push` with `client_id`.
-    Client(Arc<str>),
-    /// `publish` to a channel.
-    Channel(Arc<str>),
-    /// `push` with `session_id`.
-    Session(Arc<str>),
-}
-
-impl From<&StreamKey> for Target {
-    fn from(key: &StreamKey) -> Self {
-        match key {
-            StreamKey::Client(id) => Target::Client(id.clone()),
-            StreamKey::Channel(name) => Target::Channel(name.clone()),
-        }
-    }
-}
 
 /// One message kept in a stream's history.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,18 +77,6 @@ pub struct Stored {
     pub frame: Bytes,
     /// When it was appended, by the engine's clock; TTL counts from here.
     pub at_ms: u64,
-}
-
-/// One message on its way to live sessions; the seq rides beside the bytes so the gate need
-/// not parse JSON.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Live {
-    /// The incarnation of the stream the seq counts in.
-    pub epoch: Epoch,
-    /// Its place in the stream.
-    pub seq: u64,
-    /// The encoded envelope, the same bytes for every recipient.
-    pub frame: Bytes,
 }
 
 /// The answer to a resume.
@@ -157,64 +106,6 @@ pub struct Appended {
     pub partial: bool,
 }
 
-/// An envelope with a hole for its seq: the frame carries its own seq, and the seq is only
-/// known inside the engine's atomic append, so the engine fills the hole. A template (not a
-/// closure) fits Redis: one Lua script can `head .. seq .. tail`, store and publish in one step.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FrameTemplate {
-    head: Bytes,
-    tail: Bytes,
-}
-
-impl FrameTemplate {
-    /// A frame that is `head`, the seq in decimal, then `tail`.
-    pub fn new(head: Bytes, tail: Bytes) -> Self {
-        FrameTemplate { head, tail }
-    }
-
-    /// From an encoded JSON object without `seq`: the frame gets `"seq":N` as its first field.
-    /// `None` when `object` does not look like a JSON object (`{` … `}`).
-    pub fn json_object(object: &[u8]) -> Option<Self> {
-        let inner = object.strip_prefix(b"{")?.strip_suffix(b"}")?;
-        let mut tail = BytesMut::with_capacity(inner.len() + 2);
-        if !inner.iter().all(u8::is_ascii_whitespace) {
-            tail.put_u8(b',');
-            tail.put_slice(inner);
-        }
-        tail.put_u8(b'}');
-        Some(FrameTemplate {
-            head: Bytes::from_static(b"{\"seq\":"),
-            tail: tail.freeze(),
-        })
-    }
-
-    /// The bytes before and after the seq.
-    pub fn parts(&self) -> (&Bytes, &Bytes) {
-        (&self.head, &self.tail)
-    }
-
-    /// The frame for one seq.
-    pub fn build(&self, seq: u64) -> Bytes {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut rest = seq;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        let digits = &digits[at..];
-        let mut frame = BytesMut::with_capacity(self.head.len() + digits.len() + self.tail.len());
-        frame.put_slice(&self.head);
-        frame.put_slice(digits);
-        frame.put_slice(&self.tail);
-        frame.freeze()
-    }
-}
-
 /// Whether an idempotency key was seen within its window.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IdempotencyOutcome {
@@ -228,81 +119,6 @@ pub enum IdempotencyOutcome {
     /// Seen within its window with another [`RequestDigest`]: a different request reusing the
     /// key; the API refuses it (422) and does nothing.
     Reused,
-}
-
-/// Counters for `/metrics`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    /// The figures of what is held (streams, messages, bytes, keys, evictions) are known here;
-    /// false for Redis, where they are Redis's to report and a scrape must not cost a round
-    /// trip, so `/metrics` leaves them out rather than showing zeros.
-    pub holds_here: bool,
-    /// Streams held (with or without messages).
-    pub streams: u64,
-    /// Messages held over all streams.
-    pub stored_messages: u64,
-    /// Bytes of stored frames over all streams.
-    pub stored_bytes: u64,
-    /// Idempotency keys held.
-    pub idempotency_keys: u64,
-    /// Calls answered as a repeat or in-flight since start.
-    pub idempotent_repeats: u64,
-    /// Streams evicted as least recently used since start.
-    pub evicted_streams: u64,
-}
-
-/// Why an engine call failed.
-#[derive(Clone, Debug)]
-pub enum EngineError {
-    /// The backing store (Redis) cannot be reached; the caller degrades to local delivery.
-    Unavailable(Arc<dyn std::error::Error + Send + Sync>),
-    /// The backing store took the call but its answer did not come in time (or the connection
-    /// dropped after it was sent): the call may or may not have taken effect, so the caller
-    /// must neither redo it locally nor report it as not done.
-    Uncertain(Arc<dyn std::error::Error + Send + Sync>),
-    /// An idempotency key longer than [`MAX_IDEMPOTENCY_KEY_LEN`].
-    IdempotencyKeyTooLong {
-        /// Its length in bytes.
-        len: usize,
-    },
-    /// A stream or target named by a client id (or session id) that breaks the one rule for
-    /// them; the string says how. Nothing was stored.
-    BadClientId(&'static str),
-    /// A stream or target named by a channel that breaks the rule for channel names.
-    BadChannel(String),
-}
-
-impl fmt::Display for EngineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EngineError::Unavailable(cause) => write!(f, "engine unavailable: {cause}"),
-            EngineError::Uncertain(cause) => write!(f, "engine did not answer in time: {cause}"),
-            EngineError::IdempotencyKeyTooLong { len } => write!(
-                f,
-                "idempotency_key is {len} bytes, at most {MAX_IDEMPOTENCY_KEY_LEN} are allowed"
-            ),
-            EngineError::BadClientId(why) => write!(f, "bad client id: {why}"),
-            EngineError::BadChannel(why) => write!(f, "bad channel name: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for EngineError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            EngineError::Unavailable(cause) | EngineError::Uncertain(cause) => Some(cause.as_ref()),
-            EngineError::IdempotencyKeyTooLong { .. }
-            | EngineError::BadClientId(_)
-            | EngineError::BadChannel(_) => None,
-        }
-    }
-}
-
-/// Where the engine hands live messages: the registry's fan-out to local sessions.
-pub trait LiveSink: Send + Sync + 'static {
-    /// Offers `live` to this node's sessions of `key`; returns how many queues accepted it.
-    /// Called in seq order per stream, under that stream's delivery lock: must not block.
-    fn deliver(&self, key: &StreamKey, live: &Live) -> usize;
 }
 
 /// The engine's source of wall-clock milliseconds (TTLs, `at_ms`), injectable so tests move it

@@ -121,7 +121,7 @@ impl Metrics {
 }
 
 /// The engine's share of `/metrics`: history held and idempotency repeats.
-pub fn render_engine(o: &mut String, s: &crate::engine::EngineStats) {
+pub fn render_engine(o: &mut String, s: &crate::stream::EngineStats) {
     if s.holds_here {
         render_held(o, s);
     }
@@ -134,7 +134,7 @@ pub fn render_engine(o: &mut String, s: &crate::engine::EngineStats) {
 }
 
 /// What the memory engine holds.
-fn render_held(o: &mut String, s: &crate::engine::EngineStats) {
+fn render_held(o: &mut String, s: &crate::stream::EngineStats) {
     gauge(
         o,
         "tether_history_streams",

@@ -20,9 +20,9 @@ use parking_lot::Mutex;
 use std::task::Waker;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::engine::{HandOver, Live, StreamKey};
 use crate::id::SessionId;
 use crate::outbox::rate::Bucket;
+use crate::stream::{HandOver, Live, StreamKey};
 
 /// A close the session task should perform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

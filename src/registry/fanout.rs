@@ -7,9 +7,9 @@ use std::sync::Arc;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::{FAN_OUT_SLICE, Registry};
-use crate::engine::{Live, LiveSink, StreamKey};
 use crate::net::deflate::FanOut;
 use crate::outbox::{Enqueued, Outbox};
+use crate::stream::{Live, LiveSink, StreamKey};
 
 impl Registry {
     /// Queues one frame to one session and keeps the books: a frame for a closing session is a

@@ -1,7 +1,7 @@
 //! `since` parsing against well-formed and hostile input, and frame templates.
 
 use super::{Epoch, MAX_POSITION_LEN, Position, PositionError};
-use crate::engine::FrameTemplate;
+use crate::stream::FrameTemplate;
 
 #[test]
 fn parses_and_displays_round_trip() {

@@ -1,7 +1,8 @@
 //! The Redis engine: streams, history and idempotency keys in Redis, so a client resumes on
 //! any node with nothing lost. An append is one Lua step that numbers, stores and publishes to
 //! the nodes holding a recipient; their inboxes hand the frame to the registry (this node's
-//! included), so the hand-over of `engine/mod.rs` holds across nodes unchanged.
+//! included), so the hand-over of `engine/mod.rs` holds across nodes unchanged. It runs on the
+//! cluster's connection, keys and scripts (`crate::cluster`, below the engine).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,12 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::Value;
 
-use super::{Cluster, wire};
-use crate::engine::{
+use super::{
     Appended, Engine, EngineError, EngineFuture, EngineStats, Epoch, FrameTemplate,
     IdempotencyOutcome, MAX_IDEMPOTENCY_KEY_LEN, Position, Recovery, RequestDigest, Stored,
     StreamKey, Target,
 };
+use crate::cluster::{Cluster, wire};
 
 /// The engine of a clustered node.
 pub struct RedisEngine {
