@@ -8,7 +8,8 @@
 //! - `server` (accept loop, the edge thread, drain or paced restart, shutdown orchestration;
 //!   it sends the WebSocket path to the handshake and everything else to `http`).
 //! - `handshake` (upgrade checks, one named refusal each; identity: client id and address).
-//! - `http` (routing, API, pages; the response and query helpers the handshake uses too).
+//! - `http` (routing, API, pages; the error enum, response and query helpers the handshake uses
+//!   too).
 //! - `session` (one connection's task), `reaper` (owns time), `state` (what every layer shares).
 //! - `delivery` ([`Handle`] and [`Handler`]: pushing from code).
 //! - `engine` (history and idempotency behind one trait: memory on one node, Redis in a
@@ -19,7 +20,7 @@
 //! - `stream` (stream keys, epochs and positions, live frames, the resume hand-over), `net`
 //!   (the WebSocket on TCP, TLS, deflate, the descriptor budget, admission slots), [`auth`]
 //!   (tokens).
-//! - [`protocol`], [`config`], `error`, `id`, `clock`, [`shutdown`]: the bottom.
+//! - [`protocol`], [`config`], `id`, `clock`, [`shutdown`]: the bottom.
 //!
 //! # Embedding
 //! ```no_run
@@ -41,7 +42,6 @@ mod cluster;
 pub mod config;
 mod delivery;
 pub(crate) mod engine;
-mod error;
 mod handshake;
 mod http;
 mod id;
@@ -76,9 +76,9 @@ pub mod fuzz_api {
         Head as WireHead, Kind as WireKind, decode as wire_decode, encode as wire_encode,
         prefix as wire_prefix,
     };
-    pub use crate::error::Error;
     pub use crate::handshake::identity::{client_addr, client_id};
     pub use crate::handshake::{has_token, valid_key};
+    pub use crate::http::error::Error;
     pub use crate::http::query::query_param;
     pub use crate::net::deflate::negotiate as deflate_negotiate;
     pub use crate::registry::listing::merge_pages as listing_merge_pages;

@@ -9,7 +9,7 @@ use hyper::header::{self, HeaderMap};
 
 use crate::auth::Verifier;
 use crate::config::Proxy;
-use crate::error::Error;
+use crate::http::error::Error;
 use crate::http::query::query_param;
 use crate::session::Identity;
 

@@ -27,8 +27,8 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::clock::unix_now;
 use crate::engine::Since;
-use crate::error::Error;
 use crate::handshake::identity::{client_addr, identify};
+use crate::http::error::Error;
 use crate::http::query::query_param;
 use crate::http::reply::{Body, empty, error_response};
 use crate::net::admission::AdmitError;

@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use percent_encoding::percent_decode_str;
 
 use super::{Endpoint, delivery};
-use crate::error::Error;
+use crate::http::error::Error;
 use crate::http::query::query_param;
 use crate::http::reply::{Body, error_response, json};
 use crate::id::SessionId;

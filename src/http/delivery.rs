@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::delivery::handle::Sent;
 use crate::engine::{EngineError, IdempotencyOutcome, Position, RequestDigest, StreamKey, Target};
-use crate::error::Error;
+use crate::http::error::Error;
 use crate::http::reply::{Body, json};
 use crate::id::SessionId;
 use crate::protocol;

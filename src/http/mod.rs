@@ -1,12 +1,14 @@
 //! Routing of plain HTTP requests on the shared listener (this file; `server` sends the
 //! WebSocket path to `handshake` before it gets here): `endpoint`, the one `Endpoint` enum;
-//! `api` and `delivery`, `/api/*`; `pages`, the built-in pages; `reply` and `query`, response
-//! and query helpers that the handshake uses too. It may use `delivery`, the registry, the
+//! `api` and `delivery`, `/api/*`; `pages`, the built-in pages; `error`, the one error enum
+//! mapped to status and code; `reply` and `query`, response and query helpers. The handshake
+//! uses `error`, `reply` and `query` too. It may use `delivery`, the registry, the
 //! engine, metrics, shared state and the bottom; never `handshake` or `server`.
 
 mod api;
 mod delivery;
 mod endpoint;
+pub(crate) mod error;
 mod pages;
 pub(crate) mod query;
 pub(crate) mod reply;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 
-use crate::error::Error;
+use crate::http::error::Error;
 use crate::http::reply::{Body, error_response};
 use crate::state::Shared;
 

@@ -6,7 +6,7 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
-use crate::error::{Error, allow_list};
+use crate::http::error::{Error, allow_list};
 
 /// Every response body is a complete buffer.
 pub type Body = Full<Bytes>;

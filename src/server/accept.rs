@@ -15,9 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::error::Error;
 use crate::handshake;
 use crate::http;
+use crate::http::error::Error;
 use crate::net::budget::{Permit, PermitCell, Sockets};
 use crate::net::tls;
 use crate::state::Shared;
