@@ -1,4 +1,6 @@
 //! Tokens (docs/protocol.md §7): verify JWTs, read claims, hold key sets, reload them on SIGHUP.
+//! `keys.rs` decodes and checks the key files. It may use only `protocol` (the name rules): the
+//! handshake, sessions and outboxes build on it.
 
 use std::collections::HashSet;
 use std::fmt;

@@ -3,6 +3,9 @@
 //! Every key is declared once, in the [`keys!`] table below: its type, default, value hint and
 //! help. The struct, its serde form (so the TOML file, the environment and the flags share one
 //! parser and errors that name the key), the key list and the `--help` text all come from it.
+//! `load.rs` merges the sources, `values.rs` holds the serde adapters, `validate.rs` the
+//! relations between keys. It may use only `net::budget` (the descriptor budget that caps
+//! `max_connections`).
 
 mod load;
 mod validate;

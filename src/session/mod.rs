@@ -2,7 +2,12 @@
 //!
 //! - [`driver`]: the poll loop (reader stamps liveness, writer drains the queue in batches);
 //! - [`commands`]: inbound commands, one small function each;
-//! - [`close`]: the close handshake, in one place.
+//! - [`close`]: the close handshake, in one place;
+//! - `resume`: replay and the hand-over on `since`; `clustered`: the commands that wait on Redis;
+//!   `welcome`: a plain TCP session's welcome, written on the edge thread.
+//!
+//! It may use shared state, `delivery` (the `Handler` callbacks), the registry, outboxes, the
+//! engine, `net` and the bottom; the handshake (which opens sessions) and the server sit above.
 //!
 //! Whatever ends the session, the [`Guard`] removes it from the registry and releases its
 //! admission slot.

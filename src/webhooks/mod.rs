@@ -8,6 +8,10 @@
 //! to `webhook_retry_for`. A full lane drops the event and counts it: the connection path never
 //! waits for the receiver. `offline` fires once a client id's last session ended and it has not
 //! come back within `offline_grace`; the reaper, which owns time, checks that.
+//!
+//! `lane.rs` holds a lane's queue, `send.rs` the HTTP client and its signature. It may use the
+//! registry (who is still here), outboxes, metrics, config and the bottom; the cluster and
+//! shared state sit above it.
 
 mod lane;
 mod send;
