@@ -17,10 +17,10 @@
 //! - `cluster` (Redis plumbing: routing, presence, scripts), `webhooks`.
 //! - `registry` (sessions by id, client id and channel; fan-out; listings), `outbox` (a
 //!   session's shared half, its rate bucket), `metrics` (counters, dashboard samples).
+//! - [`auth`] (tokens), [`protocol`], [`config`].
 //! - `stream` (stream keys, epochs and positions, live frames, the resume hand-over), `net`
-//!   (the WebSocket on TCP, TLS, deflate, the descriptor budget, admission slots), [`auth`]
-//!   (tokens).
-//! - [`protocol`], [`config`], `id`, `clock`, [`shutdown`]: the bottom.
+//!   (the WebSocket on TCP, TLS, deflate, the descriptor budget, admission slots), `id`,
+//!   `clock`, [`shutdown`]: the bottom.
 //!
 //! # Embedding
 //! ```no_run
