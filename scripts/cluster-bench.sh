@@ -17,6 +17,7 @@
 # Environment: N (19000), NODES (8), PER (19000), HOLD (60s), PUSHES (2000), PUSH_RATE (200),
 # ONLY (broadcast push [default], scale), OUT (results folder), PORT (18080, nodes count up),
 # REDIS_PORT (16379). PIN=1 pins redis and the nodes to CPU 1 and tether-bench to CPU 0.
+# SERVER_BIN picks the tether binary of the nodes (an A/B of two builds in one sitting).
 # Needs: cargo, curl, jq, redis-server (scripts/install-test-deps.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +45,7 @@ nodes() {
   local k=$1 maxc=$2 i
   NODE_PIDS=() URLS="" APIS=""
   for i in $(seq 0 $((k - 1))); do
-    RUST_LOG=warn "${SERVER_CPU[@]}" target/release/tether --listen "127.0.0.1:$((PORT + i))" \
+    RUST_LOG=warn "${SERVER_CPU[@]}" "${SERVER_BIN:-target/release/tether}" --listen "127.0.0.1:$((PORT + i))" \
       --demo-page false --max-connections "$maxc" --max-http-connections-per-ip 0 --node-id "node-$i" \
       --redis-url "redis://127.0.0.1:$REDIS_PORT/" >>"$OUT/tether-server.log" 2>&1 &
     SERVER_PIDS+=("$!") NODE_PIDS+=("$!")
@@ -64,7 +65,7 @@ bench_pinned() {
 cargo build --release --workspace
 
 if wants broadcast; then
-  RUST_LOG=warn "${SERVER_CPU[@]}" target/release/tether --listen "127.0.0.1:$PORT" --demo-page false \
+  RUST_LOG=warn "${SERVER_CPU[@]}" "${SERVER_BIN:-target/release/tether}" --listen "127.0.0.1:$PORT" --demo-page false \
     --max-connections $((N + 500)) --max-http-connections-per-ip 0 >>"$OUT/tether-server.log" 2>&1 &
   ONE=$!
   SERVER_PIDS+=("$ONE")
