@@ -185,7 +185,7 @@ impl Handle {
             (_, true) => {
                 let key = StreamKey::client(client_id);
                 self.engine
-                    .append(&key, sequenced_envelope(kind, None, data))
+                    .append(&key, &sequenced_envelope(kind, None, data))
                     .await
                     .map(|a| {
                         Some(Sent {
@@ -235,7 +235,7 @@ impl Handle {
             (_, true) => {
                 let key = StreamKey::channel(channel);
                 self.engine
-                    .append(&key, sequenced_envelope(kind, Some(channel), data))
+                    .append(&key, &sequenced_envelope(kind, Some(channel), data))
                     .await
                     .map(|a| Sent {
                         delivered: a.delivered,
