@@ -18,7 +18,7 @@ use crate::protocol::{envelope, sequenced_envelope};
 #[derive(Clone)]
 pub struct Handle {
     /// Where messages go: this node, or every node of the cluster.
-    pub(crate) router: Router,
+    router: Router,
     /// `history_size > 0`: messages to client ids and channels are numbered and stored.
     history: bool,
 }
