@@ -66,7 +66,10 @@ async fn main() -> std::io::Result<()> {
         while let Some(job) = rx.recv().await {
             let sum: u64 = (1..=job.n).sum();
             let data = format!("{{\"n\":{},\"sum\":{sum}}}", job.n);
-            handle.push(&job.client_id, "job_done", Some(&data));
+            // Awaited: in a cluster the push goes through Redis to whichever node holds the tab.
+            if let Err(e) = handle.push(&job.client_id, "job_done", Some(&data)).await {
+                eprintln!("job {} not delivered: {e}", job.n);
+            }
         }
     });
     let (trigger, signal) = tether::shutdown::channel();

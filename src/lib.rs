@@ -11,7 +11,8 @@
 //! - `http` (routing, API, pages; the error enum, response and query helpers the handshake uses
 //!   too).
 //! - `session` (one connection's task), `reaper` (owns time), `state` (what every layer shares).
-//! - `delivery` ([`Handle`] and [`Handler`]: pushing from code).
+//! - `delivery` (the seam between one node and a cluster: the router, chosen once; [`Handle`]
+//!   and [`Handler`]: pushing from code).
 //! - `engine` (history and idempotency behind one trait: memory on one node, Redis in a
 //!   cluster).
 //! - `cluster` (Redis plumbing: routing, presence, scripts), `webhooks`.
@@ -31,7 +32,8 @@
 //! let (trigger, signal) = tether::shutdown::channel();
 //! let listener = tether::bind("127.0.0.1:0".parse().unwrap())?;
 //! tokio::spawn(server.run(listener, signal));
-//! handle.push("alice", "hello", Some(r#"{"text":"hi"}"#));
+//! let sent = handle.push("alice", "hello", Some(r#"{"text":"hi"}"#)).await;
+//! assert!(sent.is_ok(), "one node with nobody connected: nothing to deliver, nothing lost");
 //! trigger.signal();
 //! # Ok(()) }
 //! ```

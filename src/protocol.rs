@@ -188,10 +188,24 @@ pub fn sequenced_envelope(
     data: Option<&str>,
 ) -> crate::stream::FrameTemplate {
     let mut head = envelope_head(kind, channel, data);
-    head.push_str(",\"seq\":");
+    head.push_str(SEQ_FIELD);
     let mut tail = String::with_capacity(data.map_or(0, str::len) + 10);
     envelope_tail(&mut tail, None, data);
     crate::stream::FrameTemplate::new(head.into(), tail.into())
+}
+
+/// Where a sequenced envelope's head ends and its seq goes.
+const SEQ_FIELD: &str = ",\"seq\":";
+
+/// A [`sequenced_envelope`]'s frame without a seq: when the stream cannot number it (Redis
+/// down), this node's sessions still get the same message, built from the same template.
+pub fn unsequenced(template: &crate::stream::FrameTemplate) -> Utf8Bytes {
+    let (head, tail) = template.parts();
+    let head = head.strip_suffix(SEQ_FIELD.as_bytes()).unwrap_or(head);
+    let mut out = String::with_capacity(head.len() + tail.len());
+    out.push_str(&String::from_utf8_lossy(head));
+    out.push_str(&String::from_utf8_lossy(tail));
+    Utf8Bytes::from(out)
 }
 
 /// `{"type":..,"timestamp":..[,"channel":..]`, with room for the rest.
@@ -288,6 +302,23 @@ pub fn timestamp(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn unsequenced_is_the_plain_envelope() {
+        let no_time = |frame: &str| {
+            let mut v: serde_json::Value = serde_json::from_str(frame).unwrap();
+            v.as_object_mut().unwrap().remove("timestamp");
+            v
+        };
+        let template = sequenced_envelope("news", Some("room"), Some(r#"{"n":1}"#));
+        let plain = envelope("news", Some("room"), None, Some(r#"{"n":1}"#));
+        assert_eq!(no_time(&unsequenced(&template)), no_time(&plain));
+        let template = sequenced_envelope("x", None, None);
+        assert_eq!(
+            no_time(&unsequenced(&template)),
+            no_time(&envelope("x", None, None, None))
+        );
+    }
 
     #[test]
     fn timestamps_are_rfc3339_millis() {

@@ -155,9 +155,7 @@ fn tick_webhooks(shared: &Shared) {
 fn sample_dashboard(shared: &Shared, sessions: usize) {
     if shared.config.dashboard {
         shared.samples.record(sessions, shared.metrics.totals());
-        if let (Some(c), Some(latest)) = (&shared.cluster, shared.samples.latest()) {
-            c.share_sample(latest);
-        }
+        shared.router.share_sample(|| shared.samples.latest());
     }
 }
 

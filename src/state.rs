@@ -13,6 +13,7 @@ use crate::cluster::Cluster;
 use crate::config::{AuthMode, Config, Secret, ShutdownMode};
 use crate::delivery::handle::Handle;
 use crate::delivery::handler::Handler;
+use crate::delivery::router::Router;
 use crate::engine::memory::{MemoryConfig, MemoryEngine};
 use crate::engine::redis::RedisEngine;
 use crate::engine::{Checked, Engine, WallTime};
@@ -43,8 +44,8 @@ pub struct Shared {
     /// What outlives a session: stream seqs, history, idempotency keys (memory, or Redis in a
     /// cluster).
     pub engine: Arc<dyn Engine>,
-    /// This node's membership of a cluster, when `redis_url` is set.
-    pub cluster: Option<Arc<Cluster>>,
+    /// Everything about other nodes: this node alone, or a cluster through Redis.
+    pub router: Router,
     /// Connection slots under the limits.
     pub admissions: Arc<Admissions>,
     /// The descriptor budget every accepted socket counts against.
@@ -57,7 +58,7 @@ pub struct Shared {
     pub ids: SessionIds,
     /// The embedding application's callbacks.
     pub handler: Arc<dyn Handler>,
-    /// Push handle shared by the API and client `publish`.
+    /// Push handle shared by the API and client `publish` (over the same router).
     pub handle: Handle,
     /// Set once shutdown starts: upgrades are refused and `/health` answers 503.
     draining: AtomicBool,
@@ -133,12 +134,15 @@ impl Shared {
         };
         // Whoever calls it, the engine builds no key from a name the handshake would refuse.
         let engine: Arc<dyn Engine> = Arc::new(Checked(engine));
-        let handle = Handle {
-            registry: Arc::clone(&registry),
-            engine: Arc::clone(&engine),
-            history: config.history(),
-            cluster: cluster.clone(),
-        };
+        // The one place that asks whether there is a cluster: everything else asks the router.
+        let router = Router::new(
+            Arc::clone(&registry),
+            Arc::clone(&engine),
+            Arc::clone(&node),
+            clock,
+            cluster,
+        );
+        let handle = Handle::new(router.clone(), config.history());
         let sockets = Sockets::new(socket_budget(), config.max_http_connections_per_ip);
         Ok(Shared {
             webhooks,
@@ -148,7 +152,7 @@ impl Shared {
             api_key,
             registry,
             engine,
-            cluster,
+            router,
             admissions,
             sockets,
             metrics,

@@ -29,9 +29,16 @@ async fn until_close(ws: &mut Ws) -> (Vec<Value>, Option<u16>) {
     }
 }
 
-fn burst(s: &TestServer, client: &str) {
+async fn burst(s: &TestServer, client: &str) {
     for i in 0..BURST {
-        assert_eq!(s.handle.push(client, "n", Some(&i.to_string())), Some(1));
+        assert_eq!(
+            s.handle
+                .push(client, "n", Some(&i.to_string()))
+                .await
+                .unwrap()
+                .map(|sent| sent.delivered),
+            Some(1)
+        );
     }
 }
 
@@ -47,7 +54,7 @@ async fn admin_close_right_after_pushes_delivers_them_first() {
     let s = start(config(&[])).await;
     let (mut ws, welcome) = connect(s.addr, "a").await;
     let sid = welcome["data"]["session_id"].as_str().unwrap().to_string();
-    burst(&s, "a");
+    burst(&s, "a").await;
     let (status, _, _) = http(
         s.addr,
         "DELETE",
@@ -70,7 +77,7 @@ async fn drain_timeout_delivers_what_was_queued_before_1001() {
     let (mut ws, _) = connect(s.addr, "a").await;
     s.trigger.signal();
     assert_eq!(recv_json(&mut ws).await["type"], "shutdown");
-    burst(&s, "a");
+    burst(&s, "a").await;
     let (got, code) = until_close(&mut ws).await;
     assert_eq!(numbered(&got), (0..BURST as u64).collect::<Vec<_>>());
     assert_eq!(code, Some(1001));
@@ -84,7 +91,7 @@ async fn drain_timeout_delivers_what_was_queued_before_1001() {
 async fn restart_delivers_what_was_queued_before_1012() {
     let s = start(config(&[("shutdown_mode", "restart")])).await;
     let (mut ws, _) = connect(s.addr, "a").await;
-    burst(&s, "a");
+    burst(&s, "a").await;
     s.trigger.signal();
     let (got, code) = until_close(&mut ws).await;
     assert_eq!(numbered(&got), (0..BURST as u64).collect::<Vec<_>>());

@@ -617,7 +617,7 @@ async fn the_embedding_handle_answers_for_the_whole_cluster() {
     let sid = welcome["data"]["session_id"].as_str().unwrap().to_string();
     let sent = a
         .handle
-        .push_everywhere("emma", "hi", Some(r#"{"n":1}"#))
+        .push("emma", "hi", Some(r#"{"n":1}"#))
         .await
         .expect("push through Redis")
         .expect("emma has a session");
@@ -625,10 +625,7 @@ async fn the_embedding_handle_answers_for_the_whole_cluster() {
     let got = recv_json(&mut on_b).await;
     assert_eq!((&got["type"], &got["data"]["n"]), (&"hi".into(), &1.into()));
     assert_eq!(
-        a.handle
-            .push_everywhere("nobody", "hi", None)
-            .await
-            .unwrap(),
+        a.handle.push("nobody", "hi", None).await.unwrap(),
         None,
         "no session anywhere, no history"
     );
@@ -638,22 +635,15 @@ async fn the_embedding_handle_answers_for_the_whole_cluster() {
         send_json(ws, r#"{"type":"subscribe","data":{"channel":"room"}}"#).await;
         assert_eq!(recv_json(ws).await["type"], "subscribed");
     }
-    let sent = a
-        .handle
-        .publish_everywhere("room", "news", None)
-        .await
-        .unwrap();
+    let sent = a.handle.publish("room", "news", None).await.unwrap();
     assert_eq!(sent.delivered, 2, "{sent:?}");
     for ws in [&mut on_a, &mut on_b] {
         assert_eq!(recv_json(ws).await["type"], "news");
     }
-    assert_eq!(
-        a.handle.broadcast_everywhere("all", None).await.delivered,
-        2
-    );
+    assert_eq!(a.handle.broadcast("all", None).await.delivered, 2);
     let sent = a
         .handle
-        .push_session_everywhere(&sid, "only", None)
+        .push_session(&sid, "only", None)
         .await
         .unwrap()
         .expect("the session is on b");
@@ -662,13 +652,13 @@ async fn the_embedding_handle_answers_for_the_whole_cluster() {
         assert_eq!(recv_json(ws).await["type"], "all");
     }
     assert_eq!(recv_json(&mut on_b).await["type"], "only");
-    assert!(a.handle.disconnect_everywhere(&sid).await.unwrap());
+    assert!(a.handle.disconnect(&sid).await.unwrap());
     let close = recv_close(&mut on_b, WAIT).await.expect("closed from a");
     assert_eq!(u16::from(close.code), 4002);
 
     redis.stop();
     wait_status(a.addr, "degraded").await;
-    match a.handle.push_everywhere("emma", "lost", None).await {
+    match a.handle.push("emma", "lost", None).await {
         Err(tether::EngineError::Unavailable(_)) => {}
         other => panic!("expected Unavailable, got {other:?}"),
     }

@@ -104,7 +104,7 @@ async fn a_broadcast_reaches_compressed_and_plain_clients_alike() {
     }
     let (mut plain, _) = connect(s.addr, "plain").await;
     let data = json_2k();
-    assert_eq!(s.handle.broadcast("state", Some(&data)), 4);
+    assert_eq!(s.handle.broadcast("state", Some(&data)).await.delivered, 4);
     let mut wire = Vec::new();
     for c in &mut compressed {
         let m = c.next_data().await;
@@ -133,7 +133,14 @@ async fn a_broadcast_reaches_compressed_and_plain_clients_alike() {
 
     // A channel publish and a push to a client id with two sessions go the same way.
     let mut second = deflate_client(s.addr, "z0").await;
-    assert_eq!(s.handle.push("z0", "direct", Some(&data)), Some(2));
+    assert_eq!(
+        s.handle
+            .push("z0", "direct", Some(&data))
+            .await
+            .unwrap()
+            .map(|sent| sent.delivered),
+        Some(2)
+    );
     for c in [&mut compressed[0], &mut second] {
         let m = c.next_data().await;
         assert!(m.compressed);
@@ -147,11 +154,11 @@ async fn messages_under_compression_min_size_go_plain() {
     let s = start(on(&[("compression_min_size", "1024")])).await;
     let mut c = deflate_client(s.addr, "small").await;
     let under = format!("\"{}\"", "a".repeat(900));
-    s.handle.push("small", "t", Some(&under));
+    s.handle.push("small", "t", Some(&under)).await.unwrap();
     let m = c.next_data().await;
     assert!(!m.compressed, "{} bytes stay plain", m.payload.len());
     let over = format!("\"{}\"", "a".repeat(1100));
-    s.handle.push("small", "t", Some(&over));
+    s.handle.push("small", "t", Some(&over)).await.unwrap();
     let m = c.next_data().await;
     assert!(m.compressed);
     assert_eq!(json(&m.text())["data"], json(&over));
@@ -197,7 +204,13 @@ async fn a_compression_bomb_gets_1009_and_nobody_else_notices() {
         .await;
     let ack = json(&bystander.next_data().await.text());
     assert_eq!(ack["type"], "heartbeat_ack");
-    assert_eq!(s.handle.broadcast("after", Some(&json_2k())), 1);
+    assert_eq!(
+        s.handle
+            .broadcast("after", Some(&json_2k()))
+            .await
+            .delivered,
+        1
+    );
     assert!(bystander.next_data().await.compressed);
     stop(s).await;
 }

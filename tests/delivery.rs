@@ -131,7 +131,7 @@ async fn idempotent_retries_deliver_once_and_answer_the_same() {
         assert_eq!((status, answer["delivered"].as_u64()), (200, Some(1)));
 
         // Exactly one of each arrived: the marker comes right after them.
-        s.handle.broadcast("marker", None);
+        s.handle.broadcast("marker", None).await;
         assert_eq!(recv_json(&mut ws).await["type"], "p");
         assert_eq!(recv_json(&mut ws).await["type"], "marker");
 
@@ -187,7 +187,7 @@ async fn a_key_reused_with_another_body_gets_422_and_delivers_nothing() {
     assert_eq!(post(s.addr, "/api/v1/publish", &publish("1")).await.0, 200);
     assert_eq!(post(s.addr, "/api/v1/publish", &publish("2")).await.0, 422);
     // Exactly the first push arrived: the marker comes right after it.
-    s.handle.broadcast("marker", None);
+    s.handle.broadcast("marker", None).await;
     let got = recv_json(&mut ws).await;
     assert_eq!(
         (got["type"].as_str(), got["data"].as_u64()),

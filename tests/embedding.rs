@@ -114,8 +114,22 @@ async fn a_panic_in_one_session_leaves_the_others_and_the_registry_intact() {
     );
     // ...its session is unregistered, and everyone else carries on.
     wait_connections(s.addr, 1).await;
-    assert_eq!(s.handle.push("victim", "x", None), None);
-    assert_eq!(s.handle.push("bystander", "still", None), Some(1));
+    assert_eq!(
+        s.handle
+            .push("victim", "x", None)
+            .await
+            .unwrap()
+            .map(|sent| sent.delivered),
+        None
+    );
+    assert_eq!(
+        s.handle
+            .push("bystander", "still", None)
+            .await
+            .unwrap()
+            .map(|sent| sent.delivered),
+        Some(1)
+    );
     assert_eq!(recv_json(&mut bystander).await["type"], "still");
     let (mut again, _) = connect(s.addr, "victim").await;
     send_json(&mut again, r#"{"type":"heartbeat"}"#).await;

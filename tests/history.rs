@@ -312,7 +312,14 @@ async fn channels_resume_through_subscribe() {
             (Some("news"), Some(i))
         );
     }
-    assert_eq!(s.handle.publish("news", "story", Some("3")), 1);
+    assert_eq!(
+        s.handle
+            .publish("news", "story", Some("3"))
+            .await
+            .unwrap()
+            .delivered,
+        1
+    );
     assert_eq!(recv_json(&mut ws).await["seq"], 3);
 
     // A plain subscribe still says where the stream is; a wrong epoch is not recovered.
@@ -334,7 +341,7 @@ async fn channels_resume_through_subscribe() {
 #[tokio::test]
 async fn subscribe_with_a_since_that_is_not_a_position_is_answered_bad_position() {
     let s = start(history(&[])).await;
-    s.handle.publish("news", "story", Some("1"));
+    s.handle.publish("news", "story", Some("1")).await.unwrap();
     let (mut ws, _) = connect(s.addr, "erin").await;
     for since in [r#""1""#, r#""old-format-epoch:3""#, "5", "{}"] {
         let frame =

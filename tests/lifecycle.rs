@@ -48,7 +48,14 @@ async fn subscribe_and_unsubscribe_are_confirmed_and_take_effect() {
         (r["type"].as_str(), r["data"]["channel"].as_str()),
         (Some("subscribed"), Some("news"))
     );
-    assert_eq!(s.handle.publish("news", "story", Some("1")), 1);
+    assert_eq!(
+        s.handle
+            .publish("news", "story", Some("1"))
+            .await
+            .unwrap()
+            .delivered,
+        1
+    );
     let m = recv_json(&mut ws).await;
     assert_eq!(
         (
@@ -65,7 +72,14 @@ async fn subscribe_and_unsubscribe_are_confirmed_and_take_effect() {
     )
     .await;
     assert_eq!(recv_json(&mut ws).await["type"], "unsubscribed");
-    assert_eq!(s.handle.publish("news", "story", Some("2")), 0);
+    assert_eq!(
+        s.handle
+            .publish("news", "story", Some("2"))
+            .await
+            .unwrap()
+            .delivered,
+        0
+    );
     stop(s).await;
 }
 
@@ -135,7 +149,14 @@ async fn oversized_message_closes_1009_and_spares_others() {
 
     send_json(&mut other, r#"{"type":"heartbeat"}"#).await;
     assert_eq!(recv_json(&mut other).await["type"], "heartbeat_ack");
-    assert_eq!(s.handle.push("other", "still", None), Some(1));
+    assert_eq!(
+        s.handle
+            .push("other", "still", None)
+            .await
+            .unwrap()
+            .map(|sent| sent.delivered),
+        Some(1)
+    );
     assert_eq!(recv_json(&mut other).await["type"], "still");
     stop(s).await;
 }
@@ -147,7 +168,14 @@ async fn client_close_removes_the_session() {
     wait_connections(s.addr, 1).await;
     ws.close(None).await.unwrap();
     wait_connections(s.addr, 0).await;
-    assert_eq!(s.handle.push("erin", "x", None), None);
+    assert_eq!(
+        s.handle
+            .push("erin", "x", None)
+            .await
+            .unwrap()
+            .map(|sent| sent.delivered),
+        None
+    );
     stop(s).await;
 }
 

@@ -100,6 +100,8 @@ async fn clients_resuming_at_random_get_every_seq_once_in_order() {
                 assert!(
                     handle
                         .push(&format!("c{i}"), "n", Some(&n.to_string()))
+                        .await
+                        .unwrap()
                         .is_some()
                 );
             }

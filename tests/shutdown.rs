@@ -176,7 +176,7 @@ struct Goodbye;
 
 impl tether::Handler for Goodbye {
     fn on_shutdown(&self, handle: &tether::Handle) {
-        handle.broadcast("goodbye", Some(r#"{"see":"you"}"#));
+        handle.broadcast_here("goodbye", Some(r#"{"see":"you"}"#));
     }
 }
 

@@ -93,7 +93,14 @@ async fn wss(
 
 async fn push_arrives(s: &TestServer, ws: &mut Wss, client_id: &str, n: u32) {
     let data = format!(r#"{{"n":{n}}}"#);
-    assert_eq!(s.handle.push(client_id, "notify", Some(&data)), Some(1));
+    assert_eq!(
+        s.handle
+            .push(client_id, "notify", Some(&data))
+            .await
+            .unwrap()
+            .map(|sent| sent.delivered),
+        Some(1)
+    );
     let got = next_json(ws).await;
     assert_eq!(got["type"], "notify", "{got}");
     assert_eq!(got["data"]["n"], n);
@@ -121,7 +128,14 @@ async fn wss_negotiates_permessage_deflate() {
     );
     assert_eq!(json(&c.next_data().await.text())["type"], "welcome");
     let big = format!("[{}]", vec![r#"{"k":"v","n":12345}"#; 100].join(","));
-    assert_eq!(s.handle.push("zipped", "big", Some(&big)), Some(1));
+    assert_eq!(
+        s.handle
+            .push("zipped", "big", Some(&big))
+            .await
+            .unwrap()
+            .map(|sent| sent.delivered),
+        Some(1)
+    );
     let m = c.next_data().await;
     assert!(m.compressed && m.wire_len < m.payload.len() / 4);
     assert_eq!(json(&m.text())["data"], json(&big));

@@ -44,8 +44,8 @@ pub trait Handler: Send + Sync + 'static {
         Handled::No
     }
     /// The server is stopping: called once, before the drain or the migration begins (before
-    /// `shutdown` reaches any client), so the application can broadcast its own goodbye or
-    /// flush state through `handle`. It runs on the shutdown task: keep it short.
+    /// `shutdown` reaches any client), so the application can say its own goodbye
+    /// ([`Handle::broadcast_here`](crate::Handle::broadcast_here)) or flush state through `handle`. It runs on the shutdown task: keep it short.
     fn on_shutdown(&self, _handle: &crate::Handle) {}
     /// The session ended; `code` is the close code sent or received (1006 when the connection
     /// dropped without a close frame).

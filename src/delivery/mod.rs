@@ -1,8 +1,11 @@
-//! Pushing to clients from code: [`Handle`](handle::Handle) (push, publish, broadcast,
-//! disconnect; the API goes through it too) and [`Handler`](handler::Handler), the application's
-//! callbacks. This is where the seam between one node and a cluster is meant to sit: everything
-//! above asks a `Handle`, which alone knows whether a cluster runs. It may use the registry,
-//! the engine, the cluster plumbing, outboxes and the bottom; never sessions, HTTP or the server.
+//! Pushing to clients, and THE seam between one node and a cluster: [`Router`](router::Router),
+//! chosen once where the shared state is built, answers every question about other nodes
+//! (delivery, presence, listings, health, the dashboard's shared samples, lifecycle, session
+//! hooks); [`Handle`](handle::Handle) has one method per operation (push, publish, broadcast,
+//! push to a session, disconnect; the API goes through it too) and builds each message once;
+//! [`Handler`](handler::Handler) is the application's callbacks. It may use the registry, the
+//! engine, the cluster plumbing, outboxes and the bottom; never sessions, HTTP or the server.
 
 pub(crate) mod handle;
 pub(crate) mod handler;
+pub(crate) mod router;

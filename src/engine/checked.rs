@@ -52,7 +52,7 @@ impl Engine for Checked {
     fn append<'a>(
         &'a self,
         key: &'a StreamKey,
-        frame: FrameTemplate,
+        frame: &'a FrameTemplate,
     ) -> EngineFuture<'a, Appended> {
         refuse(stream(key)).unwrap_or_else(|| self.0.append(key, frame))
     }
@@ -152,7 +152,7 @@ mod tests {
         for key in [&huge, &nul] {
             let frame = FrameTemplate::new(Bytes::from_static(b"{"), Bytes::from_static(b"}"));
             assert!(matches!(
-                run(e.append(key, frame)),
+                run(e.append(key, &frame)),
                 Err(EngineError::BadClientId(_))
             ));
             assert!(matches!(

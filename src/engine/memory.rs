@@ -365,9 +365,9 @@ impl Engine for MemoryEngine {
     fn append<'a>(
         &'a self,
         key: &'a StreamKey,
-        frame: FrameTemplate,
+        frame: &'a FrameTemplate,
     ) -> EngineFuture<'a, Appended> {
-        let appended = self.append_now(key, &frame);
+        let appended = self.append_now(key, frame);
         self.bound_bytes(key);
         Box::pin(ready(Ok(appended)))
     }

@@ -47,7 +47,7 @@ fn engine(max_bytes: u64, max_streams: usize) -> MemoryEngine {
 
 fn append(engine: &MemoryEngine, key: &StreamKey, n: usize) {
     for _ in 0..n {
-        run(engine.append(key, frame()));
+        run(engine.append(key, &frame()));
     }
 }
 

@@ -153,7 +153,7 @@ fn fixture(history_size: usize, ttl_secs: u64, max_streams: usize) -> Fixture {
 fn append_n(engine: &dyn Engine, key: &StreamKey, n: usize) -> Position {
     let mut last = None;
     for _ in 0..n {
-        last = Some(run(engine.append(key, template("note"))).position);
+        last = Some(run(engine.append(key, &template("note"))).position);
     }
     last.expect("n > 0")
 }
@@ -393,12 +393,12 @@ fn stats_count_streams_messages_and_bytes() {
 fn append_reports_what_the_sink_delivered() {
     let f = fixture(10, 300, 10);
     let key = StreamKey::client("alice");
-    assert_eq!(run(f.engine.append(&key, template("a"))).delivered, 0);
+    assert_eq!(run(f.engine.append(&key, &template("a"))).delivered, 0);
     let sub = Sub::new(&key, 10);
     f.registry.register(&sub);
     let top = run(f.engine.ensure(&key));
     assert_eq!(sub.gate.open(&top, |l| sub.push(l)), Ok(0));
-    assert_eq!(run(f.engine.append(&key, template("b"))).delivered, 1);
+    assert_eq!(run(f.engine.append(&key, &template("b"))).delivered, 1);
     assert_eq!(*sub.queue.lock(), [2]);
 }
 
@@ -624,7 +624,7 @@ fn hammer_hand_over(appenders: usize, rounds: u64) {
                         thread::yield_now();
                         continue;
                     }
-                    run(engine.append(&key, template("hammer")));
+                    run(engine.append(&key, &template("hammer")));
                 }
             })
         })

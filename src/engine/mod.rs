@@ -179,8 +179,13 @@ pub trait Engine: Send + Sync + 'static {
     /// Appends one message: assigns the next seq, builds the frame from `frame`, stores it
     /// (trimming by `history_size` and `history_ttl`), then delivers it to the [`LiveSink`]
     /// in seq order. Creates the stream (with a new epoch) if it has none.
-    fn append<'a>(&'a self, key: &'a StreamKey, frame: FrameTemplate)
-    -> EngineFuture<'a, Appended>;
+    /// The template is borrowed: a caller that must fall back to an unnumbered frame when the
+    /// append fails builds it from the same template.
+    fn append<'a>(
+        &'a self,
+        key: &'a StreamKey,
+        frame: &'a FrameTemplate,
+    ) -> EngineFuture<'a, Appended>;
 
     /// The messages after `since`, under the rules of [`Recovery`]. A stream that does not
     /// exist yet is either created or reported in the epoch it will be created with (the memory

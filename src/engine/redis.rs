@@ -159,7 +159,7 @@ impl Engine for RedisEngine {
     fn append<'a>(
         &'a self,
         key: &'a StreamKey,
-        frame: FrameTemplate,
+        frame: &'a FrameTemplate,
     ) -> EngineFuture<'a, Appended> {
         Box::pin(async move {
             let c = &self.cluster;

@@ -141,7 +141,7 @@ async fn dispatch(
             delivery::check_type(&b.kind)?;
             let sent = shared
                 .handle
-                .broadcast_everywhere(&b.kind, b.data.map(RawValue::get))
+                .broadcast(&b.kind, b.data.map(RawValue::get))
                 .await;
             Ok(json(StatusCode::OK, delivery::answer_body(None, &sent)))
         }
@@ -173,7 +173,7 @@ async fn dispatch(
         Endpoint::Session(id) => {
             let closed = shared
                 .handle
-                .disconnect_everywhere(id)
+                .disconnect(id)
                 .await
                 .map_err(delivery::unavailable)?;
             if closed {
@@ -200,13 +200,11 @@ fn client_id_from_path(raw: &str) -> Result<Cow<'_, str>, Error> {
 
 /// `GET /api/v1/presence/{client_id}`: this node's sessions, or the cluster's live nodes'.
 async fn presence(shared: &Shared, client_id: &str) -> Result<Response<Body>, Error> {
-    let nodes: Vec<(String, u64)> = match &shared.cluster {
-        Some(c) => c.presence(client_id).await.map_err(read_failed)?,
-        None => match shared.registry.sessions_of(client_id) {
-            0 => Vec::new(),
-            n => vec![(shared.node.to_string(), n as u64)],
-        },
-    };
+    let nodes = shared
+        .router
+        .presence(client_id)
+        .await
+        .map_err(read_failed)?;
     let sessions: u64 = nodes.iter().map(|(_, n)| n).sum();
     let names: Vec<String> = nodes.iter().map(|(node, _)| json_str(node)).collect();
     Ok(json(
@@ -295,39 +293,11 @@ async fn list_sessions(
     client_id: Option<&str>,
     page: Page,
 ) -> Result<String, Error> {
-    if let (Some(cluster), None) = (&shared.cluster, client_id) {
-        // Every node's lowest ids after `after`, this node's among them: the page is the
-        // lowest `limit` of their union.
-        let parts = cluster
-            .list_page(page.after, page.limit)
-            .await
-            .map_err(read_failed)?;
-        let (merged, bad) = listing::merge_pages(parts.iter().map(|p| &p[..]), page.limit);
-        if bad > 0 {
-            log::warn!("listing sessions: left out {bad} malformed lines from other nodes");
-        }
-        return Ok(format!("[{merged}]"));
-    }
-    let sessions = listing::page(shared.registry.snapshot(client_id), page.after, page.limit);
-    let mut out = String::from("[");
-    out.push_str(&listing::render(
-        &sessions,
-        &shared.node,
-        shared.clock.now_ms(),
-    ));
-    if let (Some(cluster), Some(client_id)) = (&shared.cluster, client_id) {
-        // Other nodes' sessions of the client id; this node's part is the one above.
-        for part in cluster.list_remote(client_id).await.map_err(read_failed)? {
-            if !part.is_empty() {
-                if out.len() > 1 {
-                    out.push(',');
-                }
-                out.push_str(&part);
-            }
-        }
-    }
-    out.push(']');
-    Ok(out)
+    shared
+        .router
+        .list_sessions(client_id, page.after, page.limit)
+        .await
+        .map_err(read_failed)
 }
 
 /// A listing changes nothing, so even a call whose outcome is unknown is only unavailable

@@ -62,7 +62,7 @@ pub async fn push(shared: &Shared, b: PushBody<'_>) -> Result<Response<Body>, Er
             let work = async {
                 let sent = shared
                     .handle
-                    .push_everywhere(client_id, &b.kind, data)
+                    .push(client_id, &b.kind, data)
                     .await
                     .map_err(unavailable)?
                     .ok_or(Error::NoSession)?;
@@ -91,7 +91,7 @@ pub async fn push(shared: &Shared, b: PushBody<'_>) -> Result<Response<Body>, Er
             let work = async {
                 let sent = shared
                     .handle
-                    .push_session_everywhere(session_id, &b.kind, data)
+                    .push_session(session_id, &b.kind, data)
                     .await
                     .map_err(unavailable)?
                     .ok_or(Error::UnknownSession)?;
@@ -114,7 +114,7 @@ pub async fn publish(shared: &Shared, b: PublishBody<'_>) -> Result<Response<Bod
     let work = async {
         let sent = shared
             .handle
-            .publish_everywhere(&b.channel, &b.kind, b.data.map(RawValue::get))
+            .publish(&b.channel, &b.kind, b.data.map(RawValue::get))
             .await
             .map_err(unavailable)?;
         Ok((StatusCode::OK, answer_body(sent.seq, &sent)))

@@ -2,6 +2,7 @@
 
 use hyper::{Response, StatusCode};
 
+use crate::delivery::router::NodeSamples;
 use crate::http::reply::{Body, json, with_body};
 use crate::state::Shared;
 
@@ -13,16 +14,15 @@ const CLIENT_JS: &str = include_str!("../../clients/js/tether.js");
 /// `GET /health`: 200 with counts, 503 `draining` once shutdown began.
 pub fn health(shared: &Shared) -> Response<Body> {
     let draining = shared.is_draining();
-    let status = match &shared.cluster {
+    let status = match () {
         _ if draining => "draining",
-        Some(c) if !c.is_up() => "degraded",
+        _ if shared.router.degraded() => "degraded",
         _ => "ok",
     };
-    let cluster = match &shared.cluster {
-        Some(c) => format!(
-            ",\"node\":{},\"cluster_nodes\":{}",
+    let cluster = match shared.router.cluster_nodes() {
+        Some(nodes) => format!(
+            ",\"node\":{},\"cluster_nodes\":{nodes}",
             crate::protocol::json_str(&shared.node),
-            c.stats.nodes.load(std::sync::atomic::Ordering::Relaxed)
         ),
         None => String::new(),
     };
@@ -49,9 +49,7 @@ pub fn metrics(shared: &Shared) -> Response<Body> {
         .metrics
         .render(shared.registry.len(), shared.is_draining());
     crate::metrics::render_engine(&mut text, &shared.engine.stats());
-    if let Some(c) = &shared.cluster {
-        c.render_metrics(&mut text);
-    }
+    shared.router.render_metrics(&mut text);
     if let Some(w) = &shared.webhooks {
         crate::metrics::render_webhooks(&mut text, &w.stats);
     }
@@ -73,19 +71,17 @@ pub fn dashboard() -> Response<Body> {
 /// `GET /dashboard/data`: the samples the page charts; in a cluster also every live node's
 /// recent samples under `nodes` (this node's included), so the page can chart them per node.
 pub async fn dashboard_data(shared: &Shared) -> Response<Body> {
-    let more = match &shared.cluster {
-        Some(c) => match c.dashboards().await {
-            Ok(nodes) => {
-                let parts: Vec<String> = nodes
-                    .iter()
-                    .map(|(node, samples)| format!("{}:{samples}", crate::protocol::json_str(node)))
-                    .collect();
-                format!(",\"nodes\":{{{}}}", parts.join(","))
-            }
-            // Degraded: this node's own samples are still worth showing.
-            Err(_) => ",\"nodes\":null".to_string(),
-        },
-        None => String::new(),
+    let more = match shared.router.node_samples().await {
+        NodeSamples::Nodes(nodes) => {
+            let parts: Vec<String> = nodes
+                .iter()
+                .map(|(node, samples)| format!("{}:{samples}", crate::protocol::json_str(node)))
+                .collect();
+            format!(",\"nodes\":{{{}}}", parts.join(","))
+        }
+        // Degraded: this node's own samples are still worth showing.
+        NodeSamples::Unreachable => ",\"nodes\":null".to_string(),
+        NodeSamples::Alone => String::new(),
     };
     json(
         StatusCode::OK,

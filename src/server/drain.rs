@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::ShutdownMode;
+use crate::delivery::router::MARK_WAIT;
 use crate::protocol::{close, envelope};
 use crate::session::CLOSE_GRACE;
 use crate::shutdown::Signal;
@@ -90,13 +91,8 @@ async fn migrate(shared: &Shared) {
     let mut sessions = shared.registry.snapshot(None);
     // Any fixed order will do; by id it is stable and unrelated to who connected when.
     sessions.sort_by_key(|o| o.id);
-    if let Some(c) = &shared.cluster {
-        let clients = sessions
-            .iter()
-            .map(|o| std::sync::Arc::clone(&o.client_id))
-            .collect();
-        c.mark_migrating(clients, crate::cluster::MARK_WAIT).await;
-    }
+    let clients = sessions.iter().map(|o| std::sync::Arc::clone(&o.client_id));
+    shared.router.mark_migrating(clients, MARK_WAIT).await;
     let n = sessions.len().max(1) as u128;
     let offset = |i: usize| Duration::from_millis((window.as_millis() * i as u128 / n) as u64);
     for (i, outbox) in sessions.iter().enumerate() {

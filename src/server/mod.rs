@@ -102,7 +102,7 @@ impl Server {
         );
         startup_warnings(&shared, addr);
         let _reaper = AbortOnDrop(reaper::spawn(Arc::clone(&shared)));
-        let _cluster = shared.cluster.as_ref().map(|c| c.start());
+        let _cluster = shared.router.start();
         if let Some(w) = &shared.webhooks {
             w.run();
         }
@@ -146,11 +146,9 @@ impl Server {
         let _ = tokio::time::timeout(CLOSE_GRACE, graceful.closed()).await;
         let _ = exit.send(());
         edge.finish().await;
-        if let Some(c) = &shared.cluster {
-            // Presence of the closed sessions (and where they migrate from) is written, and the
-            // node leaves the cluster, instead of lingering until node_ttl.
-            c.leave(WEBHOOK_FLUSH).await;
-        }
+        // In a cluster, presence of the closed sessions (and where they migrate from) is
+        // written, and the node leaves, instead of lingering until node_ttl.
+        shared.router.leave(WEBHOOK_FLUSH).await;
         if let Some(w) = &shared.webhooks {
             // The disconnects of the drain are events too: give them a bounded moment.
             w.flush(WEBHOOK_FLUSH).await;

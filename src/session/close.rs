@@ -67,12 +67,10 @@ async fn close_as<W: Socket>(r: &mut Running<W>, ending: Ending) -> u16 {
                 // A rotation's client reconnects elsewhere as soon as it reads the close; a
                 // restart (draining) marked every client before its `shutdown` messages. The
                 // wait is a slice of the grace, so the close frame always goes out.
-                if c.code == close::RESTART
-                    && !r.guard.shared.is_draining()
-                    && let Some(cluster) = &r.guard.shared.cluster
-                {
+                if c.code == close::RESTART && !r.guard.shared.is_draining() {
                     let client = std::sync::Arc::clone(&r.guard.outbox.client_id);
-                    cluster.mark_migrating(vec![client], CLOSE_GRACE / 4).await;
+                    let router = &r.guard.shared.router;
+                    router.mark_migrating([client], CLOSE_GRACE / 4).await;
                 }
                 if r.flush_queued().await && send_close(&mut r.ws, c.code, c.reason()).await {
                     // Wait for the peer's answer (tungstenite ends the stream after it).

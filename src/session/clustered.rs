@@ -25,9 +25,7 @@ pub fn confirm_subscribe(
     let (shared, outbox) = (Arc::clone(shared), Arc::clone(outbox));
     let (channel, id) = (channel.to_string(), id.map(str::to_string));
     tokio::spawn(async move {
-        if let Some(c) = &shared.cluster {
-            c.watch(&channel).await;
-        }
+        shared.router.subscribed(&channel).await;
         let body = format!("{{\"channel\":{}}}", json_str(&channel));
         let ack = envelope("subscribed", None, id.as_deref(), Some(&body));
         shared.registry.enqueue(&outbox, Message::Text(ack));
@@ -81,7 +79,7 @@ pub fn publish(
     tokio::spawn(async move {
         let sent = shared
             .handle
-            .publish_everywhere(&channel, &kind, payload.as_deref())
+            .publish(&channel, &kind, payload.as_deref())
             .await;
         let answer = match sent {
             Ok(sent) => envelope(

@@ -183,7 +183,7 @@ fn subscribe(r: &Reply<'_>, data: Option<&RawValue>) {
     }
     if !r.shared.config.history() {
         return match r.shared.registry.subscribe(r.outbox, &data.channel) {
-            Subscribed::New | Subscribed::Already if r.shared.cluster.is_some() => {
+            Subscribed::New | Subscribed::Already if r.shared.router.waits_on_nodes() => {
                 super::clustered::confirm_subscribe(r.shared, r.outbox, &data.channel, r.id);
             }
             Subscribed::New | Subscribed::Already => {
@@ -212,7 +212,7 @@ fn subscribe(r: &Reply<'_>, data: Option<&RawValue>) {
 /// position and the missed messages follow it before any live one.
 fn subscribe_resuming(r: &Reply<'_>, channel: &str, since: Option<Since>) {
     let (shared, outbox) = (r.shared, r.outbox);
-    if shared.cluster.is_some() {
+    if shared.router.waits_on_nodes() {
         return super::clustered::subscribe_resuming(shared, outbox, channel, since, r.id);
     }
     let resume = super::resume::hand_over(
@@ -279,7 +279,7 @@ fn publish(r: &Reply<'_>, data: Option<&RawValue>, created: &mut u16) {
     if !granted(r, &data.channel) {
         return;
     }
-    if r.shared.cluster.is_some() {
+    if r.shared.router.waits_on_nodes() {
         return super::clustered::publish(r.shared, r.outbox, data, r.id);
     }
     let creates = match creates_stream(r, &data.channel) {
@@ -301,11 +301,11 @@ fn publish(r: &Reply<'_>, data: Option<&RawValue>, created: &mut u16) {
             ),
         );
     }
-    let sent = now(r.shared.handle.publish_everywhere(
-        &data.channel,
-        &data.kind,
-        data.data.map(RawValue::get),
-    ));
+    let sent =
+        now(r
+            .shared
+            .handle
+            .publish(&data.channel, &data.kind, data.data.map(RawValue::get)));
     let Some(sent) = sent else {
         return r.fail(
             err::UNAVAILABLE,

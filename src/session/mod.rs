@@ -122,9 +122,7 @@ impl Drop for Guard {
         shared.admissions.release(self.outbox.remote().ip());
         shared.sockets.release_session();
         shared.registry.remove(&self.outbox);
-        if let Some(c) = &shared.cluster {
-            c.closed(&self.outbox.client_id, self.code);
-        }
+        shared.router.closed(&self.outbox.client_id, self.code);
         shared.metrics.closed(self.code);
         if let Some(w) = &shared.webhooks {
             let remaining = shared.registry.sessions_of(&self.outbox.client_id);
@@ -204,10 +202,7 @@ pub async fn prepare(
         shared.registry.insert(Arc::clone(outbox));
         // In a cluster, the presence entry before `welcome`: a push sent once it arrived
         // reaches this session from any node.
-        migrated_from = match &shared.cluster {
-            Some(c) => c.present(&outbox.client_id).await,
-            None => None,
-        };
+        migrated_from = shared.router.opened(&outbox.client_id).await;
     }
     shared.metrics.accepted();
     if let Some(w) = &shared.webhooks {

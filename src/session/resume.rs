@@ -68,14 +68,7 @@ pub async fn hand_over(
     index();
     // Other nodes must route the stream here before it is read, or a message appended between
     // the read and the routing would reach neither the replay nor the gate.
-    let migrated_from = match (&shared.cluster, &key) {
-        (Some(c), StreamKey::Client(id)) => c.present(id).await,
-        (Some(c), StreamKey::Channel(name)) => {
-            c.watch(name).await;
-            None
-        }
-        (None, _) => None,
-    };
+    let migrated_from = shared.router.route_here(&key).await;
     let outcome = replay(shared, outbox, &key, since, &gate, header).await;
     // Also after a failure: the session is closing then, and a gate left behind only holds frames.
     if let Err(e) = shared.engine.settle(&key).await {
