@@ -21,6 +21,14 @@ wait_health() {
   return 1
 }
 
+# lift_http_cap BIN: the flags that lift max_http_connections_per_ip, for a binary that has the
+# key (none for a build from before it, given as SERVER_BIN for an A/B).
+lift_http_cap() {
+  if "$1" --help 2>/dev/null | grep -q -- --max-http-connections-per-ip; then
+    echo "--max-http-connections-per-ip 0"
+  fi
+}
+
 # start_tether PORT [flags...]: starts target/release/tether (or $SERVER_BIN, for comparing two
 # builds) in the background; sets SERVER_PID.
 # The load tool keeps hundreds of handshakes in flight from each source address: more than
@@ -29,9 +37,7 @@ wait_health() {
 start_tether() {
   local port=$1; shift
   local bin=${SERVER_BIN:-target/release/tether} lift=()
-  if "$bin" --help 2>/dev/null | grep -q -- --max-http-connections-per-ip; then
-    lift=(--max-http-connections-per-ip 0)
-  fi
+  read -ra lift <<<"$(lift_http_cap "$bin")"
   RUST_LOG=${SERVER_LOG:-warn} "${PIN_SERVER[@]}" "$bin" --listen "127.0.0.1:$port" --demo-page false \
     "${lift[@]}" "$@" \
     >>"$OUT/tether-server.log" 2>&1 &

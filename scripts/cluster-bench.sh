@@ -46,7 +46,7 @@ nodes() {
   NODE_PIDS=() URLS="" APIS=""
   for i in $(seq 0 $((k - 1))); do
     RUST_LOG=warn "${SERVER_CPU[@]}" "${SERVER_BIN:-target/release/tether}" --listen "127.0.0.1:$((PORT + i))" \
-      --demo-page false --max-connections "$maxc" --max-http-connections-per-ip 0 --node-id "node-$i" \
+      --demo-page false --max-connections "$maxc" $(lift_http_cap "${SERVER_BIN:-target/release/tether}") --node-id "node-$i" \
       --redis-url "redis://127.0.0.1:$REDIS_PORT/" >>"$OUT/tether-server.log" 2>&1 &
     SERVER_PIDS+=("$!") NODE_PIDS+=("$!")
     URLS+="${URLS:+,}ws://127.0.0.1:$((PORT + i))/ws"
@@ -66,7 +66,7 @@ cargo build --release --workspace
 
 if wants broadcast; then
   RUST_LOG=warn "${SERVER_CPU[@]}" "${SERVER_BIN:-target/release/tether}" --listen "127.0.0.1:$PORT" --demo-page false \
-    --max-connections $((N + 500)) --max-http-connections-per-ip 0 >>"$OUT/tether-server.log" 2>&1 &
+    --max-connections $((N + 500)) $(lift_http_cap "${SERVER_BIN:-target/release/tether}") >>"$OUT/tether-server.log" 2>&1 &
   ONE=$!
   SERVER_PIDS+=("$ONE")
   wait_health "$PORT"
