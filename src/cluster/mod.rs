@@ -294,6 +294,24 @@ impl Cluster {
     }
 
     /// A command connection (a cheap clone of the manager).
+    /// PUBLISHes `msg` on `topic` through [`Cluster::call`]; how many subscribers got it.
+    pub(crate) async fn publish(
+        &self,
+        what: &str,
+        topic: String,
+        msg: Vec<u8>,
+    ) -> Result<usize, EngineError> {
+        let mut con = self.conn();
+        self.call(what, async move {
+            redis::cmd("PUBLISH")
+                .arg(topic)
+                .arg(msg)
+                .query_async::<usize>(&mut con)
+                .await
+        })
+        .await
+    }
+
     pub(crate) fn conn(&self) -> ConnectionManager {
         self.cmd.clone()
     }
@@ -398,16 +416,8 @@ impl Cluster {
         let (tx, rx) = oneshot::channel();
         self.inbox.markers.lock().insert(req, tx);
         let msg = self.seal(Kind::Marker, req, "", b"");
-        let mut con = self.conn();
-        let topic = self.keys.node_topic(&self.node);
         let sent = self
-            .call("settle", async move {
-                redis::cmd("PUBLISH")
-                    .arg(topic)
-                    .arg(msg)
-                    .query_async::<usize>(&mut con)
-                    .await
-            })
+            .publish("settle", self.keys.node_topic(&self.node), msg)
             .await;
         let outcome = match sent {
             Ok(_) => match tokio::time::timeout(CALL_TIMEOUT, rx).await {

@@ -36,16 +36,7 @@ impl Cluster {
     ) -> Result<Gathered, EngineError> {
         let ticket = self.pending.begin();
         let msg = self.seal(kind, ticket.req, target, body);
-        let mut con = self.conn();
-        let sent = self
-            .call("publish", async move {
-                redis::cmd("PUBLISH")
-                    .arg(topic)
-                    .arg(msg)
-                    .query_async::<usize>(&mut con)
-                    .await
-            })
-            .await;
+        let sent = self.publish("publish", topic, msg).await;
         match sent {
             Ok(receivers) => Ok(self.gather(ticket, receivers).await),
             Err(e) => {
