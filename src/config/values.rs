@@ -47,11 +47,7 @@ pub struct Proxy(pub IpNet);
 impl Proxy {
     /// True when `ip` lies in this range; IPv4-mapped IPv6 addresses match IPv4 ranges.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.0.contains(&ip)
+        self.0.contains(&ip.to_canonical())
     }
 }
 

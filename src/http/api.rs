@@ -98,11 +98,8 @@ fn authorize(shared: &Shared, head: &Parts, peer: SocketAddr) -> Result<(), Erro
 /// A loopback peer that is not a trusted proxy and whose request carries no sign of having been
 /// forwarded: the header check also covers a proxy the operator forgot to list.
 fn is_direct_local(shared: &Shared, head: &Parts, peer: SocketAddr) -> bool {
-    let ip = peer.ip();
-    let ip = match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-        v4 => v4,
-    };
+    // An IPv4-mapped peer (a dual-stack listener) is its IPv4 address.
+    let ip = peer.ip().to_canonical();
     let h = &head.headers;
     ip.is_loopback()
         && !shared.config.trusted_proxies.iter().any(|p| p.contains(ip))
