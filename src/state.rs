@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::auth::{AuthSettings, Verifier};
 use crate::clock::Clock;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Topology};
 use crate::config::{AuthMode, Config, Secret, ShutdownMode};
 use crate::delivery::handle::Handle;
 use crate::delivery::handler::Handler;
@@ -109,10 +109,10 @@ impl Shared {
         };
         let webhooks = Webhooks::new(&config, Arc::clone(&node))?;
         let clock = Clock::new();
-        let cluster = match &config.redis_url {
-            Some(url) => Some(Cluster::new(
+        let cluster = match Topology::from_config(&config) {
+            Some(topology) => Some(Cluster::new(
                 &config,
-                &url.0,
+                &topology,
                 Arc::clone(&node),
                 Arc::clone(&registry),
                 webhooks.clone(),

@@ -18,7 +18,7 @@
 //! - **Trust.** Every key and topic is under `redis_prefix` ([`keys`]); with `cluster_secret`
 //!   every message is signed and checked ([`sign`]), and replies go only to listed nodes.
 //!
-//! Files: `Cluster` and its connection here; `route.rs`, requests to other nodes and their
+//! Files: `Cluster` here; `connection.rs`, the way to Redis for each topology; `route.rs`, requests to other nodes and their
 //! answers; `presence.rs`, the presence writer, the upkeep and presence queries; `inbox.rs`,
 //! what arrives; `views.rs`, shared dashboard samples and metrics; `keys.rs`, `scripts.rs`,
 //! `wire.rs`, `sign.rs`, `replier.rs`: keys, Lua, the message format and its signature,
@@ -28,8 +28,10 @@
 //!
 //! Crate: `redis` (redis-rs) with its `ConnectionManager`: well kept, tokio-native, reconnects
 //! with backoff by itself and, on RESP3, re-subscribes and hands pub/sub messages to a callback
-//! without a second task hop.
+//! without a second task hop; its `sentinel` module finds a Sentinel-managed master
+//! (`connection.rs` follows it when it moves).
 
+mod connection;
 mod inbox;
 mod keys;
 mod presence;
@@ -47,8 +49,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, IntoConnectionInfo, ProtocolVersion, RedisError};
+use redis::RedisError;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::clock::Clock;
@@ -57,6 +58,8 @@ use crate::registry::Registry;
 use crate::shutdown::AbortOnDrop;
 use crate::stream::EngineError;
 use crate::webhooks::Webhooks;
+pub use connection::Topology;
+use connection::{Conn, Link};
 use inbox::{Inbox, Outgoing, Pending};
 use keys::Keys;
 use sign::Signer;
@@ -65,7 +68,7 @@ use wire::Kind;
 /// Longest a restart waits for its migration marks before it tells the clients to move.
 pub const MARK_WAIT: Duration = Duration::from_secs(2);
 /// Longest any one Redis call may take before it counts as Redis being unreachable.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a session's open waits for its presence entry before it goes on regardless.
 const PRESENCE_WAIT: Duration = Duration::from_secs(2);
 
@@ -108,10 +111,11 @@ struct Dirty {
 pub struct Cluster {
     /// This node's id.
     pub node: Arc<str>,
-    /// Commands (scripts, publishes).
-    cmd: ConnectionManager,
-    /// Subscriptions; its pushes go straight to the inbox.
-    sub: ConnectionManager,
+    /// Commands (scripts, publishes) and subscriptions, whose pushes go straight to the
+    /// inbox; on whichever Redis the topology names.
+    link: Arc<Link>,
+    /// Streams must notice a master change (a failover can lose acknowledged writes).
+    pub(crate) replicated: bool,
     inbox: Arc<Inbox>,
     pub(crate) pending: Arc<Pending>,
     registry: Arc<Registry>,
@@ -143,26 +147,19 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Joins the cluster at `config.redis_url`, lazily: nothing is dialled until the tasks of
-    /// [`Cluster::start`] run, and a Redis that is down only makes the node degraded.
+    /// Joins the cluster on the Redis `topology` names, lazily: nothing is dialled until the
+    /// tasks of [`Cluster::start`] run, and a Redis that is down only makes the node degraded.
     pub fn new(
         config: &Config,
-        url: &str,
+        topology: &Topology,
         node: Arc<str>,
         registry: Arc<Registry>,
         webhooks: Option<Arc<Webhooks>>,
         clock: Clock,
     ) -> Result<Arc<Cluster>, String> {
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err("redis_url: the server must be created inside a tokio runtime".into());
+            return Err("redis: the server must be created inside a tokio runtime".into());
         }
-        let bad = |e: RedisError| format!("redis_url: {e}");
-        let info = url.into_connection_info().map_err(bad)?;
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let sub_info = info.clone().set_redis_settings(resp3);
         let secret = Signer::secret(config)?;
         if secret.is_none() {
             log::warn!(
@@ -184,32 +181,15 @@ impl Cluster {
             malformed: AtomicU64::new(0),
             markers: Mutex::new(Default::default()),
         });
-        let manager = || {
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_millis(500)))
-                .set_response_timeout(Some(CALL_TIMEOUT))
-                .set_number_of_retries(2)
-                .set_min_delay(Duration::from_millis(50))
-                .set_max_delay(Duration::from_secs(1))
-        };
-        let cmd =
-            ConnectionManager::new_lazy_with_config(Client::open(info).map_err(bad)?, manager())
-                .map_err(bad)?;
         let to_inbox = Arc::clone(&inbox);
-        let sub = ConnectionManager::new_lazy_with_config(
-            Client::open(sub_info).map_err(bad)?,
-            manager()
-                .set_push_sender(move |info| {
-                    to_inbox.push(info);
-                    Ok::<(), ()>(())
-                })
-                .set_automatic_resubscription(),
-        )
-        .map_err(bad)?;
+        let link = Arc::new(Link::new(
+            topology,
+            Arc::new(move |info| to_inbox.push(info)),
+        )?);
         Ok(Arc::new(Cluster {
             node,
-            cmd,
-            sub,
+            link,
+            replicated: topology.replicated(),
             inbox,
             pending,
             registry,
@@ -235,6 +215,7 @@ impl Cluster {
     /// Starts the node's background tasks: the presence writer, the replier and the upkeep
     /// (heartbeat, dead nodes, `offline`, resync). They stop when the guards drop.
     pub fn start(self: &Arc<Self>) -> Vec<AbortOnDrop> {
+        self.link.start();
         let mut tasks = vec![
             AbortOnDrop(tokio::spawn(presence::writer(Arc::clone(self)))),
             AbortOnDrop(tokio::spawn(presence::upkeep(Arc::clone(self)))),
@@ -271,10 +252,14 @@ impl Cluster {
                 return Ok(v);
             }
             Ok(Err(e)) => {
+                self.link.trouble(Some(&e));
                 let dropped = e.is_connection_dropped() && !e.is_connection_refusal();
                 (e.to_string(), e.is_timeout() || dropped)
             }
-            Err(_) => (format!("no answer within {CALL_TIMEOUT:?}"), true),
+            Err(_) => {
+                self.link.trouble(None);
+                (format!("no answer within {CALL_TIMEOUT:?}"), true)
+            }
         };
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         self.up.store(false, Ordering::Release);
@@ -312,8 +297,8 @@ impl Cluster {
         .await
     }
 
-    pub(crate) fn conn(&self) -> ConnectionManager {
-        self.cmd.clone()
+    pub(crate) fn conn(&self) -> Conn {
+        self.link.cmd()
     }
 
     /// Whether the node is in the cluster: true at once when it is, false at once when Redis
@@ -395,10 +380,9 @@ impl Cluster {
         if topics.contains(channel) {
             return;
         }
-        let mut sub = self.sub.clone();
         let topic = self.keys.channel_topic(channel);
         if self
-            .call("subscribe", async move { sub.subscribe(topic).await })
+            .call("subscribe", self.link.subscribe(vec![topic]))
             .await
             .is_ok()
         {

@@ -131,14 +131,24 @@ pub async fn upkeep(c: Arc<Cluster>) {
     let mut tick = tokio::time::interval(round);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut synced = false;
+    let mut generation = c.link.generation();
     loop {
         tick.tick().await;
         let Ok((fresh, dead)) = heartbeat(&c).await else {
             synced = false;
             continue;
         };
-        if !synced || fresh {
+        // A new master (a failover) knows neither this node's subscriptions nor, maybe, the
+        // presence it lost with the old one's last writes.
+        let moved = c.link.generation();
+        if !synced || fresh || moved != generation {
+            if moved != generation {
+                c.up.store(false, Ordering::Release);
+                synced = false;
+            }
+            generation = moved;
             if resync(&c).await.is_err() {
+                synced = false;
                 continue;
             }
             if synced {
@@ -207,13 +217,9 @@ async fn resync(c: &Cluster) -> Result<(), ()> {
     let channels = c.registry.channel_names();
     let mut names = vec![c.keys.node_topic(&c.node), c.keys.all()];
     names.extend(channels.iter().map(|ch| c.keys.channel_topic(ch)));
-    let mut sub = c.sub.clone();
-    c.call("resubscribe", async move {
-        redis::cmd("PING").query_async::<()>(&mut sub).await?;
-        sub.subscribe(names).await
-    })
-    .await
-    .map_err(|_| ())?;
+    c.call("resubscribe", c.link.subscribe(names))
+        .await
+        .map_err(|_| ())?;
     topics.extend(channels);
     drop(topics);
     // What Redis says this node holds, from an earlier run with the same node_id or from before
@@ -294,8 +300,7 @@ async fn sweep_topics(c: &Cluster) {
         return;
     }
     let names: Vec<String> = idle.iter().map(|ch| c.keys.channel_topic(ch)).collect();
-    let mut sub = c.sub.clone();
-    if c.call("unsubscribe", async move { sub.unsubscribe(names).await })
+    if c.call("unsubscribe", c.link.unsubscribe(names))
         .await
         .is_ok()
     {

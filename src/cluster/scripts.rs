@@ -6,7 +6,7 @@
 //! Key names come from [`super::keys::Keys`]; keys of one stream share a hash tag
 //! (`<prefix>:{c:alice}:…`). The scripts that touch presence of many client ids build key names
 //! inside Lua, with the cluster's prefix baked into their source, which a Redis Cluster would
-//! refuse; a single Redis (or one behind Sentinel's failover address) is what is supported, see
+//! refuse; a single Redis or a Sentinel-managed master is what is supported, see
 //! docs/cluster.md.
 
 use redis::Script;
@@ -61,28 +61,55 @@ const NOW: &str = "local t = redis.call('TIME')\n\
 /// `history_ttl` before, so it is re-created in a later window with another epoch, and an old
 /// position never matches it. A Redis that lost everything loses the seed too: a new one
 /// gives every stream new epochs.
-fn unborn(ttl: &str) -> String {
+fn unborn(ttl: &str, replicated: &str) -> String {
     format!(
-        "local function unborn(seed)
+        "{MASTER}
+local rid = master_id({replicated})
+local function unborn(seed)
   local window = string.format('%d', math.floor(now / math.max(tonumber({ttl}), 1)))
-  return string.sub(redis.sha1hex(seed .. '\\n' .. KEYS[1] .. '\\n' .. window), 1, 12)
+  local basis = seed .. '\\n' .. KEYS[1] .. '\\n' .. window
+  if rid then basis = basis .. '\\n' .. rid end
+  return string.sub(redis.sha1hex(basis), 1, 12)
+end
+-- The epoch a stream last written under another master continues with: that master may
+-- have acknowledged writes its replica never received, so positions in the old epoch must
+-- not be taken for recovered.
+local function moved_on(epoch)
+  return string.sub(redis.sha1hex(epoch .. '\\n' .. rid), 1, 12)
 end
 "
     )
 }
+
+/// Behind Sentinel or in a Redis Cluster (ARGV flag `'1'`), the identity of the master this
+/// script runs on: its replication id, which a promoted replica (and a restarted server)
+/// changes. Nil on a single Redis, whose streams never roll over on their own.
+const MASTER: &str = "local function master_id(flag)
+  if flag ~= '1' then return nil end
+  return string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+end
+";
 
 /// Appends one message and publishes it; the only script that creates a stream.
 ///
 /// KEYS: meta, log, presence (client streams; the meta again for channels), seed.
 /// ARGV: head, tail, history_size, history_ttl_ms, a new seed (used if the cluster has none),
 /// header prefix, target, topic (a channel's topic; empty: publish to each node in presence),
-/// the message's signature field (see `sign.rs`; signed in Rust, so no secret reaches Redis).
+/// the message's signature field (see `sign.rs`; signed in Rust, so no secret reaches Redis),
+/// `'1'` when a failover can lose writes (see [`MASTER`]): a stream last written under another
+/// master then starts again at seq 1 in a new epoch, its old history dropped.
 /// Both keys live `history_ttl` after the last append: metadata as long as its history.
 /// Returns `{epoch, seq, nodes that received it}`.
 pub fn append(p: &str) -> Script {
     Script::new(&format!(
         "{NOW}{unborn}
 local epoch = redis.call('HGET', KEYS[1], 'e')
+local was = rid and redis.call('HGET', KEYS[1], 'r')
+if epoch and rid and was ~= rid then
+  epoch = moved_on(epoch)
+  redis.call('HSET', KEYS[1], 'e', epoch, 't', 0)
+  redis.call('DEL', KEYS[2])
+end
 if not epoch then
   local seed = redis.call('GET', KEYS[4])
   if not seed then
@@ -93,6 +120,7 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'e', epoch, 't', 0)
   redis.call('DEL', KEYS[2])
 end
+if rid and was ~= rid then redis.call('HSET', KEYS[1], 'r', rid) end
 local seq = redis.call('HINCRBY', KEYS[1], 't', 1)
 local frame = ARGV[1] .. seq .. ARGV[2]
 redis.call('RPUSH', KEYS[2], string.format('%d', now) .. ' ' .. frame)
@@ -109,7 +137,7 @@ else
   end
 end
 return {{epoch, seq, nodes}}",
-        unborn = unborn("ARGV[4]")
+        unborn = unborn("ARGV[4]", "ARGV[10]")
     ))
 }
 
@@ -129,7 +157,9 @@ return nodes"
 /// Reads a stream for a resume or a `welcome`; creates no stream (only appends do).
 ///
 /// KEYS: meta, log, seed. ARGV: history_ttl_ms, since seq (`-1`: the position only), a new
-/// seed (used if the cluster has none). Returns `{epoch, top, now, entries…}` where the entries
+/// seed (used if the cluster has none), the failover flag of [`append`]: a stream last written
+/// under another master reads as what its next append makes of it, a new epoch with nothing
+/// held. Returns `{epoch, top, now, entries…}` where the entries
 /// are those after `since` (all for `0`), oldest first; a stream with no keys answers its
 /// unborn epoch (see [`unborn`]) and top 0.
 pub fn read() -> Script {
@@ -143,6 +173,9 @@ if not epoch then
     redis.call('SET', KEYS[3], seed)
   end
   return {{unborn(seed), 0, string.format('%d', now)}}
+end
+if rid and redis.call('HGET', KEYS[1], 'r') ~= rid then
+  return {{moved_on(epoch), 0, string.format('%d', now)}}
 end
 local top = tonumber(redis.call('HGET', KEYS[1], 't'))
 local out = {{epoch, top, string.format('%d', now)}}
@@ -158,7 +191,7 @@ if from <= top then
   end
 end
 return out",
-        unborn = unborn("ARGV[1]")
+        unborn = unborn("ARGV[1]", "ARGV[4]")
     ))
 }
 

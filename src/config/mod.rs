@@ -33,6 +33,15 @@ pub const MAX_REDIS_PREFIX_LEN: usize = 64;
 /// Shortest `cluster_secret`: an HMAC key guessable by brute force protects nothing.
 pub const MIN_CLUSTER_SECRET_LEN: usize = 16;
 
+/// A `redis_sentinels` entry as a URL: a bare `host:port` gets `redis://`.
+pub fn sentinel_url(entry: &str) -> String {
+    if entry.contains("://") {
+        entry.to_string()
+    } else {
+        format!("redis://{entry}")
+    }
+}
+
 /// What to do with live sessions on SIGTERM/SIGINT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -207,6 +216,12 @@ keys! {
     #[serde_as(as = "Unset")]
     redis_url: Option<Secret> = None, "URL",
         "When set, nodes sharing this Redis (redis:// or rediss://) are one cluster; unset: one node.";
+    #[serde_as(as = "CommaList")]
+    redis_sentinels: Vec<String> = Vec::new(), "LIST",
+        "Sentinels (host:port or redis[s]://[user:pass@]host:port) that name the cluster's Redis master.";
+    #[serde_as(as = "Unset")]
+    redis_sentinel_master: Option<String> = None, "NAME",
+        "The master's name the sentinels monitor (with redis_sentinels).";
     #[serde_as(as = "Unset")]
     node_id: Option<String> = None, "ID",
         "This node's name in presence, session listings and webhooks; default: host name and pid.";

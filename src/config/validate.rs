@@ -43,6 +43,7 @@ impl Config {
         {
             return err(format!("redis_url: not a Redis URL: {e}"));
         }
+        self.validate_sentinels()?;
         if self.cluster_reply_timeout.is_zero() {
             return err("cluster_reply_timeout: must be greater than zero".into());
         }
@@ -165,6 +166,41 @@ impl Config {
         }
         Ok(())
     }
+
+    /// At most one way to Redis; sentinels need the master's name and parse as addresses.
+    fn validate_sentinels(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        let sentinels = !self.redis_sentinels.is_empty();
+        if sentinels && self.redis_url.is_some() {
+            return err(
+                "redis_sentinels: set either redis_url (one Redis) or redis_sentinels (a \
+                 Sentinel-managed master), not both"
+                    .into(),
+            );
+        }
+        match (sentinels, &self.redis_sentinel_master) {
+            (true, None) => {
+                return err(
+                    "redis_sentinel_master: required with redis_sentinels (the name the \
+                     sentinels monitor the master under)"
+                        .into(),
+                );
+            }
+            (false, Some(_)) => {
+                return err("redis_sentinel_master: given without redis_sentinels".into());
+            }
+            _ => {}
+        }
+        for s in &self.redis_sentinels {
+            let url = super::sentinel_url(s);
+            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+                return err(format!(
+                    "redis_sentinels: `{s}` is not host:port or a Redis URL: {e}"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -217,5 +253,34 @@ mod tests {
         assert!(Config::with(&[("redis_prefix", "app-2")]).is_ok());
         assert!(Config::with(&[("cluster_secret", "short")]).is_err());
         assert!(Config::with(&[("cluster_secret", "sixteen-bytes-ok")]).is_ok());
+    }
+
+    #[test]
+    fn one_way_to_redis_and_sentinels_need_a_master_name() {
+        let both = Config::with(&[
+            ("redis_url", "redis://127.0.0.1:6379"),
+            ("redis_sentinels", "127.0.0.1:26379"),
+            ("redis_sentinel_master", "m"),
+        ]);
+        let e = both.unwrap_err().0;
+        assert!(
+            e.contains("redis_url") && e.contains("redis_sentinels"),
+            "{e}"
+        );
+        let nameless = Config::with(&[("redis_sentinels", "127.0.0.1:26379")]);
+        assert!(
+            nameless
+                .unwrap_err()
+                .0
+                .starts_with("redis_sentinel_master:")
+        );
+        let ok = Config::with(&[
+            (
+                "redis_sentinels",
+                "127.0.0.1:26379, rediss://u:p@127.0.0.1:26380",
+            ),
+            ("redis_sentinel_master", "m"),
+        ]);
+        assert!(ok.is_ok(), "{ok:?}");
     }
 }

@@ -54,7 +54,8 @@ impl RedisEngine {
             .key(c.keys.seed())
             .arg(self.ttl_ms())
             .arg(since.map_or(-1, |s| s.min(i64::MAX as u64) as i64))
-            .arg(new_seed());
+            .arg(new_seed())
+            .arg(if c.replicated { "1" } else { "" });
         let out: Vec<Value> = c
             .call(
                 "read",
@@ -193,7 +194,8 @@ impl Engine for RedisEngine {
                 .arg(wire::prefix(kind, &c.node, ticket.req))
                 .arg(&**target)
                 .arg(topic)
-                .arg(auth);
+                .arg(auth)
+                .arg(if c.replicated { "1" } else { "" });
             let mut con = c.conn();
             let out: Result<(String, u64, usize), _> = c
                 .call(

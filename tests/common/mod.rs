@@ -4,6 +4,7 @@
 
 pub mod deflate;
 pub mod redis;
+pub mod sentinel;
 
 use std::net::SocketAddr;
 use std::time::Duration;

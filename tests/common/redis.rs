@@ -14,6 +14,8 @@ pub struct Redis {
     pub tls_port: Option<u16>,
     dir: TempDir,
     proc: Option<Proc>,
+    /// Extra arguments (e.g. `--replicaof`), given again on a restart.
+    args: Vec<String>,
 }
 
 fn binary() -> std::path::PathBuf {
@@ -35,13 +37,23 @@ impl Redis {
         Redis::start_on(true)
     }
 
+    /// Starts a fresh server with extra arguments (kept for restarts).
+    pub fn start_with(args: &[&str]) -> Redis {
+        Redis::start_args(false, args)
+    }
+
     fn start_on(tls: bool) -> Redis {
+        Redis::start_args(tls, &[])
+    }
+
+    fn start_args(tls: bool, args: &[&str]) -> Redis {
         for _ in 0..5 {
             let mut r = Redis {
                 port: free_port(),
                 tls_port: tls.then(free_port),
                 dir: TempDir::new("redis"),
                 proc: None,
+                args: args.iter().map(|a| a.to_string()).collect(),
             };
             if tls {
                 let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
@@ -93,6 +105,7 @@ impl Redis {
                 .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
                 .arg("--dir")
                 .arg(&self.dir.path)
+                .args(&self.args)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null()),
         );
@@ -117,13 +130,7 @@ impl Redis {
 
     /// Sends one inline command and returns the raw reply (None if unreachable).
     pub fn command(&self, line: &str) -> Option<String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(format!("{line}\r\n").as_bytes()).ok()?;
-        let mut buf = [0u8; 4096];
-        let n = s.read(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        inline(self.port, line)
     }
 
     /// Sends one command as a RESP array (arguments may hold spaces, newlines, any byte) and
@@ -175,18 +182,45 @@ impl Redis {
     }
 }
 
+/// Sends one inline command to the server on loopback `port` and returns the raw reply (what
+/// one read gets; None if unreachable).
+pub fn inline(port: u16, line: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("{line}\r\n").as_bytes()).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// Whatever Redis a test's nodes share: the keys that tell a node where it is.
+pub trait Topology {
+    /// Configuration keys naming this Redis.
+    fn keys(&self) -> Vec<(String, String)>;
+}
+
+impl Topology for Redis {
+    fn keys(&self) -> Vec<(String, String)> {
+        vec![("redis_url".into(), self.url())]
+    }
+}
+
 /// A node of the cluster on `redis` (node id `id`, `node_ttl` 2 s, a generous
 /// `cluster_reply_timeout`), with `extra` keys, once its `/health` says `ok`.
-pub async fn node(redis: &Redis, id: &str, extra: &[(&str, &str)]) -> super::TestServer {
-    let url = redis.url();
-    let mut keys = vec![
-        ("redis_url", url.as_str()),
+pub async fn node(redis: &impl Topology, id: &str, extra: &[(&str, &str)]) -> super::TestServer {
+    let topology = redis.keys();
+    let mut keys: Vec<(&str, &str)> = topology
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    keys.extend_from_slice(&[
         ("node_id", id),
         ("node_ttl", "2s"),
         // Generous: three nodes and the test share two cores, and a count or listing is short
         // when a node answers late. The killed-node test shortens it.
         ("cluster_reply_timeout", "3s"),
-    ];
+    ]);
     keys.extend_from_slice(extra);
     let s = super::start(super::config(&keys)).await;
     wait_status(s.addr, "ok").await;
