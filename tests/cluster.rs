@@ -8,7 +8,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::redis::{Redis, node, wait_status};
+use common::redis::{Redis, Topology, node, wait_status};
+use common::sentinel::Sentinels;
 use common::*;
 use serde_json::Value;
 
@@ -72,13 +73,11 @@ async fn push_until_delivered(via: SocketAddr, client_id: &str, kind: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_deliver_list_and_count_as_one() {
-    let redis = Redis::start();
+async fn three_nodes_deliver_list_and_count_as_one(redis: &impl Topology) {
     let (a, b, c) = (
-        node(&redis, "a", &[]).await,
-        node(&redis, "b", &[]).await,
-        node(&redis, "c", &[]).await,
+        node(redis, "a", &[]).await,
+        node(redis, "b", &[]).await,
+        node(redis, "c", &[]).await,
     );
     let (mut alice, _) = connect(a.addr, "alice").await;
     let (mut bob, welcome) = connect(b.addr, "bob").await;
@@ -198,10 +197,8 @@ async fn three_nodes_deliver_list_and_count_as_one() {
     assert_eq!(status, 404, "{v}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_session_listing_spans_nodes_and_pages_through_all_of_them() {
-    let redis = Redis::start();
-    let (a, b) = (node(&redis, "a", &[]).await, node(&redis, "b", &[]).await);
+async fn the_session_listing_spans_nodes_and_pages_through_all_of_them(redis: &impl Topology) {
+    let (a, b) = (node(redis, "a", &[]).await, node(redis, "b", &[]).await);
     let mut held = Vec::new();
     for (addr, client) in [
         (a.addr, "a1"),
@@ -270,10 +267,8 @@ async fn the_session_listing_spans_nodes_and_pages_through_all_of_them() {
     drop(held);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_keys_hold_across_nodes() {
-    let redis = Redis::start();
-    let (a, b) = (node(&redis, "a", &[]).await, node(&redis, "b", &[]).await);
+async fn idempotency_keys_hold_across_nodes(redis: &impl Topology) {
+    let (a, b) = (node(redis, "a", &[]).await, node(redis, "b", &[]).await);
     let (mut carol, _) = connect(a.addr, "carol").await;
     let body = r#"{"client_id":"carol","type":"charge","data":7,"idempotency_key":"k-1"}"#;
     let first = post(a.addr, "/api/v1/push", body).await;
@@ -313,11 +308,9 @@ async fn idempotency_keys_hold_across_nodes() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_and_resume_span_nodes() {
-    let redis = Redis::start();
+async fn history_and_resume_span_nodes(redis: &impl Topology) {
     let h = [("history_size", "100")];
-    let (a, b) = (node(&redis, "a", &h).await, node(&redis, "b", &h).await);
+    let (a, b) = (node(redis, "a", &h).await, node(redis, "b", &h).await);
     // Stored while nobody is connected, then fetched on another node.
     for i in 1..=3 {
         let (status, v) = post(
@@ -399,6 +392,38 @@ async fn history_and_resume_span_nodes() {
         .collect();
     assert_eq!(seqs, [3, 4], "{hist}");
 }
+
+/// Runs each scenario on every Redis topology the harness can start: one server (`single::`)
+/// and a Sentinel-managed master with a replica and three sentinels (`sentinel::`). The
+/// scenarios that stop, pause or restart "the" Redis, or start a binary with `--redis-url`,
+/// stay single-server below; tests/sentinel.rs has the failover.
+macro_rules! on_every_topology {
+    ($($name:ident),* $(,)?) => {
+        mod single {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&super::Redis::start()).await
+                }
+            )*
+        }
+        mod sentinel {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&super::Sentinels::start()).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_topology!(
+    three_nodes_deliver_list_and_count_as_one,
+    the_session_listing_spans_nodes_and_pages_through_all_of_them,
+    idempotency_keys_hold_across_nodes,
+    history_and_resume_span_nodes,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_degrades_to_local_delivery_and_heals() {
