@@ -222,6 +222,9 @@ keys! {
     #[serde_as(as = "Unset")]
     redis_sentinel_master: Option<String> = None, "NAME",
         "The master's name the sentinels monitor (with redis_sentinels).";
+    #[serde_as(as = "CommaList")]
+    redis_cluster_nodes: Vec<String> = Vec::new(), "LIST",
+        "Seed nodes of a Redis Cluster 7 (not supported yet: startup stops with an error).";
     #[serde_as(as = "Unset")]
     node_id: Option<String> = None, "ID",
         "This node's name in presence, session listings and webhooks; default: host name and pid.";

@@ -171,6 +171,27 @@ impl Config {
     fn validate_sentinels(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError(m));
         let sentinels = !self.redis_sentinels.is_empty();
+        if !self.redis_cluster_nodes.is_empty() {
+            let other = if self.redis_url.is_some() {
+                Some("redis_url")
+            } else if sentinels {
+                Some("redis_sentinels")
+            } else {
+                None
+            };
+            if let Some(other) = other {
+                return err(format!(
+                    "redis_cluster_nodes: set either {other} or redis_cluster_nodes, not both"
+                ));
+            }
+            // Refused rather than half-run: the presence, offline and dashboard scripts still
+            // touch keys of many hash tags in one step (docs/cluster.md § Redis Cluster).
+            return err(
+                "redis_cluster_nodes: Redis Cluster is not supported in this release; use \
+                 redis_url (one server) or redis_sentinels (a Sentinel-managed master)"
+                    .into(),
+            );
+        }
         if sentinels && self.redis_url.is_some() {
             return err(
                 "redis_sentinels: set either redis_url (one Redis) or redis_sentinels (a \
@@ -282,5 +303,18 @@ mod tests {
             ("redis_sentinel_master", "m"),
         ]);
         assert!(ok.is_ok(), "{ok:?}");
+        let cluster = Config::with(&[
+            ("redis_url", "redis://127.0.0.1:6379"),
+            ("redis_cluster_nodes", "127.0.0.1:7000"),
+        ]);
+        let e = cluster.unwrap_err().0;
+        assert!(
+            e.contains("redis_url") && e.contains("redis_cluster_nodes"),
+            "{e}"
+        );
+        let e = Config::with(&[("redis_cluster_nodes", "127.0.0.1:7000")])
+            .unwrap_err()
+            .0;
+        assert!(e.starts_with("redis_cluster_nodes:"), "{e}");
     }
 }
