@@ -260,7 +260,6 @@ impl Link {
                     || e.is_connection_refusal()
                     || e.is_timeout()
                     || matches!(e.kind(), ErrorKind::Server(ServerErrorKind::ReadOnly))
-                    || e.to_string().contains("no Redis master known")
             }
         };
         if !moved {
@@ -327,8 +326,14 @@ impl Link {
         }
     }
 
-    /// Behind Sentinel: looks the master up now (at start), bounded by `CALL_TIMEOUT`.
-    pub fn start(self: &Arc<Self>) {
-        self.trouble(None);
+    /// Behind Sentinel: looks the master up once (at start, bounded by `CALL_TIMEOUT`), so the
+    /// first heartbeat finds it rather than warn that Redis is unreachable.
+    pub async fn first_lookup(&self) {
+        let Some(s) = &self.sentinel else { return };
+        if self.current.load().is_none() && !s.busy.swap(true, Ordering::AcqRel) {
+            *s.last.lock() = Some(Instant::now());
+            self.lookup().await;
+            s.busy.store(false, Ordering::Release);
+        }
     }
 }

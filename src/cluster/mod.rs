@@ -215,10 +215,14 @@ impl Cluster {
     /// Starts the node's background tasks: the presence writer, the replier and the upkeep
     /// (heartbeat, dead nodes, `offline`, resync). They stop when the guards drop.
     pub fn start(self: &Arc<Self>) -> Vec<AbortOnDrop> {
-        self.link.start();
+        let c = Arc::clone(self);
+        let upkeep = async move {
+            c.link.first_lookup().await;
+            presence::upkeep(c).await
+        };
         let mut tasks = vec![
             AbortOnDrop(tokio::spawn(presence::writer(Arc::clone(self)))),
-            AbortOnDrop(tokio::spawn(presence::upkeep(Arc::clone(self)))),
+            AbortOnDrop(tokio::spawn(upkeep)),
         ];
         if let Some(rx) = self.outgoing.lock().take() {
             let replier = replier::run(Arc::clone(self), rx);
