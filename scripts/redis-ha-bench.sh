@@ -14,9 +14,10 @@
 #             missing (each reported by a `recovered: false` resume; the test fails otherwise).
 #
 #   scripts/redis-ha-bench.sh
-#   N=400 PUSHES=500 REPEAT=1 scripts/redis-ha-bench.sh        # a smoke run
+#   N=400 PUSHES=500 PUSH_RATE=200 REPEAT=1 scripts/redis-ha-bench.sh   # a smoke run
 #
-# Environment: N (8000), PUSHES (5000), PUSH_RATE (500), REPEAT (5), ONLY ("cost failover"),
+# Session opens and closes write presence too, so PUSHES should dwarf N for a per-push figure.
+# Environment: N (2000), PUSHES (20000), PUSH_RATE (1000), REPEAT (5), ONLY ("cost failover"),
 # OUT (results folder), PORT (18180, nodes count up), REDIS_PORT (16479; the replica and the
 # sentinels take the next ports). Redis Cluster is not supported yet (docs/cluster.md).
 # Needs: cargo, curl, jq, redis-server, redis-sentinel (scripts/install-test-deps.sh).
@@ -24,9 +25,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-common.sh
 
-N=${N:-8000}
-PUSHES=${PUSHES:-5000}
-PUSH_RATE=${PUSH_RATE:-500}
+N=${N:-2000}
+PUSHES=${PUSHES:-20000}
+PUSH_RATE=${PUSH_RATE:-1000}
 REPEAT=${REPEAT:-5}
 PORT=${PORT:-18180}
 REDIS_PORT=${REDIS_PORT:-16479}
