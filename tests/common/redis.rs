@@ -125,7 +125,9 @@ impl Redis {
 
     /// True when the server answers PING.
     pub fn ping(&self) -> bool {
-        self.command("PING").is_some_and(|r| r.starts_with("+PONG"))
+        // A server with `requirepass` answers too, only not with PONG.
+        self.command("PING")
+            .is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
     }
 
     /// Sends one inline command and returns the raw reply (None if unreachable).

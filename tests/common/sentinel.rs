@@ -18,6 +18,8 @@ pub struct Sentinels {
     pub replica: Redis,
     /// The sentinels' ports.
     pub ports: Vec<u16>,
+    /// The password of every server and sentinel in the set, if any.
+    pub password: Option<String>,
     procs: Vec<Proc>,
     dir: TempDir,
 }
@@ -31,16 +33,33 @@ fn binary() -> std::path::PathBuf {
 impl Sentinels {
     /// Starts the set and waits (bounded) until the sentinels know the replica and each other.
     pub fn start() -> Sentinels {
-        let master = Redis::start();
+        Sentinels::start_with(None)
+    }
+
+    /// The same, with `password` required by every server and sentinel (`requirepass`), as
+    /// the Redis documentation recommends for a set that needs one.
+    pub fn start_with(password: Option<&str>) -> Sentinels {
+        let auth: Vec<&str> = match password {
+            Some(p) => vec!["--requirepass", p, "--masterauth", p],
+            None => vec![],
+        };
+        let master = Redis::start_with(&auth);
         let of = master.port.to_string();
-        let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &of]);
+        let mut args = vec!["--replicaof", "127.0.0.1", &of];
+        args.extend(&auth);
+        let replica = Redis::start_with(&args);
         let dir = TempDir::new("sentinel");
         let mut set = Sentinels {
             master,
             replica,
             ports: Vec::new(),
+            password: password.map(str::to_string),
             procs: Vec::new(),
             dir,
+        };
+        let auth_conf = match password {
+            Some(p) => format!("requirepass {p}\nsentinel auth-pass {MASTER} {p}\n"),
+            None => String::new(),
         };
         for i in 0..3 {
             let port = free_port();
@@ -53,7 +72,7 @@ impl Sentinels {
                      sentinel monitor {MASTER} 127.0.0.1 {m} 2\n\
                      sentinel down-after-milliseconds {MASTER} 1000\n\
                      sentinel failover-timeout {MASTER} 5000\n\
-                     sentinel parallel-syncs {MASTER} 1\n",
+                     sentinel parallel-syncs {MASTER} 1\n{auth_conf}",
                     dir = set.dir.path.display(),
                     m = set.master.port,
                 ),
@@ -70,19 +89,32 @@ impl Sentinels {
             set.ports.push(port);
         }
         set.wait("the replica in sync", |s| {
-            s.replica
-                .command("INFO replication")
+            s.ask(s.replica.port, "INFO replication")
                 .is_some_and(|r| r.contains("master_link_status:up"))
         });
         set.wait("three sentinels that see the replica", |s| {
             s.ports.iter().all(|&p| {
-                inline(p, &format!("SENTINEL CKQUORUM {MASTER}"))
+                s.ask(p, &format!("SENTINEL CKQUORUM {MASTER}"))
                     .is_some_and(|r| r.contains("3 usable"))
-                    && inline(p, &format!("SENTINEL REPLICAS {MASTER}"))
+                    && s.ask(p, &format!("SENTINEL REPLICAS {MASTER}"))
                         .is_some_and(|r| r.contains(&s.replica.port.to_string()))
             })
         });
         set
+    }
+
+    /// One inline command to a server or sentinel of the set, authenticated when it has a
+    /// password (the reply to AUTH is cut off).
+    pub fn ask(&self, port: u16, line: &str) -> Option<String> {
+        match &self.password {
+            None => inline(port, line),
+            Some(p) => {
+                let r = inline(port, &format!("AUTH {p}\r\n{line}"))?;
+                let r = r.strip_prefix("+OK\r\n").unwrap_or(&r).to_string();
+                // The second reply may come in a read of its own.
+                if r.is_empty() { None } else { Some(r) }
+            }
+        }
     }
 
     fn wait(&self, what: &str, ok: impl Fn(&Sentinels) -> bool) {
@@ -95,7 +127,7 @@ impl Sentinels {
 
     /// The port the first sentinel names as master.
     pub fn master_port(&self) -> Option<u16> {
-        let r = inline(
+        let r = self.ask(
             self.ports[0],
             &format!("SENTINEL GET-MASTER-ADDR-BY-NAME {MASTER}"),
         )?;
@@ -114,8 +146,7 @@ impl Sentinels {
         let replica = self.replica.port;
         self.wait("the replica promoted", |s| {
             s.master_port() == Some(replica)
-                && s.replica
-                    .command("ROLE")
+                && s.ask(s.replica.port, "ROLE")
                     .is_some_and(|r| r.contains("master"))
         });
         t.elapsed()
@@ -124,11 +155,18 @@ impl Sentinels {
 
 impl Topology for Sentinels {
     fn keys(&self) -> Vec<(String, String)> {
-        let list: Vec<String> = self
-            .ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
+        let list: Vec<String> = match &self.password {
+            None => self
+                .ports
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect(),
+            Some(pw) => self
+                .ports
+                .iter()
+                .map(|p| format!("redis://:{pw}@127.0.0.1:{p}"))
+                .collect(),
+        };
         vec![
             ("redis_sentinels".into(), list.join(",")),
             ("redis_sentinel_master".into(), MASTER.into()),
