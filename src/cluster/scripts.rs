@@ -67,9 +67,7 @@ fn unborn(ttl: &str, replicated: &str) -> String {
 local rid = master_id({replicated})
 local function unborn(seed)
   local window = string.format('%d', math.floor(now / math.max(tonumber({ttl}), 1)))
-  local basis = seed .. '\\n' .. KEYS[1] .. '\\n' .. window
-  if rid then basis = basis .. '\\n' .. rid end
-  return string.sub(redis.sha1hex(basis), 1, 12)
+  return string.sub(redis.sha1hex(seed .. '\\n' .. KEYS[1] .. '\\n' .. window), 1, 12)
 end
 -- The epoch a stream last written under another master continues with: that master may
 -- have acknowledged writes its replica never received, so positions in the old epoch must
@@ -83,7 +81,9 @@ end
 
 /// Behind Sentinel or in a Redis Cluster (ARGV flag `'1'`), the identity of the master this
 /// script runs on: its replication id, which a promoted replica (and a restarted server)
-/// changes. Nil on a single Redis, whose streams never roll over on their own.
+/// changes. Nil on a single Redis, whose streams never roll over on their own. Where it is
+/// set it is also the seed of unborn epochs, so the seed key is declared but never touched
+/// and every key a script touches has the stream's hash tag.
 const MASTER: &str = "local function master_id(flag)
   if flag ~= '1' then return nil end
   return string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
@@ -111,7 +111,7 @@ if epoch and rid and was ~= rid then
   redis.call('DEL', KEYS[2])
 end
 if not epoch then
-  local seed = redis.call('GET', KEYS[4])
+  local seed = rid or redis.call('GET', KEYS[4])
   if not seed then
     seed = ARGV[5]
     redis.call('SET', KEYS[4], seed)
@@ -167,7 +167,7 @@ pub fn read() -> Script {
         "{NOW}{unborn}
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
-  local seed = redis.call('GET', KEYS[3])
+  local seed = rid or redis.call('GET', KEYS[3])
   if not seed then
     seed = ARGV[3]
     redis.call('SET', KEYS[3], seed)
