@@ -30,6 +30,7 @@
 //! with backoff by itself and, on RESP3, re-subscribes and hands pub/sub messages to a callback
 //! without a second task hop.
 
+mod control;
 mod inbox;
 mod keys;
 mod presence;
@@ -61,6 +62,9 @@ use inbox::{Inbox, Outgoing, Pending};
 use keys::Keys;
 use sign::Signer;
 use wire::Kind;
+
+pub use control::{Order, Orders, OrdersCell};
+use crate::net::blocks::Blocks;
 
 /// Longest a restart waits for its migration marks before it tells the clients to move.
 pub const MARK_WAIT: Duration = Duration::from_secs(2);
@@ -139,6 +143,8 @@ pub struct Cluster {
     sample: Mutex<Option<String>>,
     /// Counters.
     pub stats: ClusterStats,
+    /// The blocks in force, cached from Redis for the handshake (see `control.rs`).
+    pub blocks: Arc<Blocks>,
     pub(crate) scripts: scripts::Set,
 }
 
@@ -173,6 +179,7 @@ impl Cluster {
         let signer = Arc::new(Signer::new(&config.redis_prefix, secret.as_deref()));
         let (tx, rx) = mpsc::channel(inbox::REPLY_QUEUE);
         let pending = Arc::new(Pending::default());
+        let blocks = Arc::new(Blocks::default());
         let inbox = Arc::new(Inbox {
             node: Arc::clone(&node),
             registry: Arc::clone(&registry),
@@ -183,6 +190,8 @@ impl Cluster {
             clock,
             malformed: AtomicU64::new(0),
             markers: Mutex::new(Default::default()),
+            blocks: Arc::clone(&blocks),
+            orders: OrdersCell::default(),
         });
         let manager = || {
             ConnectionManagerConfig::new()
@@ -226,6 +235,7 @@ impl Cluster {
             outgoing: Mutex::new(Some(rx)),
             sample: Mutex::new(None),
             stats: ClusterStats::default(),
+            blocks,
             scripts: scripts::Set::new(&config.redis_prefix),
             keys: Keys::new(&config.redis_prefix),
             signer,

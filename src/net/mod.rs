@@ -4,6 +4,7 @@
 //! the registry or the server; it may use only the crate's bottom (and nothing at all today).
 
 pub(crate) mod admission;
+pub(crate) mod blocks;
 pub(crate) mod budget;
 pub(crate) mod deflate;
 pub(crate) mod socket;
