@@ -220,11 +220,10 @@ async fn run(shared: &Arc<Shared>, client_id: &str, order: Order) -> usize {
             }
             n
         }
-        Order::Kick => {
-            for o in &sessions {
-                o.request_close(close::ADMIN);
-            }
-            sessions.len()
-        }
+        // A session already closing (an earlier kick, a drain) is not counted again.
+        Order::Kick => sessions
+            .iter()
+            .filter(|o| o.request_close(close::ADMIN))
+            .count(),
     }
 }
