@@ -54,7 +54,7 @@ impl Kind {
             Kind::Page => 'p',
             Kind::Reply => 'r',
             Kind::Marker => 'm',
-            Kind::Control => 'x',
+            Kind::Control => 'o',
             Kind::Block => 'b',
         }
     }
@@ -70,7 +70,7 @@ impl Kind {
             b"p" => Kind::Page,
             b"r" => Kind::Reply,
             b"m" => Kind::Marker,
-            b"x" => Kind::Control,
+            b"o" => Kind::Control,
             b"b" => Kind::Block,
             _ => return None,
         })
