@@ -22,7 +22,8 @@
 //! answers; `presence.rs`, the presence writer, the upkeep and presence queries; `inbox.rs`,
 //! what arrives; `views.rs`, shared dashboard samples and metrics; `keys.rs`, `scripts.rs`,
 //! `wire.rs`, `sign.rs`, `replier.rs`: keys, Lua, the message format and its signature,
-//! answers. It may use the registry, `stream`'s vocabulary, webhooks, outboxes and the bottom;
+//! answers; `control.rs`, orders for a client id's sessions, remembered server
+//! subscriptions and blocks (docs/protocol.md §14). It may use the registry, `stream`'s vocabulary, webhooks, outboxes and the bottom;
 //! never `engine`, whose Redis engine (`engine/redis.rs`) is built on this connection, nor
 //! `delivery` and `state`, which sit above it.
 //!
