@@ -109,7 +109,11 @@ async fn with_history_a_server_subscribe_on_another_node_resumes_after_since() {
     let h = [SECRET[0], ("history_size", "50")];
     let (a, b) = (node(&redis, "a", &h).await, node(&redis, "b", &h).await);
     let (mut bob, _) = connect(a.addr, "bob").await;
-    send_json(&mut bob, r#"{"type":"subscribe","data":{"channel":"feed"}}"#).await;
+    send_json(
+        &mut bob,
+        r#"{"type":"subscribe","data":{"channel":"feed"}}"#,
+    )
+    .await;
     let epoch = recv_json(&mut bob).await["data"]["epoch"]
         .as_str()
         .unwrap()
@@ -126,7 +130,11 @@ async fn with_history_a_server_subscribe_on_another_node_resumes_after_since() {
     let m = server_subscribed(&mut alice, "feed").await;
     let d = &m["data"];
     assert_eq!(
-        (d["seq"].as_u64(), d["recovered"].as_bool(), d["missed"].as_u64()),
+        (
+            d["seq"].as_u64(),
+            d["recovered"].as_bool(),
+            d["missed"].as_u64()
+        ),
         (Some(3), Some(true), Some(2)),
         "{m}"
     );
@@ -152,7 +160,11 @@ async fn until_accepted(addr: SocketAddr, client_id: &str, within: Duration) {
         if status == 101 {
             return;
         }
-        assert_eq!((status, v["error"]["code"].as_str()), (403, Some("blocked")), "{v}");
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (403, Some("blocked")),
+            "{v}"
+        );
         assert!(Instant::now() < deadline, "{client_id} stayed blocked");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -176,7 +188,11 @@ async fn a_kick_closes_every_tab_everywhere_and_a_block_holds_on_every_node() {
     }
     for n in [&a, &b, &c] {
         let (status, v) = upgrade_status(n.addr, "/ws?client_id=alice", &[]).await;
-        assert_eq!((status, v["error"]["code"].as_str()), (403, Some("blocked")), "{v}");
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (403, Some("blocked")),
+            "{v}"
+        );
     }
     let (_, list) = call(b.addr, "GET", "/api/v1/blocks", "").await;
     assert_eq!(list[0]["client_id"], "alice", "{list}");
@@ -188,7 +204,10 @@ async fn a_kick_closes_every_tab_everywhere_and_a_block_holds_on_every_node() {
     assert_eq!(status, 200);
     let d = node(&redis, "d", SECRET).await;
     for n in [&b, &d] {
-        assert_eq!(upgrade_status(n.addr, "/ws?client_id=carol", &[]).await.0, 403);
+        assert_eq!(
+            upgrade_status(n.addr, "/ws?client_id=carol", &[]).await.0,
+            403
+        );
     }
     let (status, _) = call(c.addr, "DELETE", "/api/v1/blocks/carol", "").await;
     assert_eq!(status, 200);

@@ -100,8 +100,14 @@ async fn api_subscribe_reaches_every_tab_and_later_sessions_until_unsubscribed()
     .await;
     assert_eq!(v["delivered"], 0, "{v}");
     let text = http(s.addr, "GET", "/metrics", &[], "").await.2;
-    assert!(text.contains("tether_server_subscribes_total 1\n"), "{text}");
-    assert!(text.contains("tether_server_unsubscribes_total 1\n"), "{text}");
+    assert!(
+        text.contains("tether_server_subscribes_total 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tether_server_unsubscribes_total 1\n"),
+        "{text}"
+    );
     stop(s).await;
 }
 
@@ -109,7 +115,11 @@ async fn api_subscribe_reaches_every_tab_and_later_sessions_until_unsubscribed()
 async fn with_history_a_server_subscribe_resumes_after_since() {
     let s = start(config(&[("history_size", "50")])).await;
     let (mut bob, _) = connect(s.addr, "bob").await;
-    send_json(&mut bob, r#"{"type":"subscribe","data":{"channel":"feed"}}"#).await;
+    send_json(
+        &mut bob,
+        r#"{"type":"subscribe","data":{"channel":"feed"}}"#,
+    )
+    .await;
     let sub = recv_json(&mut bob).await;
     let epoch = sub["data"]["epoch"].as_str().unwrap().to_string();
     for n in 1..=3 {
@@ -127,13 +137,26 @@ async fn with_history_a_server_subscribe_resumes_after_since() {
         (d["epoch"].as_str(), d["seq"].as_u64()),
         (Some(epoch.as_str()), Some(3))
     );
-    assert_eq!((d["recovered"].as_bool(), d["missed"].as_u64()), (Some(true), Some(2)));
+    assert_eq!(
+        (d["recovered"].as_bool(), d["missed"].as_u64()),
+        (Some(true), Some(2))
+    );
     for n in 2..=3 {
         let m = recv_json(&mut alice).await;
-        assert_eq!((m["data"].as_u64(), m["seq"].as_u64()), (Some(n), Some(n)), "{m}");
+        assert_eq!(
+            (m["data"].as_u64(), m["seq"].as_u64()),
+            (Some(n), Some(n)),
+            "{m}"
+        );
     }
     // Then live, with no gap and no duplicate at the joint.
-    call(s.addr, "POST", "/api/v1/publish", r#"{"channel":"feed","type":"item","data":4}"#).await;
+    call(
+        s.addr,
+        "POST",
+        "/api/v1/publish",
+        r#"{"channel":"feed","type":"item","data":4}"#,
+    )
+    .await;
     assert_eq!(recv_json(&mut alice).await["seq"], 4);
     stop(s).await;
 }
@@ -142,7 +165,11 @@ async fn with_history_a_server_subscribe_resumes_after_since() {
 async fn a_session_at_the_channel_limit_gets_an_error_and_is_not_counted() {
     let s = start(config(&[("max_channels_per_session", "1")])).await;
     let (mut alice, _) = connect(s.addr, "alice").await;
-    send_json(&mut alice, r#"{"type":"subscribe","data":{"channel":"mine"}}"#).await;
+    send_json(
+        &mut alice,
+        r#"{"type":"subscribe","data":{"channel":"mine"}}"#,
+    )
+    .await;
     assert_eq!(recv_json(&mut alice).await["type"], "subscribed");
     let (status, v) = call(
         s.addr,
@@ -153,7 +180,11 @@ async fn a_session_at_the_channel_limit_gets_an_error_and_is_not_counted() {
     .await;
     assert_eq!((status, &v), (200, &json!({"sessions": 0})));
     let e = recv_json(&mut alice).await;
-    assert_eq!((e["type"].as_str(), e["data"]["code"].as_str()), (Some("error"), Some("too_many_channels")), "{e}");
+    assert_eq!(
+        (e["type"].as_str(), e["data"]["code"].as_str()),
+        (Some("error"), Some("too_many_channels")),
+        "{e}"
+    );
     // One remembered channel per client id at most, too.
     let (status, v) = call(
         s.addr,
@@ -162,7 +193,11 @@ async fn a_session_at_the_channel_limit_gets_an_error_and_is_not_counted() {
         r#"{"client_id":"alice","channel":"more"}"#,
     )
     .await;
-    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("too_many_channels")), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("too_many_channels")),
+        "{v}"
+    );
     stop(s).await;
 }
 
@@ -172,20 +207,36 @@ async fn a_token_subs_claim_joins_at_connect_without_a_grant() {
     let secret = "0123456789abcdef0123456789abcdef";
     std::fs::write(dir.join("secret"), secret).unwrap();
     let path = dir.join("secret");
-    let s = start(config(&[("auth", "on"), ("auth_hmac_secret_file", path.to_str().unwrap())])).await;
+    let s = start(config(&[
+        ("auth", "on"),
+        ("auth_hmac_secret_file", path.to_str().unwrap()),
+    ]))
+    .await;
     let key = EncodingKey::from_secret(secret.as_bytes()).unwrap();
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 600;
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
     let token = |claims: Value| encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
     let t = token(json!({"sub": "alice", "exp": exp, "subs": ["x", "y"]}));
     let (mut ws, _) = {
-        let mut ws = connect_raw(s.addr, &format!("/ws?token={t}")).await.unwrap();
+        let mut ws = connect_raw(s.addr, &format!("/ws?token={t}"))
+            .await
+            .unwrap();
         let w = recv_json(&mut ws).await;
         assert_eq!(w["type"], "welcome");
         (ws, w)
     };
     server_subscribed(&mut ws, "x").await;
     server_subscribed(&mut ws, "y").await;
-    let (_, v) = call(s.addr, "POST", "/api/v1/publish", r#"{"channel":"y","type":"t"}"#).await;
+    let (_, v) = call(
+        s.addr,
+        "POST",
+        "/api/v1/publish",
+        r#"{"channel":"y","type":"t"}"#,
+    )
+    .await;
     assert_eq!(v["delivered"], 1, "{v}");
     assert_eq!(recv_json(&mut ws).await["channel"], "y");
     // The token grants no channel: the client's own subscribe is still refused.
@@ -195,7 +246,11 @@ async fn a_token_subs_claim_joins_at_connect_without_a_grant() {
     // A `subs` claim that is not a list of channel names refuses the token.
     let bad = token(json!({"sub": "alice", "exp": exp, "subs": "x"}));
     let (status, v) = upgrade_status(s.addr, &format!("/ws?token={bad}"), &[]).await;
-    assert_eq!((status, v["error"]["code"].as_str()), (401, Some("unauthorized")), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{v}"
+    );
     stop(s).await;
 }
 
@@ -219,7 +274,11 @@ async fn a_kick_closes_every_tab_with_4002_and_a_block_refuses_until_it_ends() {
     assert_eq!((status, v["closed"].as_u64()), (200, Some(1)), "{v}");
     let started = Instant::now();
     let (status, v) = upgrade_status(s.addr, "/ws?client_id=alice", &[]).await;
-    assert_eq!((status, v["error"]["code"].as_str()), (403, Some("blocked")), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("blocked")),
+        "{v}"
+    );
     let (_, list) = call(s.addr, "GET", "/api/v1/blocks", "").await;
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     assert_eq!(list[0]["client_id"], "alice");
@@ -234,19 +293,29 @@ async fn a_kick_closes_every_tab_with_4002_and_a_block_refuses_until_it_ends() {
             break;
         }
         assert_eq!(status, 403);
-        assert!(started.elapsed() < Duration::from_secs(5), "the block never ended");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the block never ended"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(started.elapsed() >= Duration::from_millis(900));
 
     // A long block, lifted.
     call(s.addr, "DELETE", "/api/v1/clients/carol?block_for=10m", "").await;
-    assert_eq!(upgrade_status(s.addr, "/ws?client_id=carol", &[]).await.0, 403);
+    assert_eq!(
+        upgrade_status(s.addr, "/ws?client_id=carol", &[]).await.0,
+        403
+    );
     let (status, v) = call(s.addr, "DELETE", "/api/v1/blocks/carol", "").await;
     assert_eq!((status, v["unblocked"].as_bool()), (200, Some(true)), "{v}");
     let (_carol, _) = connect(s.addr, "carol").await;
     let (status, v) = call(s.addr, "DELETE", "/api/v1/blocks/carol", "").await;
-    assert_eq!((status, v["error"]["code"].as_str()), (404, Some("unknown_block")), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("unknown_block")),
+        "{v}"
+    );
     stop(s).await;
 }
 
@@ -254,18 +323,57 @@ async fn a_kick_closes_every_tab_with_4002_and_a_block_refuses_until_it_ends() {
 async fn bad_names_and_durations_are_400() {
     let s = start(config(&[])).await;
     for (method, path, body, code) in [
-        ("POST", "/api/v1/subscribe", r#"{"client_id":"","channel":"c"}"#, "bad_client_id"),
-        ("POST", "/api/v1/subscribe", r#"{"client_id":"a","channel":""}"#, "bad_channel"),
-        ("POST", "/api/v1/subscribe", r#"{"client_id":"a\u0001","channel":"c"}"#, "bad_client_id"),
-        ("POST", "/api/v1/unsubscribe", r#"{"client_id":"a","channel":"\u0007"}"#, "bad_channel"),
-        ("POST", "/api/v1/subscribe", r#"{"client_id":"a"}"#, "invalid_body"),
+        (
+            "POST",
+            "/api/v1/subscribe",
+            r#"{"client_id":"","channel":"c"}"#,
+            "bad_client_id",
+        ),
+        (
+            "POST",
+            "/api/v1/subscribe",
+            r#"{"client_id":"a","channel":""}"#,
+            "bad_channel",
+        ),
+        (
+            "POST",
+            "/api/v1/subscribe",
+            r#"{"client_id":"a\u0001","channel":"c"}"#,
+            "bad_client_id",
+        ),
+        (
+            "POST",
+            "/api/v1/unsubscribe",
+            r#"{"client_id":"a","channel":"\u0007"}"#,
+            "bad_channel",
+        ),
+        (
+            "POST",
+            "/api/v1/subscribe",
+            r#"{"client_id":"a"}"#,
+            "invalid_body",
+        ),
         ("DELETE", "/api/v1/clients/a%01", "", "bad_client_id"),
-        ("DELETE", "/api/v1/clients/a?block_for=soon", "", "invalid_body"),
-        ("DELETE", "/api/v1/clients/a?block_for=0s", "", "invalid_body"),
+        (
+            "DELETE",
+            "/api/v1/clients/a?block_for=soon",
+            "",
+            "invalid_body",
+        ),
+        (
+            "DELETE",
+            "/api/v1/clients/a?block_for=0s",
+            "",
+            "invalid_body",
+        ),
         ("DELETE", "/api/v1/blocks/%01", "", "bad_client_id"),
     ] {
         let (status, v) = call(s.addr, method, path, body).await;
-        assert_eq!((status, v["error"]["code"].as_str()), (400, Some(code)), "{path} {body}: {v}");
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{path} {body}: {v}"
+        );
     }
     let (status, _) = call(s.addr, "GET", "/api/v1/subscribe", "").await;
     assert_eq!(status, 405);

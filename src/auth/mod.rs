@@ -276,7 +276,10 @@ impl RawClaims {
             Some(v) => {
                 let names: Vec<String> = serde_json::from_value(v)
                     .map_err(|_| bad_claim("subs", "not a list of strings"))?;
-                if names.iter().any(|n| crate::protocol::valid_channel(n).is_err()) {
+                if names
+                    .iter()
+                    .any(|n| crate::protocol::valid_channel(n).is_err())
+                {
                     return Err(bad_claim("subs", "a name breaks the channel name rule"));
                 }
                 names

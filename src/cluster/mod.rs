@@ -64,8 +64,8 @@ use keys::Keys;
 use sign::Signer;
 use wire::Kind;
 
-pub use control::{Order, Orders, OrdersCell};
 use crate::net::blocks::Blocks;
+pub use control::{Order, Orders, OrdersCell};
 
 /// Longest a restart waits for its migration marks before it tells the clients to move.
 pub const MARK_WAIT: Duration = Duration::from_secs(2);

@@ -15,9 +15,9 @@ use tokio_tungstenite::tungstenite::Message;
 use super::control::Reached;
 use super::router::{Frame, Router, To};
 use crate::cluster::{Order, Routed};
+use crate::engine::EngineError;
 use crate::metrics::{Control, Metrics};
 use crate::net::blocks;
-use crate::engine::EngineError;
 use crate::protocol::{envelope, sequenced_envelope};
 
 /// A cheap, cloneable handle for pushing from application code.
@@ -157,7 +157,11 @@ impl Handle {
 
     /// Takes every session of `client_id`, on every node, out of `channel` (each that was in
     /// it gets `unsubscribed` with `"by":"server"`) and forgets it for later sessions.
-    pub async fn unsubscribe(&self, client_id: &str, channel: &str) -> Result<Reached, ControlError> {
+    pub async fn unsubscribe(
+        &self,
+        client_id: &str,
+        channel: &str,
+    ) -> Result<Reached, ControlError> {
         names_ok(client_id, Some(channel))?;
         self.router.forget(client_id, channel).await?;
         let order = Order::Unsubscribe {

@@ -179,7 +179,10 @@ pub(super) async fn unblock_client(shared: &Shared, client_id: &str) -> Result<A
     }
     Ok((
         StatusCode::OK,
-        format!("{{\"client_id\":{},\"unblocked\":true}}", json_str(client_id)),
+        format!(
+            "{{\"client_id\":{},\"unblocked\":true}}",
+            json_str(client_id)
+        ),
     ))
 }
 
@@ -215,5 +218,39 @@ fn control_error(e: ControlError) -> Error {
         ControlError::TooManyChannels(n) => Error::TooManyChannels(n),
         ControlError::TooManyBlocks(n) => Error::TooManyBlocks(n),
         ControlError::Engine(e) => unavailable(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `POST /api/v1/batch` relies on: each call answers in process as over HTTP.
+    #[tokio::test]
+    async fn each_call_answers_in_process_with_status_and_json() {
+        let server = crate::Server::new(crate::Config::default()).unwrap();
+        let shared = &server.shared;
+        let (s, b) = subscribe(shared, br#"{"client_id":"a","channel":"c"}"#).await;
+        assert_eq!((s, b.as_str()), (StatusCode::OK, r#"{"sessions":0}"#));
+        let (s, b) = subscribe(shared, br#"{"client_id":"","channel":"c"}"#).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(b.contains("bad_client_id"), "{b}");
+        let (s, b) = unsubscribe(shared, br#"{"client_id":"a","channel":"c"}"#).await;
+        assert_eq!((s, b.as_str()), (StatusCode::OK, r#"{"sessions":0}"#));
+        let (s, b) = kick(shared, br#"{"client_id":"a","block_for":"1m"}"#).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(b.starts_with(r#"{"closed":0,"until":""#), "{b}");
+        let (s, b) = blocks(shared, b"").await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(b.starts_with(r#"[{"client_id":"a","until":"#), "{b}");
+        assert_eq!(
+            unblock(shared, br#"{"client_id":"a"}"#).await.0,
+            StatusCode::OK
+        );
+        let (s, b) = unblock(shared, br#"{"client_id":"a"}"#).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert!(b.contains("unknown_block"), "{b}");
+        let (s, _) = kick(shared, b"not json").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
     }
 }
