@@ -243,6 +243,49 @@ async fn a_token_subs_claim_joins_at_connect_without_a_grant() {
     send_json(&mut ws, r#"{"type":"subscribe","data":{"channel":"z"}}"#).await;
     let m = recv_json(&mut ws).await;
     assert_eq!(m["data"]["code"], "forbidden", "{m}");
+    // A refresh to a token that grants none of them leaves them all; the server's own
+    // (remembered, or in the new token's `subs`) are joined again, needing no grant.
+    let (status, _) = call(
+        s.addr,
+        "POST",
+        "/api/v1/subscribe",
+        r#"{"client_id":"alice","channel":"news"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    server_subscribed(&mut ws, "news").await;
+    let t2 = token(json!({"sub": "alice", "exp": exp, "subs": ["x"]}));
+    send_json(
+        &mut ws,
+        &json!({"type": "refresh", "data": {"token": t2}}).to_string(),
+    )
+    .await;
+    assert_eq!(recv_json(&mut ws).await["type"], "refreshed");
+    let mut left = Vec::new();
+    for _ in 0..3 {
+        let m = recv_json(&mut ws).await;
+        assert_eq!(
+            (m["type"].as_str(), m["data"]["reason"].as_str()),
+            (Some("unsubscribed"), Some("forbidden")),
+            "{m}"
+        );
+        left.push(m["data"]["channel"].as_str().unwrap().to_string());
+    }
+    left.sort();
+    assert_eq!(left, ["news", "x", "y"]);
+    let mut back = Vec::new();
+    for _ in 0..2 {
+        let m = recv_json(&mut ws).await;
+        assert_eq!(
+            (m["type"].as_str(), m["data"]["by"].as_str()),
+            (Some("subscribed"), Some("server")),
+            "{m}"
+        );
+        back.push(m["data"]["channel"].as_str().unwrap().to_string());
+    }
+    back.sort();
+    assert_eq!(back, ["news", "x"]);
+    nothing_else(&mut ws).await;
     // A `subs` claim that is not a list of channel names refuses the token.
     let bad = token(json!({"sub": "alice", "exp": exp, "subs": "x"}));
     let (status, v) = upgrade_status(s.addr, &format!("/ws?token={bad}"), &[]).await;

@@ -349,4 +349,6 @@ fn refresh(r: &Reply<'_>, data: Option<&RawValue>) {
         );
         r.send(envelope("unsubscribed", None, None, Some(&body)));
     }
+    // Server subscriptions need no grant: those among the lost channels are joined again.
+    super::join::rejoin(r.shared, r.outbox, lost, identity.subs);
 }

@@ -177,6 +177,30 @@ pub fn at_connect(shared: &Arc<Shared>, outbox: &Arc<Outbox>, claimed: Vec<Strin
     });
 }
 
+/// After a `refresh` left `lost` channels its new token does not grant: the server's own among
+/// them (remembered for the client id, or in the new token's `subs`) are joined again, as the
+/// server, since server subscriptions need no grant.
+pub fn rejoin(
+    shared: &Arc<Shared>,
+    outbox: &Arc<Outbox>,
+    lost: Vec<Arc<str>>,
+    claimed: Vec<String>,
+) {
+    if lost.is_empty() || (claimed.is_empty() && !shared.router.may_remember(&outbox.client_id)) {
+        return;
+    }
+    let (shared, outbox) = (Arc::clone(shared), Arc::clone(outbox));
+    tokio::spawn(async move {
+        let mut keep = shared.router.remembered(&outbox.client_id).await;
+        keep.extend(claimed);
+        for channel in lost {
+            if keep.iter().any(|k| **k == *channel) {
+                server(&shared, &outbox, &channel, None).await;
+            }
+        }
+    });
+}
+
 /// How this node runs orders on its sessions, for the router (and, in a cluster, the inbox).
 /// It holds the shared state weakly: the state holds the router that holds this.
 pub fn orders(shared: &Arc<Shared>) -> Orders {
