@@ -422,3 +422,47 @@ async fn bad_names_and_durations_are_400() {
     assert_eq!(status, 405);
     stop(s).await;
 }
+
+#[tokio::test]
+async fn the_embedding_handle_subscribes_kicks_and_blocks() {
+    let s = start(config(&[])).await;
+    let (mut ws, _) = connect(s.addr, "alice").await;
+    let r = s.handle.subscribe("alice", "news", None).await.unwrap();
+    assert_eq!((r.sessions, r.partial), (1, false));
+    server_subscribed(&mut ws, "news").await;
+    assert_eq!(
+        s.handle
+            .unsubscribe("alice", "news")
+            .await
+            .unwrap()
+            .sessions,
+        1
+    );
+    assert_eq!(recv_json(&mut ws).await["type"], "unsubscribed");
+    assert!(matches!(
+        s.handle.subscribe("", "news", None).await,
+        Err(tether::ControlError::BadClientId(_))
+    ));
+    let r = s
+        .handle
+        .kick("alice", Some(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    assert_eq!(r.sessions, 1);
+    assert_eq!(
+        u16::from(recv_close(&mut ws, WAIT).await.unwrap().code),
+        4002
+    );
+    let blocks = s.handle.blocks().await.unwrap();
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0].0, "alice");
+    assert!(blocks[0].1 > SystemTime::now() + Duration::from_secs(500));
+    assert_eq!(
+        upgrade_status(s.addr, "/ws?client_id=alice", &[]).await.0,
+        403
+    );
+    assert!(s.handle.unblock("alice").await.unwrap());
+    assert!(!s.handle.unblock("alice").await.unwrap());
+    let (_ws, _) = connect(s.addr, "alice").await;
+    stop(s).await;
+}
