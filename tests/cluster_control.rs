@@ -217,3 +217,42 @@ async fn a_kick_closes_every_tab_everywhere_and_a_block_holds_on_every_node() {
     let (_, list) = call(d.addr, "GET", "/api/v1/blocks", "").await;
     assert_eq!(list, json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_session_on_another_node_gets_an_error_and_is_not_counted() {
+    let redis = Redis::start();
+    let h = [SECRET[0], ("max_channels_per_session", "1")];
+    let (a, b) = (node(&redis, "a", &h).await, node(&redis, "b", &h).await);
+    let (mut full, _) = connect(a.addr, "alice").await;
+    let (mut free, _) = connect(b.addr, "alice").await;
+    send_json(
+        &mut full,
+        r#"{"type":"subscribe","data":{"channel":"mine"}}"#,
+    )
+    .await;
+    assert_eq!(recv_json(&mut full).await["type"], "subscribed");
+    let (status, v) = call(
+        b.addr,
+        "POST",
+        "/api/v1/subscribe",
+        r#"{"client_id":"alice","channel":"news"}"#,
+    )
+    .await;
+    assert_eq!((status, &v), (200, &json!({"sessions": 1})));
+    server_subscribed(&mut free, "news").await;
+    let e = recv_json(&mut full).await;
+    assert_eq!(e["data"]["code"], "too_many_channels", "{e}");
+    // The remembered set is bounded the same way, in Redis.
+    let (status, v) = call(
+        a.addr,
+        "POST",
+        "/api/v1/subscribe",
+        r#"{"client_id":"alice","channel":"more"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("too_many_channels")),
+        "{v}"
+    );
+}

@@ -158,19 +158,26 @@ pub async fn server(
 }
 
 /// The channels a new session joins as the server: those remembered for its client id and
-/// its token's `subs`; in a task, once the session is registered, right after its `welcome`.
-pub fn at_connect(shared: &Arc<Shared>, outbox: &Arc<Outbox>, claimed: Vec<String>) {
+/// its token's `subs`. Read once the session is registered and before its `welcome` can
+/// reach the client, so an API subscribe either is in what is read here or finds the session
+/// registered (never neither; both only for a call that raced the connect, which then answers
+/// `subscribed` twice), and one made after the client saw `welcome` only finds the session.
+/// Joined in a task, right after the `welcome`.
+pub async fn at_connect(shared: &Arc<Shared>, outbox: &Arc<Outbox>, claimed: Vec<String>) {
     if claimed.is_empty() && !shared.router.may_remember(&outbox.client_id) {
+        return;
+    }
+    let mut channels = shared.router.remembered(&outbox.client_id).await;
+    for c in claimed {
+        if !channels.contains(&c) {
+            channels.push(c);
+        }
+    }
+    if channels.is_empty() {
         return;
     }
     let (shared, outbox) = (Arc::clone(shared), Arc::clone(outbox));
     tokio::spawn(async move {
-        let mut channels = shared.router.remembered(&outbox.client_id).await;
-        for c in claimed {
-            if !channels.contains(&c) {
-                channels.push(c);
-            }
-        }
         for channel in channels {
             server(&shared, &outbox, &channel, None).await;
         }

@@ -228,7 +228,7 @@ pub async fn prepare(
     });
     // After `welcome` is queued and the session is registered: server subscriptions and the
     // token's `subs` join now, as the server.
-    join::at_connect(shared, outbox, claimed);
+    join::at_connect(shared, outbox, claimed).await;
     guard
 }
 
