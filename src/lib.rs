@@ -61,7 +61,8 @@ mod stream;
 mod webhooks;
 
 pub use config::Config;
-pub use delivery::handle::{Handle, Sent};
+pub use delivery::control::Reached;
+pub use delivery::handle::{ControlError, Handle, Sent};
 pub use delivery::handler::{Handled, Handler, Session};
 pub use engine::EngineError;
 pub use net::budget::raise_fd_limit;

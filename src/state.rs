@@ -142,7 +142,12 @@ impl Shared {
             clock,
             cluster,
         );
-        let handle = Handle::new(router.clone(), config.history());
+        let handle = Handle::new(
+            router.clone(),
+            config.history(),
+            config.max_channels_per_session,
+            Arc::clone(&metrics),
+        );
         let sockets = Sockets::new(socket_budget(), config.max_http_connections_per_ip);
         Ok(Shared {
             webhooks,

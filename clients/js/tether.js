@@ -392,6 +392,11 @@ export class TetherClient {
     this._sentSince = null;
     /** @type {Map<string, {epoch: string, seq: number}>} */
     this._chanSince = new Map();
+    /** Channels the server joined on this connection (`subscribed` with `by: "server"`) */
+    this._serverChannels = new Set();
+    /** Server-joined channels whose missed messages this client asked for: until the answer,
+     * their live messages are held back (the replay brings them again, in order) */
+    this._serverResume = new Set();
 
     this._status = 'closed';
     this._ws = null;
@@ -547,7 +552,10 @@ export class TetherClient {
    * @returns {boolean} true when the `unsubscribe` frame went out now
    */
   unsubscribe(channel) {
-    const had = this._channels.delete(channel);
+    const own = this._channels.delete(channel);
+    const joined = this._serverChannels.delete(channel);
+    const had = own || joined;
+    this._serverResume.delete(channel);
     this._chanPos.delete(channel);
     this._chanSince.delete(channel);
     return had && this._welcomed ? this.send('unsubscribe', { channel }) : false;
@@ -922,6 +930,7 @@ export class TetherClient {
     }
     // `subscribed` names its channel in `data`; a server may also set the envelope field.
     if (msg.type === 'subscribed') this._onSubscribed(msg);
+    if (msg.type === 'unsubscribed' && control) this._onUnsubscribed(msg);
     if (!this._acceptSeq(msg)) return;
     this._dispatch(msg);
     if (control && msg.type === 'shutdown' && this._ws && !this._stopped) this._onShutdown(msg);
@@ -938,8 +947,9 @@ export class TetherClient {
     } else {
       if (typeof msg.channel !== 'string') return true;
       pos = this._chanPos.get(msg.channel);
+      if (this._serverResume.has(msg.channel)) return false;
       if (!pos) {
-        if (!this._channels.has(msg.channel)) return true;
+        if (!this._tracked(msg.channel)) return true;
         this._chanPos.set(msg.channel, (pos = { epoch: null, seq: 0 }));
       }
     }
@@ -977,6 +987,8 @@ export class TetherClient {
     this._resumeClientStream(data);
     if (!this._welcomed) return;
     this._chanSince.clear();
+    this._serverChannels.clear();
+    this._serverResume.clear();
     for (const channel of this._channels) this._sendSubscribe(channel);
     if (this._heartbeat) {
       if (this._hbIntervalMs > 0) this._armHeartbeat();
@@ -1035,7 +1047,10 @@ export class TetherClient {
   _onSubscribed(msg) {
     const data = msg.data && typeof msg.data === 'object' ? msg.data : {};
     const channel = typeof data.channel === 'string' ? data.channel : msg.channel;
-    if (typeof channel !== 'string' || !this._channels.has(channel)) return;
+    if (typeof channel !== 'string') return;
+    if (data.by === 'server' && msg.channel == null) return this._onServerSubscribed(channel, data);
+    if (!this._tracked(channel)) return;
+    this._serverResume.delete(channel);
     const sent = this._chanSince.get(channel) ?? null;
     this._chanSince.delete(channel);
     const epoch = toEpoch(data.epoch);
@@ -1063,6 +1078,48 @@ export class TetherClient {
         position: pos && pos.epoch != null ? formatPosition(pos) : null,
       }, data));
     }
+  }
+
+  /** Whether the client keeps a position for `channel`: its own or joined by the server. */
+  _tracked(channel) {
+    return this._channels.has(channel) || this._serverChannels.has(channel);
+  }
+
+  /**
+   * The server joined `channel` (an API subscribe, or at connect for remembered channels and
+   * the token's `subs`). At connect it sends no `since`: when this client holds a position on
+   * the channel from an earlier connection, it asks for what it missed with its own
+   * `subscribe` + `since`, and drops the channel's live messages until that answer, since the
+   * replay brings them again in order.
+   */
+  _onServerSubscribed(channel, data) {
+    this._serverChannels.add(channel);
+    // Our own subscribe is in flight: its answer settles the position.
+    if (this._chanSince.has(channel)) return;
+    const old = this._chanPos.get(channel);
+    if (data.recovered == null && toEpoch(data.epoch) != null && this._resume && old && old.epoch != null) {
+      this._serverResume.add(channel);
+      this._chanSince.set(channel, { epoch: old.epoch, seq: old.seq });
+      this.send('subscribe', { channel, since: formatPosition(old) });
+      return;
+    }
+    const epoch = toEpoch(data.epoch);
+    const head = toSeq(data.seq);
+    if (epoch != null || head != null) this._chanPos.set(channel, { epoch, seq: replayFrom(head ?? 0, data) });
+    else this._chanPos.delete(channel);
+    if (data.recovered === false) {
+      this._emit('recovery_failed', failure({ stream: 'channel', channel, since: null, position: epoch != null ? formatPosition({ epoch, seq: head ?? 0 }) : null }, data));
+    }
+  }
+
+  /** The server took the session out of a channel: its position goes unless the client keeps
+   * the channel itself. */
+  _onUnsubscribed(msg) {
+    const channel = msg.data && typeof msg.data === 'object' ? msg.data.channel : null;
+    if (typeof channel !== 'string') return;
+    this._serverChannels.delete(channel);
+    this._serverResume.delete(channel);
+    if (msg.data.by === 'server' && !this._channels.has(channel)) this._chanPos.delete(channel);
   }
 
   // ------------------------------------------------------------ token refresh

@@ -29,7 +29,7 @@ struct Fields {
     body: Vec<u8>,
 }
 
-const KINDS: [WireKind; 9] = [
+const KINDS: [WireKind; 11] = [
     WireKind::Client,
     WireKind::Channel,
     WireKind::All,
@@ -39,6 +39,8 @@ const KINDS: [WireKind; 9] = [
     WireKind::Page,
     WireKind::Reply,
     WireKind::Marker,
+    WireKind::Control,
+    WireKind::Block,
 ];
 
 fuzz_target!(|data: &[u8]| {

@@ -172,6 +172,9 @@ pub struct Claims {
     pub exp: Option<u64>,
     /// The `channels` claim, when present.
     pub channels: Option<ChannelGrants>,
+    /// The `subs` claim: channels the session joins at connect, as the server (no grant
+    /// needed; docs/protocol.md §14). Empty without one.
+    pub subs: Vec<String>,
 }
 
 impl Claims {
@@ -242,6 +245,7 @@ struct RawClaims {
     nbf: Option<Value>,
     iat: Option<Value>,
     channels: Option<Value>,
+    subs: Option<Value>,
 }
 
 impl RawClaims {
@@ -267,7 +271,26 @@ impl RawClaims {
             return Err(bad_claim("sub", reason));
         }
         let channels = self.channels.map(ChannelGrants::from_claim).transpose()?;
-        Ok(Claims { sub, exp, channels })
+        let subs = match self.subs {
+            None => Vec::new(),
+            Some(v) => {
+                let names: Vec<String> = serde_json::from_value(v)
+                    .map_err(|_| bad_claim("subs", "not a list of strings"))?;
+                if names
+                    .iter()
+                    .any(|n| crate::protocol::valid_channel(n).is_err())
+                {
+                    return Err(bad_claim("subs", "a name breaks the channel name rule"));
+                }
+                names
+            }
+        };
+        Ok(Claims {
+            sub,
+            exp,
+            channels,
+            subs,
+        })
     }
 }
 

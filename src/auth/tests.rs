@@ -202,7 +202,8 @@ fn hs256_valid_and_secret_newline_trimmed() {
         Claims {
             sub: "alice".into(),
             exp: Some(NOW + 60),
-            channels: None
+            channels: None,
+            subs: Vec::new(),
         }
     );
 }

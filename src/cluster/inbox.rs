@@ -14,10 +14,12 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use super::control::{Order, OrdersCell};
 use super::sign::Signer;
 use super::wire::{self, Head, Kind, Msg};
 use crate::clock::Clock;
 use crate::id::SessionId;
+use crate::net::blocks::{self, Blocks};
 use crate::outbox::Enqueued;
 use crate::protocol::close;
 use crate::registry::Registry;
@@ -151,11 +153,15 @@ pub struct Inbox {
     pub malformed: AtomicU64,
     /// Markers by request number, for `settle`.
     pub markers: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// The blocks cache the handshake reads.
+    pub blocks: Arc<Blocks>,
+    /// How this node runs orders for its sessions (set once the node above is built).
+    pub orders: OrdersCell,
 }
 
 impl Inbox {
     /// Handles one push from Redis. Never blocks: enqueueing is all it does.
-    pub fn push(&self, info: PushInfo) {
+    pub fn push(self: &Arc<Self>, info: PushInfo) {
         if !matches!(info.kind, PushKind::Message) {
             return;
         }
@@ -174,7 +180,7 @@ impl Inbox {
         }
     }
 
-    fn handle(&self, msg: Msg) {
+    fn handle(self: &Arc<Self>, msg: Msg) {
         let (count, body) = match msg.kind {
             Kind::Reply => {
                 // The target names the node answered: a reply shown to another node is not
@@ -216,6 +222,25 @@ impl Inbox {
                 }
                 (usize::from(found.is_some()), Bytes::new())
             }
+            Kind::Control => return self.run_order(msg),
+            Kind::Block => {
+                let until = std::str::from_utf8(&msg.body)
+                    .ok()
+                    .and_then(|u| u.parse::<u64>().ok());
+                let Some(until) = until else {
+                    self.malformed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                let now = blocks::now_ms();
+                let held = match until {
+                    0 => {
+                        self.blocks.lift(&msg.target, now);
+                        true
+                    }
+                    until => self.blocks.set(&msg.target, until, now),
+                };
+                (usize::from(held), Bytes::new())
+            }
             Kind::List => {
                 let sessions = self.registry.snapshot(Some(&msg.target));
                 let list = listing::render(&sessions, &self.node, self.clock.now_ms());
@@ -241,6 +266,25 @@ impl Inbox {
             }
         };
         self.answer(&msg, count, body);
+    }
+
+    /// An order for this node's sessions of a client id: run by the session layer in a task
+    /// of its own (joining a channel waits on Redis), answered when it is done.
+    fn run_order(self: &Arc<Self>, msg: Msg) {
+        let order = serde_json::from_slice::<Order>(&msg.body);
+        let (Ok(order), Some(orders), Ok(rt)) = (
+            order,
+            self.orders.get(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return self.answer(&msg, 0, Bytes::new());
+        };
+        let run = orders(Arc::from(msg.target.as_str()), order);
+        let inbox = Arc::clone(self);
+        rt.spawn(async move {
+            let n = run.await;
+            inbox.answer(&msg, n, Bytes::new());
+        });
     }
 
     fn deliver(&self, msg: &Msg) -> usize {

@@ -60,6 +60,16 @@ impl Keys {
         format!("{}:{{c:{client_id}}}:p", self.prefix)
     }
 
+    /// The channels the API subscribed a client id to (a set), for its later sessions.
+    pub fn subs(&self, client_id: &str) -> String {
+        format!("{}:{{c:{client_id}}}:subs", self.prefix)
+    }
+
+    /// The blocks in force: client id → until (Unix ms). One key: `GET /api/v1/blocks` lists it.
+    pub fn blocks(&self) -> String {
+        format!("{}:blocks", self.prefix)
+    }
+
     /// The client ids a node holds, so a surviving node can clear a dead one's presence.
     pub fn node_clients(&self, node: &str) -> String {
         format!("{}:n:{node}:clients", self.prefix)
@@ -116,11 +126,14 @@ mod tests {
             k.offline_due(),
             k.seed(),
             k.dashboard("n"),
+            k.subs("alice"),
+            k.blocks(),
             k.idempotency(&Target::Client("alice".into()), "k"),
         ] {
             assert!(name.starts_with("app-2:"), "{name}");
         }
         assert_eq!(k.meta(&s), "app-2:{c:alice}:m");
         assert_eq!(k.presence("alice"), "app-2:{c:alice}:p");
+        assert_eq!(k.subs("alice"), "app-2:{c:alice}:subs");
     }
 }

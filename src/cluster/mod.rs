@@ -22,7 +22,8 @@
 //! answers; `presence.rs`, the presence writer, the upkeep and presence queries; `inbox.rs`,
 //! what arrives; `views.rs`, shared dashboard samples and metrics; `keys.rs`, `scripts.rs`,
 //! `wire.rs`, `sign.rs`, `replier.rs`: keys, Lua, the message format and its signature,
-//! answers. It may use the registry, `stream`'s vocabulary, webhooks, outboxes and the bottom;
+//! answers; `control.rs`, orders for a client id's sessions, remembered server
+//! subscriptions and blocks (docs/protocol.md §14). It may use the registry, `stream`'s vocabulary, webhooks, outboxes and the bottom;
 //! never `engine`, whose Redis engine (`engine/redis.rs`) is built on this connection, nor
 //! `delivery` and `state`, which sit above it.
 //!
@@ -32,6 +33,7 @@
 //! (`connection.rs` follows it when it moves).
 
 mod connection;
+mod control;
 mod inbox;
 mod keys;
 mod presence;
@@ -64,6 +66,9 @@ use inbox::{Inbox, Outgoing, Pending};
 use keys::Keys;
 use sign::Signer;
 use wire::Kind;
+
+use crate::net::blocks::Blocks;
+pub use control::{Order, Orders, OrdersCell};
 
 /// Longest a restart waits for its migration marks before it tells the clients to move.
 pub const MARK_WAIT: Duration = Duration::from_secs(2);
@@ -143,6 +148,8 @@ pub struct Cluster {
     sample: Mutex<Option<String>>,
     /// Counters.
     pub stats: ClusterStats,
+    /// The blocks in force, cached from Redis for the handshake (see `control.rs`).
+    pub blocks: Arc<Blocks>,
     pub(crate) scripts: scripts::Set,
 }
 
@@ -170,6 +177,7 @@ impl Cluster {
         let signer = Arc::new(Signer::new(&config.redis_prefix, secret.as_deref()));
         let (tx, rx) = mpsc::channel(inbox::REPLY_QUEUE);
         let pending = Arc::new(Pending::default());
+        let blocks = Arc::new(Blocks::default());
         let inbox = Arc::new(Inbox {
             node: Arc::clone(&node),
             registry: Arc::clone(&registry),
@@ -180,6 +188,8 @@ impl Cluster {
             clock,
             malformed: AtomicU64::new(0),
             markers: Mutex::new(Default::default()),
+            blocks: Arc::clone(&blocks),
+            orders: OrdersCell::default(),
         });
         let to_inbox = Arc::clone(&inbox);
         let link = Arc::new(Link::new(
@@ -206,6 +216,7 @@ impl Cluster {
             outgoing: Mutex::new(Some(rx)),
             sample: Mutex::new(None),
             stats: ClusterStats::default(),
+            blocks,
             scripts: scripts::Set::new(&config.redis_prefix),
             keys: Keys::new(&config.redis_prefix),
             signer,

@@ -232,6 +232,8 @@ async fn resync(c: &Cluster) -> Result<(), ()> {
         })
         .await
         .map_err(|_| ())?;
+    // Blocks set or lifted while this node was away reached no cache here.
+    c.load_blocks().await.map_err(|_| ())?;
     let mut d = c.dirty.lock();
     d.clients.extend(c.registry.client_ids());
     d.clients.extend(listed.into_iter().map(Arc::from));

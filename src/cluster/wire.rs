@@ -34,6 +34,11 @@ pub enum Kind {
     Reply,
     /// A node's own marker: every message published before it has been handled.
     Marker,
+    /// Run the order in `body` (JSON, see `control::Order`) on this node's sessions of client
+    /// id `target`; the answer counts the sessions it reached.
+    Control,
+    /// Client id `target` is blocked until `body` (Unix ms, decimal; `0`: the block is lifted).
+    Block,
 }
 
 impl Kind {
@@ -49,6 +54,8 @@ impl Kind {
             Kind::Page => 'p',
             Kind::Reply => 'r',
             Kind::Marker => 'm',
+            Kind::Control => 'o',
+            Kind::Block => 'b',
         }
     }
 
@@ -63,6 +70,8 @@ impl Kind {
             b"p" => Kind::Page,
             b"r" => Kind::Reply,
             b"m" => Kind::Marker,
+            b"o" => Kind::Control,
+            b"b" => Kind::Block,
             _ => return None,
         })
     }

@@ -1,17 +1,23 @@
 //! The push handle for application code: a cheap, cloneable [`Handle`] to push to a client id,
 //! a session, a channel or everyone, and to close sessions. The HTTP API is built on the same
 //! handle. Each operation is one method, answered for every node of a cluster and for this
-//! node alone otherwise: the handle builds the message once (a frame to send, or with history
+//! node alone otherwise (server-side control too: subscribe and unsubscribe a client id's
+//! sessions, kick them, blocks): the handle builds the message once (a frame to send, or with history
 //! on a template the engine numbers) and the [`Router`] decides where it goes.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::control::Reached;
 use super::router::{Frame, Router, To};
-use crate::cluster::Routed;
+use crate::cluster::{Order, Routed};
 use crate::engine::EngineError;
+use crate::metrics::{Control, Metrics};
+use crate::net::blocks;
 use crate::protocol::{envelope, sequenced_envelope};
 
 /// A cheap, cloneable handle for pushing from application code.
@@ -21,7 +27,49 @@ pub struct Handle {
     router: Router,
     /// `history_size > 0`: messages to client ids and channels are numbered and stored.
     history: bool,
+    /// `max_channels_per_session`: also the most channels remembered for a client id.
+    max_channels: usize,
+    /// Counts server subscribes, unsubscribes and kicks.
+    metrics: Arc<Metrics>,
 }
+
+/// Why a server-side control call did nothing.
+#[derive(Debug, Clone)]
+pub enum ControlError {
+    /// The client id breaks the name rule (1–256 bytes, no control characters).
+    BadClientId(&'static str),
+    /// The channel name breaks the name rule.
+    BadChannel(String),
+    /// The client id has `max_channels_per_session` channels remembered already (the value).
+    TooManyChannels(usize),
+    /// [`MAX_BLOCKS`](crate::net::blocks::MAX_BLOCKS) blocks are in force (the value).
+    TooManyBlocks(usize),
+    /// Redis could not be reached, or did not answer in time.
+    Engine(EngineError),
+}
+
+impl From<EngineError> for ControlError {
+    fn from(e: EngineError) -> ControlError {
+        ControlError::Engine(e)
+    }
+}
+
+impl std::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlError::BadClientId(why) => write!(f, "bad client id: {why}"),
+            ControlError::BadChannel(why) => write!(f, "bad channel name: {why}"),
+            ControlError::TooManyChannels(n) => write!(
+                f,
+                "the client id has {n} server subscriptions already (max_channels_per_session)"
+            ),
+            ControlError::TooManyBlocks(n) => write!(f, "{n} blocks are in force already"),
+            ControlError::Engine(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {}
 
 /// What one push or publish did, on every node of a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +113,103 @@ impl Sent {
 impl Handle {
     /// A handle over `router`; `history` numbers and stores what goes to client ids and
     /// channels.
-    pub(crate) fn new(router: Router, history: bool) -> Handle {
-        Handle { router, history }
+    pub(crate) fn new(
+        router: Router,
+        history: bool,
+        max_channels: usize,
+        metrics: Arc<Metrics>,
+    ) -> Handle {
+        Handle {
+            router,
+            history,
+            max_channels,
+            metrics,
+        }
+    }
+
+    /// Subscribes every current session of `client_id`, on every node, to `channel`, as the
+    /// server (no `channels` grant needed; each gets `subscribed` with `"by":"server"`; with
+    /// history on and `since`, the messages after it first), and remembers it so the client
+    /// id's later sessions join at connect. A session holding `max_channels_per_session`
+    /// channels gets `error` `too_many_channels` and is not counted.
+    pub async fn subscribe(
+        &self,
+        client_id: &str,
+        channel: &str,
+        since: Option<&str>,
+    ) -> Result<Reached, ControlError> {
+        names_ok(client_id, Some(channel))?;
+        if !self
+            .router
+            .remember(client_id, channel, self.max_channels)
+            .await?
+        {
+            return Err(ControlError::TooManyChannels(self.max_channels));
+        }
+        let order = Order::Subscribe {
+            channel: channel.to_string(),
+            since: since.map(str::to_string),
+        };
+        let reached = self.router.order(client_id, order).await?;
+        self.metrics.server_control(Control::Subscribe);
+        Ok(reached)
+    }
+
+    /// Takes every session of `client_id`, on every node, out of `channel` (each that was in
+    /// it gets `unsubscribed` with `"by":"server"`) and forgets it for later sessions.
+    pub async fn unsubscribe(
+        &self,
+        client_id: &str,
+        channel: &str,
+    ) -> Result<Reached, ControlError> {
+        names_ok(client_id, Some(channel))?;
+        self.router.forget(client_id, channel).await?;
+        let order = Order::Unsubscribe {
+            channel: channel.to_string(),
+        };
+        let reached = self.router.order(client_id, order).await?;
+        self.metrics.server_control(Control::Unsubscribe);
+        Ok(reached)
+    }
+
+    /// Closes every session of `client_id`, on every node, with 4002 (each writes what is
+    /// queued first); with `block_for`, its upgrades are refused (403 `blocked`) on every node
+    /// until then. The block is in force on every node that answered before this returns.
+    pub async fn kick(
+        &self,
+        client_id: &str,
+        block_for: Option<Duration>,
+    ) -> Result<Reached, ControlError> {
+        names_ok(client_id, None)?;
+        let mut partial = false;
+        if let Some(d) = block_for {
+            let until = blocks::now_ms().saturating_add(d.as_millis() as u64);
+            match self.router.block(client_id, until).await? {
+                Some(p) => partial = p,
+                None => return Err(ControlError::TooManyBlocks(blocks::MAX_BLOCKS)),
+            }
+        }
+        let mut reached = self.router.order(client_id, Order::Kick).await?;
+        reached.partial |= partial;
+        self.metrics.server_control(Control::Kick);
+        Ok(reached)
+    }
+
+    /// The blocks in force: client ids and when each ends.
+    pub async fn blocks(&self) -> Result<Vec<(String, SystemTime)>, ControlError> {
+        Ok(self
+            .router
+            .blocks()
+            .await?
+            .into_iter()
+            .map(|(c, until)| (c.to_string(), UNIX_EPOCH + Duration::from_millis(until)))
+            .collect())
+    }
+
+    /// Lifts `client_id`'s block on every node; false when none was in force.
+    pub async fn unblock(&self, client_id: &str) -> Result<bool, ControlError> {
+        names_ok(client_id, None)?;
+        Ok(self.router.unblock(client_id).await?)
     }
 
     /// Pushes to every session of `client_id` on every node and waits for the outcome: how
@@ -145,6 +288,15 @@ impl Handle {
             Frame::Plain(envelope(kind, channel, None, data))
         }
     }
+}
+
+/// Checks names by the rule the handshake applies.
+fn names_ok(client_id: &str, channel: Option<&str>) -> Result<(), ControlError> {
+    crate::id::valid_client_id(client_id).map_err(ControlError::BadClientId)?;
+    if let Some(c) = channel {
+        crate::id::valid_channel(c).map_err(ControlError::BadChannel)?;
+    }
+    Ok(())
 }
 
 /// Runs an engine call for the synchronous embedding methods. The memory engine answers at

@@ -74,12 +74,14 @@ pub struct Router {
     /// Session ages in listings.
     clock: Clock,
     /// One node, or many through Redis.
-    way: Way,
+    pub(super) way: Way,
+    /// Server-side control's state on this node (see `control.rs`).
+    pub(super) control: Arc<super::control::Control>,
 }
 
 /// The two implementations of the seam.
 #[derive(Clone)]
-enum Way {
+pub(super) enum Way {
     /// This node is all there is.
     Local,
     /// Other nodes share this Redis.
@@ -95,6 +97,9 @@ impl Router {
         clock: Clock,
         cluster: Option<Arc<Cluster>>,
     ) -> Router {
+        let control = Arc::new(super::control::Control::new(
+            cluster.as_ref().map(|c| Arc::clone(&c.blocks)),
+        ));
         let way = match cluster {
             Some(c) => Way::Redis(c),
             None => Way::Local,
@@ -105,6 +110,7 @@ impl Router {
             node,
             clock,
             way,
+            control,
         }
     }
 

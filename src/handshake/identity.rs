@@ -33,6 +33,7 @@ pub fn identify(
         client_id: client_id(require_client_id, query, headers)?,
         expires_at: None,
         grants: None,
+        subs: Vec::new(),
     })
 }
 

@@ -54,6 +54,13 @@ pub fn upgrade(
             req.headers(),
             unix_now(),
         )?;
+        if let Some(until) = identity
+            .client_id
+            .as_deref()
+            .and_then(|id| shared.router.blocked(id))
+        {
+            return Err(Error::Blocked(until));
+        }
         let per_client = shared.config.max_sessions_per_client;
         if let Some(id) = &identity.client_id
             && per_client > 0

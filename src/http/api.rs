@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use percent_encoding::percent_decode_str;
 
-use super::{Endpoint, delivery};
+use super::{Endpoint, control, delivery};
 use crate::http::error::Error;
 use crate::http::query::query_param;
 use crate::http::reply::{Body, error_response, json};
@@ -167,6 +167,29 @@ async fn dispatch(
             ))
         }
         Endpoint::Presence(raw) => presence(shared, &client_id_from_path(raw)?).await,
+        Endpoint::Subscribe => {
+            let body = read_body(body, timeout).await?;
+            reply(control::subscribe_call(shared, &body).await?)
+        }
+        Endpoint::Unsubscribe => {
+            let body = read_body(body, timeout).await?;
+            reply(control::unsubscribe_call(shared, &body).await?)
+        }
+        Endpoint::Client(raw) => {
+            let client_id = client_id_from_path(raw)?;
+            let block_for = match query.and_then(|q| query_param(q, "block_for")) {
+                Some(Ok(b)) => Some(b),
+                Some(Err(())) => {
+                    return Err(Error::InvalidBody("block_for is not valid UTF-8".into()));
+                }
+                None => None,
+            };
+            reply(control::kick_client(shared, &client_id, block_for.as_deref()).await?)
+        }
+        Endpoint::Blocks => reply(control::blocks_call(shared).await?),
+        Endpoint::Block(raw) => {
+            reply(control::unblock_client(shared, &client_id_from_path(raw)?).await?)
+        }
         Endpoint::Session(id) => {
             let closed = shared
                 .handle
@@ -184,6 +207,10 @@ async fn dispatch(
         }
         _ => Err(Error::NotFound),
     }
+}
+
+fn reply((status, body): control::Answer) -> Result<Response<Body>, Error> {
+    Ok(json(status, body))
 }
 
 /// A client id from the path, percent-decoded and checked by the handshake's rule.
@@ -231,7 +258,7 @@ async fn read_body(body: Incoming, deadline: Duration) -> Result<bytes::Bytes, E
     }
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Error> {
+pub(super) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Error> {
     let text = std::str::from_utf8(body)
         .map_err(|_| Error::InvalidJson("the body is not UTF-8".into()))?;
     if text.trim().is_empty() {

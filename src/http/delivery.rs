@@ -214,7 +214,7 @@ pub(super) fn answer_body(seq: Option<u64>, sent: &Sent) -> String {
     )
 }
 
-pub(super) fn unavailable(e: EngineError) -> Error {
+pub(crate) fn unavailable(e: EngineError) -> Error {
     match e {
         EngineError::Uncertain(_) => Error::EngineTimeout(e.to_string()),
         // The API checks names before the engine does; should one slip through, it is still
@@ -284,12 +284,12 @@ pub async fn history(
 
 /// A client id the API takes: by the handshake's rule, so nothing is stored for an id that can
 /// never connect (docs/protocol.md §13); 400 `bad_client_id` otherwise.
-pub(super) fn client_id_ok(id: &str) -> Result<(), Error> {
+pub(crate) fn client_id_ok(id: &str) -> Result<(), Error> {
     protocol::valid_client_id(id).map_err(Error::BadClientId)
 }
 
 /// A channel name the API takes, by the same rule as a client's `subscribe`; 400 `bad_channel`.
-pub(super) fn channel_ok(name: &str) -> Result<(), Error> {
+pub(crate) fn channel_ok(name: &str) -> Result<(), Error> {
     protocol::valid_channel(name).map_err(Error::BadChannel)
 }
 

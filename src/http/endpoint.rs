@@ -21,6 +21,16 @@ pub enum Endpoint<'a> {
     History(&'a str),
     /// `GET /api/v1/presence/{client_id}`, the client id still percent-encoded.
     Presence(&'a str),
+    /// `POST /api/v1/subscribe`: a client id's sessions join a channel (docs/protocol.md §14).
+    Subscribe,
+    /// `POST /api/v1/unsubscribe`.
+    Unsubscribe,
+    /// `DELETE /api/v1/clients/{client_id}`, still percent-encoded: close all its sessions.
+    Client(&'a str),
+    /// `GET /api/v1/blocks`.
+    Blocks,
+    /// `DELETE /api/v1/blocks/{client_id}`, still percent-encoded.
+    Block(&'a str),
     /// Any other path under `/api/`: the API answers it (401 before 404), so it is its own.
     OtherApi,
     /// `GET /health`.
@@ -68,6 +78,9 @@ impl<'a> Endpoint<'a> {
             "broadcast" => Endpoint::Broadcast,
             "publish" => Endpoint::Publish,
             "sessions" => Endpoint::Sessions,
+            "subscribe" => Endpoint::Subscribe,
+            "unsubscribe" => Endpoint::Unsubscribe,
+            "blocks" => Endpoint::Blocks,
             _ => {
                 if let Some(id) = path.strip_prefix("sessions/") {
                     Endpoint::Session(id)
@@ -75,6 +88,10 @@ impl<'a> Endpoint<'a> {
                     Endpoint::History(id)
                 } else if let Some(id) = path.strip_prefix("presence/") {
                     Endpoint::Presence(id)
+                } else if let Some(id) = path.strip_prefix("clients/") {
+                    Endpoint::Client(id)
+                } else if let Some(id) = path.strip_prefix("blocks/") {
+                    Endpoint::Block(id)
                 } else {
                     Endpoint::OtherApi
                 }
@@ -93,6 +110,11 @@ impl<'a> Endpoint<'a> {
                 | Endpoint::Session(_)
                 | Endpoint::History(_)
                 | Endpoint::Presence(_)
+                | Endpoint::Subscribe
+                | Endpoint::Unsubscribe
+                | Endpoint::Client(_)
+                | Endpoint::Blocks
+                | Endpoint::Block(_)
                 | Endpoint::OtherApi
         )
     }
@@ -100,12 +122,17 @@ impl<'a> Endpoint<'a> {
     /// The methods it takes, as a `405` lists them in `Allow`; empty where there is nothing.
     pub fn allowed(&self) -> &'static [Method] {
         match self {
-            Endpoint::Push | Endpoint::Broadcast | Endpoint::Publish => POST,
-            Endpoint::Session(_) => DELETE,
+            Endpoint::Push
+            | Endpoint::Broadcast
+            | Endpoint::Publish
+            | Endpoint::Subscribe
+            | Endpoint::Unsubscribe => POST,
+            Endpoint::Session(_) | Endpoint::Client(_) | Endpoint::Block(_) => DELETE,
             Endpoint::OtherApi => &[],
             Endpoint::Sessions
             | Endpoint::History(_)
             | Endpoint::Presence(_)
+            | Endpoint::Blocks
             | Endpoint::Health
             | Endpoint::Metrics
             | Endpoint::Demo
@@ -139,6 +166,10 @@ impl<'a> Endpoint<'a> {
             Endpoint::Sessions | Endpoint::Session(_) => "sessions",
             Endpoint::History(_) => "history",
             Endpoint::Presence(_) => "presence",
+            Endpoint::Subscribe => "subscribe",
+            Endpoint::Unsubscribe => "unsubscribe",
+            Endpoint::Client(_) => "clients",
+            Endpoint::Blocks | Endpoint::Block(_) => "blocks",
             Endpoint::OtherApi => "other",
             Endpoint::Health => "health",
             Endpoint::Metrics => "metrics",
@@ -174,6 +205,11 @@ mod tests {
                 "history",
             ),
             ("/api/v1/presence/", Endpoint::Presence(""), "presence"),
+            ("/api/v1/subscribe", Endpoint::Subscribe, "subscribe"),
+            ("/api/v1/unsubscribe", Endpoint::Unsubscribe, "unsubscribe"),
+            ("/api/v1/clients/a", Endpoint::Client("a"), "clients"),
+            ("/api/v1/blocks", Endpoint::Blocks, "blocks"),
+            ("/api/v1/blocks/a", Endpoint::Block("a"), "blocks"),
             ("/api/v1/nothing", Endpoint::OtherApi, "other"),
             ("/api/v2/push", Endpoint::OtherApi, "other"),
         ];

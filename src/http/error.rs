@@ -30,6 +30,14 @@ pub enum Error {
     ConnectRate,
     /// `Origin` not in `allowed_origins`.
     OriginNotAllowed,
+    /// The client id is blocked until this time (Unix ms; docs/protocol.md §14).
+    Blocked(u64),
+    /// No block is in force for this client id.
+    UnknownBlock,
+    /// A server subscription past `max_channels_per_session` for one client id (the value).
+    TooManyChannels(usize),
+    /// `MAX_BLOCKS` blocks are in force already (the value).
+    TooManyBlocks(usize),
     /// `Sec-WebSocket-Version` is not 13.
     UnsupportedVersion,
     /// Per-address connection limit reached.
@@ -82,7 +90,9 @@ impl Error {
                 StatusCode::UNAUTHORIZED
             }
             Error::TooManySessions(_) | Error::ConnectRate => StatusCode::TOO_MANY_REQUESTS,
-            Error::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Error::OriginNotAllowed | Error::Blocked(_) => StatusCode::FORBIDDEN,
+            Error::UnknownBlock => StatusCode::NOT_FOUND,
+            Error::TooManyChannels(_) | Error::TooManyBlocks(_) => StatusCode::CONFLICT,
             Error::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
             Error::TooManyConnections | Error::TooManyHttpConnections => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -109,6 +119,10 @@ impl Error {
             Error::Unauthorized | Error::ApiNotLocal | Error::BadToken(_) => "unauthorized",
             Error::TooManySessions(_) | Error::ConnectRate => "too_many_connections",
             Error::OriginNotAllowed => "origin_not_allowed",
+            Error::Blocked(_) => "blocked",
+            Error::UnknownBlock => "unknown_block",
+            Error::TooManyChannels(_) => "too_many_channels",
+            Error::TooManyBlocks(_) => "too_many_blocks",
             Error::UnsupportedVersion => "unsupported_version",
             Error::TooManyConnections | Error::TooManyHttpConnections => "too_many_connections",
             Error::ServerFull => "server_full",
@@ -155,6 +169,17 @@ impl Error {
             }
             Error::ConnectRate => "connecting too fast from this address, retry later".into(),
             Error::OriginNotAllowed => "this Origin is not allowed to connect".into(),
+            Error::Blocked(until) => format!(
+                "this client id is blocked until {}; do not reconnect before",
+                crate::protocol::timestamp(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(*until)
+                )
+            ),
+            Error::UnknownBlock => "no block is in force for that client id".into(),
+            Error::TooManyChannels(n) => format!(
+                "this client id has {n} server subscriptions already (max_channels_per_session)"
+            ),
+            Error::TooManyBlocks(n) => format!("{n} blocks are in force already; lift some"),
             Error::UnsupportedVersion => {
                 "unsupported WebSocket version: send Sec-WebSocket-Version: 13".into()
             }

@@ -50,6 +50,12 @@ pub fn metrics(shared: &Shared) -> Response<Body> {
         .render(shared.registry.len(), shared.is_draining());
     crate::metrics::render_engine(&mut text, &shared.engine.stats());
     shared.router.render_metrics(&mut text);
+    crate::metrics::gauge(
+        &mut text,
+        "tether_blocks",
+        "Client ids blocked from connecting (DELETE /api/v1/clients/{id}?block_for=), as this node knows them.",
+        shared.router.blocks_in_force() as u64,
+    );
     if let Some(w) = &shared.webhooks {
         crate::metrics::render_webhooks(&mut text, &w.stats);
     }

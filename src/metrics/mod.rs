@@ -45,6 +45,19 @@ pub struct Metrics {
     closes: Mutex<BTreeMap<CloseLabel, u64>>,
     /// API requests by endpoint and result.
     api: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Server-side control calls, by [`Control`].
+    control: [AtomicU64; 3],
+}
+
+/// A server-side control call (docs/protocol.md §14), for its counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// `POST /api/v1/subscribe` or `Handle::subscribe`.
+    Subscribe = 0,
+    /// `POST /api/v1/unsubscribe` or `Handle::unsubscribe`.
+    Unsubscribe = 1,
+    /// `DELETE /api/v1/clients/{id}` or `Handle::kick`.
+    Kick = 2,
 }
 
 /// Counters of the webhook side, for `/metrics`.
@@ -112,6 +125,10 @@ fn inc(a: &AtomicU64, n: u64) {
 }
 
 impl Metrics {
+    /// A server-side control call was made.
+    pub fn server_control(&self, c: Control) {
+        inc(&self.control[c as usize], 1);
+    }
     /// A session was established.
     pub fn accepted(&self) {
         inc(&self.accepted, 1);

@@ -71,6 +71,25 @@ impl Metrics {
             .into_iter()
             .map(|(k, v)| (vec![k.to_string()], v)),
         );
+        for (name, help, c) in [
+            (
+                "tether_server_subscribes_total",
+                "Server-side subscribes (API or embedding), each for every session of a client id.",
+                super::Control::Subscribe,
+            ),
+            (
+                "tether_server_unsubscribes_total",
+                "Server-side unsubscribes (API or embedding).",
+                super::Control::Unsubscribe,
+            ),
+            (
+                "tether_kicks_total",
+                "Kicks: every session of a client id closed with 4002 (API or embedding).",
+                super::Control::Kick,
+            ),
+        ] {
+            counter(&mut o, name, help, ld(&self.control[c as usize]));
+        }
         counter(
             &mut o,
             "tether_replayed_messages_total",

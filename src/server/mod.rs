@@ -68,13 +68,14 @@ impl Server {
             (Some(cert), Some(key)) => Some(tls::load(cert, key)?),
             _ => None,
         };
-        Ok(Server {
-            shared: Arc::new(
-                Shared::new(config, Arc::new(handler))
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-            ),
-            tls,
-        })
+        let shared = Arc::new(
+            Shared::new(config, Arc::new(handler))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        );
+        // Orders for this node's sessions (server subscriptions, kicks) run in the session
+        // layer, which sits above the router that routes them.
+        shared.router.set_orders(crate::session::orders(&shared));
+        Ok(Server { shared, tls })
     }
 
     /// A handle for pushing from application code.

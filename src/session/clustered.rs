@@ -1,7 +1,6 @@
-//! The commands that wait on Redis in a cluster: `subscribe` (the node must be listening on the
-//! channel's topic before the client hears `subscribed`) and client `publish`. Commands run
-//! inside the session's poll, which must never wait, so these run as a task of their own and
-//! queue their answer like any other frame.
+//! The command that waits on Redis in a cluster besides `subscribe` (see `join`): client
+//! `publish`. Commands run inside the session's poll, which must never wait, so it runs as a
+//! task of its own and queues its answer like any other frame.
 
 use std::sync::Arc;
 
@@ -9,60 +8,9 @@ use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::commands::published_body;
-use super::resume;
-use crate::engine::{Since, StreamKey};
 use crate::outbox::Outbox;
-use crate::protocol::{PublishData, envelope, err, error_envelope, json_str};
+use crate::protocol::{PublishData, envelope, err, error_envelope};
 use crate::state::Shared;
-
-/// Answers `subscribed` once this node listens on the channel's topic.
-pub fn confirm_subscribe(
-    shared: &Arc<Shared>,
-    outbox: &Arc<Outbox>,
-    channel: &str,
-    id: Option<&str>,
-) {
-    let (shared, outbox) = (Arc::clone(shared), Arc::clone(outbox));
-    let (channel, id) = (channel.to_string(), id.map(str::to_string));
-    tokio::spawn(async move {
-        shared.router.subscribed(&channel).await;
-        let body = format!("{{\"channel\":{}}}", json_str(&channel));
-        let ack = envelope("subscribed", None, id.as_deref(), Some(&body));
-        shared.registry.enqueue(&outbox, Message::Text(ack));
-    });
-}
-
-/// The channel stream's hand-over (see `resume`), in a task.
-pub fn subscribe_resuming(
-    shared: &Arc<Shared>,
-    outbox: &Arc<Outbox>,
-    channel: &str,
-    since: Option<Since>,
-    id: Option<&str>,
-) {
-    let (shared, outbox) = (Arc::clone(shared), Arc::clone(outbox));
-    let (channel, id) = (channel.to_string(), id.map(str::to_string));
-    tokio::spawn(async move {
-        resume::hand_over(
-            &shared,
-            &outbox,
-            StreamKey::channel(&channel),
-            since,
-            || {
-                shared.registry.subscribe(&outbox, &channel);
-            },
-            |resumed| {
-                let body = format!(
-                    "{{\"channel\":{}{}}}",
-                    json_str(&channel),
-                    resumed.json_fields()
-                );
-                Some(envelope("subscribed", None, id.as_deref(), Some(&body)))
-            },
-        )
-        .await;
-    });
-}
 
 /// A client's `publish`, routed through the cluster.
 pub fn publish(

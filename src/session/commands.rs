@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
@@ -22,7 +21,6 @@ use crate::outbox::Outbox;
 use crate::protocol::{
     self, ChannelData, PublishData, envelope, err, error_envelope, json_str, timestamp,
 };
-use crate::registry::Subscribed;
 use crate::state::Shared;
 
 /// Where a command's answers go: the sender's own queue, echoing its correlation id.
@@ -140,20 +138,8 @@ fn channel_body(channel: &str) -> String {
     format!("{{\"channel\":{}}}", json_str(channel))
 }
 
-/// Whether the session may take one more channel (or already has this one).
-fn has_room(outbox: &Outbox, channel: &str, max: usize) -> bool {
-    let subs = outbox.subs.lock();
-    subs.list.len() < max || subs.list.iter().any(|c| &**c == channel)
-}
-
 fn too_many_channels(r: &Reply<'_>) {
-    r.fail(
-        err::TOO_MANY_CHANNELS,
-        &format!(
-            "a session may subscribe to at most {} channels (max_channels_per_session)",
-            r.shared.config.max_channels_per_session
-        ),
-    );
+    super::join::too_many(r.shared, r.outbox, Some(r.text), r.id);
 }
 
 /// With auth on, whether the session's token grants `channel`; answers `forbidden` itself.
@@ -181,60 +167,18 @@ fn subscribe(r: &Reply<'_>, data: Option<&RawValue>) {
     if !granted(r, &data.channel) {
         return;
     }
-    if !r.shared.config.history() {
-        return match r.shared.registry.subscribe(r.outbox, &data.channel) {
-            Subscribed::New | Subscribed::Already if r.shared.router.waits_on_nodes() => {
-                super::clustered::confirm_subscribe(r.shared, r.outbox, &data.channel, r.id);
-            }
-            Subscribed::New | Subscribed::Already => {
-                r.ok("subscribed", Some(&channel_body(&data.channel)));
-            }
-            Subscribed::TooMany => too_many_channels(r),
-            // The session is closing; nobody would read an answer.
-            Subscribed::Gone => {}
-        };
-    }
-    if !has_room(
-        r.outbox,
-        &data.channel,
-        r.shared.config.max_channels_per_session,
-    ) {
+    let max = r.shared.config.max_channels_per_session;
+    if !super::join::has_room(r.outbox, &data.channel, max) {
         return too_many_channels(r);
     }
-    // Any `since` that is not a position string, a number included, resumes as bad_position.
-    let since = data.since.map(|raw| {
+    // Any `since` that is not a position string, a number included, resumes as bad_position;
+    // without history there is nothing to resume.
+    let since = data.since.filter(|_| r.shared.config.history()).map(|raw| {
         serde_json::from_str::<Cow<'_, str>>(raw.get()).map_or(Since::Bad, |t| Since::parse(&t))
     });
-    subscribe_resuming(r, &data.channel, since);
-}
-
-/// `subscribe` with history on: the channel stream's hand-over, so `subscribed` carries its
-/// position and the missed messages follow it before any live one.
-fn subscribe_resuming(r: &Reply<'_>, channel: &str, since: Option<Since>) {
-    let (shared, outbox) = (r.shared, r.outbox);
-    if shared.router.waits_on_nodes() {
-        return super::clustered::subscribe_resuming(shared, outbox, channel, since, r.id);
-    }
-    let resume = super::resume::hand_over(
-        shared,
-        outbox,
-        StreamKey::channel(channel),
-        since,
-        || {
-            shared.registry.subscribe(outbox, channel);
-        },
-        |resumed| {
-            let body = format!(
-                "{{\"channel\":{}{}}}",
-                json_str(channel),
-                resumed.json_fields()
-            );
-            Some(envelope("subscribed", None, r.id, Some(&body)))
-        },
-    );
-    // Commands run inside the session's poll: the memory engine answers at once, and an engine
-    // that cannot is refused here rather than blocking the connection.
-    if resume.now_or_never().is_none() {
+    // The memory engine answers at once; an engine that cannot is refused here rather than
+    // blocking the connection.
+    if !super::join::client(r.shared, r.outbox, &data.channel, since, r.id) {
         r.fail(
             err::UNAVAILABLE,
             "history is not available right now; retry",
@@ -405,4 +349,6 @@ fn refresh(r: &Reply<'_>, data: Option<&RawValue>) {
         );
         r.send(envelope("unsubscribed", None, None, Some(&body)));
     }
+    // Server subscriptions need no grant: those among the lost channels are joined again.
+    super::join::rejoin(r.shared, r.outbox, lost, identity.subs);
 }

@@ -3,7 +3,9 @@
 //! - [`driver`]: the poll loop (reader stamps liveness, writer drains the queue in batches);
 //! - [`commands`]: inbound commands, one small function each;
 //! - [`close`]: the close handshake, in one place;
-//! - `resume`: replay and the hand-over on `since`; `clustered`: the commands that wait on Redis;
+//! - `resume`: replay and the hand-over on `since`; `join`: joining a channel, for a client's
+//!   `subscribe`, the server's and at connect, and the orders for a client id's sessions;
+//!   `clustered`: client `publish` in a cluster;
 //!   `welcome`: a plain TCP session's welcome, written on the edge thread.
 //!
 //! It may use shared state, `delivery` (the `Handler` callbacks), the registry, outboxes, the
@@ -16,6 +18,7 @@ mod close;
 mod clustered;
 mod commands;
 mod driver;
+mod join;
 mod resume;
 mod welcome;
 
@@ -27,6 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 pub use close::CLOSE_GRACE;
+pub use join::orders;
 pub use welcome::open_tcp;
 
 use crate::auth::Claims;
@@ -158,6 +162,7 @@ pub async fn prepare(
     slot: Slot,
 ) -> Guard {
     let id = shared.ids.next();
+    let claimed = identity.subs;
     let client_id = identity
         .client_id
         .unwrap_or_else(|| Arc::from(id.to_string()));
@@ -221,6 +226,9 @@ pub async fn prepare(
         registry: &shared.registry,
         migrated_from: migrated_from.as_deref(),
     });
+    // After `welcome` is queued and the session is registered: server subscriptions and the
+    // token's `subs` join now, as the server.
+    join::at_connect(shared, outbox, claimed).await;
     guard
 }
 
@@ -280,6 +288,8 @@ pub struct Identity {
     pub expires_at: Option<u64>,
     /// What the token allows; `None` with auth off.
     pub grants: Option<Arc<Grants>>,
+    /// The token's `subs` claim: channels joined at connect, as the server (docs/protocol.md §14).
+    pub subs: Vec<String>,
 }
 
 impl Identity {
@@ -297,6 +307,7 @@ impl Identity {
             client_id: Some(Arc::from(claims.sub)),
             expires_at: claims.exp,
             grants: Some(grants),
+            subs: claims.subs,
         }
     }
 }
@@ -322,6 +333,7 @@ mod tests {
             client_id: None,
             expires_at: None,
             grants: None,
+            subs: Vec::new(),
         };
         let guard = prepare(
             Arc::clone(&shared),

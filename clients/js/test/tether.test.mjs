@@ -1308,6 +1308,49 @@ describe('resume', () => {
   });
 });
 
+// ================================================================== server subscriptions
+
+describe('server subscriptions', () => {
+  test('by:"server" joins are events, keep positions, and resume with since after a reconnect', () => {
+    const { client, clock } = setup();
+    const got = [];
+    client.on('subscribed', (m) => got.push(['subscribed', m.data]));
+    client.on('unsubscribed', (m) => got.push(['unsubscribed', m.data]));
+    client.on('post', (m) => got.push(['post', m.seq]));
+    client.connect();
+    let ws = FakeWebSocket.last;
+    welcome(ws, { epoch: 'e1', seq: 0 });
+    // The API subscribed this client id: the server joins without the client asking.
+    ws.serverSend({ type: 'subscribed', timestamp: 't', data: { channel: 'news', by: 'server', epoch: 'n1', seq: 4 } });
+    ws.serverSend({ type: 'post', channel: 'news', timestamp: 't', seq: 5 });
+    ws.serverSend({ type: 'post', channel: 'news', timestamp: 't', seq: 5 }); // a duplicate, dropped
+    assert.deepEqual(client.lastPosition().channels, { news: 'n1:5' });
+    assert.deepEqual(ws.sentOfType('subscribe'), [], 'nothing to ask: the server joined');
+    assert.deepEqual(client.channels, [], 'server-joined channels are not re-sent by the client');
+
+    // Reconnect: the server joins again at connect, without since; the client asks for what
+    // it missed and holds the live messages back until the answer (the replay brings them).
+    ws.serverClose(1006);
+    clock.advance(1000);
+    ws = FakeWebSocket.last;
+    welcome(ws, { epoch: 'e1', seq: 0, recovered: true, missed: 0 });
+    ws.serverSend({ type: 'subscribed', timestamp: 't', data: { channel: 'news', by: 'server', epoch: 'n1', seq: 7 } });
+    assert.deepEqual(ws.sentOfType('subscribe').map((m) => m.data), [{ channel: 'news', since: 'n1:5' }]);
+    ws.serverSend({ type: 'post', channel: 'news', timestamp: 't', seq: 8 }); // before the answer: held back
+    ws.serverSend({ type: 'subscribed', timestamp: 't', data: { channel: 'news', epoch: 'n1', seq: 8, recovered: true, missed: 3 } });
+    for (const seq of [6, 7, 8, 9]) ws.serverSend({ type: 'post', channel: 'news', timestamp: 't', seq });
+    assert.deepEqual(got.filter(([k]) => k === 'post').map(([, s]) => s), [5, 6, 7, 8, 9], 'no gap, no duplicate');
+    assert.equal(client.lastPosition().channels.news, 'n1:9');
+
+    // The server takes it away: the event, and the position is forgotten.
+    ws.serverSend({ type: 'unsubscribed', timestamp: 't', data: { channel: 'news', by: 'server' } });
+    assert.deepEqual(got.at(-1), ['unsubscribed', { channel: 'news', by: 'server' }]);
+    assert.deepEqual(client.lastPosition().channels, {});
+    assert.equal(got.filter(([k]) => k === 'subscribed').length, 3);
+    client.close();
+  });
+});
+
 // ================================================================== maxRetries, minUptimeMs
 
 describe('maxRetries and minUptimeMs', () => {

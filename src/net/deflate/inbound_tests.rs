@@ -309,6 +309,7 @@ async fn a_negotiated_session_keeps_the_idle_footprint() {
         client_id: None,
         expires_at: None,
         grants: None,
+        subs: Vec::new(),
     };
     let remote = "127.0.0.1:1".parse().unwrap();
     let guard = crate::session::prepare(Arc::clone(&shared), anyone, remote, None, slot).await;
