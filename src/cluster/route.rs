@@ -27,7 +27,7 @@ impl Cluster {
     }
 
     /// Publishes `msg` to `topic` under `ticket` and gathers the receivers' answers.
-    async fn request(
+    pub(super) async fn request(
         &self,
         topic: String,
         kind: Kind,

@@ -75,6 +75,8 @@ pub struct Router {
     clock: Clock,
     /// One node, or many through Redis.
     way: Way,
+    /// `presence_grace`, for the presence task.
+    presence_grace: Duration,
 }
 
 /// The two implementations of the seam.
@@ -105,6 +107,53 @@ impl Router {
             node,
             clock,
             way,
+            presence_grace: crate::config::Config::default().presence_grace,
+        }
+    }
+
+    /// Sets `presence_grace` (docs/protocol.md §14).
+    pub fn with_presence_grace(mut self, grace: Duration) -> Router {
+        self.presence_grace = grace;
+        self
+    }
+
+    /// The cluster, for the tasks of this layer that speak to it directly.
+    pub(super) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        match &self.way {
+            Way::Redis(c) => Some(c),
+            Way::Local => None,
+        }
+    }
+
+    /// A channel's subscriber sessions on every node, and its client ids after `after` (sorted,
+    /// at most `limit`) with their sessions; true when some node did not answer in time.
+    pub async fn channel_clients(
+        &self,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(u64, Vec<(Arc<str>, u64)>, bool), EngineError> {
+        match &self.way {
+            Way::Redis(c) => c.channel_clients(channel, after, limit).await,
+            Way::Local => {
+                let (total, clients) = self.registry.channel_clients(channel, after, limit);
+                Ok((total, clients, false))
+            }
+        }
+    }
+
+    /// One page of the channels with subscribers on every node: names starting with `prefix`,
+    /// after `after`, at most `limit`, with their sessions; true when some node did not
+    /// answer in time.
+    pub async fn channel_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(Arc<str>, u64)>, bool), EngineError> {
+        match &self.way {
+            Way::Redis(c) => c.channel_page(prefix, after, limit).await,
+            Way::Local => Ok((self.registry.channel_page(prefix, after, limit), false)),
         }
     }
 
@@ -315,10 +364,15 @@ impl Router {
 
     /// Starts the cluster's background tasks; they stop when the guards drop.
     pub fn start(&self) -> Vec<AbortOnDrop> {
-        match &self.way {
+        let mut tasks = match &self.way {
             Way::Redis(c) => c.start(),
             Way::Local => Vec::new(),
+        };
+        if let Some(feed) = self.registry.presence_feed() {
+            let task = super::presence::run(self.clone(), Arc::clone(feed), self.presence_grace);
+            tasks.push(AbortOnDrop(tokio::spawn(task)));
         }
+        tasks
     }
 
     /// On shutdown, once the sessions are closed: leaves the cluster (see `Cluster::leave`).

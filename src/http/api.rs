@@ -167,6 +167,8 @@ async fn dispatch(
             ))
         }
         Endpoint::Presence(raw) => presence(shared, &client_id_from_path(raw)?).await,
+        Endpoint::Channels => super::channels::list(shared, query).await,
+        Endpoint::ChannelPresence(raw) => super::channels::presence(shared, raw, query).await,
         Endpoint::Session(id) => {
             let closed = shared
                 .handle

@@ -21,6 +21,10 @@ pub enum Endpoint<'a> {
     History(&'a str),
     /// `GET /api/v1/presence/{client_id}`, the client id still percent-encoded.
     Presence(&'a str),
+    /// `GET /api/v1/channels`: the listing.
+    Channels,
+    /// `GET /api/v1/channels/{channel}/presence`, the channel still percent-encoded.
+    ChannelPresence(&'a str),
     /// Any other path under `/api/`: the API answers it (401 before 404), so it is its own.
     OtherApi,
     /// `GET /health`.
@@ -68,6 +72,7 @@ impl<'a> Endpoint<'a> {
             "broadcast" => Endpoint::Broadcast,
             "publish" => Endpoint::Publish,
             "sessions" => Endpoint::Sessions,
+            "channels" => Endpoint::Channels,
             _ => {
                 if let Some(id) = path.strip_prefix("sessions/") {
                     Endpoint::Session(id)
@@ -75,6 +80,11 @@ impl<'a> Endpoint<'a> {
                     Endpoint::History(id)
                 } else if let Some(id) = path.strip_prefix("presence/") {
                     Endpoint::Presence(id)
+                } else if let Some(ch) = path
+                    .strip_prefix("channels/")
+                    .and_then(|p| p.strip_suffix("/presence"))
+                {
+                    Endpoint::ChannelPresence(ch)
                 } else {
                     Endpoint::OtherApi
                 }
@@ -93,6 +103,8 @@ impl<'a> Endpoint<'a> {
                 | Endpoint::Session(_)
                 | Endpoint::History(_)
                 | Endpoint::Presence(_)
+                | Endpoint::Channels
+                | Endpoint::ChannelPresence(_)
                 | Endpoint::OtherApi
         )
     }
@@ -106,6 +118,8 @@ impl<'a> Endpoint<'a> {
             Endpoint::Sessions
             | Endpoint::History(_)
             | Endpoint::Presence(_)
+            | Endpoint::Channels
+            | Endpoint::ChannelPresence(_)
             | Endpoint::Health
             | Endpoint::Metrics
             | Endpoint::Demo
@@ -139,6 +153,8 @@ impl<'a> Endpoint<'a> {
             Endpoint::Sessions | Endpoint::Session(_) => "sessions",
             Endpoint::History(_) => "history",
             Endpoint::Presence(_) => "presence",
+            Endpoint::Channels => "channels",
+            Endpoint::ChannelPresence(_) => "channel_presence",
             Endpoint::OtherApi => "other",
             Endpoint::Health => "health",
             Endpoint::Metrics => "metrics",
@@ -174,6 +190,12 @@ mod tests {
                 "history",
             ),
             ("/api/v1/presence/", Endpoint::Presence(""), "presence"),
+            ("/api/v1/channels", Endpoint::Channels, "channels"),
+            (
+                "/api/v1/channels/a%2Fb/presence",
+                Endpoint::ChannelPresence("a%2Fb"),
+                "channel_presence",
+            ),
             ("/api/v1/nothing", Endpoint::OtherApi, "other"),
             ("/api/v2/push", Endpoint::OtherApi, "other"),
         ];

@@ -4,7 +4,8 @@
 //! - [`commands`]: inbound commands, one small function each;
 //! - [`close`]: the close handshake, in one place;
 //! - `resume`: replay and the hand-over on `since`; `clustered`: the commands that wait on Redis;
-//!   `welcome`: a plain TCP session's welcome, written on the edge thread.
+//!   `welcome`: a plain TCP session's welcome, written on the edge thread; `channel_presence`:
+//!   the `presence` command's answer.
 //!
 //! It may use shared state, `delivery` (the `Handler` callbacks), the registry, outboxes, the
 //! engine, `net` and the bottom; the handshake (which opens sessions) and the server sit above.
@@ -12,6 +13,7 @@
 //! Whatever ends the session, the [`Guard`] removes it from the registry and releases its
 //! admission slot.
 
+mod channel_presence;
 mod close;
 mod clustered;
 mod commands;
