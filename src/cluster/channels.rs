@@ -237,11 +237,7 @@ impl Cluster {
         let key = index.clone();
         let due: Vec<(String, String)> = self
             .call("channel presence", async move {
-                script
-                    .key(key)
-                    .arg(DUE_BATCH)
-                    .invoke_async(&mut con)
-                    .await
+                script.key(key).arg(DUE_BATCH).invoke_async(&mut con).await
             })
             .await?;
         let mut fired = Vec::new();

@@ -85,7 +85,11 @@ impl Keys {
     /// ids whose last session left, scored by when their `leave` is due).
     pub fn chan_presence(&self, channel: &str, node: &str) -> [String; 3] {
         let tag = self.tag(&StreamKey::channel(channel));
-        [format!("{tag}:pn:{node}"), format!("{tag}:pc"), format!("{tag}:pg")]
+        [
+            format!("{tag}:pn:{node}"),
+            format!("{tag}:pc"),
+            format!("{tag}:pg"),
+        ]
     }
 
     /// The presence channels a node has entries in, so a survivor can clear a dead one's.

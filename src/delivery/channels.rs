@@ -124,10 +124,7 @@ impl Handle {
         let limit = limit.clamp(1, CHANNELS_MAX);
         let (page, partial) = self.router().channel_page(prefix, after, limit).await?;
         Ok(ChannelPage {
-            channels: page
-                .into_iter()
-                .map(|(c, n)| (c.to_string(), n))
-                .collect(),
+            channels: page.into_iter().map(|(c, n)| (c.to_string(), n)).collect(),
             partial,
         })
     }

@@ -177,7 +177,11 @@ mod tests {
         assert!(!a.set(pair.clone(), 1, t0 + grace), "back within the grace");
         assert!(a.due(t0 + grace * 2).is_empty());
         assert!(!a.set(pair.clone(), 0, t0 + grace));
-        assert_eq!(a.due(t0 + grace), vec![pair.clone()], "gone for the grace: leaves");
+        assert_eq!(
+            a.due(t0 + grace),
+            vec![pair.clone()],
+            "gone for the grace: leaves"
+        );
         assert!(a.set(pair, 1, t0 + grace), "and joins again later");
     }
 }

@@ -236,7 +236,11 @@ impl Registry {
     /// Unsubscribes; false when the session was not subscribed.
     pub fn unsubscribe(&self, outbox: &Outbox, channel: &str) -> bool {
         let mut idx = self.idx.write();
-        let Some(key) = idx.by_channel.get_key_value(channel).map(|(k, _)| Arc::clone(k)) else {
+        let Some(key) = idx
+            .by_channel
+            .get_key_value(channel)
+            .map(|(k, _)| Arc::clone(k))
+        else {
             return false;
         };
         let Some(subs) = idx.by_channel.get_mut(channel) else {

@@ -123,7 +123,9 @@ impl super::Registry {
 
     /// Whether `channel` is a presence channel.
     pub fn is_presence_channel(&self, channel: &str) -> bool {
-        self.presence.as_ref().is_some_and(|(m, _)| m.matches(channel))
+        self.presence
+            .as_ref()
+            .is_some_and(|(m, _)| m.matches(channel))
     }
 
     /// Every (presence channel, client id) pair with a session here, for a full rewrite.

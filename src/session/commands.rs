@@ -257,7 +257,13 @@ fn presence(r: &Reply<'_>, data: Option<&RawValue>) {
     let Some(data) = channel_of(r, data) else {
         return;
     };
-    let subscribed = r.outbox.subs.lock().list.iter().any(|c| **c == *data.channel);
+    let subscribed = r
+        .outbox
+        .subs
+        .lock()
+        .list
+        .iter()
+        .any(|c| **c == *data.channel);
     if !r.shared.registry.is_presence_channel(&data.channel) || !subscribed {
         return r.fail(
             err::FORBIDDEN,
