@@ -141,7 +141,7 @@ mod tests {
             k.dashboard("n"),
             k.node_channels("n"),
             k.leaves_due(),
-            k.chan_presence("lobby", "n")[0],
+            k.chan_presence("lobby", "n")[0].clone(),
             k.idempotency(&Target::Client("alice".into()), "k"),
         ] {
             assert!(name.starts_with("app-2:"), "{name}");

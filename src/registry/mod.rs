@@ -362,6 +362,41 @@ mod tests {
     }
 
     #[test]
+    fn presence_channels_note_first_and_last_sessions_of_a_client_id() {
+        let r = Arc::new(
+            Registry::new(
+                QueueLimits {
+                    frames: 4,
+                    bytes: 1 << 20,
+                },
+                8,
+                Arc::new(Metrics::default()),
+            )
+            .with_presence(&["lobby".into()]),
+        );
+        let feed = Arc::clone(r.presence_feed().unwrap());
+        let tab1 = session(&r, "alice");
+        let tab2 = session(&r, "alice");
+        r.subscribe(&tab1, "lobby");
+        r.subscribe(&tab1, "news");
+        assert_eq!(
+            feed.take().len(),
+            1,
+            "the first session, on the presence channel only"
+        );
+        r.subscribe(&tab2, "lobby");
+        assert!(feed.take().is_empty(), "a second tab is no change");
+        assert_eq!(r.sessions_on("lobby", "alice"), 2);
+        r.remove(&tab1);
+        assert!(feed.take().is_empty());
+        assert!(r.unsubscribe(&tab2, "lobby"));
+        let last = feed.take();
+        assert_eq!(&*last[0].1, "alice");
+        assert_eq!(r.sessions_on("lobby", "alice"), 0);
+        assert!(r.presence_pairs().is_empty());
+    }
+
+    #[test]
     fn every_enqueue_is_accounted_for() {
         let r = reg();
         let h = session(&r, "slow");
