@@ -57,10 +57,11 @@ impl Observer {
         let t = Instant::now();
         loop {
             let v = recv_json(&mut self.ws).await;
-            if let Some(e) = self.record(&v) {
-                if e == (kind.to_string(), client.to_string()) {
-                    return t.elapsed();
-                }
+            if self
+                .record(&v)
+                .is_some_and(|e| e == (kind.to_string(), client.to_string()))
+            {
+                return t.elapsed();
             }
         }
     }
