@@ -1,6 +1,5 @@
 //! End to end: the real `tether-bench` binary (hold, fanout, evict, connect-load, tokens, presence
-//! and lobby, a
-//! storm migrating between two nodes) against in-process servers on 127.0.0.1:0, asserting on
+//! and lobby, a storm migrating between two nodes) against in-process servers on 127.0.0.1:0, asserting on
 //! its `--json` output. Figures are not asserted (the machine is
 //! shared and noisy), only correctness: everyone connected, nothing lost, every silent client
 //! evicted and no healthy one closed.

@@ -11,8 +11,10 @@ use super::wire::Kind;
 use crate::registry::presence::{self, decode_counts, encode_counts};
 use crate::stream::EngineError;
 
-/// Queued leaves read from the index per round.
-const DUE_BATCH: usize = 200;
+/// Queued leaves read from the index per read.
+const DUE_BATCH: usize = 1000;
+/// Reads of the index per call, at most.
+const DUE_ROUNDS: usize = 10;
 
 /// What one write of a channel's counts decided.
 #[derive(Debug, Default)]
@@ -229,51 +231,68 @@ impl Cluster {
     }
 
     /// Takes the queued leaves that are due and still gone; each is taken by one node only,
-    /// which announces it. Returns (channel, client id) pairs.
+    /// which announces it. Returns (channel, client id) pairs. The entries of one read are
+    /// taken concurrently (each is two steps on its own channel's keys), and reads repeat
+    /// while they come back full, a bounded number of times per call.
     pub async fn take_leaves(&self) -> Result<Vec<(Arc<str>, Arc<str>)>, EngineError> {
-        let index = self.keys.leaves_due();
-        let script = &self.scripts.chan_due;
-        let mut con = self.conn();
-        let key = index.clone();
-        let due: Vec<(String, String)> = self
-            .call("channel presence", async move {
-                script.key(key).arg(DUE_BATCH).invoke_async(&mut con).await
-            })
-            .await?;
         let mut fired = Vec::new();
-        for (member, score) in due {
-            let Some((channel, client)) = member.split_once('\n') else {
-                continue;
-            };
-            let [_, pc, pg] = self.keys.chan_presence(channel, &self.node);
-            let script = &self.scripts.chan_take;
+        for _ in 0..DUE_ROUNDS {
+            let index = self.keys.leaves_due();
+            let script = &self.scripts.chan_due;
             let mut con = self.conn();
-            let c = client.to_string();
-            let r: i64 = self
-                .call("channel presence", async move {
-                    script.key(pg).key(pc).arg(c).invoke_async(&mut con).await
-                })
-                .await?;
-            if r == -1 {
-                fired.push((Arc::from(channel), Arc::from(client)));
-            }
-            let next = if r > 0 { r.to_string() } else { String::new() };
-            let script = &self.scripts.chan_settle;
-            let mut con = self.conn();
-            let key = index.clone();
-            let _ = self
+            let due: Vec<(String, String)> = self
                 .call("channel presence", async move {
                     script
-                        .key(key)
-                        .arg(member)
-                        .arg(score)
-                        .arg(next)
-                        .invoke_async::<i64>(&mut con)
+                        .key(index)
+                        .arg(DUE_BATCH)
+                        .invoke_async(&mut con)
                         .await
                 })
-                .await;
+                .await?;
+            let full = due.len() >= DUE_BATCH;
+            let taken = futures_util::future::join_all(
+                due.into_iter()
+                    .map(|(member, score)| self.take_one(member, score)),
+            )
+            .await;
+            fired.extend(taken.into_iter().flatten());
+            if !full {
+                break;
+            }
         }
         Ok(fired)
+    }
+
+    /// Takes one entry of the `leaves_due` index: the leave to announce, if this node took it.
+    async fn take_one(&self, member: String, score: String) -> Option<(Arc<str>, Arc<str>)> {
+        let (channel, client) = member.split_once('\n')?;
+        let [_, pc, pg] = self.keys.chan_presence(channel, &self.node);
+        let script = &self.scripts.chan_take;
+        let mut con = self.conn();
+        let c = client.to_string();
+        let r: i64 = self
+            .call("channel presence", async move {
+                script.key(pg).key(pc).arg(c).invoke_async(&mut con).await
+            })
+            .await
+            .ok()?;
+        let fired = (r == -1).then(|| (Arc::from(channel), Arc::from(client)));
+        let next = if r > 0 { r.to_string() } else { String::new() };
+        let script = &self.scripts.chan_settle;
+        let mut con = self.conn();
+        let key = self.keys.leaves_due();
+        let _ = self
+            .call("channel presence", async move {
+                script
+                    .key(key)
+                    .arg(member)
+                    .arg(score)
+                    .arg(next)
+                    .invoke_async::<i64>(&mut con)
+                    .await
+            })
+            .await;
+        fired
     }
 
     /// Changes whenever the node rewrote its presence; channel presence rewrites too.

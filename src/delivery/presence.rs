@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use super::router::{Frame, Router, To};
@@ -105,32 +106,30 @@ pub(super) async fn run(router: Router, feed: Arc<Feed>, grace: Duration) {
             let n = router.registry().sessions_on(&ch, &client);
             by_channel.entry(ch).or_default().push((client, n));
         }
+        // Channels are independent: their writes go out together (the connection pipelines
+        // them), and so do the round's announcements; the next round starts once they are
+        // done, so a client id's `join` is out before its `leave` can be.
+        let writes = by_channel.iter().flat_map(|(ch, clients)| {
+            clients.chunks(BATCH).map(move |chunk| async move {
+                (ch, chunk, cluster.write_channel(ch, chunk).await)
+            })
+        });
         let mut failed = false;
-        for (ch, clients) in by_channel {
-            for chunk in clients.chunks(BATCH) {
-                if failed {
-                    renote(&feed, &ch, chunk);
-                    continue;
-                }
-                match cluster.write_channel(&ch, chunk).await {
-                    Ok(decided) => {
-                        for client in decided.joins {
-                            announce(&router, "join", &(Arc::clone(&ch), client)).await;
-                        }
-                    }
-                    Err(e) => {
-                        log::debug!("channel presence not written, retrying: {e}");
-                        failed = true;
-                        renote(&feed, &ch, chunk);
-                    }
+        let mut joins = Vec::new();
+        for (ch, chunk, written) in join_all(writes).await {
+            match written {
+                Ok(decided) => joins.extend(decided.joins.into_iter().map(|c| (Arc::clone(ch), c))),
+                Err(e) => {
+                    log::debug!("channel presence not written, retrying: {e}");
+                    failed = true;
+                    renote(&feed, ch, chunk);
                 }
             }
         }
+        join_all(joins.iter().map(|pair| announce(&router, "join", pair))).await;
         match cluster.take_leaves().await {
             Ok(leaves) => {
-                for pair in leaves {
-                    announce(&router, "leave", &pair).await;
-                }
+                join_all(leaves.iter().map(|pair| announce(&router, "leave", pair))).await;
             }
             Err(_) => failed = true,
         }
