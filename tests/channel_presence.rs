@@ -365,3 +365,21 @@ async fn a_killed_node_makes_its_clients_leave() {
     assert_eq!(clients(&p), pairs(&[("obs", 1)]));
     drop(kate);
 }
+
+#[tokio::test]
+async fn a_node_that_shuts_down_makes_its_clients_leave() {
+    let redis = Redis::start();
+    let a = node(&redis, "a", CLUSTER_KEYS).await;
+    let mut keys = CLUSTER_KEYS.to_vec();
+    keys.push(("shutdown_timeout", "1s"));
+    let b = node(&redis, "b", &keys).await;
+    let mut obs = Observer::new(a.addr, "obs", "lobby").await;
+    let (mut lena, _) = connect(b.addr, "lena").await;
+    subscribe(&mut lena, "lobby").await;
+    obs.until("join", "lena").await;
+    // The drain closes lena's session; the node leaves the cluster without waiting for node_ttl.
+    let stopping = tokio::spawn(stop(b));
+    obs.until("leave", "lena").await;
+    let _ = stopping.await;
+    drop(lena);
+}

@@ -378,6 +378,13 @@ impl Router {
     /// On shutdown, once the sessions are closed: leaves the cluster (see `Cluster::leave`).
     pub async fn leave(&self, bound: Duration) {
         if let Way::Redis(c) = &self.way {
+            if self.registry.presence_feed().is_some() {
+                // Every session here is closed: this node's channel entries go, and its
+                // clients leave after the grace unless they come back elsewhere. Done here,
+                // not left to the presence task, since the node is about to stop listing
+                // itself and nobody would clear them after it.
+                let _ = tokio::time::timeout(bound, c.clear_own_channels()).await;
+            }
             c.leave(bound).await;
         }
     }
