@@ -109,6 +109,21 @@ impl Cluster {
         channel: &str,
         clients: &[(Arc<str>, u32)],
     ) -> Result<Decided, EngineError> {
+        let index = self.keys.node_channels(&self.node);
+        if clients.iter().any(|(_, n)| *n > 0) {
+            // Listed before the entries exist: a crash between the two steps must not leave
+            // entries no survivor can find.
+            let mut con = self.conn();
+            let (key, ch) = (index.clone(), channel.to_string());
+            self.call("channel presence", async move {
+                redis::cmd("SADD")
+                    .arg(key)
+                    .arg(ch)
+                    .query_async::<()>(&mut con)
+                    .await
+            })
+            .await?;
+        }
         let [pn, pc, pg] = self.keys.chan_presence(channel, &self.node);
         let mut inv = self.scripts.chan_set.prepare_invoke();
         inv.key(pn)
@@ -148,11 +163,8 @@ impl Cluster {
             }
         }
         // The node's index of its channels, for a survivor that clears it after a crash.
-        let index = self.keys.node_channels(&self.node);
         let mut pipe = redis::pipe();
-        if left > 0 {
-            pipe.cmd("SADD").arg(&index).arg(channel).ignore();
-        } else {
+        if left == 0 {
             pipe.cmd("SREM").arg(&index).arg(channel).ignore();
         }
         self.queue_leaves(&mut pipe, channel, &leaves);
