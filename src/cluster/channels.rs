@@ -119,7 +119,7 @@ impl Cluster {
                 redis::cmd("SADD")
                     .arg(key)
                     .arg(ch)
-                    .query_async::<()>(&mut con)
+                    .query_async::<i64>(&mut con)
                     .await
             })
             .await?;
@@ -168,6 +168,10 @@ impl Cluster {
             pipe.cmd("SREM").arg(&index).arg(channel).ignore();
         }
         self.queue_leaves(&mut pipe, channel, &leaves);
+        if left > 0 && leaves.is_empty() {
+            // Nothing to send (an empty pipeline is not a request).
+            return Ok(decided);
+        }
         let mut con = self.conn();
         self.call("channel presence", async move {
             pipe.query_async::<()>(&mut con).await
