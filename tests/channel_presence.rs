@@ -196,7 +196,7 @@ async fn one_node_two_tabs_join_once_and_leave_once_after_the_grace() {
 async fn one_node_reconnect_within_the_grace_is_no_leave() {
     let s = start(config(&[
         ("presence_channels", "room.*,hall"),
-        ("presence_grace", "1s"),
+        ("presence_grace", "2s"),
     ]))
     .await;
     let mut obs = Observer::new(s.addr, "obs", "room.1").await;
@@ -204,10 +204,23 @@ async fn one_node_reconnect_within_the_grace_is_no_leave() {
     subscribe(&mut bob, "room.1").await;
     obs.until("join", "bob").await;
     drop(bob);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Within the grace bob is still there as the events have it: listed, with no session.
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    loop {
+        let p = get(s.addr, "/api/v1/channels/room.1/presence").await;
+        if clients(&p) == pairs(&[("bob", 0), ("obs", 1)]) {
+            assert_eq!(p["sessions"], 1, "{p}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bob never listed in his grace: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (mut bob, _) = connect(s.addr, "bob").await;
     subscribe(&mut bob, "room.1").await;
-    obs.settle(s.addr, "room.1", Duration::from_millis(1500))
+    obs.settle(s.addr, "room.1", Duration::from_millis(2500))
         .await;
     assert_eq!(obs.count("leave", "bob"), 0, "{:?}", obs.events);
     assert_eq!(obs.count("join", "bob"), 1, "{:?}", obs.events);
@@ -369,8 +382,9 @@ async fn a_killed_node_makes_its_clients_leave() {
 #[tokio::test]
 async fn a_node_that_shuts_down_makes_its_clients_leave() {
     let redis = Redis::start();
-    let a = node(&redis, "a", CLUSTER_KEYS).await;
-    let mut keys = CLUSTER_KEYS.to_vec();
+    let long_grace = [("presence_channels", "lobby"), ("presence_grace", "2s")];
+    let a = node(&redis, "a", &long_grace).await;
+    let mut keys = long_grace.to_vec();
     keys.push(("shutdown_timeout", "1s"));
     let b = node(&redis, "b", &keys).await;
     let mut obs = Observer::new(a.addr, "obs", "lobby").await;
@@ -379,6 +393,19 @@ async fn a_node_that_shuts_down_makes_its_clients_leave() {
     obs.until("join", "lena").await;
     // The drain closes lena's session; the node leaves the cluster without waiting for node_ttl.
     let stopping = tokio::spawn(stop(b));
+    // Within the grace the cluster lists her as still there, with no session.
+    let deadline = Instant::now() + Duration::from_millis(1800);
+    loop {
+        let p = get(a.addr, "/api/v1/channels/lobby/presence").await;
+        if clients(&p) == pairs(&[("lena", 0), ("obs", 1)]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lena never listed in her grace: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     obs.until("leave", "lena").await;
     let _ = stopping.await;
     drop(lena);

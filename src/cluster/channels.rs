@@ -311,6 +311,24 @@ impl Cluster {
         fired
     }
 
+    /// The client ids whose leave from `channel` is pending (within their grace), at most
+    /// [`presence::PAGE_MAX`].
+    pub async fn pending_leaves(&self, channel: &str) -> Result<Vec<Arc<str>>, EngineError> {
+        let [_, _, pg] = self.keys.chan_presence(channel, &self.node);
+        let mut con = self.conn();
+        let names: Vec<String> = self
+            .call("channel presence", async move {
+                redis::cmd("ZRANGE")
+                    .arg(pg)
+                    .arg(0)
+                    .arg(presence::PAGE_MAX as i64 - 1)
+                    .query_async(&mut con)
+                    .await
+            })
+            .await?;
+        Ok(names.into_iter().map(Arc::from).collect())
+    }
+
     /// Changes whenever the node rewrote its presence; channel presence rewrites too.
     pub fn resyncs(&self) -> u64 {
         self.stats

@@ -33,8 +33,9 @@ struct Alone {
 }
 
 impl Alone {
-    /// A client id now holds `n` sessions on the channel: true when it joins.
-    fn set(&mut self, pair: Change, n: u32, due: Instant) -> bool {
+    /// A client id now holds `n` sessions on the channel: true when it joins. `feed` learns
+    /// who is within the grace.
+    fn set(&mut self, feed: &Feed, pair: Change, n: u32, due: Instant) -> bool {
         match (self.members.get_mut(&pair), n) {
             (None, 0) => false,
             (None, _) => {
@@ -43,17 +44,19 @@ impl Alone {
             }
             (Some(state), 0) => {
                 state.get_or_insert(due);
+                feed.mark_grace(&pair, true);
                 false
             }
             (Some(state), _) => {
                 *state = None;
+                feed.mark_grace(&pair, false);
                 false
             }
         }
     }
 
     /// Takes the members whose grace is over.
-    fn due(&mut self, now: Instant) -> Vec<Change> {
+    fn due(&mut self, feed: &Feed, now: Instant) -> Vec<Change> {
         let gone: Vec<Change> = self
             .members
             .iter()
@@ -62,6 +65,7 @@ impl Alone {
             .collect();
         for p in &gone {
             self.members.remove(p);
+            feed.mark_grace(p, false);
         }
         gone
     }
@@ -83,11 +87,11 @@ pub(super) async fn run(router: Router, feed: Arc<Feed>, grace: Duration) {
             let now = Instant::now();
             for pair in changes {
                 let n = router.registry().sessions_on(&pair.0, &pair.1);
-                if alone.set(pair.clone(), n, now + grace) {
+                if alone.set(&feed, pair.clone(), n, now + grace) {
                     announce(&router, "join", &pair).await;
                 }
             }
-            for pair in alone.due(now) {
+            for pair in alone.due(&feed, now) {
                 announce(&router, "leave", &pair).await;
             }
             continue;
@@ -166,21 +170,36 @@ mod tests {
     #[test]
     fn a_return_within_the_grace_is_no_event() {
         let mut a = Alone::default();
+        let f = Feed::default();
         let pair: Change = (Arc::from("lobby"), Arc::from("alice"));
         let t0 = Instant::now();
         let grace = Duration::from_secs(5);
-        assert!(a.set(pair.clone(), 1, t0 + grace), "first session joins");
-        assert!(!a.set(pair.clone(), 2, t0 + grace), "a second tab does not");
-        assert!(!a.set(pair.clone(), 0, t0 + grace));
-        assert!(a.due(t0).is_empty(), "not before the grace");
-        assert!(!a.set(pair.clone(), 1, t0 + grace), "back within the grace");
-        assert!(a.due(t0 + grace * 2).is_empty());
-        assert!(!a.set(pair.clone(), 0, t0 + grace));
+        assert!(
+            a.set(&f, pair.clone(), 1, t0 + grace),
+            "first session joins"
+        );
+        assert!(
+            !a.set(&f, pair.clone(), 2, t0 + grace),
+            "a second tab does not"
+        );
+        assert!(!a.set(&f, pair.clone(), 0, t0 + grace));
+        assert!(a.due(&f, t0).is_empty(), "not before the grace");
         assert_eq!(
-            a.due(t0 + grace),
+            f.grace_of("lobby"),
+            vec![Arc::from("alice")],
+            "listed meanwhile"
+        );
+        assert!(
+            !a.set(&f, pair.clone(), 1, t0 + grace),
+            "back within the grace"
+        );
+        assert!(a.due(&f, t0 + grace * 2).is_empty());
+        assert!(!a.set(&f, pair.clone(), 0, t0 + grace));
+        assert_eq!(
+            a.due(&f, t0 + grace),
             vec![pair.clone()],
             "gone for the grace: leaves"
         );
-        assert!(a.set(pair, 1, t0 + grace), "and joins again later");
+        assert!(a.set(&f, pair, 1, t0 + grace), "and joins again later");
     }
 }

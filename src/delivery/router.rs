@@ -133,13 +133,25 @@ impl Router {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(u64, Vec<(Arc<str>, u64)>, bool), EngineError> {
-        match &self.way {
-            Way::Redis(c) => c.channel_clients(channel, after, limit).await,
+        let (total, mut clients, partial) = match &self.way {
+            Way::Redis(c) => c.channel_clients(channel, after, limit).await?,
             Way::Local => {
                 let (total, clients) = self.registry.channel_clients(channel, after, limit);
-                Ok((total, clients, false))
+                (total, clients, false)
             }
+        };
+        // On a presence channel, a client id within its grace is still there as the events
+        // have it (no `leave` yet, and no `join` if it returns): listed with 0 sessions.
+        if let Some(feed) = self.registry.presence_feed()
+            && self.registry.is_presence_channel(channel)
+        {
+            let grace = match &self.way {
+                Way::Redis(c) => c.pending_leaves(channel).await?,
+                Way::Local => feed.grace_of(channel),
+            };
+            crate::registry::presence::with_grace(&mut clients, grace, after, limit);
         }
+        Ok((total, clients, partial))
     }
 
     /// One page of the channels with subscribers on every node: names starting with `prefix`,

@@ -57,6 +57,9 @@ pub struct Feed {
     dirty: Mutex<HashSet<Change>>,
     /// Wakes the presence task.
     pub wake: Notify,
+    /// On one node: client ids gone from a channel whose `leave` is not out yet (the presence
+    /// task keeps it), so presence answers list them as the events have them: still there.
+    grace: Mutex<HashSet<Change>>,
 }
 
 impl Feed {
@@ -72,6 +75,26 @@ impl Feed {
     /// Takes every pending change.
     pub fn take(&self) -> Vec<Change> {
         self.dirty.lock().drain().collect()
+    }
+
+    /// Marks a client id as within its grace on a channel (or no longer).
+    pub fn mark_grace(&self, pair: &Change, within: bool) {
+        let mut g = self.grace.lock();
+        if within {
+            g.insert(pair.clone());
+        } else {
+            g.remove(pair);
+        }
+    }
+
+    /// The client ids within their grace on `channel`.
+    pub fn grace_of(&self, channel: &str) -> Vec<Arc<str>> {
+        self.grace
+            .lock()
+            .iter()
+            .filter(|(ch, _)| **ch == *channel)
+            .map(|(_, c)| Arc::clone(c))
+            .collect()
     }
 }
 
@@ -215,6 +238,24 @@ pub fn merge_counts(
     all.into_iter().take(limit).collect()
 }
 
+/// Adds the client ids within their grace (`sessions` 0) to a page of a channel's clients:
+/// those after `after`, not in it already; the page stays sorted and at most `limit` long.
+pub fn with_grace(
+    clients: &mut Vec<(Arc<str>, u64)>,
+    grace: Vec<Arc<str>>,
+    after: Option<&str>,
+    limit: usize,
+) {
+    let known: HashSet<Arc<str>> = clients.iter().map(|(c, _)| Arc::clone(c)).collect();
+    for c in grace {
+        if after.is_none_or(|a| *c > *a) && !known.contains(&c) {
+            clients.push((c, 0));
+        }
+    }
+    clients.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    clients.truncate(limit);
+}
+
 /// A page as one node sends it to another: `<count> <name>` lines.
 pub fn encode_counts(page: &[(Arc<str>, u64)]) -> String {
     let mut out = String::new();
@@ -260,6 +301,15 @@ mod tests {
         assert!(remove(&mut c, "lobby", "alice"));
         assert!(c.is_empty());
         assert!(!remove(&mut c, "lobby", "alice"));
+    }
+
+    #[test]
+    fn clients_within_their_grace_join_the_page_with_no_session() {
+        let mut page: Vec<(Arc<str>, u64)> = vec![(Arc::from("b"), 1), (Arc::from("d"), 2)];
+        let grace = ["a", "b", "c", "e"].map(Arc::from).to_vec();
+        with_grace(&mut page, grace, Some("a"), 3);
+        let names: Vec<(&str, u64)> = page.iter().map(|(c, n)| (&**c, *n)).collect();
+        assert_eq!(names, [("b", 1), ("c", 0), ("d", 2)]);
     }
 
     #[test]
