@@ -37,7 +37,7 @@ pub enum Scenario {
     /// N subscribers of one channel, then GET /api/v1/channels/{c}/presence timed: p50/p99,
     /// answer size.
     Presence(PresenceArgs),
-    /// N clients join and leave K presence channels at random for T; one observer per channel
+    /// N clients move between K presence channels at random for T; one observer per channel
     /// checks every `join` / `leave` arrives exactly once (server: presence_channels = prefix*).
     Lobby(LobbyArgs),
     /// Internal: one worker process of a scenario.
@@ -410,7 +410,7 @@ pub struct LobbyArgs {
     /// How long the clients join and leave.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Mean time between one client's joins and leaves.
+    /// Mean time between one client's steps (a join, then a leave, then a join elsewhere, …).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub churn: Duration,
     /// After everyone left: how long to wait before counting (more than the server's

@@ -3,7 +3,8 @@
 //! - `presence` (`churn_ms` 0): every client subscribes to channel 0 and stays, so the parent
 //!   can time `GET /api/v1/channels/{c}/presence` against N subscribers.
 //! - `lobby`: client `c<k>` for k below `channels` observes channel k (subscribes and stays);
-//!   every other client joins and leaves channels at random while the parent says `go`. On the
+//!   every other client, while the parent says `go`, joins a channel at random, leaves it,
+//!   joins another, … (one at a time, as players move between lobbies). On the
 //!   second `go` they leave every channel; on `stop` each observer reports what it saw. An
 //!   observer keeps the set of joined client ids: a `join` of a member is a duplicate, a
 //!   `leave` of a non-member is unmatched (a duplicate leave or a missed join), and a member
@@ -182,7 +183,11 @@ async fn client(
                 }
             }
             _ = tokio::time::sleep_until(wake), if churn_now => {
-                let k = rng.below(ctx.spec.channels);
+                // One lobby at a time: leave the one it is in, or join one at random.
+                let k = match joined.iter().position(|j| *j) {
+                    Some(k) => k as u64,
+                    None => rng.below(ctx.spec.channels),
+                };
                 let j = &mut joined[k as usize];
                 *j = !*j;
                 let kind = if *j { "subscribe" } else { "unsubscribe" };
