@@ -61,6 +61,7 @@ mod stream;
 mod webhooks;
 
 pub use config::Config;
+pub use delivery::channels::{ChannelPage, ChannelPresence};
 pub use delivery::control::Reached;
 pub use delivery::handle::{ControlError, Handle, Sent};
 pub use delivery::handler::{Handled, Handler, Session};

@@ -80,6 +80,9 @@ pub const RESERVED_TYPES: &[&str] = &[
     "refreshed",
     "error",
     "shutdown",
+    "join",
+    "leave",
+    "presence",
 ];
 
 /// Whether `kind` is a server-only type.

@@ -97,7 +97,11 @@ impl Shared {
             config.max_channels_per_session,
             Arc::clone(&metrics),
         );
-        let registry = Arc::new(registry.with_compression_min(config.compression_min_size));
+        let registry = Arc::new(
+            registry
+                .with_compression_min(config.compression_min_size)
+                .with_presence(&config.presence_channels),
+        );
         let admissions = Arc::new(Admissions::new(
             config.effective_max_connections(),
             config.max_connections_per_ip,
@@ -141,7 +145,8 @@ impl Shared {
             Arc::clone(&node),
             clock,
             cluster,
-        );
+        )
+        .with_presence_grace(config.presence_grace);
         let handle = Handle::new(
             router.clone(),
             config.history(),

@@ -34,6 +34,12 @@ pub enum Scenario {
     Resume(ResumeArgs),
     /// Hold N, then connect M more in batches, idle and while broadcasting: handshake latency.
     ConnectLoad(ConnectLoadArgs),
+    /// N subscribers of one channel, then GET /api/v1/channels/{c}/presence timed: p50/p99,
+    /// answer size.
+    Presence(PresenceArgs),
+    /// N clients move between K presence channels at random for T; one observer per channel
+    /// checks every `join` / `leave` arrives exactly once (server: presence_channels = prefix*).
+    Lobby(LobbyArgs),
     /// Internal: one worker process of a scenario.
     #[command(hide = true)]
     Worker {
@@ -364,4 +370,51 @@ mod tests {
         assert!(Cli::try_parse_from(["bench", "hold", "--hold", "soon"]).is_err());
         assert!(Cli::try_parse_from(["bench", "nosuch"]).is_err());
     }
+}
+
+/// `tether-bench presence`.
+#[derive(clap::Args, Debug)]
+pub struct PresenceArgs {
+    /// Target, output and worker options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Subscribers of the channel.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub clients: u64,
+    /// Channel name prefix (the channel is `<prefix>0`).
+    #[arg(long, default_value = "bench.presence.")]
+    pub channel: String,
+    /// Presence queries to time, one after another.
+    #[arg(long, default_value_t = 200)]
+    pub requests: u64,
+    /// `?limit=` of each query (client ids in the answer).
+    #[arg(long, default_value_t = 1000)]
+    pub limit: u64,
+}
+
+/// `tether-bench lobby`.
+#[derive(clap::Args, Debug)]
+pub struct LobbyArgs {
+    /// Target, output and worker options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Clients, the first `--channels` of them observers (one per channel).
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub clients: u64,
+    /// Presence channels (`<prefix>0` ..).
+    #[arg(short = 'k', long, default_value_t = 20)]
+    pub channels: u64,
+    /// Channel name prefix; the server needs `presence_channels = "<prefix>*"`.
+    #[arg(long, default_value = "lobby.")]
+    pub prefix: String,
+    /// How long the clients join and leave.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Mean time between one client's steps (a join, then a leave, then a join elsewhere, …).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub churn: Duration,
+    /// After everyone left: how long to wait before counting (more than the server's
+    /// presence_grace plus a heartbeat round).
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    pub settle: Duration,
 }

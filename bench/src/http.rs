@@ -63,11 +63,22 @@ impl Client {
     /// POSTs a JSON body to `path` (under the API base); returns status and body, or a short
     /// error kind. A request on a reused connection that the server had closed is sent once more.
     pub fn post(&mut self, path: &str, body: &str) -> Result<(u16, String), String> {
+        self.request("POST", path, body)
+    }
+
+    /// GETs `path` (under the API base), as [`Client::post`].
+    pub fn get(&mut self, path: &str) -> Result<(u16, String), String> {
+        self.request("GET", path, "")
+    }
+
+    fn request(&mut self, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
         let conn = &mut self.conn;
         self.rt.block_on(async {
             let reused = conn.sender.is_some();
-            match conn.exchange(path, body).await {
-                Err(e) if reused && STALE.contains(&e.as_str()) => conn.exchange(path, body).await,
+            match conn.exchange(method, path, body).await {
+                Err(e) if reused && STALE.contains(&e.as_str()) => {
+                    conn.exchange(method, path, body).await
+                }
                 r => r,
             }
         })
@@ -76,8 +87,13 @@ impl Client {
 
 impl Conn {
     /// One request within the timeout; any failure drops the connection.
-    async fn exchange(&mut self, path: &str, body: &str) -> Result<(u16, String), String> {
-        let result = tokio::time::timeout(self.timeout, self.try_exchange(path, body))
+    async fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, String), String> {
+        let result = tokio::time::timeout(self.timeout, self.try_exchange(method, path, body))
             .await
             .unwrap_or_else(|_| Err("timeout".into()));
         if result.is_err() {
@@ -86,11 +102,18 @@ impl Conn {
         result
     }
 
-    async fn try_exchange(&mut self, path: &str, body: &str) -> Result<(u16, String), String> {
+    async fn try_exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, String), String> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             self.sender = Some(self.connect().await?);
         }
-        let mut req = Request::post(format!("{}{path}", self.base.path))
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base.path))
             .header(HOST, &self.base.host)
             .header(CONTENT_TYPE, "application/json");
         if let Some(auth) = &self.auth {

@@ -25,6 +25,10 @@ pub enum Kind {
     Probe,
     /// Storm with --migrate-to: follow node A's shutdown, reconnect to node B.
     Migrate,
+    /// Channel presence: subscribers of one channel (`presence`), or clients that join and
+    /// leave channels at random while one observer per channel checks `join` / `leave`
+    /// (`lobby`).
+    Lobby,
 }
 
 /// Migrate: where wave 2 goes (node B) and how a client treats node A's `shutdown` hint.
@@ -91,6 +95,16 @@ pub struct WorkerSpec {
     /// Offer permessage-deflate and inflate what arrives compressed (`--compression`).
     #[serde(default)]
     pub compression: bool,
+    /// Lobby: the presence channels (`<channel_prefix><k>`, k below this).
+    #[serde(default)]
+    pub channels: u64,
+    /// Lobby: the channels' name prefix.
+    #[serde(default)]
+    pub channel_prefix: String,
+    /// Lobby: mean time between a client's joins and leaves, ms; 0: every client subscribes
+    /// to channel 0 and stays.
+    #[serde(default)]
+    pub churn_ms: u64,
 }
 
 impl WorkerSpec {
@@ -228,6 +242,22 @@ pub struct Report {
     pub wire_bytes: u64,
     /// Messages that arrived compressed (permessage-deflate) so far.
     pub compressed: u64,
+    /// Lobby: `join` / `leave` events the observers received.
+    #[serde(default)]
+    pub presence_events: u64,
+    /// Lobby: a `join` for a client id already joined (a duplicate).
+    #[serde(default)]
+    pub presence_duplicates: u64,
+    /// Lobby: a `leave` for a client id not joined (a duplicate leave, or a missed join).
+    #[serde(default)]
+    pub presence_unmatched: u64,
+    /// Lobby: client ids still joined once every client left and the grace passed (missed
+    /// leaves).
+    #[serde(default)]
+    pub presence_left_over: u64,
+    /// Lobby: subscribes and unsubscribes the churning clients sent.
+    #[serde(default)]
+    pub churn_ops: u64,
 }
 
 fn min_set(a: u64, b: u64) -> u64 {
@@ -282,6 +312,11 @@ impl Report {
         add_counts(&mut self.ended_by, &o.ended_by);
         self.wire_bytes += o.wire_bytes;
         self.compressed += o.compressed;
+        self.presence_events += o.presence_events;
+        self.presence_duplicates += o.presence_duplicates;
+        self.presence_unmatched += o.presence_unmatched;
+        self.presence_left_over += o.presence_left_over;
+        self.churn_ops += o.churn_ops;
     }
 
     /// Seconds between the first attempt and the last `welcome`.

@@ -89,6 +89,9 @@ pub fn plan(c: &Common, kind: Kind, clients: u64, silent: u64) -> Result<Vec<Wor
             batch_interval_ms: 0,
             migration: None,
             compression: c.compression,
+            channels: 0,
+            channel_prefix: String::new(),
+            churn_ms: 0,
         });
         first += n;
     }

@@ -213,6 +213,7 @@ async fn work(spec: Arc<WorkerSpec>, tokens: Vec<String>) -> Report {
         Kind::Storm => crate::storm::storm(&ctx, &mut cmds).await,
         Kind::Probe => crate::probe::probe(&ctx, &mut cmds).await,
         Kind::Migrate => crate::migrate::migrate(&ctx, &mut cmds).await,
+        Kind::Lobby => crate::lobby::lobby(&ctx, &mut cmds).await,
     };
     ticker.abort();
     report

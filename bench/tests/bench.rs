@@ -1,5 +1,5 @@
-//! End to end: the real `tether-bench` binary (hold, fanout, evict, connect-load, tokens, a
-//! storm migrating between two nodes) against in-process servers on 127.0.0.1:0, asserting on
+//! End to end: the real `tether-bench` binary (hold, fanout, evict, connect-load, tokens, presence
+//! and lobby, a storm migrating between two nodes) against in-process servers on 127.0.0.1:0, asserting on
 //! its `--json` output. Figures are not asserted (the machine is
 //! shared and noisy), only correctness: everyone connected, nothing lost, every silent client
 //! evicted and no healthy one closed.
@@ -331,4 +331,49 @@ async fn storm_migrates_clients_to_another_node_paced() {
         relay.abort();
     }
     stop(b).await;
+}
+
+/// `presence` times the channel presence query against its subscribers; `lobby` churns presence
+/// channels and its observers see every `join` / `leave` exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_lobby() {
+    let s = start(config(&[
+        ("presence_channels", "lobby.*,bench.presence.*"),
+        ("presence_grace", "200ms"),
+    ]))
+    .await;
+    let p = bench(
+        s.addr,
+        "presence",
+        &["presence", "-n", "30", "--requests", "20", "--workers", "2"],
+    )
+    .await;
+    assert_eq!(p["sessions_answered"], 30, "{p}");
+    assert_eq!(p["errors"], 0, "{p}");
+    assert!(p["answer_bytes"].as_u64().unwrap() > 30 * 20, "{p}");
+    let lobby = bench(
+        s.addr,
+        "lobby",
+        &[
+            "lobby",
+            "-n",
+            "40",
+            "-k",
+            "3",
+            "--duration",
+            "2s",
+            "--churn",
+            "100ms",
+            "--settle",
+            "1500ms",
+            "--workers",
+            "2",
+        ],
+    )
+    .await;
+    assert!(lobby["churn_ops"].as_u64().unwrap() > 100, "{lobby}");
+    assert!(lobby["events"].as_u64().unwrap() > 0, "{lobby}");
+    assert_eq!(lobby["exactly_once"], true, "{lobby}");
+    assert_eq!(lobby["unexpected_closes"], 0, "{lobby}");
+    stop(s).await;
 }

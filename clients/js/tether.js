@@ -412,6 +412,9 @@ export class TetherClient {
     this._unansweredSince = null;
     this._hbIntervalMs = 0;
     this._hbTimeoutMs = 0;
+    /** `presence` asks waiting for their answer, by correlation id. */
+    this._asks = new Map();
+    this._askId = 0;
     this._currentToken = typeof o.token === 'string' ? o.token : null;
     this._connToken = null;
     this._connExpiresAtMs = null;
@@ -559,6 +562,45 @@ export class TetherClient {
     this._chanPos.delete(channel);
     this._chanSince.delete(channel);
     return had && this._welcomed ? this.send('unsubscribe', { channel }) : false;
+  }
+
+  /**
+   * Who is on a presence channel (server `presence_channels`) this client is subscribed to:
+   * the server answers with the channel's clients on every node. Presence channels also
+   * deliver `join` and `leave` envelopes (`data`: `{channel, client_id}`): `on('join', fn)`.
+   * @param {string} channel
+   * @param {{timeoutMs?: number}} [opts] how long to wait for the answer (default 10000)
+   * @returns {Promise<Array<{client_id: string, sessions: number}>>} rejects with the server's
+   *   error (`err.code`, e.g. `forbidden`), on timeout, or when not connected
+   */
+  presence(channel, opts) {
+    const id = `presence-${++this._askId}`;
+    if (!this.send('presence', { channel }, { id })) {
+      return Promise.reject(new Error('tether: not connected'));
+    }
+    return new Promise((resolve, reject) => {
+      const timer = this._scheduler.setTimeout(() => {
+        this._asks.delete(id);
+        reject(new Error('tether: no presence answer in time'));
+      }, opts?.timeoutMs ?? 10000);
+      this._asks.set(id, { resolve, reject, timer });
+    });
+  }
+
+  /** Settles a `presence` ask answered by `msg`; true when it was one. */
+  _answerAsk(msg) {
+    const ask = this._asks.get(msg.id);
+    if (!ask) return false;
+    this._asks.delete(msg.id);
+    this._scheduler.clearTimeout(ask.timer);
+    if (msg.type === 'presence') {
+      ask.resolve(Array.isArray(msg.data?.clients) ? msg.data.clients : []);
+    } else {
+      const err = new Error(msg.data?.message ?? 'tether: presence refused');
+      err.code = msg.data?.code;
+      ask.reject(err);
+    }
+    return true;
   }
 
   /**
@@ -737,6 +779,11 @@ export class TetherClient {
    * fresh start, so a server that welcomes and drops at once still sees backoff.
    */
   _connectionEnded() {
+    for (const [id, ask] of this._asks) {
+      this._scheduler.clearTimeout(ask.timer);
+      ask.reject(new Error('tether: connection closed before the presence answer'));
+      this._asks.delete(id);
+    }
     if (this._openedAt != null && this._scheduler.now() - this._openedAt >= this._minUptimeMs) {
       this._resetAttempts();
     }
@@ -927,6 +974,7 @@ export class TetherClient {
       if (msg.type === 'welcome' && !this._welcomed) this._onWelcome(msg);
       else if (msg.type === 'refreshed') this._onRefreshed(msg);
       else if (msg.type === 'error' && msg.data && msg.data.code === 'invalid_token') this._onTokenRejected(msg);
+      if ((msg.type === 'presence' || msg.type === 'error') && typeof msg.id === 'string') this._answerAsk(msg);
     }
     // `subscribed` names its channel in `data`; a server may also set the envelope field.
     if (msg.type === 'subscribed') this._onSubscribed(msg);

@@ -246,6 +246,15 @@ impl Inbox {
                 let list = listing::render(&sessions, &self.node, self.clock.now_ms());
                 (1, Bytes::from(list))
             }
+            Kind::Channels | Kind::Members => {
+                match self.channels_answer(msg.kind, &msg.target, &msg.body) {
+                    Some(part) => (1, Bytes::from(part)),
+                    None => {
+                        self.malformed.fetch_add(1, Ordering::Relaxed);
+                        return self.answer(&msg, 0, Bytes::new());
+                    }
+                }
+            }
             Kind::Page => {
                 let after = match msg.target.as_str() {
                     "" => Some(None),

@@ -90,6 +90,29 @@ impl Keys {
         format!("{}:seed", self.prefix)
     }
 
+    /// A presence channel's keys, one hash tag (the channel stream's): `:pn:<node>` (client id →
+    /// sessions on that node), `:pc` (client id → sessions on every node) and `:pg` (client
+    /// ids whose last session left, scored by when their `leave` is due).
+    pub fn chan_presence(&self, channel: &str, node: &str) -> [String; 3] {
+        let tag = self.tag(&StreamKey::channel(channel));
+        [
+            format!("{tag}:pn:{node}"),
+            format!("{tag}:pc"),
+            format!("{tag}:pg"),
+        ]
+    }
+
+    /// The presence channels a node has entries in, so a survivor can clear a dead one's.
+    pub fn node_channels(&self, node: &str) -> String {
+        format!("{}:n:{node}:pch", self.prefix)
+    }
+
+    /// Pending `leave` events: `<channel>\n<client id>` scored by when it is due (ms), an
+    /// index into the channels' `:pg` keys, so any node finds what is due.
+    pub fn leaves_due(&self) -> String {
+        format!("{}:pdue", self.prefix)
+    }
+
     /// A node's list of recent dashboard samples (JSON objects).
     pub fn dashboard(&self, node: &str) -> String {
         format!("{}:dash:{node}", self.prefix)
@@ -128,6 +151,9 @@ mod tests {
             k.dashboard("n"),
             k.subs("alice"),
             k.blocks(),
+            k.node_channels("n"),
+            k.leaves_due(),
+            k.chan_presence("lobby", "n")[0].clone(),
             k.idempotency(&Target::Client("alice".into()), "k"),
         ] {
             assert!(name.starts_with("app-2:"), "{name}");
@@ -135,5 +161,6 @@ mod tests {
         assert_eq!(k.meta(&s), "app-2:{c:alice}:m");
         assert_eq!(k.presence("alice"), "app-2:{c:alice}:p");
         assert_eq!(k.subs("alice"), "app-2:{c:alice}:subs");
+        assert_eq!(k.chan_presence("lobby", "n")[1], "app-2:{h:lobby}:pc");
     }
 }

@@ -32,6 +32,8 @@
 //! without a second task hop; its `sentinel` module finds a Sentinel-managed master
 //! (`connection.rs` follows it when it moves).
 
+mod channel_scripts;
+mod channels;
 mod connection;
 mod control;
 mod inbox;
@@ -97,6 +99,9 @@ pub struct ClusterStats {
     pub recoveries: AtomicU64,
     /// Live nodes at the last heartbeat (this one included).
     pub nodes: AtomicU64,
+    /// Times the node rewrote its presence (start, outage, declared dead): channel presence
+    /// rewrites its entries when this moves.
+    pub resyncs: AtomicU64,
 }
 
 /// A session waiting for its client id's presence entry; it learns where the client id's
@@ -128,6 +133,8 @@ pub struct Cluster {
     reply_timeout: Duration,
     node_ttl: Duration,
     offline_grace: Duration,
+    /// `presence_grace`: how long a channel's `leave` waits for the client id to come back.
+    presence_grace: Duration,
     /// In the cluster: the upkeep's last round reached Redis and the node is synced.
     up: AtomicBool,
     /// The last Redis call succeeded (starts true: a node that just started expects Redis).
@@ -207,6 +214,7 @@ impl Cluster {
             reply_timeout: config.cluster_reply_timeout,
             node_ttl: config.node_ttl,
             offline_grace: config.offline_grace,
+            presence_grace: config.presence_grace,
             up: AtomicBool::new(false),
             reachable: AtomicBool::new(true),
             topics: tokio::sync::Mutex::new(HashSet::new()),

@@ -151,6 +151,7 @@ pub async fn upkeep(c: Arc<Cluster>) {
                 synced = false;
                 continue;
             }
+            c.stats.resyncs.fetch_add(1, Ordering::Release);
             if synced {
                 log::warn!(
                     "node {} was declared dead meanwhile; presence rewritten",
@@ -264,6 +265,8 @@ async fn reap(c: &Cluster, node: &str) {
         .await;
     if let Ok(n @ 0..) = cleared {
         log::warn!("node {node} is silent past node_ttl: cleared its {n} client ids");
+        // Only the node that cleared it gets here, so its channel presence is cleared once.
+        c.clear_channels(node).await;
     }
 }
 

@@ -31,6 +31,16 @@ pub struct Set {
     pub read_presence: Script,
     /// [`read_dashboards`].
     pub read_dashboards: Script,
+    /// Channel presence ([`super::channel_scripts`]).
+    pub chan_set: Script,
+    /// Channel presence: a node's entries cleared.
+    pub chan_clear: Script,
+    /// Channel presence: one queued leave taken.
+    pub chan_take: Script,
+    /// Channel presence: the due queued leaves.
+    pub chan_due: Script,
+    /// Channel presence: one due entry settled.
+    pub chan_settle: Script,
 }
 
 impl Set {
@@ -46,6 +56,11 @@ impl Set {
             reap_node: reap_node(prefix),
             read_presence: read_presence(),
             read_dashboards: read_dashboards(prefix),
+            chan_set: super::channel_scripts::set(),
+            chan_clear: super::channel_scripts::clear(),
+            chan_take: super::channel_scripts::take(),
+            chan_due: super::channel_scripts::due(),
+            chan_settle: super::channel_scripts::settle(),
         }
     }
 }

@@ -30,6 +30,11 @@ pub enum Kind {
     /// Answer with this node's part of a page of all sessions: ids after `target` (empty: from
     /// the start), at most `body` (decimal) of them, see `listing::render_page`.
     Page,
+    /// Answer with this node's channels: names starting with `target`, `body` is
+    /// `<limit> <after>` (see `channels.rs`).
+    Channels,
+    /// Answer with this node's part of channel `target`'s presence, `body` as for `Channels`.
+    Members,
     /// An answer to request `req`: `seq` is the count, `body` the listing if any.
     Reply,
     /// A node's own marker: every message published before it has been handled.
@@ -52,6 +57,8 @@ impl Kind {
             Kind::Kill => 'k',
             Kind::List => 'l',
             Kind::Page => 'p',
+            Kind::Channels => 'x',
+            Kind::Members => 'w',
             Kind::Reply => 'r',
             Kind::Marker => 'm',
             Kind::Control => 'o',
@@ -68,6 +75,8 @@ impl Kind {
             b"k" => Kind::Kill,
             b"l" => Kind::List,
             b"p" => Kind::Page,
+            b"x" => Kind::Channels,
+            b"w" => Kind::Members,
             b"r" => Kind::Reply,
             b"m" => Kind::Marker,
             b"o" => Kind::Control,

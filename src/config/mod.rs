@@ -259,6 +259,14 @@ keys! {
     #[serde_as(as = "Dur")]
     offline_grace: Duration = Duration::from_secs(5), "DURATION",
         "How long a client id may be gone before its `offline` webhook fires.";
+    // docs/protocol.md §14.
+    #[serde_as(as = "CommaList")]
+    presence_channels: Vec<String> = Vec::new(), "LIST",
+        "Channels whose subscribers get `join` / `leave` and may ask `presence`; a name ending in `*` is a prefix.";
+    // docs/protocol.md §14.
+    #[serde_as(as = "Dur")]
+    presence_grace: Duration = Duration::from_secs(5), "DURATION",
+        "How long a client id's last session may be gone from a presence channel before its `leave`.";
     #[serde_as(as = "Scalar")]
     compression: bool = false, "BOOL",
         "Accept permessage-deflate offers (no context takeover either way; docs/protocol.md §11).";

@@ -53,6 +53,20 @@ impl Config {
                 self.node_ttl
             ));
         }
+        for name in &self.presence_channels {
+            let bare = name.strip_suffix('*').unwrap_or(name);
+            let bad = if bare.is_empty() && name.ends_with('*') {
+                None
+            } else {
+                crate::id::valid_channel(bare).err()
+            };
+            if let Some(why) = bad {
+                return err(format!(
+                    "presence_channels: `{}`: {why}",
+                    name.chars().take(80).collect::<String>()
+                ));
+            }
+        }
         if self.heartbeat_interval >= self.heartbeat_timeout {
             return err(format!(
                 "heartbeat_interval: {:?} must be shorter than heartbeat_timeout {:?}, or clients \

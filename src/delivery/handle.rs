@@ -275,6 +275,11 @@ impl Handle {
         self.router.disconnect(session_id).await
     }
 
+    /// The router under this handle.
+    pub(super) fn router(&self) -> &Router {
+        &self.router
+    }
+
     /// Live sessions of this node.
     pub fn connections(&self) -> usize {
         self.router.registry().len()

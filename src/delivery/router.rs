@@ -77,6 +77,8 @@ pub struct Router {
     pub(super) way: Way,
     /// Server-side control's state on this node (see `control.rs`).
     pub(super) control: Arc<super::control::Control>,
+    /// `presence_grace`, for the presence task.
+    presence_grace: Duration,
 }
 
 /// The two implementations of the seam.
@@ -111,6 +113,65 @@ impl Router {
             clock,
             way,
             control,
+            presence_grace: crate::config::Config::default().presence_grace,
+        }
+    }
+
+    /// Sets `presence_grace` (docs/protocol.md §14).
+    pub fn with_presence_grace(mut self, grace: Duration) -> Router {
+        self.presence_grace = grace;
+        self
+    }
+
+    /// The cluster, for the tasks of this layer that speak to it directly.
+    pub(super) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        match &self.way {
+            Way::Redis(c) => Some(c),
+            Way::Local => None,
+        }
+    }
+
+    /// A channel's subscriber sessions on every node, and its client ids after `after` (sorted,
+    /// at most `limit`) with their sessions; true when some node did not answer in time.
+    pub async fn channel_clients(
+        &self,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(u64, Vec<(Arc<str>, u64)>, bool), EngineError> {
+        let (total, mut clients, partial) = match &self.way {
+            Way::Redis(c) => c.channel_clients(channel, after, limit).await?,
+            Way::Local => {
+                let (total, clients) = self.registry.channel_clients(channel, after, limit);
+                (total, clients, false)
+            }
+        };
+        // On a presence channel, a client id within its grace is still there as the events
+        // have it (no `leave` yet, and no `join` if it returns): listed with 0 sessions.
+        if let Some(feed) = self.registry.presence_feed()
+            && self.registry.is_presence_channel(channel)
+        {
+            let grace = match &self.way {
+                Way::Redis(c) => c.pending_leaves(channel).await?,
+                Way::Local => feed.grace_of(channel),
+            };
+            crate::registry::presence::with_grace(&mut clients, grace, after, limit);
+        }
+        Ok((total, clients, partial))
+    }
+
+    /// One page of the channels with subscribers on every node: names starting with `prefix`,
+    /// after `after`, at most `limit`, with their sessions; true when some node did not
+    /// answer in time.
+    pub async fn channel_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(Arc<str>, u64)>, bool), EngineError> {
+        match &self.way {
+            Way::Redis(c) => c.channel_page(prefix, after, limit).await,
+            Way::Local => Ok((self.registry.channel_page(prefix, after, limit), false)),
         }
     }
 
@@ -321,15 +382,27 @@ impl Router {
 
     /// Starts the cluster's background tasks; they stop when the guards drop.
     pub fn start(&self) -> Vec<AbortOnDrop> {
-        match &self.way {
+        let mut tasks = match &self.way {
             Way::Redis(c) => c.start(),
             Way::Local => Vec::new(),
+        };
+        if let Some(feed) = self.registry.presence_feed() {
+            let task = super::presence::run(self.clone(), Arc::clone(feed), self.presence_grace);
+            tasks.push(AbortOnDrop(tokio::spawn(task)));
         }
+        tasks
     }
 
     /// On shutdown, once the sessions are closed: leaves the cluster (see `Cluster::leave`).
     pub async fn leave(&self, bound: Duration) {
         if let Way::Redis(c) = &self.way {
+            if self.registry.presence_feed().is_some() {
+                // Every session here is closed: this node's channel entries go, and its
+                // clients leave after the grace unless they come back elsewhere. Done here,
+                // not left to the presence task, since the node is about to stop listing
+                // itself and nobody would clear them after it.
+                let _ = tokio::time::timeout(bound, c.clear_own_channels()).await;
+            }
             c.leave(bound).await;
         }
     }

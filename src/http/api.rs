@@ -190,6 +190,8 @@ async fn dispatch(
         Endpoint::Block(raw) => {
             reply(control::unblock_client(shared, &client_id_from_path(raw)?).await?)
         }
+        Endpoint::Channels => super::channels::list(shared, query).await,
+        Endpoint::ChannelPresence(raw) => super::channels::presence(shared, raw, query).await,
         Endpoint::Session(id) => {
             let closed = shared
                 .handle

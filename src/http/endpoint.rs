@@ -31,6 +31,10 @@ pub enum Endpoint<'a> {
     Blocks,
     /// `DELETE /api/v1/blocks/{client_id}`, still percent-encoded.
     Block(&'a str),
+    /// `GET /api/v1/channels`: the listing.
+    Channels,
+    /// `GET /api/v1/channels/{channel}/presence`, the channel still percent-encoded.
+    ChannelPresence(&'a str),
     /// Any other path under `/api/`: the API answers it (401 before 404), so it is its own.
     OtherApi,
     /// `GET /health`.
@@ -81,6 +85,7 @@ impl<'a> Endpoint<'a> {
             "subscribe" => Endpoint::Subscribe,
             "unsubscribe" => Endpoint::Unsubscribe,
             "blocks" => Endpoint::Blocks,
+            "channels" => Endpoint::Channels,
             _ => {
                 if let Some(id) = path.strip_prefix("sessions/") {
                     Endpoint::Session(id)
@@ -92,6 +97,11 @@ impl<'a> Endpoint<'a> {
                     Endpoint::Client(id)
                 } else if let Some(id) = path.strip_prefix("blocks/") {
                     Endpoint::Block(id)
+                } else if let Some(ch) = path
+                    .strip_prefix("channels/")
+                    .and_then(|p| p.strip_suffix("/presence"))
+                {
+                    Endpoint::ChannelPresence(ch)
                 } else {
                     Endpoint::OtherApi
                 }
@@ -115,6 +125,8 @@ impl<'a> Endpoint<'a> {
                 | Endpoint::Client(_)
                 | Endpoint::Blocks
                 | Endpoint::Block(_)
+                | Endpoint::Channels
+                | Endpoint::ChannelPresence(_)
                 | Endpoint::OtherApi
         )
     }
@@ -133,6 +145,8 @@ impl<'a> Endpoint<'a> {
             | Endpoint::History(_)
             | Endpoint::Presence(_)
             | Endpoint::Blocks
+            | Endpoint::Channels
+            | Endpoint::ChannelPresence(_)
             | Endpoint::Health
             | Endpoint::Metrics
             | Endpoint::Demo
@@ -170,6 +184,8 @@ impl<'a> Endpoint<'a> {
             Endpoint::Unsubscribe => "unsubscribe",
             Endpoint::Client(_) => "clients",
             Endpoint::Blocks | Endpoint::Block(_) => "blocks",
+            Endpoint::Channels => "channels",
+            Endpoint::ChannelPresence(_) => "channel_presence",
             Endpoint::OtherApi => "other",
             Endpoint::Health => "health",
             Endpoint::Metrics => "metrics",
@@ -210,6 +226,12 @@ mod tests {
             ("/api/v1/clients/a", Endpoint::Client("a"), "clients"),
             ("/api/v1/blocks", Endpoint::Blocks, "blocks"),
             ("/api/v1/blocks/a", Endpoint::Block("a"), "blocks"),
+            ("/api/v1/channels", Endpoint::Channels, "channels"),
+            (
+                "/api/v1/channels/a%2Fb/presence",
+                Endpoint::ChannelPresence("a%2Fb"),
+                "channel_presence",
+            ),
             ("/api/v1/nothing", Endpoint::OtherApi, "other"),
             ("/api/v2/push", Endpoint::OtherApi, "other"),
         ];

@@ -39,6 +39,10 @@ pub struct Metrics {
     resumes_lost: AtomicU64,
     /// Messages replayed by resumes.
     replayed: AtomicU64,
+    /// Channel presence events announced: `join`, `leave` (docs/protocol.md §14).
+    presence_events: [AtomicU64; 2],
+    /// Channel presence queries answered (API, client `presence`, embedding).
+    presence_queries: AtomicU64,
     /// Upgrade refusals by error code.
     refusals: Mutex<BTreeMap<&'static str, u64>>,
     /// Session ends by close code (0 = connection lost without a close frame).
@@ -169,6 +173,17 @@ impl Metrics {
         );
         inc(&self.replayed, replayed);
     }
+
+    /// A channel presence event (`join` when true, else `leave`) was announced.
+    pub fn presence_event(&self, join: bool) {
+        self.presence_events[usize::from(!join)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A channel's presence was asked for.
+    pub fn presence_query(&self) {
+        self.presence_queries.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// An upgrade was refused with `code`.
     pub fn refused(&self, code: &'static str) {
         *self.refusals.lock().entry(code).or_default() += 1;

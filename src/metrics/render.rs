@@ -98,6 +98,24 @@ impl Metrics {
         );
         family(
             &mut o,
+            "tether_presence_events_total",
+            "Channel presence events announced to a channel's subscribers, by type.",
+            &["type"],
+            [
+                ("join", ld(&self.presence_events[0])),
+                ("leave", ld(&self.presence_events[1])),
+            ]
+            .into_iter()
+            .map(|(k, v)| (vec![k.to_string()], v)),
+        );
+        counter(
+            &mut o,
+            "tether_presence_queries_total",
+            "Channel presence queries answered (API, client presence command, embedding).",
+            ld(&self.presence_queries),
+        );
+        family(
+            &mut o,
             "tether_refusals_total",
             "Upgrade requests refused, by error code.",
             &["code"],

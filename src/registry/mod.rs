@@ -8,6 +8,7 @@
 
 mod fanout;
 pub(crate) mod listing;
+pub mod presence;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ struct Indexes {
     by_client: HashMap<Arc<str>, ClientSessions>,
     /// Subscribers of each channel.
     by_channel: HashMap<Arc<str>, HashMap<SessionId, Arc<Outbox>>>,
+    /// Sessions of each client id on each presence channel.
+    counts: presence::Counts,
 }
 
 /// The sessions of one client id. Most clients have one, which then needs no allocation.
@@ -100,6 +103,8 @@ pub struct Registry {
     compress_min: usize,
     /// Counters shared with `/metrics`.
     pub(crate) metrics: Arc<Metrics>,
+    /// `presence_channels`, and the changes waiting for the presence task.
+    presence: Option<(presence::Matcher, Arc<presence::Feed>)>,
 }
 
 impl Registry {
@@ -111,12 +116,23 @@ impl Registry {
             max_channels,
             compress_min: crate::config::DEFAULT_COMPRESSION_MIN_SIZE,
             metrics,
+            presence: None,
         }
     }
 
     /// Sets `compression_min_size` for fan-outs.
     pub fn with_compression_min(mut self, min: usize) -> Registry {
         self.compress_min = min;
+        self
+    }
+
+    /// Sets `presence_channels`: first and last sessions of a client id on those channels are
+    /// noted for the presence task (docs/protocol.md §14).
+    pub fn with_presence(mut self, channels: &[String]) -> Registry {
+        let matcher = presence::Matcher::new(channels);
+        if !matcher.is_empty() {
+            self.presence = Some((matcher, Arc::new(presence::Feed::default())));
+        }
         self
     }
 
@@ -171,6 +187,18 @@ impl Registry {
                     idx.by_channel.remove(&ch);
                 }
             }
+            self.left(&mut idx, &ch, &outbox.client_id);
+        }
+    }
+
+    /// A session of `client` left `channel`: on a presence channel, its client id's last one
+    /// here is noted for the presence task.
+    fn left(&self, idx: &mut Indexes, channel: &Arc<str>, client: &Arc<str>) {
+        if let Some((m, feed)) = &self.presence
+            && m.matches(channel)
+            && presence::remove(&mut idx.counts, channel, client)
+        {
+            feed.note(channel, client);
         }
     }
 
@@ -195,6 +223,12 @@ impl Registry {
             .entry(Arc::clone(&key))
             .or_default()
             .insert(outbox.id, Arc::clone(outbox));
+        if let Some((m, feed)) = &self.presence
+            && m.matches(&key)
+            && presence::add(&mut idx.counts, &key, &outbox.client_id)
+        {
+            feed.note(&key, &outbox.client_id);
+        }
         subs.list.push(key);
         Subscribed::New
     }
@@ -202,12 +236,22 @@ impl Registry {
     /// Unsubscribes; false when the session was not subscribed.
     pub fn unsubscribe(&self, outbox: &Outbox, channel: &str) -> bool {
         let mut idx = self.idx.write();
+        let Some(key) = idx
+            .by_channel
+            .get_key_value(channel)
+            .map(|(k, _)| Arc::clone(k))
+        else {
+            return false;
+        };
         let Some(subs) = idx.by_channel.get_mut(channel) else {
             return false;
         };
         let removed = subs.remove(&outbox.id).is_some();
         if subs.is_empty() {
             idx.by_channel.remove(channel);
+        }
+        if removed {
+            self.left(&mut idx, &key, &outbox.client_id);
         }
         drop(idx);
         if removed {
@@ -315,6 +359,41 @@ mod tests {
         assert_eq!(r.publish("news", &m), 0);
         assert_eq!(r.send_to_client("alice", &m), Some(1));
         assert!(r.send_to_client("carol", &m).is_none());
+    }
+
+    #[test]
+    fn presence_channels_note_first_and_last_sessions_of_a_client_id() {
+        let r = Arc::new(
+            Registry::new(
+                QueueLimits {
+                    frames: 4,
+                    bytes: 1 << 20,
+                },
+                8,
+                Arc::new(Metrics::default()),
+            )
+            .with_presence(&["lobby".into()]),
+        );
+        let feed = Arc::clone(r.presence_feed().unwrap());
+        let tab1 = session(&r, "alice");
+        let tab2 = session(&r, "alice");
+        r.subscribe(&tab1, "lobby");
+        r.subscribe(&tab1, "news");
+        assert_eq!(
+            feed.take().len(),
+            1,
+            "the first session, on the presence channel only"
+        );
+        r.subscribe(&tab2, "lobby");
+        assert!(feed.take().is_empty(), "a second tab is no change");
+        assert_eq!(r.sessions_on("lobby", "alice"), 2);
+        r.remove(&tab1);
+        assert!(feed.take().is_empty());
+        assert!(r.unsubscribe(&tab2, "lobby"));
+        let last = feed.take();
+        assert_eq!(&*last[0].1, "alice");
+        assert_eq!(r.sessions_on("lobby", "alice"), 0);
+        assert!(r.presence_pairs().is_empty());
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub fn on_text(text: &str, outbox: &Arc<Outbox>, shared: &Arc<Shared>, created: 
         "unsubscribe" => unsubscribe(&r, env.data),
         "publish" => publish(&r, env.data, created),
         "refresh" => refresh(&r, env.data),
+        "presence" => presence(&r, env.data),
         other => {
             if shared.handler.on_message(&s, other, env.data) == Handled::No {
                 r.fail(
@@ -192,6 +193,28 @@ fn unsubscribe(r: &Reply<'_>, data: Option<&RawValue>) {
     };
     r.shared.registry.unsubscribe(r.outbox, &data.channel);
     r.ok("unsubscribed", Some(&channel_body(&data.channel)));
+}
+
+/// `presence {"channel"}` (docs/protocol.md §14): only from a subscriber of a presence channel;
+/// answered by a task, since the answer is gathered from every node.
+fn presence(r: &Reply<'_>, data: Option<&RawValue>) {
+    let Some(data) = channel_of(r, data) else {
+        return;
+    };
+    let subscribed = r
+        .outbox
+        .subs
+        .lock()
+        .list
+        .iter()
+        .any(|c| **c == *data.channel);
+    if !r.shared.registry.is_presence_channel(&data.channel) || !subscribed {
+        return r.fail(
+            err::FORBIDDEN,
+            "presence is answered only to subscribers of a presence channel (presence_channels)",
+        );
+    }
+    super::channel_presence::answer(r.shared, r.outbox, &data.channel, r.id);
 }
 
 fn publish(r: &Reply<'_>, data: Option<&RawValue>, created: &mut u16) {

@@ -6,7 +6,8 @@
 //! - `resume`: replay and the hand-over on `since`; `join`: joining a channel, for a client's
 //!   `subscribe`, the server's and at connect, and the orders for a client id's sessions;
 //!   `clustered`: client `publish` in a cluster;
-//!   `welcome`: a plain TCP session's welcome, written on the edge thread.
+//!   `welcome`: a plain TCP session's welcome, written on the edge thread; `channel_presence`:
+//!   the `presence` command's answer.
 //!
 //! It may use shared state, `delivery` (the `Handler` callbacks), the registry, outboxes, the
 //! engine, `net` and the bottom; the handshake (which opens sessions) and the server sit above.
@@ -14,6 +15,7 @@
 //! Whatever ends the session, the [`Guard`] removes it from the registry and releases its
 //! admission slot.
 
+mod channel_presence;
 mod close;
 mod clustered;
 mod commands;
