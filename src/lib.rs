@@ -63,6 +63,7 @@ mod webhooks;
 pub use config::Config;
 pub use delivery::handle::{Handle, Sent};
 pub use delivery::handler::{Handled, Handler, Session};
+pub use delivery::history::{History, HistoryOf};
 pub use engine::EngineError;
 pub use net::budget::raise_fd_limit;
 pub use serde_json::value::RawValue;

@@ -132,6 +132,16 @@ impl Handle {
         self.router.disconnect(session_id).await
     }
 
+    /// Whether history is on (`history_size > 0`).
+    pub(super) fn history_on(&self) -> bool {
+        self.history
+    }
+
+    /// The router it sends through.
+    pub(super) fn router(&self) -> &Router {
+        &self.router
+    }
+
     /// Live sessions of this node.
     pub fn connections(&self) -> usize {
         self.router.registry().len()

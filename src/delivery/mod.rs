@@ -2,10 +2,11 @@
 //! chosen once where the shared state is built, answers every question about other nodes
 //! (delivery, presence, listings, health, the dashboard's shared samples, lifecycle, session
 //! hooks); [`Handle`](handle::Handle) has one method per operation (push, publish, broadcast,
-//! push to a session, disconnect; the API goes through it too) and builds each message once;
+//! push to a session, disconnect, a page of history; the API goes through it too) and builds each message once;
 //! [`Handler`](handler::Handler) is the application's callbacks. It may use the registry, the
 //! engine, the cluster plumbing, outboxes and the bottom; never sessions, HTTP or the server.
 
 pub(crate) mod handle;
 pub(crate) mod handler;
+pub(crate) mod history;
 pub(crate) mod router;

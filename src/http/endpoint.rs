@@ -13,12 +13,16 @@ pub enum Endpoint<'a> {
     Broadcast,
     /// `POST /api/v1/publish`.
     Publish,
+    /// `POST /api/v1/batch`: many push, publish and broadcast commands in one request.
+    Batch,
     /// `GET /api/v1/sessions`: the listing.
     Sessions,
     /// `DELETE /api/v1/sessions/{session_id}`.
     Session(&'a str),
     /// `GET /api/v1/history/{client_id}`, the client id still percent-encoded.
     History(&'a str),
+    /// `GET /api/v1/channels/{channel}/history`, the channel name still percent-encoded.
+    ChannelHistory(&'a str),
     /// `GET /api/v1/presence/{client_id}`, the client id still percent-encoded.
     Presence(&'a str),
     /// Any other path under `/api/`: the API answers it (401 before 404), so it is its own.
@@ -67,6 +71,7 @@ impl<'a> Endpoint<'a> {
             "push" => Endpoint::Push,
             "broadcast" => Endpoint::Broadcast,
             "publish" => Endpoint::Publish,
+            "batch" => Endpoint::Batch,
             "sessions" => Endpoint::Sessions,
             _ => {
                 if let Some(id) = path.strip_prefix("sessions/") {
@@ -75,6 +80,11 @@ impl<'a> Endpoint<'a> {
                     Endpoint::History(id)
                 } else if let Some(id) = path.strip_prefix("presence/") {
                     Endpoint::Presence(id)
+                } else if let Some(name) = path
+                    .strip_prefix("channels/")
+                    .and_then(|p| p.strip_suffix("/history"))
+                {
+                    Endpoint::ChannelHistory(name)
                 } else {
                     Endpoint::OtherApi
                 }
@@ -89,9 +99,11 @@ impl<'a> Endpoint<'a> {
             Endpoint::Push
                 | Endpoint::Broadcast
                 | Endpoint::Publish
+                | Endpoint::Batch
                 | Endpoint::Sessions
                 | Endpoint::Session(_)
                 | Endpoint::History(_)
+                | Endpoint::ChannelHistory(_)
                 | Endpoint::Presence(_)
                 | Endpoint::OtherApi
         )
@@ -100,11 +112,12 @@ impl<'a> Endpoint<'a> {
     /// The methods it takes, as a `405` lists them in `Allow`; empty where there is nothing.
     pub fn allowed(&self) -> &'static [Method] {
         match self {
-            Endpoint::Push | Endpoint::Broadcast | Endpoint::Publish => POST,
+            Endpoint::Push | Endpoint::Broadcast | Endpoint::Publish | Endpoint::Batch => POST,
             Endpoint::Session(_) => DELETE,
             Endpoint::OtherApi => &[],
             Endpoint::Sessions
             | Endpoint::History(_)
+            | Endpoint::ChannelHistory(_)
             | Endpoint::Presence(_)
             | Endpoint::Health
             | Endpoint::Metrics
@@ -136,8 +149,9 @@ impl<'a> Endpoint<'a> {
             Endpoint::Push => "push",
             Endpoint::Broadcast => "broadcast",
             Endpoint::Publish => "publish",
+            Endpoint::Batch => "batch",
             Endpoint::Sessions | Endpoint::Session(_) => "sessions",
-            Endpoint::History(_) => "history",
+            Endpoint::History(_) | Endpoint::ChannelHistory(_) => "history",
             Endpoint::Presence(_) => "presence",
             Endpoint::OtherApi => "other",
             Endpoint::Health => "health",
@@ -174,6 +188,13 @@ mod tests {
                 "history",
             ),
             ("/api/v1/presence/", Endpoint::Presence(""), "presence"),
+            ("/api/v1/batch", Endpoint::Batch, "batch"),
+            (
+                "/api/v1/channels/a%2Fb/history",
+                Endpoint::ChannelHistory("a%2Fb"),
+                "history",
+            ),
+            ("/api/v1/channels/x", Endpoint::OtherApi, "other"),
             ("/api/v1/nothing", Endpoint::OtherApi, "other"),
             ("/api/v2/push", Endpoint::OtherApi, "other"),
         ];
