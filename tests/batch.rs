@@ -106,21 +106,37 @@ async fn a_batch_too_long_or_of_the_wrong_shape_is_refused_whole() {
 
     let too_many: Vec<String> = (0..1001).map(|_| push("alice", "no")).collect();
     let (status, v) = batch(s.addr, &too_many).await;
-    assert_eq!((status, &v["error"]["code"]), (400, &json(r#""invalid_body""#)));
-    assert!(v["error"]["message"].as_str().unwrap().contains("1000"), "{v}");
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (400, &json(r#""invalid_body""#))
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("1000"),
+        "{v}"
+    );
 
     for (body, says) in [
         (r#"{"commands":[]}"#, "1 to 1000"),
-        (r#"{"commands":[{"pusj":{"client_id":"alice","type":"x"}}]}"#, "pusj"),
+        (
+            r#"{"commands":[{"pusj":{"client_id":"alice","type":"x"}}]}"#,
+            "pusj",
+        ),
         (
             r#"{"commands":[{"push":{"client_id":"alice","type":"x"},"broadcast":{"type":"x"}}]}"#,
             "commands[0]",
         ),
-        (r#"{"commands":[5]}"#, "exactly one of push, publish, broadcast"),
+        (
+            r#"{"commands":[5]}"#,
+            "exactly one of push, publish, broadcast",
+        ),
         (r#"{"cmds":[]}"#, "cmds"),
     ] {
         let (status, v) = post(s.addr, "/api/v1/batch", body).await;
-        assert_eq!((status, &v["error"]["code"]), (400, &json(r#""invalid_body""#)), "{body}");
+        assert_eq!(
+            (status, &v["error"]["code"]),
+            (400, &json(r#""invalid_body""#)),
+            "{body}"
+        );
         let message = v["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{body}: {message}");
     }
@@ -131,7 +147,10 @@ async fn a_batch_too_long_or_of_the_wrong_shape_is_refused_whole() {
     assert_eq!(status, 200);
     let r = results(&v);
     assert_eq!(r.len(), 1000);
-    assert!(r.iter().all(|(s, b)| *s == 200 && b["delivered"] == 1), "{v}");
+    assert!(
+        r.iter().all(|(s, b)| *s == 200 && b["delivered"] == 1),
+        "{v}"
+    );
     let got = types(&mut alice, 1000).await;
     let want: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
     assert_eq!(got, want);
@@ -188,8 +207,10 @@ async fn a_batch_on_one_node_reaches_sessions_on_both_nodes_of_a_cluster() {
     let (status, v) = batch(a.addr, &commands).await;
     assert_eq!(status, 200, "{v}");
     let r = results(&v);
-    let delivered: Vec<(u64, Option<u64>)> =
-        r.iter().map(|(s, b)| (*s, b["delivered"].as_u64())).collect();
+    let delivered: Vec<(u64, Option<u64>)> = r
+        .iter()
+        .map(|(s, b)| (*s, b["delivered"].as_u64()))
+        .collect();
     assert_eq!(
         delivered,
         [
@@ -208,7 +229,12 @@ async fn a_batch_on_one_node_reaches_sessions_on_both_nodes_of_a_cluster() {
 
     assert_eq!(types(&mut alice, 2).await, ["to-a", "all"]);
     assert_eq!(types(&mut bob, 4).await, ["to-b", "n", "all", "k"]);
-    post(b.addr, "/api/v1/push", r#"{"client_id":"bob","type":"marker"}"#).await;
+    post(
+        b.addr,
+        "/api/v1/push",
+        r#"{"client_id":"bob","type":"marker"}"#,
+    )
+    .await;
     assert_eq!(types(&mut bob, 1).await, ["marker"]);
     stop(a).await;
     stop(b).await;
