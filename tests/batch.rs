@@ -96,6 +96,21 @@ async fn a_mixed_batch_answers_each_command_in_order_and_delivers_the_good_ones(
 
     assert_eq!(types(&mut alice, 3).await, ["a1", "all", "a2"]);
     assert_eq!(types(&mut bob, 2).await, ["n1", "all"]);
+
+    // Pushes to several client ids interleaved: each client id's arrive in batch order.
+    let commands: Vec<String> = (0..30)
+        .map(|i| push(["alice", "bob"][i % 2], &format!("o{i}")))
+        .collect();
+    let (status, _) = batch(s.addr, &commands).await;
+    assert_eq!(status, 200);
+    let want = |r: usize| {
+        (0..30)
+            .filter(|i| i % 2 == r)
+            .map(|i| format!("o{i}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(types(&mut alice, 15).await, want(0));
+    assert_eq!(types(&mut bob, 15).await, want(1));
     stop(s).await;
 }
 

@@ -6,11 +6,19 @@
 //! `{"commands":[{"<kind>":{…}},…]}`, an unknown kind or more than [`MAX_COMMANDS`] refuse the
 //! whole batch with 400 `invalid_body`, so a typo never half-runs one. A command whose own body
 //! is wrong gets its single call's error as its result, and the others still run.
+//!
+//! Consecutive pushes to distinct client ids run at the same time (up to [`WAVE`]): their
+//! recipients are disjoint (a session has one client id), so nobody can tell the difference,
+//! and in a cluster their Redis and node round trips overlap instead of adding up. Anything
+//! else — a second push to a client id of the wave, a push to a session (whose client id is
+//! unknown here), a publish (whose subscribers may be anyone), a broadcast — starts a new wave
+//! after the previous one has answered, so every recipient gets messages in batch order.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
+use futures_util::future::join_all;
 use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -22,6 +30,9 @@ use crate::state::Shared;
 
 /// Most commands in one batch.
 pub const MAX_COMMANDS: usize = 1000;
+
+/// Most commands of a batch in flight at once: bounds the burst a batch puts on Redis.
+const WAVE: usize = 128;
 
 /// The command table: each kind a batch may hold, and the single call's handler it runs with
 /// its body. Adding a kind is one line here.
@@ -76,14 +87,22 @@ pub async fn batch(shared: &Shared, body: &[u8]) -> Reply {
     // Text of the results: a typical answer is under 64 bytes.
     let mut out = Vec::with_capacity(16 + commands.len() * 64);
     out.extend_from_slice(b"{\"results\":[");
-    for (i, (kind, body)) in commands.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    let mut first = true;
+    let mut rest = &commands[..];
+    while !rest.is_empty() {
+        let (wave, after) = rest.split_at(wave_len(rest));
+        rest = after;
+        let replies = join_all(wave.iter().map(|(kind, body)| run(shared, kind, body))).await;
+        for reply in replies {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            let (status, body) = answered(reply);
+            out.extend_from_slice(format!("{{\"status\":{},\"body\":", status.as_u16()).as_bytes());
+            out.extend_from_slice(&body);
+            out.push(b'}');
         }
-        let (status, body) = answered(run(shared, kind, body).await);
-        out.extend_from_slice(format!("{{\"status\":{},\"body\":", status.as_u16()).as_bytes());
-        out.extend_from_slice(&body);
-        out.push(b'}');
     }
     out.extend_from_slice(b"]}");
     Ok((StatusCode::OK, Bytes::from(out)))
@@ -113,8 +132,91 @@ fn command<'a>(i: usize, raw: &'a RawValue) -> Result<(Cow<'a, str>, &'a RawValu
     Ok((kind, body))
 }
 
+/// The fields of a push that say who gets it; the handler checks the rest.
+#[derive(Deserialize)]
+struct Recipient<'a> {
+    #[serde(borrow, default)]
+    client_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    session_id: Option<Cow<'a, str>>,
+}
+
+/// The client id a command pushes to, when it is a push to a client id and nothing else.
+fn client_push<'a>(kind: &str, body: &'a RawValue) -> Option<Cow<'a, str>> {
+    if kind != "push" {
+        return None;
+    }
+    match serde_json::from_str::<Recipient<'a>>(body.get()) {
+        Ok(Recipient {
+            client_id: Some(id),
+            session_id: None,
+        }) => Some(id),
+        _ => None,
+    }
+}
+
+/// How many of `commands`, from the first, may run at the same time: a run of pushes to
+/// distinct client ids, at most [`WAVE`]; at least one command.
+fn wave_len(commands: &[(Cow<'_, str>, &RawValue)]) -> usize {
+    let mut seen = HashSet::new();
+    let run = commands
+        .iter()
+        .take(WAVE)
+        .map_while(|(kind, body)| client_push(kind, body))
+        .take_while(|id| seen.insert(id.clone()))
+        .count();
+    run.max(1)
+}
+
 /// A command's result as its single call would have answered: the answer, or the error's
 /// status and `{"error":…}` body.
 fn answered(reply: Reply) -> Answer {
     reply.unwrap_or_else(|e| (e.status(), Bytes::from(e.body())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waves(list: &[(&str, &str)]) -> Vec<usize> {
+        let raws: Vec<Box<RawValue>> = list
+            .iter()
+            .map(|(_, b)| RawValue::from_string(b.to_string()).unwrap())
+            .collect();
+        let commands: Vec<(Cow<'_, str>, &RawValue)> = list
+            .iter()
+            .zip(&raws)
+            .map(|((k, _), raw)| (Cow::Borrowed(*k), raw.as_ref()))
+            .collect();
+        let mut rest = &commands[..];
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let n = wave_len(rest);
+            out.push(n);
+            rest = &rest[n..];
+        }
+        out
+    }
+
+    #[test]
+    fn only_pushes_to_distinct_client_ids_share_a_wave() {
+        let to = |id: &str| format!(r#"{{"client_id":"{id}","type":"t"}}"#);
+        let (a, b, c) = (to("a"), to("b"), to("c"));
+        let session = r#"{"session_id":"0000000000000001","type":"t"}"#;
+        let publish = r#"{"channel":"n","type":"t"}"#;
+        let list = [
+            ("push", a.as_str()),
+            ("push", b.as_str()),
+            ("push", a.as_str()),
+            ("push", c.as_str()),
+            ("publish", publish),
+            ("push", session),
+            ("push", "{\"client_id\":5}"),
+            ("push", b.as_str()),
+        ];
+        assert_eq!(waves(&list), [2, 2, 1, 1, 1, 1]);
+        let many: Vec<String> = (0..300).map(|i| to(&format!("c{i}"))).collect();
+        let list: Vec<(&str, &str)> = many.iter().map(|b| ("push", b.as_str())).collect();
+        assert_eq!(waves(&list), [128, 128, 44]);
+    }
 }
