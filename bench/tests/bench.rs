@@ -332,3 +332,16 @@ async fn storm_migrates_clients_to_another_node_paced() {
     }
     stop(b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_times_single_pushes_and_one_batch_with_every_delivery_checked() {
+    let s = start(config(&[])).await;
+    let v = bench(s.addr, "batch", &["batch", "-n", "50", "--repeat", "2"]).await;
+    assert_eq!(v["scenario"], "batch");
+    assert_eq!(v["clients"], 50);
+    for field in ["single_pushes_per_s", "batch_pushes_per_s", "ratio"] {
+        assert!(v[field].as_f64().is_some_and(|x| x > 0.0), "{field}: {v}");
+    }
+    assert_eq!(v["batch_each"].as_array().map(Vec::len), Some(2), "{v}");
+    stop(s).await;
+}
