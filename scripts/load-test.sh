@@ -20,10 +20,12 @@
 #   ONLY=migrate scripts/load-test.sh    # paced restart vs. all at once, each with and without --honor-hint
 #   PIN=1 ONLY=migrate scripts/load-test.sh         # servers on CPU 1, tether-bench on CPU 0
 #   PIN=1 ONLY=webhooks scripts/load-test.sh        # the sink runs on tether-bench's CPU
+#   PIN=1 ONLY=batch scripts/load-test.sh           # 1,000 single pushes against one batch of them
 #
 # Environment: N (connections, 19000), HOLD (60s), SOAK (1 = 10m hold), PORT (18080),
 # ONLY (scenarios to run: hold fanout storm evict [default], auth, hold-history,
-# hold-compression, hold-webhooks, everything, everything-cluster, connect-load, migrate, webhooks), OUT (results
+# hold-compression, hold-webhooks, everything, everything-cluster, connect-load, migrate, webhooks,
+# batch), OUT (results
 # folder), PAUSE_SECS (5, between scenarios); connect-load: NEW (500),
 # BATCH (8), BCAST_RATE (3), AUTH (1 = auth on and tokens); migrate: MIGRATE_WINDOW (10s),
 # MIGRATE_HINT ("no yes": runs without and with --honor-hint), node B on PORT + 1; webhooks:
@@ -31,7 +33,8 @@
 # queue to drain), WEBHOOK_FAIL_FIRST (0: the sink answers 500 to that many first POSTs),
 # WEBHOOK_DELAY_MS (0: the sink's delay before each answer); PIN (1 = taskset: servers on CPU 1,
 # tether-bench and the webhook sink on CPU 0). Auth secrets are random, in a temp file removed
-# on exit; the webhook secret is random too, passed through the environment.
+# on exit; the webhook secret is random too, passed through the environment; batch: BATCH_N
+# (1000, at most 1000), REPEAT (7).
 # Needs: cargo, curl, jq (and node for webhooks). One process may hold at most 20,000
 # descriptors here: tether-bench spreads its clients over worker processes and loopback source
 # addresses by itself.
@@ -180,6 +183,14 @@ if wants migrate; then
       k=$((k + 1))
     done
   done
+fi
+if wants batch; then
+  # Server-side control (docs/benchmarks.md): BATCH_N pushes to distinct client ids as single
+  # calls on one keep-alive connection, then as one POST /api/v1/batch, REPEAT times each. One
+  # runtime worker thread, so the figure is per core (pin with PIN=1).
+  TOKIO_WORKER_THREADS=1 start_tether "$PORT" --worker-threads 1
+  bench batch batch -n "${BATCH_N:-1000}" --repeat "${REPEAT:-7}" --url "$URL" --source "$(src 17)"
+  stop_servers; pause
 fi
 if wants webhooks; then
   # Webhooks during a reconnect storm (docs/protocol.md §10): a sink (scripts/webhook-sink.mjs) on

@@ -40,6 +40,9 @@ pub enum Scenario {
     /// N clients move between K presence channels at random for T; one observer per channel
     /// checks every `join` / `leave` arrives exactly once (server: presence_channels = prefix*).
     Lobby(LobbyArgs),
+    /// N clients; the same N pushes as single API calls on one keep-alive connection, then as
+    /// one `POST /api/v1/batch`: throughput of each and the ratio.
+    Batch(BatchArgs),
     /// Internal: one worker process of a scenario.
     #[command(hide = true)]
     Worker {
@@ -227,6 +230,23 @@ pub struct ResumeArgs {
     /// Longest wait for the last deliveries after the last push.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+}
+
+/// `tether-bench batch`.
+#[derive(clap::Args, Debug)]
+pub struct BatchArgs {
+    /// Target and output options (this scenario runs in one process).
+    #[command(flatten)]
+    pub common: Common,
+    /// Clients, each its own client id (at most 1000: one batch).
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub clients: u64,
+    /// Repetitions of both phases; the medians are reported.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: u64,
+    /// Size of each push's padding in `data`, in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub bytes: usize,
 }
 
 /// `tether-bench connect-load`.

@@ -1,5 +1,5 @@
 //! `tether-bench`: the load-test client of tether. Scenarios `hold`, `fanout`, `evict`, `storm`,
-//! `connect-load`, `resume`, `presence` and `lobby` drive a running server on loopback from several worker processes (this binary re-run as the
+//! `connect-load`, `resume`, `presence`, `lobby` and `batch` drive a running server on loopback from several worker processes (this binary re-run as the
 //! hidden `tether-bench worker`), each with its own loopback source address, and merge their
 //! figures. It speaks only the wire protocol and the HTTP API, so it can load any build of the
 //! server, or another server that keeps the same contract.
@@ -7,7 +7,7 @@
 //! Layout: [`cli`] (the flags), [`target`] (URLs, durations), [`stats`] (histogram, loss
 //! accounting), [`proto`] (parent ↔ worker lines), [`fleet`] (worker processes, progress line),
 //! [`worker`], [`conn`] and [`raw`] (the clients), [`storm`], [`migrate`] and [`probe`] (their
-//! worker sides), [`resume`] (in-process), [`token`] (JWTs for servers with auth on), [`http`]
+//! worker sides), [`resume`] and [`batch`] (in-process), [`token`] (JWTs for servers with auth on), [`http`]
 //! (API client), [`sys`] (/proc), [`lobby`] and [`lobby_run`] (channel presence), [`run`], [`fanout`], [`connect_load`] and [`migrate_run`] (the
 //! scenario drivers), [`timeline`] (reconnects per 100 ms), [`report`] (figures to JSON and text).
 
@@ -15,6 +15,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod batch;
 mod cli;
 mod conn;
 mod connect_load;
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
         Scenario::ConnectLoad(a) => (connect_load::run(a), &a.common),
         Scenario::Presence(a) => (lobby_run::presence(a), &a.common),
         Scenario::Lobby(a) => (lobby_run::lobby(a), &a.common),
+        Scenario::Batch(a) => (batch::run(a), &a.common),
     };
     match result {
         Ok((mut json, summary)) => {

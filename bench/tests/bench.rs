@@ -375,5 +375,17 @@ async fn presence_and_lobby() {
     assert!(lobby["events"].as_u64().unwrap() > 0, "{lobby}");
     assert_eq!(lobby["exactly_once"], true, "{lobby}");
     assert_eq!(lobby["unexpected_closes"], 0, "{lobby}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_times_single_pushes_and_one_batch_with_every_delivery_checked() {
+    let s = start(config(&[])).await;
+    let v = bench(s.addr, "batch", &["batch", "-n", "50", "--repeat", "2"]).await;
+    assert_eq!(v["scenario"], "batch");
+    assert_eq!(v["clients"], 50);
+    for field in ["single_pushes_per_s", "batch_pushes_per_s", "ratio"] {
+        assert!(v[field].as_f64().is_some_and(|x| x > 0.0), "{field}: {v}");
+    }
+    assert_eq!(v["batch_each"].as_array().map(Vec::len), Some(2), "{v}");
     stop(s).await;
 }

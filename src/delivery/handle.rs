@@ -275,7 +275,12 @@ impl Handle {
         self.router.disconnect(session_id).await
     }
 
-    /// The router under this handle.
+    /// Whether history is on (`history_size > 0`).
+    pub(super) fn history_on(&self) -> bool {
+        self.history
+    }
+
+    /// The router it sends through.
     pub(super) fn router(&self) -> &Router {
         &self.router
     }

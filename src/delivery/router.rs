@@ -175,6 +175,11 @@ impl Router {
         }
     }
 
+    /// The engine: streams and their history, on every node.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
     /// Who is connected here.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry

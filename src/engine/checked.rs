@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::{
     Appended, Engine, EngineError, EngineFuture, EngineStats, FrameTemplate, IdempotencyOutcome,
-    Position, Recovery, RequestDigest, StreamKey, Target,
+    Page, PageQuery, Position, Recovery, RequestDigest, StreamKey, Target,
 };
 use crate::id::SessionId;
 use crate::id::{valid_channel, valid_client_id};
@@ -63,6 +63,10 @@ impl Engine for Checked {
         since: &'a Position,
     ) -> EngineFuture<'a, Recovery> {
         refuse(stream(key)).unwrap_or_else(|| self.0.recover(key, since))
+    }
+
+    fn page<'a>(&'a self, key: &'a StreamKey, query: &'a PageQuery) -> EngineFuture<'a, Page> {
+        refuse(stream(key)).unwrap_or_else(|| self.0.page(key, query))
     }
 
     fn ensure<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, Position> {

@@ -27,7 +27,8 @@ use super::lost::Lost;
 use super::position::fresh_bits;
 use super::{
     Appended, Engine, EngineFuture, EngineStats, Epoch, FrameTemplate, IdempotencyOutcome, Live,
-    LiveSink, Position, Recovery, RequestDigest, Stored, StreamKey, Target, TimeSource,
+    LiveSink, Page, PageQuery, Position, Recovery, RequestDigest, Stored, StreamKey, Target,
+    TimeSource, page,
 };
 use index::{Index, UNBORN_BUCKETS};
 
@@ -329,6 +330,27 @@ impl MemoryEngine {
         })
     }
 
+    fn page_now(&self, key: &StreamKey, q: &PageQuery) -> Page {
+        self.with_state(key, |state| {
+            let held = state.messages.len() as u64;
+            // Held messages are contiguous up to the top, so `oldest` indexes them.
+            let oldest = state.top + 1 - held;
+            let window = page::window(state.top, oldest, q.since_seq(), q.limit as u64, q.reverse);
+            let messages = window
+                .map(|(a, b)| {
+                    let skip = (a - oldest) as usize;
+                    let take = (b - a + 1) as usize;
+                    state.messages.range(skip..).take(take).cloned().collect()
+                })
+                .unwrap_or_default();
+            let position = Position {
+                epoch: state.epoch.clone(),
+                seq: state.top,
+            };
+            page::assemble(position, oldest, q, !state.gap, messages)
+        })
+    }
+
     fn lost_now(&self, key: &StreamKey) -> bool {
         let index = self.index.lock();
         index.streams.peek(key).is_none() && index.has_lost(key)
@@ -378,6 +400,10 @@ impl Engine for MemoryEngine {
         since: &'a Position,
     ) -> EngineFuture<'a, Recovery> {
         Box::pin(ready(Ok(self.recover_now(key, since))))
+    }
+
+    fn page<'a>(&'a self, key: &'a StreamKey, query: &'a PageQuery) -> EngineFuture<'a, Page> {
+        Box::pin(ready(Ok(self.page_now(key, query))))
     }
 
     fn ensure<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, Position> {

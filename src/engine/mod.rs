@@ -43,6 +43,7 @@ mod checked;
 mod keys;
 mod lost;
 pub mod memory;
+pub mod page;
 pub mod redis;
 
 use std::future::Future;
@@ -54,6 +55,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use checked::Checked;
+pub use page::{Page, PageQuery};
 // Epochs are the engine's to mint (`fresh_bits`); the type lives in `stream` with the other
 // words the cluster shares.
 pub use crate::stream::position;
@@ -197,6 +199,10 @@ pub trait Engine: Send + Sync + 'static {
     /// The stream's current position (for a missing stream, as [`Engine::recover`] reports
     /// it): `welcome` for a session that did not ask to resume.
     fn ensure<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, Position>;
+
+    /// One page of the stream's history under the rules of [`page`]; creates nothing (the
+    /// history API).
+    fn page<'a>(&'a self, key: &'a StreamKey, query: &'a PageQuery) -> EngineFuture<'a, Page>;
 
     /// The stream's current position if it exists; creates nothing (the history API).
     fn position<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, Option<Position>>;

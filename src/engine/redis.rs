@@ -13,14 +13,16 @@ use redis::Value;
 
 use super::{
     Appended, Engine, EngineError, EngineFuture, EngineStats, Epoch, FrameTemplate,
-    IdempotencyOutcome, MAX_IDEMPOTENCY_KEY_LEN, Position, Recovery, RequestDigest, Stored,
-    StreamKey, Target,
+    IdempotencyOutcome, MAX_IDEMPOTENCY_KEY_LEN, Page, PageQuery, Position, Recovery,
+    RequestDigest, Stored, StreamKey, Target,
 };
 use crate::cluster::{Cluster, wire};
 
 /// The engine of a clustered node.
 pub struct RedisEngine {
     cluster: Arc<Cluster>,
+    /// The paging script (`redis_page.rs`), hashed once.
+    page_script: redis::Script,
     history_size: usize,
     history_ttl: Duration,
     repeats: AtomicU64,
@@ -31,6 +33,7 @@ impl RedisEngine {
     pub fn new(cluster: Arc<Cluster>, history_size: usize, history_ttl: Duration) -> Self {
         RedisEngine {
             cluster,
+            page_script: page::script(),
             history_size: history_size.max(1),
             history_ttl,
             repeats: AtomicU64::new(0),
@@ -228,6 +231,10 @@ impl Engine for RedisEngine {
         Box::pin(async move { Ok(self.read(key, Some(since.seq)).await?.recovery(since)) })
     }
 
+    fn page<'a>(&'a self, key: &'a StreamKey, query: &'a PageQuery) -> EngineFuture<'a, Page> {
+        Box::pin(self.read_page(key, query))
+    }
+
     fn ensure<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, Position> {
         Box::pin(async move { Ok(self.read(key, None).await?.position) })
     }
@@ -358,6 +365,9 @@ impl Engine for RedisEngine {
         }
     }
 }
+
+#[path = "redis_page.rs"]
+mod page;
 
 #[cfg(test)]
 mod tests {

@@ -1,22 +1,21 @@
-//! The HTTP push and admin API (docs/protocol.md §5): push to a client id, publish to a channel,
-//! broadcast, list and close sessions. Request `data` is kept as raw JSON text end to end.
+//! The HTTP push and admin API (docs/protocol.md §5, §14): push to a client id, publish to a
+//! channel, broadcast, batches of those, history pages, list and close sessions. Request `data`
+//! is kept as raw JSON text end to end.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::http::request::Parts;
 use hyper::{Response, StatusCode, header};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
 use percent_encoding::percent_decode_str;
 
-use super::{Endpoint, control, delivery};
+use super::body::{API_BODY_MAX, BATCH_BODY_MAX, parse, read_body};
+use super::{Endpoint, batch, control, delivery, history};
+use crate::delivery::history::HistoryOf;
 use crate::http::error::Error;
 use crate::http::query::query_param;
 use crate::http::reply::{Body, error_response, json};
@@ -24,19 +23,6 @@ use crate::id::SessionId;
 use crate::protocol::json_str;
 use crate::registry::listing;
 use crate::state::Shared;
-
-/// Largest API request body.
-pub const API_BODY_MAX: usize = 1024 * 1024;
-
-/// `POST /api/v1/broadcast`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BroadcastBody<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
-}
 
 /// Answers one `/api/*` request; `head` and `body` are its parts.
 pub async fn answer(
@@ -127,30 +113,43 @@ async fn dispatch(
     }
     let query = head.uri.query();
     let timeout = shared.config.http_body_timeout;
-    match endpoint {
-        Endpoint::Push => delivery::push(shared, parse(&read_body(body, timeout).await?)?).await,
-        Endpoint::Publish => {
-            delivery::publish(shared, parse(&read_body(body, timeout).await?)?).await
-        }
+    let read = |max| read_body(body, timeout, max);
+    let answer = match endpoint {
+        Endpoint::Push => delivery::push(shared, parse(&read(API_BODY_MAX).await?)?).await,
+        Endpoint::Publish => delivery::publish(shared, parse(&read(API_BODY_MAX).await?)?).await,
         Endpoint::Broadcast => {
-            let body = read_body(body, timeout).await?;
-            let b: BroadcastBody<'_> = parse(&body)?;
-            delivery::check_type(&b.kind)?;
-            let sent = shared
-                .handle
-                .broadcast(&b.kind, b.data.map(RawValue::get))
-                .await;
-            Ok(json(StatusCode::OK, delivery::answer_body(None, &sent)))
+            delivery::broadcast(shared, parse(&read(API_BODY_MAX).await?)?).await
+        }
+        Endpoint::Batch => batch::batch(shared, &read(BATCH_BODY_MAX).await?).await,
+        Endpoint::Subscribe => {
+            return reply(control::subscribe_call(shared, &read(API_BODY_MAX).await?).await?);
+        }
+        Endpoint::Unsubscribe => {
+            return reply(control::unsubscribe_call(shared, &read(API_BODY_MAX).await?).await?);
         }
         Endpoint::History(raw) => {
             let client_id = client_id_from_path(raw)?;
-            let since = match query.and_then(|q| query_param(q, "since")) {
-                Some(Ok(s)) => Some(s.into_owned()),
-                Some(Err(())) => return Err(Error::InvalidBody("since is not valid UTF-8".into())),
-                None => None,
-            };
-            delivery::history(shared, &client_id, since.as_deref()).await
+            history::history(shared, HistoryOf::Client(&client_id), query).await
         }
+        Endpoint::ChannelHistory(raw) => {
+            let channel = percent_decode_str(raw)
+                .decode_utf8()
+                .map_err(|_| Error::BadChannel("not valid UTF-8".into()))?;
+            delivery::channel_ok(&channel)?;
+            history::history(shared, HistoryOf::Channel(&channel), query).await
+        }
+        _ => return other(shared, endpoint, query).await,
+    };
+    answer.map(|(status, body)| json(status, body))
+}
+
+/// The endpoints that are not a delivery or a history read: listings, presence, closing.
+async fn other(
+    shared: &Shared,
+    endpoint: Endpoint<'_>,
+    query: Option<&str>,
+) -> Result<Response<Body>, Error> {
+    match endpoint {
         Endpoint::Sessions => {
             let filter = match query.and_then(|q| query_param(q, "client_id")) {
                 Some(Ok(c)) => {
@@ -167,14 +166,6 @@ async fn dispatch(
             ))
         }
         Endpoint::Presence(raw) => presence(shared, &client_id_from_path(raw)?).await,
-        Endpoint::Subscribe => {
-            let body = read_body(body, timeout).await?;
-            reply(control::subscribe_call(shared, &body).await?)
-        }
-        Endpoint::Unsubscribe => {
-            let body = read_body(body, timeout).await?;
-            reply(control::unsubscribe_call(shared, &body).await?)
-        }
         Endpoint::Client(raw) => {
             let client_id = client_id_from_path(raw)?;
             let block_for = match query.and_then(|q| query_param(q, "block_for")) {
@@ -242,37 +233,6 @@ async fn presence(shared: &Shared, client_id: &str) -> Result<Response<Body>, Er
             names.join(",")
         ),
     ))
-}
-
-/// Reads the whole body within `deadline` from now: one bound on the total, so a body trickled
-/// a byte at a time cannot hold its connection (and descriptor) for longer than that.
-async fn read_body(body: Incoming, deadline: Duration) -> Result<bytes::Bytes, Error> {
-    let read = Limited::new(body, API_BODY_MAX).collect();
-    match tokio::time::timeout(deadline, read)
-        .await
-        .map_err(|_| Error::BodyTimeout(deadline))?
-    {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(Error::BodyTooLarge(API_BODY_MAX))
-        }
-        Err(e) => Err(Error::InvalidBody(format!("could not read the body: {e}"))),
-    }
-}
-
-pub(super) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Error> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| Error::InvalidJson("the body is not UTF-8".into()))?;
-    if text.trim().is_empty() {
-        return Err(Error::InvalidJson("the body is empty".into()));
-    }
-    serde_json::from_str(text).map_err(|e| {
-        if e.is_data() {
-            Error::InvalidBody(e.to_string())
-        } else {
-            Error::InvalidJson(e.to_string())
-        }
-    })
 }
 
 /// One page of `GET /api/v1/sessions`: at most `limit` sessions with ids after `after`.

@@ -53,48 +53,40 @@ struct ClientBody<'a> {
 }
 
 /// `POST /api/v1/subscribe` `{"client_id","channel","since"?}` → `{"sessions":n}`.
-// Called in process by `POST /api/v1/batch`.
-#[allow(dead_code)]
 pub async fn subscribe(shared: &Shared, body: &[u8]) -> Answer {
     settle(subscribe_call(shared, body).await)
 }
 
 /// `POST /api/v1/unsubscribe` `{"client_id","channel"}` → `{"sessions":n}`.
-// Called in process by `POST /api/v1/batch`.
-#[allow(dead_code)]
 pub async fn unsubscribe(shared: &Shared, body: &[u8]) -> Answer {
     settle(unsubscribe_call(shared, body).await)
 }
 
 /// A kick: `{"client_id","block_for"?}` → `{"closed":n}`.
-// Called in process by `POST /api/v1/batch`.
-#[allow(dead_code)]
 pub async fn kick(shared: &Shared, body: &[u8]) -> Answer {
     settle(kick_call(shared, body).await)
 }
 
 /// `GET /api/v1/blocks` (the body is ignored) → `[{"client_id","until"}]`.
-// Called in process by `POST /api/v1/batch`.
-#[allow(dead_code)]
+// Only the in-process test calls these two by body; the API routes by path.
+#[cfg(test)]
 pub async fn blocks(shared: &Shared, _body: &[u8]) -> Answer {
     settle(blocks_call(shared).await)
 }
 
 /// Lifts a block: `{"client_id"}` → 200, or 404 `unknown_block`.
-// Called in process by `POST /api/v1/batch`.
-#[allow(dead_code)]
+// Only the in-process test calls these two by body; the API routes by path.
+#[cfg(test)]
 pub async fn unblock(shared: &Shared, body: &[u8]) -> Answer {
     settle(unblock_call(shared, body).await)
 }
 
-// Called in process by `POST /api/v1/batch`.
-#[allow(dead_code)]
 fn settle(r: Result<Answer, Error>) -> Answer {
     r.unwrap_or_else(|e| (e.status(), e.body()))
 }
 
 pub(super) async fn subscribe_call(shared: &Shared, body: &[u8]) -> Result<Answer, Error> {
-    let b: SubscribeBody<'_> = super::api::parse(body)?;
+    let b: SubscribeBody<'_> = super::body::parse(body)?;
     client_id_ok(&b.client_id)?;
     channel_ok(&b.channel)?;
     let r = shared
@@ -106,7 +98,7 @@ pub(super) async fn subscribe_call(shared: &Shared, body: &[u8]) -> Result<Answe
 }
 
 pub(super) async fn unsubscribe_call(shared: &Shared, body: &[u8]) -> Result<Answer, Error> {
-    let b: UnsubscribeBody<'_> = super::api::parse(body)?;
+    let b: UnsubscribeBody<'_> = super::body::parse(body)?;
     client_id_ok(&b.client_id)?;
     channel_ok(&b.channel)?;
     let r = shared
@@ -117,10 +109,8 @@ pub(super) async fn unsubscribe_call(shared: &Shared, body: &[u8]) -> Result<Ans
     Ok((StatusCode::OK, reached("sessions", &r, "")))
 }
 
-// Called in process by `POST /api/v1/batch`.
-#[allow(dead_code)]
 pub(super) async fn kick_call(shared: &Shared, body: &[u8]) -> Result<Answer, Error> {
-    let b: ClientBody<'_> = super::api::parse(body)?;
+    let b: ClientBody<'_> = super::body::parse(body)?;
     kick_client(shared, &b.client_id, b.block_for.as_deref()).await
 }
 
@@ -159,10 +149,10 @@ pub(super) async fn blocks_call(shared: &Shared) -> Result<Answer, Error> {
     Ok((StatusCode::OK, format!("[{}]", items.join(","))))
 }
 
-// Called in process by `POST /api/v1/batch`.
-#[allow(dead_code)]
+// Only the in-process test calls these two by body; the API routes by path.
+#[cfg(test)]
 pub(super) async fn unblock_call(shared: &Shared, body: &[u8]) -> Result<Answer, Error> {
-    let b: ClientBody<'_> = super::api::parse(body)?;
+    let b: ClientBody<'_> = super::body::parse(body)?;
     unblock_client(shared, &b.client_id).await
 }
 

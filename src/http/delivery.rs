@@ -1,18 +1,19 @@
 //! The delivery endpoints of the API (docs/protocol.md §5, §8): push to a client id or one session,
-//! publish to a channel, each with an optional `idempotency_key`, and a client id's history.
+//! publish to a channel, each with an optional `idempotency_key`, and broadcast. Each is a
+//! function of the shared state and the parsed body to an [`Answer`], so a single call and a
+//! command of a batch (`batch.rs`) run the same code and answer the same.
 
 use std::borrow::Cow;
 use std::future::Future;
 
 use bytes::Bytes;
-use hyper::{Response, StatusCode};
+use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::delivery::handle::Sent;
-use crate::engine::{EngineError, IdempotencyOutcome, Position, RequestDigest, StreamKey, Target};
+use crate::engine::{EngineError, IdempotencyOutcome, RequestDigest, Target};
 use crate::http::error::Error;
-use crate::http::reply::{Body, json};
 use crate::id::SessionId;
 use crate::protocol;
 use crate::state::Shared;
@@ -47,11 +48,29 @@ pub struct PublishBody<'a> {
     idempotency_key: Option<Cow<'a, str>>,
 }
 
-/// An answer before it becomes a response: it is also what a repeat of its key gets.
-type Answer = (StatusCode, String);
+/// `POST /api/v1/broadcast`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BroadcastBody<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// A successful answer before it becomes a response (or a batch's result): status and JSON
+/// body. It is also what a repeat of its idempotency key gets.
+pub type Answer = (StatusCode, Bytes);
+
+/// What every API handler returns: its answer, or the error the single call would answer.
+pub type Reply = Result<Answer, Error>;
+
+fn ok(status: StatusCode, body: String) -> Answer {
+    (status, Bytes::from(body))
+}
 
 /// Answers a push.
-pub async fn push(shared: &Shared, b: PushBody<'_>) -> Result<Response<Body>, Error> {
+pub async fn push(shared: &Shared, b: PushBody<'_>) -> Reply {
     check_type(&b.kind)?;
     let data = b.data.map(RawValue::get);
     let key = b.idempotency_key.as_deref();
@@ -68,14 +87,14 @@ pub async fn push(shared: &Shared, b: PushBody<'_>) -> Result<Response<Body>, Er
                     .ok_or(Error::NoSession)?;
                 Ok(match sent.seq {
                     // Nobody got it but history holds it for the next `since`.
-                    Some(seq) if sent.delivered == 0 => (
+                    Some(seq) if sent.delivered == 0 => ok(
                         StatusCode::ACCEPTED,
                         format!(
                             "{{\"delivered\":0,\"stored\":true,\"seq\":{seq}{}}}",
                             sent.partial_field()
                         ),
                     ),
-                    seq => (StatusCode::OK, answer_body(seq, &sent)),
+                    seq => ok(StatusCode::OK, answer_body(seq, &sent)),
                 })
             };
             let digest = digest(&target, &b.kind, data);
@@ -95,7 +114,7 @@ pub async fn push(shared: &Shared, b: PushBody<'_>) -> Result<Response<Body>, Er
                     .await
                     .map_err(unavailable)?
                     .ok_or(Error::UnknownSession)?;
-                Ok((StatusCode::OK, answer_body(None, &sent)))
+                Ok(ok(StatusCode::OK, answer_body(None, &sent)))
             };
             let digest = digest(&target, &b.kind, data);
             idempotent(shared, target, key, &digest, work).await
@@ -107,7 +126,7 @@ pub async fn push(shared: &Shared, b: PushBody<'_>) -> Result<Response<Body>, Er
 }
 
 /// Answers a publish.
-pub async fn publish(shared: &Shared, b: PublishBody<'_>) -> Result<Response<Body>, Error> {
+pub async fn publish(shared: &Shared, b: PublishBody<'_>) -> Reply {
     check_type(&b.kind)?;
     channel_ok(&b.channel)?;
     let target = Target::Channel(b.channel.as_ref().into());
@@ -117,10 +136,20 @@ pub async fn publish(shared: &Shared, b: PublishBody<'_>) -> Result<Response<Bod
             .publish(&b.channel, &b.kind, b.data.map(RawValue::get))
             .await
             .map_err(unavailable)?;
-        Ok((StatusCode::OK, answer_body(sent.seq, &sent)))
+        Ok(ok(StatusCode::OK, answer_body(sent.seq, &sent)))
     };
     let digest = digest(&target, &b.kind, b.data.map(RawValue::get));
     idempotent(shared, target, b.idempotency_key.as_deref(), &digest, work).await
+}
+
+/// Answers a broadcast: every live session on every node, never stored.
+pub async fn broadcast(shared: &Shared, b: BroadcastBody<'_>) -> Reply {
+    check_type(&b.kind)?;
+    let sent = shared
+        .handle
+        .broadcast(&b.kind, b.data.map(RawValue::get))
+        .await;
+    Ok(ok(StatusCode::OK, answer_body(None, &sent)))
 }
 
 /// What a call asked for, as the idempotency key remembers it: its target, `type` and `data`
@@ -150,10 +179,10 @@ async fn idempotent(
     target: Target,
     key: Option<&str>,
     digest: &RequestDigest,
-    work: impl Future<Output = Result<Answer, Error>>,
-) -> Result<Response<Body>, Error> {
+    work: impl Future<Output = Reply>,
+) -> Reply {
     let Some(key) = key else {
-        return work.await.map(|(status, body)| json(status, body));
+        return work.await;
     };
     if key.is_empty() {
         return Err(Error::InvalidBody(
@@ -178,14 +207,14 @@ async fn idempotent(
         Ok(IdempotencyOutcome::First) => match work.await {
             Ok((status, body)) => {
                 let mut answer = status.as_u16().to_string().into_bytes();
-                answer.extend_from_slice(body.as_bytes());
+                answer.extend_from_slice(&body);
                 if let Err(e) = engine
                     .record_answer(&target, key, digest, answer.into())
                     .await
                 {
                     log::warn!("idempotency answer not recorded: {e}");
                 }
-                Ok(json(status, body))
+                Ok((status, body))
             }
             Err(e) => {
                 if let Err(e) = engine.forget(&target, key).await {
@@ -198,10 +227,10 @@ async fn idempotent(
 }
 
 /// A recorded answer: three status digits, then the body.
-fn decode(answer: &Bytes) -> Option<Response<Body>> {
+fn decode(answer: &Bytes) -> Option<Answer> {
     let status = std::str::from_utf8(answer.get(..3)?).ok()?.parse().ok()?;
     let status = StatusCode::from_u16(status).ok()?;
-    Some(json(status, answer.slice(3..)))
+    Some((status, answer.slice(3..)))
 }
 
 /// `{"delivered":n}`, with `seq` when numbered and `partial` when some node did not answer.
@@ -233,53 +262,6 @@ fn engine_error(e: EngineError) -> Error {
         | EngineError::BadClientId(_)
         | EngineError::BadChannel(_) => unavailable(e),
     }
-}
-
-/// `GET /api/v1/history/{client_id}?since=`: what a client id's stream holds after `since`
-/// (everything still stored without it). Reads never create a stream: an unknown client id
-/// answers the start position `0:0` with no messages.
-pub async fn history(
-    shared: &Shared,
-    client_id: &str,
-    since: Option<&str>,
-) -> Result<Response<Body>, Error> {
-    if !shared.config.history() {
-        return Err(Error::HistoryOff);
-    }
-    let since = match since {
-        Some(text) => {
-            Position::parse(text).map_err(|e| Error::InvalidBody(format!("since: {e}")))?
-        }
-        None => Position::start(),
-    };
-    let key = StreamKey::client(client_id);
-    let engine = &shared.engine;
-    // A read creates no stream (the Redis engine's `recover` would). Without one, only a
-    // client with no position has everything there is, and only if no stream of it was
-    // evicted holding history; any other `since` lost its history.
-    if engine.position(&key).await.map_err(unavailable)?.is_none() {
-        let whole = since.is_start() && !engine.lost(&key).await.map_err(unavailable)?;
-        let body = format!(r#"{{"epoch":"0","seq":0,"recovered":{whole},"messages":[]}}"#);
-        return Ok(json(StatusCode::OK, body));
-    }
-    let r = engine.recover(&key, &since).await.map_err(unavailable)?;
-    let bytes: usize = r.missed.iter().map(|m| m.frame.len() + 1).sum();
-    let mut body = Vec::with_capacity(bytes + 96);
-    body.extend_from_slice(
-        format!(
-            "{{\"epoch\":\"{}\",\"seq\":{},\"recovered\":{},\"messages\":[",
-            r.position.epoch, r.position.seq, r.recovered
-        )
-        .as_bytes(),
-    );
-    for (i, m) in r.missed.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(&m.frame);
-    }
-    body.extend_from_slice(b"]}");
-    Ok(json(StatusCode::OK, body))
 }
 
 /// A client id the API takes: by the handshake's rule, so nothing is stored for an id that can

@@ -13,12 +13,16 @@ pub enum Endpoint<'a> {
     Broadcast,
     /// `POST /api/v1/publish`.
     Publish,
+    /// `POST /api/v1/batch`: many push, publish and broadcast commands in one request.
+    Batch,
     /// `GET /api/v1/sessions`: the listing.
     Sessions,
     /// `DELETE /api/v1/sessions/{session_id}`.
     Session(&'a str),
     /// `GET /api/v1/history/{client_id}`, the client id still percent-encoded.
     History(&'a str),
+    /// `GET /api/v1/channels/{channel}/history`, the channel name still percent-encoded.
+    ChannelHistory(&'a str),
     /// `GET /api/v1/presence/{client_id}`, the client id still percent-encoded.
     Presence(&'a str),
     /// `POST /api/v1/subscribe`: a client id's sessions join a channel (docs/protocol.md §14).
@@ -81,6 +85,7 @@ impl<'a> Endpoint<'a> {
             "push" => Endpoint::Push,
             "broadcast" => Endpoint::Broadcast,
             "publish" => Endpoint::Publish,
+            "batch" => Endpoint::Batch,
             "sessions" => Endpoint::Sessions,
             "subscribe" => Endpoint::Subscribe,
             "unsubscribe" => Endpoint::Unsubscribe,
@@ -102,6 +107,11 @@ impl<'a> Endpoint<'a> {
                     .and_then(|p| p.strip_suffix("/presence"))
                 {
                     Endpoint::ChannelPresence(ch)
+                } else if let Some(name) = path
+                    .strip_prefix("channels/")
+                    .and_then(|p| p.strip_suffix("/history"))
+                {
+                    Endpoint::ChannelHistory(name)
                 } else {
                     Endpoint::OtherApi
                 }
@@ -116,9 +126,11 @@ impl<'a> Endpoint<'a> {
             Endpoint::Push
                 | Endpoint::Broadcast
                 | Endpoint::Publish
+                | Endpoint::Batch
                 | Endpoint::Sessions
                 | Endpoint::Session(_)
                 | Endpoint::History(_)
+                | Endpoint::ChannelHistory(_)
                 | Endpoint::Presence(_)
                 | Endpoint::Subscribe
                 | Endpoint::Unsubscribe
@@ -137,12 +149,14 @@ impl<'a> Endpoint<'a> {
             Endpoint::Push
             | Endpoint::Broadcast
             | Endpoint::Publish
+            | Endpoint::Batch
             | Endpoint::Subscribe
             | Endpoint::Unsubscribe => POST,
             Endpoint::Session(_) | Endpoint::Client(_) | Endpoint::Block(_) => DELETE,
             Endpoint::OtherApi => &[],
             Endpoint::Sessions
             | Endpoint::History(_)
+            | Endpoint::ChannelHistory(_)
             | Endpoint::Presence(_)
             | Endpoint::Blocks
             | Endpoint::Channels
@@ -177,8 +191,9 @@ impl<'a> Endpoint<'a> {
             Endpoint::Push => "push",
             Endpoint::Broadcast => "broadcast",
             Endpoint::Publish => "publish",
+            Endpoint::Batch => "batch",
             Endpoint::Sessions | Endpoint::Session(_) => "sessions",
-            Endpoint::History(_) => "history",
+            Endpoint::History(_) | Endpoint::ChannelHistory(_) => "history",
             Endpoint::Presence(_) => "presence",
             Endpoint::Subscribe => "subscribe",
             Endpoint::Unsubscribe => "unsubscribe",
@@ -232,6 +247,13 @@ mod tests {
                 Endpoint::ChannelPresence("a%2Fb"),
                 "channel_presence",
             ),
+            ("/api/v1/batch", Endpoint::Batch, "batch"),
+            (
+                "/api/v1/channels/a%2Fb/history",
+                Endpoint::ChannelHistory("a%2Fb"),
+                "history",
+            ),
+            ("/api/v1/channels/x", Endpoint::OtherApi, "other"),
             ("/api/v1/nothing", Endpoint::OtherApi, "other"),
             ("/api/v2/push", Endpoint::OtherApi, "other"),
         ];

@@ -1,17 +1,21 @@
 //! Routing of plain HTTP requests on the shared listener (this file; `server` sends the
 //! WebSocket path to `handshake` before it gets here): `endpoint`, the one `Endpoint` enum;
-//! `api`, `delivery`, `channels` and `control` (server-side control, each call also a plain
-//! function for the batch), `/api/*`; `pages`, the built-in pages; `error`, the one error enum
+//! `api`, `delivery`, `batch`, `history`, `channels` and `control` (server-side control, each
+//! call also a plain function for the batch), `/api/*` (`body` reads and parses their bodies);
+//! `pages`, the built-in pages; `error`, the one error enum
 //! mapped to status and code; `reply` and `query`, response and query helpers. The handshake
 //! uses `error`, `reply` and `query` too. It may use `delivery`, the registry, the
 //! engine, metrics, shared state and the bottom; never `handshake` or `server`.
 
 mod api;
+mod batch;
+mod body;
 mod channels;
 pub(crate) mod control;
 mod delivery;
 mod endpoint;
 pub(crate) mod error;
+mod history;
 mod pages;
 pub(crate) mod query;
 pub(crate) mod reply;
