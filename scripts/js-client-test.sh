@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The npm package of the browser client (clients/js): its node tests (fake sockets, a loopback
+# server, the package imported by name under server-side rendering and with Node's own
+# WebSocket), then its TypeScript declarations checked with `tsc --strict` against
+# examples/usage.ts, with and without DOM types. TypeScript comes from the npm registry,
+# pinned by the committed package-lock.json, into clients/js/node_modules (gitignored).
+set -euo pipefail
+cd "$(dirname "$0")/../clients/js"
+echo "== browser client (node --test)"
+node --test test/
+echo "== browser client types (npm ci, tsc --strict --noEmit)"
+npm ci --no-audit --no-fund --loglevel=error
+./node_modules/.bin/tsc --version
+./node_modules/.bin/tsc -p tsconfig.json
+./node_modules/.bin/tsc -p tsconfig.nodom.json
