@@ -2,8 +2,9 @@
 # The npm package of the browser client (clients/js): its node tests (fake sockets, a loopback
 # server, the package imported by name under server-side rendering and with Node's own
 # WebSocket), then its TypeScript declarations checked with `tsc --strict` against
-# examples/usage.ts, with and without DOM types. TypeScript comes from the npm registry,
-# pinned by the committed package-lock.json, into clients/js/node_modules (gitignored).
+# examples/ (usage.ts, and the README's React hook with a component using it), and on their
+# own without DOM types. TypeScript and React's types come from the npm registry, pinned by
+# the committed package-lock.json, into clients/js/node_modules (gitignored).
 set -euo pipefail
 cd "$(dirname "$0")/../clients/js"
 echo "== browser client (node --test)"
