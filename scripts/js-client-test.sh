@@ -14,3 +14,12 @@ npm ci --no-audit --no-fund --loglevel=error
 ./node_modules/.bin/tsc --version
 ./node_modules/.bin/tsc -p tsconfig.json
 ./node_modules/.bin/tsc -p tsconfig.nodom.json
+echo "== browser client package contents (npm pack --dry-run)"
+packed=$(npm pack --dry-run --json --loglevel=error)
+for f in package.json tether.js tether.d.ts README.md; do
+  grep -q "\"path\": \"$f\"" <<<"$packed" || { echo "npm pack leaves out $f" >&2; exit 1; }
+done
+if grep -q '"path": "test/\|"path": "node_modules/' <<<"$packed"; then
+  echo "npm pack would publish tests or node_modules" >&2
+  exit 1
+fi

@@ -13,6 +13,8 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -e 'clients/python[test]'
 # The FastAPI example is not run (FastAPI is not a test dependency), but it must compile.
 "$venv/bin/python" -m py_compile clients/python/examples/fastapi_app.py
+echo "== python SDK (mypy --strict on the package and its tests)"
+(cd clients/python && "../../$venv/bin/mypy" --cache-dir ../../target/mypy-cache src tests)
 echo "== python SDK (pytest against a live tether)"
 # test_control.py covers the §14 endpoints (subscribe, channels, kick/block, batch, paging);
 # it joins the run once they are on this branch: drop the --ignore then.

@@ -237,7 +237,7 @@ class Peer:
     async def nothing_more(self) -> List[Dict[str, Any]]:
         """Frames that arrive before a heartbeat round trip, other than its ack."""
         await self.send("heartbeat")
-        extra = []
+        extra: List[Dict[str, Any]] = []
         while True:
             msg = await self.recv()
             if msg.get("type") == "heartbeat_ack":
@@ -284,7 +284,8 @@ def run(coro: Any, within: float = 30.0) -> Any:
         finally:
             conns = list(_open)
             _open.clear()
-            await asyncio.wait([asyncio.ensure_future(_close(ws)) for ws in conns] or [asyncio.sleep(0)], timeout=5)
+            if conns:
+                await asyncio.wait([asyncio.ensure_future(_close(ws)) for ws in conns], timeout=5)
 
     return asyncio.run(bounded())
 

@@ -50,7 +50,7 @@ class RetryPolicy:
 
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (0 = the first retry)."""
-        base = min(self.max_backoff, self.backoff * (2**retry))
+        base = min(self.max_backoff, self.backoff * 2.0**retry)
         return base * (1 - self.jitter * random.random())
 
 
