@@ -264,9 +264,11 @@ export declare class TetherClient {
   unsubscribe(channel: string): boolean;
   /**
    * Who is on a `presence_channels` channel the client is subscribed to (§14): sends
-   * `presence {channel}` and resolves with the server's `presence` answer.
+   * `presence {channel}` and resolves with the server's `presence` answer. Rejects with the
+   * server's error (its `code` on the Error), after `timeoutMs` (default 10000), or when not
+   * connected or the connection ends first.
    */
-  presence(channel: string): Promise<ChannelPresence>;
+  presence(channel: string, opts?: { timeoutMs?: number }): Promise<ChannelPresence>;
 
   /** Listen to messages of one `type`; `'*'` gets every message. Returns a remover. */
   on<K extends keyof ServerMessages>(type: K, fn: (msg: ServerMessages[K]) => void): () => void;

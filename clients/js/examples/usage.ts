@@ -93,7 +93,7 @@ client.publish('room.1', 'chat', { text: 'hi' });
 client.unsubscribe('room.2');
 
 async function whoIsHere(): Promise<string[]> {
-  const here: ChannelPresence = await client.presence('room.1');
+  const here: ChannelPresence = await client.presence('room.1', { timeoutMs: 5000 });
   return here.clients.filter((c) => c.sessions > 0).map((c) => c.client_id);
 }
 void whoIsHere();
