@@ -30,10 +30,6 @@ def test_subscribe_joins_every_session_now_and_later(tether_history: Tether) -> 
             assert (await later.recv_type("subscribed"))["data"]["channel"] == "team.1"
             assert (await api.publish("team.1", "post", 1))["delivered"] == 3
 
-            pres = await api.channel_presence("team.1")
-            assert pres["channel"] == "team.1" and pres["sessions"] == 3
-            assert pres["clients"] == [{"client_id": "ann", "sessions": 3}]
-
             assert await api.unsubscribe("ann", "team.1") == {"sessions": 3}
             for p in (a, b, later):
                 msg = await p.recv_type("unsubscribed")
@@ -41,6 +37,21 @@ def test_subscribe_joins_every_session_now_and_later(tether_history: Tether) -> 
             assert (await api.publish("team.1", "post", 2))["delivered"] == 0
             after = await peer(t, "ann")
             assert await after.nothing_more() == []
+
+    run(body())
+
+
+def test_channel_presence_counts_sessions_per_client_id(tether: Tether) -> None:
+    async def body() -> None:
+        for who in ("ann", "ann", "ben"):
+            await (await peer(tether, who)).subscribe("team.2")
+        async with tether.async_client() as api:
+            pres = await api.channel_presence("team.2")
+        assert pres["channel"] == "team.2" and pres["sessions"] == 3
+        assert sorted(pres["clients"], key=lambda c: c["client_id"]) == [
+            {"client_id": "ann", "sessions": 2},
+            {"client_id": "ben", "sessions": 1},
+        ]
 
     run(body())
 
@@ -83,7 +94,8 @@ def test_kick_with_block_then_unblock(tether: Tether) -> None:
     async def body() -> None:
         a, b = await peer(tether, "troll"), await peer(tether, "troll")
         async with tether.async_client() as api:
-            assert await api.kick("troll", block_for=60) == {"closed": 2}
+            kicked = await api.kick("troll", block_for=60)
+            assert kicked["closed"] == 2
             assert await a.closed() == 4002 and await b.closed() == 4002
             with pytest.raises(InvalidStatus) as refused:
                 await peer(tether, "troll")
@@ -95,7 +107,7 @@ def test_kick_with_block_then_unblock(tether: Tether) -> None:
             back = await peer(tether, "troll")
             assert back.session_id
             # Without block_for the client may come straight back.
-            assert await api.kick("troll") == {"closed": 1}
+            assert (await api.kick("troll"))["closed"] == 1
             assert await back.closed() == 4002
             await peer(tether, "troll")
 
@@ -157,14 +169,26 @@ def test_control_is_cluster_wide(cluster: List[Tether]) -> None:
             assert await api.subscribe("mo", "room") == {"sessions": 2}
             for p in (on_a, on_b):
                 assert (await p.recv_type("subscribed"))["data"]["by"] == "server"
-            pres = await api.channel_presence("room")
-            assert pres["sessions"] == 2 and pres["clients"] == [{"client_id": "mo", "sessions": 2}]
-            assert await api.channels(prefix="room") == [{"channel": "room", "sessions": 2}]
-            assert await api.kick("mo", block_for="1m") == {"closed": 2}
+            assert (await api.kick("mo", block_for="1m"))["closed"] == 2
         for p in (on_a, on_b):
             assert await p.closed(FRAME_WITHIN) == 4002
         with pytest.raises(InvalidStatus) as refused:
             await peer(a, "mo")
         assert refused.value.response.status_code == 403
+
+    run(body())
+
+
+def test_channel_listings_are_cluster_wide(cluster: List[Tether]) -> None:
+    a, b = cluster
+
+    async def body() -> None:
+        await (await peer(a, "nia")).subscribe("hall")
+        await (await peer(b, "oto")).subscribe("hall")
+        async with b.async_client() as api:
+            pres = await api.channel_presence("hall")
+            assert pres["sessions"] == 2
+            assert sorted(c["client_id"] for c in pres["clients"]) == ["nia", "oto"]
+            assert await api.channels(prefix="hall") == [{"channel": "hall", "sessions": 2}]
 
     run(body())

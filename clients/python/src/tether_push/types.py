@@ -80,6 +80,8 @@ class Subscribed(TypedDict):
 
 class Kicked(TypedDict):
     closed: int
+    #: With block_for: when the block ends (RFC 3339).
+    until: NotRequired[str]
 
 
 class Block(TypedDict):
