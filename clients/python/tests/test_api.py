@@ -4,7 +4,9 @@ what the WebSocket clients receive."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
+from typing import Callable
 
 import pytest
 
@@ -243,5 +245,29 @@ def test_async_client_does_the_same(tether_history: Tether) -> None:
             with pytest.raises(tether_push.UnknownSession):
                 await api.disconnect_session("0000000000000000")
         assert [(await p.recv())["type"] for _ in range(3)] == ["notify", "post", "all"]
+
+    run(body())
+
+
+def test_health_answers_while_serving(tether: Tether) -> None:
+    async def body() -> None:
+        await peer(tether, "hank")
+        with tether.client() as api:
+            h = await asyncio.to_thread(api.health)
+        assert h["status"] == "ok" and h["connections"] == 1
+
+    run(body())
+
+
+def test_health_reports_draining_instead_of_raising(start_tether: Callable[..., Tether]) -> None:
+    node = start_tether("--shutdown-timeout", "10s")
+
+    async def body() -> None:
+        p = await peer(node, "ida")  # keeps the drain going
+        node.proc.send_signal(signal.SIGTERM)
+        assert (await p.recv_type("shutdown"))["data"]["mode"] == "drain"
+        with node.client(retry=tether_push.NO_RETRY) as api:
+            h = await asyncio.to_thread(api.health)
+        assert h["status"] == "draining"
 
     run(body())

@@ -9,7 +9,7 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Union
 from urllib.parse import quote
 
 import httpx
@@ -67,6 +67,8 @@ class Request:
     params: Dict[str, str] = field(default_factory=dict)
     #: Safe to send again after a failure that may have reached the server.
     repeatable: bool = True
+    #: Non-2xx statuses that are an answer, not an error (`/health`'s 503 `draining`).
+    answers: FrozenSet[int] = frozenset()
 
     def content(self) -> Optional[bytes]:
         """The body, serialized once so every attempt sends the same bytes."""
@@ -86,14 +88,14 @@ def retry_after(req: Request, exc: Optional[BaseException], status: Optional[int
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
             return True  # nothing reached the server
         return req.repeatable and isinstance(exc, httpx.TransportError)
-    if not req.repeatable:
+    if not req.repeatable or status in req.answers:
         return False
     return status in _RETRY_STATUSES or (status == 409 and code == "in_progress")
 
 
-def decode(resp: httpx.Response) -> Any:
-    """The JSON of a 2xx answer, or the typed exception of an error answer."""
-    if 200 <= resp.status_code < 300:
+def decode(resp: httpx.Response, answers: FrozenSet[int] = frozenset()) -> Any:
+    """The JSON of a 2xx answer (or of a status in `answers`), or the typed exception of an error answer."""
+    if 200 <= resp.status_code < 300 or resp.status_code in answers:
         if not resp.content:
             return None
         try:
@@ -238,7 +240,7 @@ def unblock(client_id: str) -> Request:
 
 
 def health() -> Request:
-    return Request("GET", "/health")
+    return Request("GET", "/health", answers=frozenset({503}))
 
 
 def headers(api_key: Optional[str], extra: Optional[Mapping[str, str]]) -> Dict[str, str]:

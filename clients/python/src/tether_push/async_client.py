@@ -74,7 +74,7 @@ class AsyncClient:
                     raise TransportError(f"{req.method} {req.path}: {e!r}") from e
             else:
                 if last or not core.retry_after(req, None, resp.status_code, core.error_code(resp)):
-                    return core.decode(resp)
+                    return core.decode(resp, req.answers)
             await asyncio.sleep(self.retry.delay(attempt))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -188,5 +188,5 @@ class AsyncClient:
         return cast(Dict[str, Any], (await self._send(core.unblock(client_id))) or {})
 
     async def health(self) -> Dict[str, Any]:
-        """``GET /health`` (raises :class:`~tether_push.Draining` during shutdown)."""
+        """``GET /health``: ``{"status": "ok" | "degraded" | "draining", "connections", ...}`` (a 503 ``draining`` is returned, not raised)."""
         return cast(Dict[str, Any], await self._send(core.health()))
