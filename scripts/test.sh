@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test tether has: formatting, lints, the Rust unit and integration tests (real servers on
-# loopback, real nginx and Chromium where a feature involves them), and the browser client's tests.
+# loopback, real nginx and Chromium where a feature involves them), the browser client's tests and
+# types, and the Python SDK against a live tether.
 # On a fresh machine it first installs what those tests need (see scripts/install-test-deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +22,7 @@ echo "== autobahn (RFC 6455 conformance, chapters 1-10; RFC 7692 chapters 12-13;
 bash scripts/autobahn.sh
 echo "== fuzz (cargo-fuzz on the stable toolchain, bounded: FUZZ_SECONDS per target)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-10} bash scripts/fuzz.sh
-echo "== browser client (node --test)"
-node --test clients/js/test/
+echo "== browser client (node --test; the npm package's types with tsc --strict)"
+bash scripts/js-client-test.sh
+echo "== python SDK (pytest against a live tether and a two-node cluster)"
+bash scripts/python-sdk-test.sh
