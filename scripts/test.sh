@@ -23,3 +23,7 @@ echo "== fuzz (cargo-fuzz on the stable toolchain, bounded: FUZZ_SECONDS per tar
 FUZZ_SECONDS=${FUZZ_SECONDS:-10} bash scripts/fuzz.sh
 echo "== browser client (node --test)"
 node --test clients/js/test/
+echo "== schemathesis (every HTTP API operation fuzzed against docs/openapi.json)"
+bash scripts/schemathesis.sh
+echo "== Debian package (cargo-deb from the release build; dpkg -i, run, purge)"
+bash scripts/deb-test.sh

@@ -64,6 +64,7 @@ pub use config::Config;
 pub use delivery::handle::{Handle, Sent};
 pub use delivery::handler::{Handled, Handler, Session};
 pub use engine::EngineError;
+pub use http::routes;
 pub use net::budget::raise_fd_limit;
 pub use serde_json::value::RawValue;
 pub use server::Stopped;

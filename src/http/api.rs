@@ -25,6 +25,9 @@ use crate::protocol::json_str;
 use crate::registry::listing;
 use crate::state::Shared;
 
+/// `docs/openapi.json`, answered at `GET /api/openapi.json`.
+const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
 /// Largest API request body.
 pub const API_BODY_MAX: usize = 1024 * 1024;
 
@@ -166,6 +169,7 @@ async fn dispatch(
                 list_sessions(shared, filter.as_deref(), page).await?,
             ))
         }
+        Endpoint::OpenApi => Ok(json(StatusCode::OK, OPENAPI)),
         Endpoint::Presence(raw) => presence(shared, &client_id_from_path(raw)?).await,
         Endpoint::Session(id) => {
             let closed = shared
