@@ -3,11 +3,13 @@
 # tether in a container: a release build on rust:1-slim-bookworm, run on debian:bookworm-slim
 # as a non-root user with the production config (deploy/tether.toml).
 #
-# What was and was not run: the machine this was written on cannot build images (no Docker
-# daemon). `docker build` and `docker run` of this file have NOT been run. What was run: the
-# same steps outside a container (`cargo build --release --locked --bin tether`, the binary
-# started with deploy/tether.toml and the TETHER_* variables below, /health answered 200, in
-# scripts/deb-test.sh), and the HEALTHCHECK command against a live tether.
+# What was and was not run: the machine this was written on has no Docker daemon, so
+# `docker build` and `docker run` of this file have NOT been run, and neither has the image's
+# HEALTHCHECK inside a container. What was run, outside a container: the same build
+# (`cargo build --release --locked --bin tether`), the binary started with deploy/tether.toml
+# and the TETHER_API_KEY_FILE / TETHER_AUTH_HMAC_SECRET_FILE variables below (TETHER_LISTEN on
+# a loopback port instead of 0.0.0.0), the HEALTHCHECK's bash command against it (exit 0 on
+# 200), and SIGTERM (drained, exit 0).
 #
 #   docker build -t tether .
 #   head -c 48 /dev/urandom | base64 -w0 > api_key
@@ -16,6 +18,7 @@
 #     -v "$PWD/api_key:/run/secrets/tether_api_key:ro" \
 #     -v "$PWD/auth_hmac_secret:/run/secrets/tether_auth_hmac_secret:ro" tether
 #
+# The files must be readable by the image's user, uid 10001 (chmod 0444, or chown 10001).
 # Without the two secrets it exits with code 2 and says which file is missing: a container
 # listens on 0.0.0.0, and tether refuses a public address without an API key. `--stop-timeout`
 # (compose: `stop_grace_period`) must exceed shutdown_timeout (30 s), or Docker kills the drain.
