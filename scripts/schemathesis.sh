@@ -12,7 +12,10 @@ cd "$(dirname "$0")/.."
 ST_VERSION=4.32.5
 VENV=target/schemathesis-venv
 EXAMPLES=${ST_EXAMPLES:-60}
-MAX_TIME=${ST_MAX_TIME:-100}
+MAX_TIME=${ST_MAX_TIME:-90}
+# One worker: with two threads, CPython 3.11 (before 3.11.9) can fail inside ast.parse
+# ("AST constructor recursion depth mismatch", gh-106905), a Schemathesis runtime error that
+# is no finding about tether.
 
 # The §14 operations (docs/protocol.md §14) are in the document before their routes are in this
 # branch's router: skipped here until they are merged. EMPTY THIS LIST once they are.
@@ -67,7 +70,7 @@ echo "== schemathesis $ST_VERSION against http://$addr ($EXAMPLES examples per o
   --checks "${ST_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance}" \
   --max-examples "$EXAMPLES" --max-time "$MAX_TIME" \
   --seed "${ST_SEED:-20}" --generation-database none \
-  --workers 2 \
+  --workers 1 \
   --report junit --report-dir "$work/report" \
   "${exclude[@]}" || { echo "== schemathesis found the problems above (tether log: last lines)"; tail -20 "$work/tether.log"; exit 1; }
 
