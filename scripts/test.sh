@@ -27,3 +27,6 @@ echo "== schemathesis (every HTTP API operation fuzzed against docs/openapi.json
 bash scripts/schemathesis.sh
 echo "== Debian package (cargo-deb from the release build; dpkg -i, run, purge)"
 bash scripts/deb-test.sh
+echo "== cargo package --workspace (the crates as crates.io would get them, built from the package)"
+# --allow-dirty: a run on a working tree with uncommitted edits checks those edits too.
+cargo package --workspace --allow-dirty
