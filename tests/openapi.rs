@@ -163,10 +163,19 @@ async fn the_document_is_served_behind_the_api_key() {
 #[tokio::test]
 async fn pages_answer_other_methods_with_405_and_allow() {
     let s = start(config(&[])).await;
-    for path in ["/", "/tether.js", "/dashboard", "/dashboard/data", "/health"] {
+    for path in [
+        "/",
+        "/tether.js",
+        "/dashboard",
+        "/dashboard/data",
+        "/health",
+    ] {
         let (status, head, body) = http(s.addr, "TRACE", path, &[], "").await;
         assert_eq!(status, 405, "{path}: {body}");
-        assert!(head.to_ascii_lowercase().contains("allow: get"), "{path}: {head}");
+        assert!(
+            head.to_ascii_lowercase().contains("allow: get"),
+            "{path}: {head}"
+        );
         assert_eq!(json(&body)["error"]["code"], "method_not_allowed");
     }
     // A page that is off is still not there at all.
