@@ -93,6 +93,7 @@ fn every_route_is_documented_and_every_operation_is_a_route() {
 fn every_operation_has_an_id_answers_and_a_reachable_schema() {
     let doc = document();
     assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
         doc["components"]["securitySchemes"]["apiKey"]["scheme"],
         "bearer"
