@@ -16,7 +16,5 @@ fi
 echo "== python SDK (mypy --strict on the package and its tests)"
 (cd clients/python && "../../$venv/bin/mypy" --cache-dir ../../target/mypy-cache src tests)
 echo "== python SDK (pytest against a live tether)"
-# test_control.py covers the §14 endpoints (subscribe, channels, kick/block, batch, paging);
-# it joins the run once they are on this branch: drop the --ignore then.
 TETHER_BIN="$PWD/target/debug/tether" "$venv/bin/python" -m pytest clients/python/tests -q \
-  -p no:cacheprovider --ignore=clients/python/tests/test_control.py
+  -p no:cacheprovider

@@ -26,3 +26,10 @@ echo "== browser client (node --test; the npm package's types with tsc --strict)
 bash scripts/js-client-test.sh
 echo "== python SDK (pytest against a live tether and a two-node cluster)"
 bash scripts/python-sdk-test.sh
+echo "== schemathesis (every HTTP API operation fuzzed against docs/openapi.json)"
+bash scripts/schemathesis.sh
+echo "== Debian package (cargo-deb from the release build; dpkg -i, run, purge)"
+bash scripts/deb-test.sh
+echo "== cargo package --workspace (the crates as crates.io would get them, built from the package)"
+# --allow-dirty: a run on a working tree with uncommitted edits checks those edits too.
+cargo package --workspace --allow-dirty

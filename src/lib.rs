@@ -67,6 +67,7 @@ pub use delivery::handle::{ControlError, Handle, Sent};
 pub use delivery::handler::{Handled, Handler, Session};
 pub use delivery::history::{History, HistoryOf};
 pub use engine::EngineError;
+pub use http::routes;
 pub use net::budget::raise_fd_limit;
 pub use serde_json::value::RawValue;
 pub use server::Stopped;

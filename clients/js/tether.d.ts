@@ -178,6 +178,7 @@ export interface PresenceClient {
 /** `presence`: who is on a channel (§14), the answer to {@link TetherClient.presence}. */
 export interface ChannelPresence {
   channel: string;
+  sessions: number;
   clients: PresenceClient[];
 }
 
@@ -264,11 +265,12 @@ export declare class TetherClient {
   unsubscribe(channel: string): boolean;
   /**
    * Who is on a `presence_channels` channel the client is subscribed to (§14): sends
-   * `presence {channel}` and resolves with the server's `presence` answer. Rejects with the
+   * `presence {channel}` and resolves with the answer's `clients` (the first 1,000 by name;
+   * `sessions` 0 for a client id within its grace, not yet `leave`d). Rejects with the
    * server's error (its `code` on the Error), after `timeoutMs` (default 10000), or when not
    * connected or the connection ends first.
    */
-  presence(channel: string, opts?: { timeoutMs?: number }): Promise<ChannelPresence>;
+  presence(channel: string, opts?: { timeoutMs?: number }): Promise<PresenceClient[]>;
 
   /** Listen to messages of one `type`; `'*'` gets every message. Returns a remover. */
   on<K extends keyof ServerMessages>(type: K, fn: (msg: ServerMessages[K]) => void): () => void;

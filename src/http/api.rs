@@ -24,6 +24,9 @@ use crate::protocol::json_str;
 use crate::registry::listing;
 use crate::state::Shared;
 
+/// `docs/openapi.json`, answered at `GET /api/openapi.json`.
+const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
 /// Answers one `/api/*` request; `head` and `body` are its parts.
 pub async fn answer(
     shared: &Arc<Shared>,
@@ -165,6 +168,7 @@ async fn other(
                 list_sessions(shared, filter.as_deref(), page).await?,
             ))
         }
+        Endpoint::OpenApi => Ok(json(StatusCode::OK, OPENAPI)),
         Endpoint::Presence(raw) => presence(shared, &client_id_from_path(raw)?).await,
         Endpoint::Client(raw) => {
             let client_id = client_id_from_path(raw)?;

@@ -39,6 +39,8 @@ pub enum Endpoint<'a> {
     Channels,
     /// `GET /api/v1/channels/{channel}/presence`, the channel still percent-encoded.
     ChannelPresence(&'a str),
+    /// `GET /api/openapi.json`: `docs/openapi.json`, the API's own description (behind its key).
+    OpenApi,
     /// Any other path under `/api/`: the API answers it (401 before 404), so it is its own.
     OtherApi,
     /// `GET /health`.
@@ -78,6 +80,9 @@ impl<'a> Endpoint<'a> {
 
     /// A path under `/api/`, without that prefix.
     fn parse_api(path: &'a str) -> Endpoint<'a> {
+        if path == "openapi.json" {
+            return Endpoint::OpenApi;
+        }
         let Some(path) = path.strip_prefix("v1/") else {
             return Endpoint::OtherApi;
         };
@@ -139,6 +144,7 @@ impl<'a> Endpoint<'a> {
                 | Endpoint::Block(_)
                 | Endpoint::Channels
                 | Endpoint::ChannelPresence(_)
+                | Endpoint::OpenApi
                 | Endpoint::OtherApi
         )
     }
@@ -161,6 +167,7 @@ impl<'a> Endpoint<'a> {
             | Endpoint::Blocks
             | Endpoint::Channels
             | Endpoint::ChannelPresence(_)
+            | Endpoint::OpenApi
             | Endpoint::Health
             | Endpoint::Metrics
             | Endpoint::Demo
@@ -201,6 +208,7 @@ impl<'a> Endpoint<'a> {
             Endpoint::Blocks | Endpoint::Block(_) => "blocks",
             Endpoint::Channels => "channels",
             Endpoint::ChannelPresence(_) => "channel_presence",
+            Endpoint::OpenApi => "openapi",
             Endpoint::OtherApi => "other",
             Endpoint::Health => "health",
             Endpoint::Metrics => "metrics",
@@ -210,6 +218,80 @@ impl<'a> Endpoint<'a> {
             Endpoint::DashboardData => "dashboard_data",
         }
     }
+}
+
+/// One of every route, a path-parameter variant with its parameter's template name: what
+/// [`routes`] lists. A new variant with a route belongs here too (`tests/openapi.rs` then
+/// fails until `docs/openapi.json` describes it).
+const ALL: &[Endpoint<'static>] = &[
+    Endpoint::Push,
+    Endpoint::Broadcast,
+    Endpoint::Publish,
+    Endpoint::Sessions,
+    Endpoint::Session("{session_id}"),
+    Endpoint::History("{client_id}"),
+    Endpoint::Presence("{client_id}"),
+    Endpoint::Batch,
+    Endpoint::ChannelHistory("{channel}"),
+    Endpoint::Subscribe,
+    Endpoint::Unsubscribe,
+    Endpoint::Client("{client_id}"),
+    Endpoint::Blocks,
+    Endpoint::Block("{client_id}"),
+    Endpoint::Channels,
+    Endpoint::ChannelPresence("{channel}"),
+    Endpoint::OpenApi,
+    Endpoint::Health,
+    Endpoint::Metrics,
+    Endpoint::Demo,
+    Endpoint::ClientJs,
+    Endpoint::Dashboard,
+    Endpoint::DashboardData,
+];
+
+impl Endpoint<'_> {
+    /// Its path as OpenAPI writes it (`{name}` for a parameter); `None` for [`Endpoint::OtherApi`],
+    /// which is every path without a route.
+    pub fn template(&self) -> Option<&'static str> {
+        Some(match self {
+            Endpoint::Push => "/api/v1/push",
+            Endpoint::Broadcast => "/api/v1/broadcast",
+            Endpoint::Publish => "/api/v1/publish",
+            Endpoint::Sessions => "/api/v1/sessions",
+            Endpoint::Session(_) => "/api/v1/sessions/{session_id}",
+            Endpoint::History(_) => "/api/v1/history/{client_id}",
+            Endpoint::Presence(_) => "/api/v1/presence/{client_id}",
+            Endpoint::Batch => "/api/v1/batch",
+            Endpoint::ChannelHistory(_) => "/api/v1/channels/{channel}/history",
+            Endpoint::Subscribe => "/api/v1/subscribe",
+            Endpoint::Unsubscribe => "/api/v1/unsubscribe",
+            Endpoint::Client(_) => "/api/v1/clients/{client_id}",
+            Endpoint::Blocks => "/api/v1/blocks",
+            Endpoint::Block(_) => "/api/v1/blocks/{client_id}",
+            Endpoint::Channels => "/api/v1/channels",
+            Endpoint::ChannelPresence(_) => "/api/v1/channels/{channel}/presence",
+            Endpoint::OpenApi => "/api/openapi.json",
+            Endpoint::OtherApi => return None,
+            Endpoint::Health => "/health",
+            Endpoint::Metrics => "/metrics",
+            Endpoint::Demo => "/",
+            Endpoint::ClientJs => "/tether.js",
+            Endpoint::Dashboard => "/dashboard",
+            Endpoint::DashboardData => "/dashboard/data",
+        })
+    }
+}
+
+/// Every (method, path template) the router answers, HEAD on the pages left out (it is GET
+/// without the body): what `tests/openapi.rs` compares with `docs/openapi.json`.
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    for e in ALL {
+        if let Some(path) = e.template() {
+            out.extend(e.allowed().iter().map(|m| (m.as_str(), path)));
+        }
+    }
+    out
 }
 
 /// Whether a configuration with these pages serves `path` itself, so a `ws_path` equal to it
@@ -263,6 +345,19 @@ mod tests {
         }
         assert_eq!(Endpoint::parse("/api"), None);
         assert_eq!(Endpoint::parse("/nothing"), None);
+    }
+
+    #[test]
+    fn every_route_template_parses_back_to_its_endpoint() {
+        for e in ALL {
+            let path = e.template().expect("ALL lists only routes");
+            assert_eq!(Endpoint::parse(path), Some(*e), "{path}");
+        }
+        assert_eq!(routes().len(), ALL.len());
+        assert_eq!(
+            Endpoint::parse("/api/openapi.json"),
+            Some(Endpoint::OpenApi)
+        );
     }
 
     #[test]

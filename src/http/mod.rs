@@ -30,7 +30,7 @@ use crate::http::error::Error;
 use crate::http::reply::{Body, error_response};
 use crate::state::Shared;
 
-pub use endpoint::{Endpoint, builtin_route};
+pub use endpoint::{Endpoint, builtin_route, routes};
 
 /// Dispatches one request.
 pub async fn route(
@@ -53,13 +53,9 @@ pub async fn route(
         return error_response(&Error::NotFound);
     }
     if !endpoint.permits(&head.method) {
-        // The optional pages have always answered other methods with 404, not 405.
-        return match endpoint {
-            Endpoint::Health | Endpoint::Metrics => {
-                error_response(&Error::MethodNotAllowed(endpoint.allowed()))
-            }
-            _ => error_response(&Error::NotFound),
-        };
+        // Every page, like the API, says which methods it takes (Schemathesis found the demo
+        // page and the dashboard answering 404 to a TRACE, as if they did not exist).
+        return error_response(&Error::MethodNotAllowed(endpoint.allowed()));
     }
     match endpoint {
         Endpoint::Health => pages::health(&shared),

@@ -8,6 +8,7 @@ import TetherDefault, {
   parsePosition,
   DEFAULT_BACKOFF,
   type ChannelPresence,
+  type PresenceClient,
   type Envelope,
   type Position,
   type StatusEvent,
@@ -57,6 +58,10 @@ client.on('welcome', (msg) => {
   console.log(id, interval, epoch);
 });
 client.on('error', (msg) => console.warn(msg.data.code, msg.data.message, msg.data.original));
+client.on('presence', (msg) => {
+  const answer: ChannelPresence = msg.data;
+  console.log(answer.channel, answer.sessions, answer.clients.length);
+});
 client.on('shutdown', (msg) => console.log(msg.data.mode, msg.data.reconnect_after_ms));
 client.on('subscribed', (msg) => {
   if (msg.data.by === 'server') console.log('the backend subscribed us to', msg.data.channel);
@@ -93,8 +98,8 @@ client.publish('room.1', 'chat', { text: 'hi' });
 client.unsubscribe('room.2');
 
 async function whoIsHere(): Promise<string[]> {
-  const here: ChannelPresence = await client.presence('room.1', { timeoutMs: 5000 });
-  return here.clients.filter((c) => c.sessions > 0).map((c) => c.client_id);
+  const here: PresenceClient[] = await client.presence('room.1', { timeoutMs: 5000 });
+  return here.filter((c) => c.sessions > 0).map((c) => c.client_id);
 }
 void whoIsHere();
 
