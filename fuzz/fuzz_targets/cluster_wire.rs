@@ -29,7 +29,7 @@ struct Fields {
     body: Vec<u8>,
 }
 
-const KINDS: [WireKind; 11] = [
+const KINDS: [WireKind; 13] = [
     WireKind::Client,
     WireKind::Channel,
     WireKind::All,
@@ -41,6 +41,8 @@ const KINDS: [WireKind; 11] = [
     WireKind::Marker,
     WireKind::Control,
     WireKind::Block,
+    WireKind::Channels,
+    WireKind::Members,
 ];
 
 fuzz_target!(|data: &[u8]| {

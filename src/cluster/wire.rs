@@ -248,7 +248,7 @@ mod tests {
         for bad in [
             &b""[..],
             b"no newline at all",
-            b"x n 1 - 0 0 -\n",
+            b"z n 1 - 0 0 -\n",
             b"c n 1 - 0 0\n",
             b"c n 1 - 0 0 - extra\n",
             b"c n one - 0 0 -\n",
