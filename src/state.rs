@@ -1,6 +1,7 @@
 //! What every layer shares, kept small: the configuration, who is connected, admission, counters,
 //! the clock, the application's callbacks, and whether shutdown has begun.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -17,7 +18,7 @@ use crate::delivery::router::Router;
 use crate::engine::memory::{MemoryConfig, MemoryEngine};
 use crate::engine::redis::RedisEngine;
 use crate::engine::{Checked, Engine, WallTime};
-use crate::id::SessionIds;
+use crate::id::{SessionId, SessionIds};
 use crate::metrics::Metrics;
 use crate::metrics::dashboard::Samples;
 use crate::net::admission::Admissions;
@@ -60,6 +61,9 @@ pub struct Shared {
     pub handler: Arc<dyn Handler>,
     /// Push handle shared by the API and client `publish` (over the same router).
     pub handle: Handle,
+    /// Client channel commands (frame texts) waiting for a session's earlier ones, in a
+    /// cluster; an entry exists while the session's queue runs (see `session::join::defer`).
+    pub channel_queues: parking_lot::Mutex<HashMap<SessionId, VecDeque<Box<str>>>>,
     /// Set once shutdown starts: upgrades are refused and `/health` answers 503.
     draining: AtomicBool,
     /// Start time, for `/health`.
@@ -170,6 +174,7 @@ impl Shared {
             ids: SessionIds::new(),
             handler,
             handle,
+            channel_queues: Default::default(),
             draining: AtomicBool::new(false),
             started: Instant::now(),
             samples: Samples::default(),

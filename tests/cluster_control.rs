@@ -256,3 +256,72 @@ async fn a_full_session_on_another_node_gets_an_error_and_is_not_counted() {
         "{v}"
     );
 }
+
+/// A client's channel commands take effect in the order it sent them, although in a cluster a
+/// join waits on Redis while the session goes on reading: `subscribe` then `unsubscribe` sent
+/// back to back leave the session out of the channel, answered in order, with or without
+/// history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_channel_commands_take_effect_in_order() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let redis = Redis::start();
+    for (id, history) in [("a", "0"), ("b", "10")] {
+        let n = node(&redis, id, &[SECRET[0], ("history_size", history)]).await;
+        let (mut ws, _) = connect(n.addr, "alice").await;
+        // Fed and flushed together, so the node reads all three in one go.
+        for frame in [
+            r#"{"type":"subscribe","id":1,"data":{"channel":"room"}}"#,
+            r#"{"type":"unsubscribe","id":2,"data":{"channel":"room"}}"#,
+            r#"{"type":"subscribe","id":3,"data":{"channel":"news"}}"#,
+        ] {
+            ws.feed(Message::text(frame)).await.expect("feed");
+        }
+        ws.flush().await.expect("flush");
+        for (want, id) in [("subscribed", 1), ("unsubscribed", 2), ("subscribed", 3)] {
+            let m = recv_json(&mut ws).await;
+            assert_eq!(
+                (m["type"].as_str(), m["id"].as_u64()),
+                (Some(want), Some(id)),
+                "history {history}: {m}"
+            );
+        }
+        let (status, v) = call(
+            n.addr,
+            "POST",
+            "/api/v1/publish",
+            r#"{"channel":"room","type":"post"}"#,
+        )
+        .await;
+        assert_eq!(
+            (status, v["delivered"].as_u64()),
+            (200, Some(0)),
+            "history {history}: {v}"
+        );
+        let (status, v) = call(n.addr, "GET", "/api/v1/channels/room/presence", "").await;
+        assert_eq!(
+            (status, v["sessions"].as_u64()),
+            (200, Some(0)),
+            "history {history}: {v}"
+        );
+        let (status, v) = call(
+            n.addr,
+            "POST",
+            "/api/v1/publish",
+            r#"{"channel":"news","type":"post"}"#,
+        )
+        .await;
+        assert_eq!(
+            (status, v["delivered"].as_u64()),
+            (200, Some(1)),
+            "history {history}: {v}"
+        );
+        let m = recv_json(&mut ws).await;
+        assert_eq!(
+            (m["type"].as_str(), m["channel"].as_str()),
+            (Some("post"), Some("news")),
+            "{m}"
+        );
+        nothing_else(&mut ws).await;
+    }
+}

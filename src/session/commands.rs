@@ -101,6 +101,11 @@ pub fn on_text(text: &str, outbox: &Arc<Outbox>, shared: &Arc<Shared>, created: 
     };
     r.id = env.id.map(RawValue::get);
     let kind = env.kind.as_deref().unwrap_or_default();
+    if matches!(kind, "subscribe" | "unsubscribe" | "refresh" | "presence")
+        && super::join::defer(shared, outbox, kind, text)
+    {
+        return;
+    }
     match kind {
         "heartbeat" => r.ok("heartbeat_ack", None),
         "subscribe" => subscribe(&r, env.data),
@@ -161,25 +166,69 @@ fn granted(r: &Reply<'_>, channel: &str) -> bool {
     }
 }
 
-fn subscribe(r: &Reply<'_>, data: Option<&RawValue>) {
-    let Some(data) = channel_of(r, data) else {
-        return;
+/// A channel command the session queued behind an earlier one (see `join::defer`), handled
+/// now; for a `subscribe` that passed its checks, the join to run: channel, `since`, id.
+pub(super) fn deferred(
+    text: &str,
+    outbox: &Arc<Outbox>,
+    shared: &Arc<Shared>,
+) -> Option<(String, Option<Since>, Option<String>)> {
+    let mut r = Reply {
+        outbox,
+        shared,
+        text,
+        id: None,
     };
+    let env = protocol::parse_inbound(text).ok()?;
+    r.id = env.id.map(RawValue::get);
+    match env.kind.as_deref().unwrap_or_default() {
+        "subscribe" => {
+            let (channel, since) = subscribing(&r, env.data)?;
+            Some((channel, since, r.id.map(str::to_string)))
+        }
+        "unsubscribe" => {
+            unsubscribe(&r, env.data);
+            None
+        }
+        "refresh" => {
+            refresh(&r, env.data);
+            None
+        }
+        "presence" => {
+            presence(&r, env.data);
+            None
+        }
+        _ => None,
+    }
+}
+
+/// A `subscribe`'s checks (name, grant, room), answering a failure itself; the channel and
+/// `since` to join.
+fn subscribing(r: &Reply<'_>, data: Option<&RawValue>) -> Option<(String, Option<Since>)> {
+    let data = channel_of(r, data)?;
     if !granted(r, &data.channel) {
-        return;
+        return None;
     }
     let max = r.shared.config.max_channels_per_session;
     if !super::join::has_room(r.outbox, &data.channel, max) {
-        return too_many_channels(r);
+        too_many_channels(r);
+        return None;
     }
     // Any `since` that is not a position string, a number included, resumes as bad_position;
     // without history there is nothing to resume.
     let since = data.since.filter(|_| r.shared.config.history()).map(|raw| {
         serde_json::from_str::<Cow<'_, str>>(raw.get()).map_or(Since::Bad, |t| Since::parse(&t))
     });
+    Some((data.channel.to_string(), since))
+}
+
+fn subscribe(r: &Reply<'_>, data: Option<&RawValue>) {
+    let Some((channel, since)) = subscribing(r, data) else {
+        return;
+    };
     // The memory engine answers at once; an engine that cannot is refused here rather than
     // blocking the connection.
-    if !super::join::client(r.shared, r.outbox, &data.channel, since, r.id) {
+    if !super::join::client(r.shared, r.outbox, &channel, since, r.id) {
         r.fail(
             err::UNAVAILABLE,
             "history is not available right now; retry",

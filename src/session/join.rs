@@ -5,6 +5,7 @@
 //! stream's position and the missed messages follow it before any live one. Also the orders
 //! other nodes (or this one) send for a client id's sessions: join, leave, close.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -14,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::cluster::{Order, Orders};
 use crate::engine::{Since, StreamKey};
+use crate::id::SessionId;
 use crate::outbox::Outbox;
 use crate::protocol::{close, envelope, err, error_envelope, json_str};
 use crate::registry::Subscribed;
@@ -120,9 +122,10 @@ pub async fn join(
     joined.load(Ordering::Relaxed) && outbox.channel_list().iter().any(|c| &**c == channel)
 }
 
-/// A client's `subscribe` (room and grant checked): at once where nothing waits on other nodes
-/// (commands run inside the session's poll and must never wait), else in a task of its own.
-/// False when it could not run at once (an engine that would have to wait).
+/// A client's `subscribe` (room and grant checked) where nothing waits on other nodes: at once
+/// (commands run inside the session's poll and must never wait). False when it could not run
+/// at once (an engine that would have to wait). In a cluster `subscribe` goes through
+/// [`defer`] instead.
 pub fn client(
     shared: &Arc<Shared>,
     outbox: &Arc<Outbox>,
@@ -130,17 +133,64 @@ pub fn client(
     since: Option<Since>,
     id: Option<&str>,
 ) -> bool {
-    if shared.router.waits_on_nodes() {
-        let (shared, outbox) = (Arc::clone(shared), Arc::clone(outbox));
-        let (channel, id) = (channel.to_string(), id.map(str::to_string));
-        tokio::spawn(async move {
-            join(&shared, &outbox, &channel, since, By::Client(id.as_deref())).await;
-        });
-        return true;
-    }
     join(shared, outbox, channel, since, By::Client(id))
         .now_or_never()
         .is_some()
+}
+
+/// In a cluster a join waits on Redis while its session goes on reading, so a client's
+/// `unsubscribe` (or `refresh`, which may take channels away) right behind its `subscribe`
+/// could take effect first and leave the session in a channel it left. So there a `subscribe`
+/// frame, and any channel command (`kind`: `subscribe`, `unsubscribe`, `refresh`, `presence`)
+/// that arrives while one is in flight, is queued per session (`Shared::channel_queues`) and
+/// handled by one task in arrival order, each as if it arrived when its turn comes. The queue
+/// exists only while that task runs, so an idle session costs nothing. False when the caller
+/// handles the frame at once.
+pub fn defer(shared: &Arc<Shared>, outbox: &Arc<Outbox>, kind: &str, text: &str) -> bool {
+    if !shared.router.waits_on_nodes() {
+        return false;
+    }
+    {
+        let mut queues = shared.channel_queues.lock();
+        if let Some(q) = queues.get_mut(&outbox.id) {
+            q.push_back(Box::from(text));
+            return true;
+        }
+        if kind != "subscribe" {
+            return false;
+        }
+        queues.insert(outbox.id, VecDeque::new());
+    }
+    let (shared, outbox) = (Arc::clone(shared), Arc::clone(outbox));
+    let first: Box<str> = Box::from(text);
+    tokio::spawn(async move {
+        // A panic in one command must not leave the session's later ones queued forever.
+        let _unwind = Unwind(&shared, outbox.id);
+        let mut next = Some(first);
+        while let Some(text) = next {
+            if let Some((channel, since, id)) = super::commands::deferred(&text, &outbox, &shared) {
+                join(&shared, &outbox, &channel, since, By::Client(id.as_deref())).await;
+            }
+            let mut queues = shared.channel_queues.lock();
+            next = queues.get_mut(&outbox.id).and_then(VecDeque::pop_front);
+            if next.is_none() {
+                queues.remove(&outbox.id);
+            }
+        }
+    });
+    true
+}
+
+/// Removes a session's queue when its task panics (only then: once the task ends normally a
+/// new task may own a new queue under the same id).
+struct Unwind<'a>(&'a Shared, SessionId);
+
+impl Drop for Unwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.channel_queues.lock().remove(&self.1);
+        }
+    }
 }
 
 /// A join by the server: the room is checked here (`too_many_channels` for a full session).
