@@ -264,8 +264,12 @@ async fn one_node_reconnect_within_the_grace_is_no_leave() {
     stop(s).await;
 }
 
-const CLUSTER_KEYS: &[(&str, &str)] =
-    &[("presence_channels", "lobby"), ("presence_grace", "500ms")];
+/// Signed: the events are sealed by the node and published by the Redis step that decides them.
+const CLUSTER_KEYS: &[(&str, &str)] = &[
+    ("presence_channels", "lobby"),
+    ("presence_grace", "500ms"),
+    ("cluster_secret", "0123456789abcdef0123456789abcdef"),
+];
 
 #[tokio::test]
 async fn across_nodes_each_client_id_joins_and_leaves_once() {
@@ -351,6 +355,8 @@ async fn a_killed_node_makes_its_clients_leave() {
             "lobby",
             "--presence-grace",
             "500ms",
+            "--cluster-secret",
+            "0123456789abcdef0123456789abcdef",
             "--redis-url",
             &url,
         ],

@@ -4,7 +4,10 @@
 //!
 //! A client id's `join` is decided in the step that takes its cluster-wide count from 0 (and
 //! not back within the grace); its `leave` is queued in the step that takes it to 0 and fired by
-//! the one node whose take finds it still gone: so each happens once cluster-wide.
+//! the one node whose take finds it still gone: so each happens once cluster-wide. The step
+//! that decides an event also publishes it (a message the node sealed beforehand), so every
+//! node hears a client id's `join` and `leave` in the order Redis decided them, whichever
+//! nodes decided them. (On a Redis Cluster the channel's topic will need its hash tag.)
 
 use redis::Script;
 
@@ -14,14 +17,15 @@ const NOW: &str = "local t = redis.call('TIME')\n\
 
 /// Writes one node's session counts of client ids on one channel.
 ///
-/// KEYS: the node's `:pn`, `:pc`, `:pg`. ARGV: presence_grace in ms, then pairs of client id and
-/// count. Returns `{entries the node has left on the channel, then triples: client id, 1 (join)
-/// or -1 (leave queued), when the leave is due (ms; 0 for a join)}`.
+/// KEYS: the node's `:pn`, `:pc`, `:pg`. ARGV: presence_grace in ms, the channel's topic, then
+/// triples of client id, count and the sealed `join` message published if it joins (empty for
+/// a count of 0). Returns `{entries the node has left on the channel, then triples: client id,
+/// 1 (joined, published) or -1 (leave queued), when the leave is due (ms; 0 for a join)}`.
 pub fn set() -> Script {
     Script::new(&format!(
         "{NOW}
 local out = {{0}}
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 3 do
   local c = ARGV[i]
   local n = tonumber(ARGV[i + 1])
   local old = tonumber(redis.call('HGET', KEYS[1], c) or '0')
@@ -37,6 +41,7 @@ for i = 2, #ARGV, 2 do
         table.insert(out, c) table.insert(out, -1) table.insert(out, due)
       end
     elseif before <= 0 and redis.call('ZREM', KEYS[3], c) == 0 then
+      redis.call('PUBLISH', ARGV[2], ARGV[i + 2])
       table.insert(out, c) table.insert(out, 1) table.insert(out, 0)
     end
   end
@@ -74,10 +79,11 @@ return out"
     ))
 }
 
-/// Takes one queued leave if it is due and the client id is still gone.
+/// Takes one queued leave if it is due and the client id is still gone, and publishes it.
 ///
-/// KEYS: `:pg`, `:pc`. ARGV: client id. Returns -1 (fire it: this node took it), 0 (nothing
-/// queued, or it came back) or when it is due (ms, later).
+/// KEYS: `:pg`, `:pc`. ARGV: client id, the channel's topic, the sealed `leave` message.
+/// Returns -1 (fired: this node took it and published it), 0 (nothing queued, or it came
+/// back) or when it is due (ms, later).
 pub fn take() -> Script {
     Script::new(&format!(
         "{NOW}
@@ -87,6 +93,7 @@ due = tonumber(due)
 if due > now then return due end
 redis.call('ZREM', KEYS[1], ARGV[1])
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return -1"
     ))
 }

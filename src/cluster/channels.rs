@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use super::Cluster;
+use super::inbox::NO_REPLY;
 use super::wire::Kind;
 use crate::registry::presence::{self, decode_counts, encode_counts};
 use crate::stream::EngineError;
@@ -19,7 +20,8 @@ const DUE_ROUNDS: usize = 10;
 /// What one write of a channel's counts decided.
 #[derive(Debug, Default)]
 pub struct Decided {
-    /// Client ids that joined (their first session anywhere, not back within the grace).
+    /// Client ids that joined (their first session anywhere, not back within the grace); their
+    /// `join` is published already.
     pub joins: Vec<Arc<str>>,
 }
 
@@ -129,9 +131,15 @@ impl Cluster {
         inv.key(pn)
             .key(pc)
             .key(pg)
-            .arg(self.presence_grace.as_millis() as u64);
+            .arg(self.presence_grace.as_millis() as u64)
+            .arg(self.keys.channel_topic(channel));
         for (client, n) in clients {
-            inv.arg(&**client).arg(*n);
+            // Sealed here (no secret reaches Redis); published by the script if it joins.
+            let join = match n {
+                0 => Vec::new(),
+                _ => self.event(channel, "join", client),
+            };
+            inv.arg(&**client).arg(*n).arg(join);
         }
         let mut con = self.conn();
         let out: Vec<redis::Value> = self
@@ -178,6 +186,13 @@ impl Cluster {
         })
         .await?;
         Ok(decided)
+    }
+
+    /// A sealed `join` / `leave` message for the channel's topic, delivered by every node to
+    /// its subscribers and answered by none (see [`NO_REPLY`]).
+    fn event(&self, channel: &str, kind: &str, client: &str) -> Vec<u8> {
+        let frame = presence::event_frame(kind, channel, client);
+        self.seal(Kind::Channel, NO_REPLY, channel, frame.as_bytes())
     }
 
     /// Adds queued leaves to the `leaves_due` index.
@@ -247,7 +262,7 @@ impl Cluster {
     }
 
     /// Takes the queued leaves that are due and still gone; each is taken by one node only,
-    /// which announces it. Returns (channel, client id) pairs. The entries of one read are
+    /// in the step that publishes it. Returns the (channel, client id) pairs this node fired. The entries of one read are
     /// taken concurrently (each is two steps on its own channel's keys), and reads repeat
     /// while they come back full, a bounded number of times per call.
     pub async fn take_leaves(&self) -> Result<Vec<(Arc<str>, Arc<str>)>, EngineError> {
@@ -286,9 +301,20 @@ impl Cluster {
         let script = &self.scripts.chan_take;
         let mut con = self.conn();
         let c = client.to_string();
+        let (topic, leave) = (
+            self.keys.channel_topic(channel),
+            self.event(channel, "leave", client),
+        );
         let r: i64 = self
             .call("channel presence", async move {
-                script.key(pg).key(pc).arg(c).invoke_async(&mut con).await
+                script
+                    .key(pg)
+                    .key(pc)
+                    .arg(c)
+                    .arg(topic)
+                    .arg(leave)
+                    .invoke_async(&mut con)
+                    .await
             })
             .await
             .ok()?;

@@ -159,6 +159,10 @@ pub struct Inbox {
     pub orders: OrdersCell,
 }
 
+/// The request number of a message nobody answers: a presence event a script published (see
+/// `channel_scripts`); requests that gather answers are numbered from 1.
+pub const NO_REPLY: u64 = 0;
+
 impl Inbox {
     /// Handles one push from Redis. Never blocks: enqueueing is all it does.
     pub fn push(self: &Arc<Self>, info: PushInfo) {
@@ -328,6 +332,9 @@ impl Inbox {
     }
 
     fn answer(&self, msg: &Msg, count: usize, body: Bytes) {
+        if msg.req == NO_REPLY {
+            return;
+        }
         if msg.origin == *self.node {
             self.pending.reply(msg.req, count as u64, body);
             return;

@@ -1,6 +1,7 @@
 //! Channel presence events (docs/protocol.md §14): the one task per node that takes the
-//! registry's presence changes, decides `join` and `leave` (here on one node; in Redis, once
-//! cluster-wide, in a cluster) and tells the channel's subscribers on every node.
+//! registry's presence changes and decides `join` and `leave`: here on one node, telling the
+//! channel's subscribers itself; in a cluster, in Redis, once cluster-wide, where the step that
+//! decides an event also publishes it to every node (`cluster::channel_scripts`).
 //!
 //! The registry only notes (channel, client id) pairs whose count here went from or to 0; this
 //! task reads the count as it is when it gets there, so a tab that flaps between two rounds
@@ -15,8 +16,7 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use super::router::{Frame, Router, To};
-use crate::protocol::{envelope, json_str};
-use crate::registry::presence::{Change, Feed};
+use crate::registry::presence::{Change, Feed, event_frame};
 
 /// Client ids written per Redis step, so one step never holds Redis for long.
 const BATCH: usize = 500;
@@ -111,8 +111,7 @@ pub(super) async fn run(router: Router, feed: Arc<Feed>, grace: Duration) {
             by_channel.entry(ch).or_default().push((client, n));
         }
         // Channels are independent: their writes go out together (the connection pipelines
-        // them), and so do the round's announcements; the next round starts once they are
-        // done, so a client id's `join` is out before its `leave` can be.
+        // them); the next round starts once they are done.
         let writes = by_channel.iter().flat_map(|(ch, clients)| {
             clients.chunks(BATCH).map(move |chunk| async move {
                 (ch, chunk, cluster.write_channel(ch, chunk).await)
@@ -130,11 +129,13 @@ pub(super) async fn run(router: Router, feed: Arc<Feed>, grace: Duration) {
                 }
             }
         }
-        join_all(joins.iter().map(|pair| announce(&router, "join", pair))).await;
+        // The scripts that decided the events published them, in the order Redis decided
+        // them: a `leave` one node fires and the `join` another decides right after reach
+        // every subscriber in that order. Only counted here.
+        let metrics = &router.registry().metrics;
+        joins.iter().for_each(|_| metrics.presence_event(true));
         match cluster.take_leaves().await {
-            Ok(leaves) => {
-                join_all(leaves.iter().map(|pair| announce(&router, "leave", pair))).await;
-            }
+            Ok(leaves) => leaves.iter().for_each(|_| metrics.presence_event(false)),
             Err(_) => failed = true,
         }
         if failed {
@@ -149,14 +150,10 @@ fn renote(feed: &Feed, channel: &Arc<str>, clients: &[(Arc<str>, u32)]) {
     }
 }
 
-/// Tells `channel`'s subscribers on every node that `client` joined or left.
+/// Tells `channel`'s subscribers that `client` joined or left (on one node; in a cluster the
+/// scripts publish the events).
 async fn announce(router: &Router, kind: &str, (channel, client): &Change) {
-    let data = format!(
-        "{{\"channel\":{},\"client_id\":{}}}",
-        json_str(channel),
-        json_str(client)
-    );
-    let frame = Frame::Plain(envelope(kind, Some(channel), None, Some(&data)));
+    let frame = Frame::Plain(event_frame(kind, channel, client));
     router.registry().metrics.presence_event(kind == "join");
     if let Err(e) = router.deliver(To::Channel(channel), frame).await {
         log::debug!("channel presence `{kind}` on {channel} not delivered: {e}");

@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::protocol::{envelope, json_str};
 
 /// The `presence_channels` setting: exact names, and prefixes (entries ending in `*`).
 #[derive(Debug, Default, Clone)]
@@ -137,6 +140,16 @@ pub(super) fn remove(counts: &mut Counts, channel: &str, client: &str) -> bool {
 /// The largest page of a channel listing or of a channel's clients (`?limit=`), also what a
 /// node answers another at most.
 pub const PAGE_MAX: usize = 10_000;
+
+/// The `join` or `leave` frame (`kind`) of `client` on `channel`, as subscribers get it.
+pub fn event_frame(kind: &str, channel: &str, client: &str) -> Utf8Bytes {
+    let data = format!(
+        "{{\"channel\":{},\"client_id\":{}}}",
+        json_str(channel),
+        json_str(client)
+    );
+    envelope(kind, Some(channel), None, Some(&data))
+}
 
 impl super::Registry {
     /// The queue of presence changes, when `presence_channels` is set.
