@@ -62,7 +62,15 @@ impl Inbound for Box<Inflater> {
     }
 }
 
+/// Outgoing bytes gathered before a write to the socket.
+const GATHER: usize = 4096;
+
 /// The TCP socket as tungstenite sees it, remembering which direction would block.
+///
+/// It gathers outgoing bytes itself (tungstenite's own buffer is set to write through, see
+/// [`TcpWs::with_inbound`]): tungstenite's buffer keeps the largest capacity it ever reached, so
+/// one burst of frames left every session that got one holding up to 8 KiB for good, while this
+/// one is given back each time a flush empties it.
 struct TcpIo<I> {
     /// The connection.
     tcp: TcpStream,
@@ -70,8 +78,47 @@ struct TcpIo<I> {
     read_blocked: bool,
     /// The last write returned `WouldBlock`.
     write_blocked: bool,
+    /// A message was queued while the socket took no more: flush before accepting another
+    /// (kept here, beside the other flags, for the size of the session's future).
+    sink_blocked: bool,
     /// The inbound layer.
     inbound: I,
+    /// Bytes accepted from tungstenite and not yet written (at most about [`GATHER`]); boxed so
+    /// an idle session pays one pointer for it.
+    out: Option<Box<Gathered>>,
+}
+
+/// The bytes a [`TcpIo`] gathered (a struct, so the box holds the vector's three words).
+#[derive(Default)]
+struct Gathered(Vec<u8>);
+
+impl<I> TcpIo<I> {
+    /// Writes what is gathered; `WouldBlock` (remembered) while the socket takes no more.
+    fn write_out(&mut self) -> io::Result<()> {
+        let Some(out) = self.out.as_mut().map(|g| &mut g.0) else {
+            return Ok(());
+        };
+        while !out.is_empty() {
+            match self.tcp.try_write(out) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    out.drain(..n);
+                }
+                Err(e) => {
+                    self.write_blocked |= e.kind() == io::ErrorKind::WouldBlock;
+                    return Err(e);
+                }
+            }
+        }
+        // Idle sessions keep no write buffer.
+        self.out = None;
+        Ok(())
+    }
+
+    /// Bytes gathered and not yet written.
+    fn gathered(&self) -> usize {
+        self.out.as_ref().map_or(0, |g| g.0.len())
+    }
 }
 
 impl<I: Inbound> Read for TcpIo<I> {
@@ -87,14 +134,20 @@ impl<I: Inbound> Read for TcpIo<I> {
 
 impl<I> Write for TcpIo<I> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let r = self.tcp.try_write(buf);
-        self.write_blocked |= matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-        r
+        if self.gathered() + buf.len() > GATHER {
+            self.write_out()?;
+        }
+        if self.gathered() == 0 && buf.len() >= GATHER {
+            let r = self.tcp.try_write(buf);
+            self.write_blocked |= matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+            return r;
+        }
+        self.out.get_or_insert_default().0.extend_from_slice(buf);
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        // A TCP socket has no user-space buffer to flush.
-        Ok(())
+        self.write_out()
     }
 }
 
@@ -102,8 +155,6 @@ impl<I> Write for TcpIo<I> {
 pub struct TcpWs<I = ()> {
     /// tungstenite's protocol state and buffers.
     ws: WebSocket<TcpIo<I>>,
-    /// A write was refused with `WouldBlock`: flush before accepting more.
-    blocked: bool,
 }
 
 impl TcpWs {
@@ -128,13 +179,17 @@ impl<I: Inbound> TcpWs<I> {
             tcp,
             read_blocked: false,
             write_blocked: false,
+            sink_blocked: false,
             inbound,
+            out: None,
         };
+        // Every frame goes straight to `TcpIo`, which gathers the bytes (see there).
+        let config = config.write_buffer_size(0);
         let ws = match part {
             None => WebSocket::from_raw_socket(io, Role::Server, Some(config)),
             Some(p) => WebSocket::from_partially_read(io, p, Role::Server, Some(config)),
         };
-        TcpWs { ws, blocked: false }
+        TcpWs { ws }
     }
 
     /// Runs `op` until it stops returning `WouldBlock` for a direction that is ready again;
@@ -203,11 +258,11 @@ impl<I: Inbound> Sink<Message> for TcpWs<I> {
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         let this = self.get_mut();
-        if !this.blocked {
+        if !this.ws.get_ref().sink_blocked {
             return Poll::Ready(Ok(()));
         }
         let r = std::task::ready!(this.retry_io(cx, |ws| ws.flush()));
-        this.blocked = false;
+        this.ws.get_mut().sink_blocked = false;
         Poll::Ready(r)
     }
 
@@ -217,7 +272,7 @@ impl<I: Inbound> Sink<Message> for TcpWs<I> {
             Ok(()) => Ok(()),
             // The message is queued in tungstenite's buffer; poll_ready flushes it first.
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                this.blocked = true;
+                this.ws.get_mut().sink_blocked = true;
                 Ok(())
             }
             Err(e) => Err(e),
@@ -227,7 +282,7 @@ impl<I: Inbound> Sink<Message> for TcpWs<I> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         let this = self.get_mut();
         let r = std::task::ready!(this.retry_io(cx, |ws| ws.flush()));
-        this.blocked = false;
+        this.ws.get_mut().sink_blocked = false;
         Poll::Ready(r)
     }
 
