@@ -5,7 +5,9 @@
 //! - `lobby`: client `c<k>` for k below `channels` observes channel k (subscribes and stays);
 //!   every other client, while the parent says `go`, joins a channel at random, leaves it,
 //!   joins another, … (one at a time, as players move between lobbies). On the
-//!   second `go` they leave every channel; on `stop` each observer reports what it saw. An
+//!   second `go` they stay where they are (the parent samples the server once its queues
+//!   drained); on the third they leave every channel; on `stop` each observer reports what
+//!   it saw. An
 //!   observer keeps the set of joined client ids: a `join` of a member is a duplicate, a
 //!   `leave` of a non-member is unmatched (a duplicate leave or a missed join), and a member
 //!   left once everyone left and the grace passed is a missed leave.
@@ -30,6 +32,9 @@ enum Stage {
     Ready,
     /// Joining and leaving at random.
     Churn,
+    /// Staying where they are (no more churn), so the server's queues drain while every
+    /// client is still in its lobby.
+    Hold,
     /// Leaving every channel, then holding.
     Leave,
     /// Told to stop.
@@ -104,7 +109,7 @@ pub(crate) async fn lobby(ctx: &Arc<Ctx>, cmds: &mut mpsc::Receiver<String>) -> 
         name: "connected".into(),
         report: Box::new(ctx.wave(0).clone()),
     });
-    for stage in [Stage::Churn, Stage::Leave, Stage::Stop] {
+    for stage in [Stage::Churn, Stage::Hold, Stage::Leave, Stage::Stop] {
         let cmd = next(cmds).await;
         let stage = if cmd == "go" { stage } else { Stage::Stop };
         let _ = stage_tx.send(stage);

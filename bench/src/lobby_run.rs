@@ -14,6 +14,7 @@ use crate::proto::{Kind, merge_all};
 use crate::report::{connect_json, connect_line, ms, pcts};
 use crate::run::{Failure, Outcome, connected, plan};
 use crate::stats::Histogram;
+use crate::sys::{Sample, sample};
 use crate::target::{first_url, parse_url};
 
 /// The API client of the first node (or `--api`).
@@ -121,8 +122,10 @@ pub fn lobby(a: &LobbyArgs) -> Outcome {
         s.channel_prefix = a.prefix.clone();
         s.churn_ms = a.churn.as_millis().max(1) as u64;
     }
+    let before = sample(&c.server_pid);
     let mut fleet = Fleet::spawn(&specs, "lobby", c.quiet)?;
     let conn = connected(&mut fleet, c, a.clients)?;
+    let joined = sample(&c.server_pid);
     fleet.send("go");
     let t0 = Instant::now();
     while t0.elapsed() < a.duration {
@@ -130,6 +133,12 @@ pub fn lobby(a: &LobbyArgs) -> Outcome {
         let what = format!("churn {}/{}s", t0.elapsed().as_secs(), a.duration.as_secs());
         fleet.pump(left.min(Duration::from_secs(1)), &what, a.clients)?;
     }
+    // Everyone stays in their lobby while the deliveries queued during the churn drain:
+    // sampled then, what connections and their subscriptions hold (during the churn the
+    // sample would mostly be queued frames).
+    fleet.send("go");
+    fleet.pump(a.settle, "holding", a.clients)?;
+    let churned = sample(&c.server_pid);
     // Everyone leaves; after the grace every observer should hold its own id only.
     fleet.send("go");
     fleet.pump(a.settle, "leaving", a.clients)?;
@@ -150,6 +159,11 @@ pub fn lobby(a: &LobbyArgs) -> Outcome {
         "missed_leaves": fin.presence_left_over,
         "exactly_once": exact,
         "unexpected_closes": fin.unexpected_closes.values().sum::<u64>(),
+        "server_rss_kib": {"before": before.rss_kib, "connected": joined.rss_kib, "held_after_churn": churned.rss_kib},
+        "rss_bytes_per_connection": {
+            "connected": per_conn(&before, &joined, a.clients),
+            "held_after_churn": per_conn(&before, &churned, a.clients),
+        },
     });
     let mut out = String::from("== lobby ==\n");
     connect_line(&mut out, "connect", &v["connect"]);
@@ -165,5 +179,19 @@ pub fn lobby(a: &LobbyArgs) -> Outcome {
         fin.presence_left_over,
         if exact { "yes" } else { "NO" },
     );
+    if let (Some(b), Some(j), Some(e)) = (before.rss_kib, joined.rss_kib, churned.rss_kib) {
+        let _ = writeln!(
+            out,
+            "server RSS: {b} KiB before, {j} KiB connected, {e} KiB held in lobbies after the churn => {} / {} bytes per connection",
+            v["rss_bytes_per_connection"]["connected"],
+            v["rss_bytes_per_connection"]["held_after_churn"],
+        );
+    }
     Ok((v, out))
+}
+
+/// Server RSS growth from `from` to `to` per connection, in bytes (None without samples).
+fn per_conn(from: &Sample, to: &Sample, clients: u64) -> Option<u64> {
+    let (a, b) = (from.rss_kib?, to.rss_kib?);
+    Some(b.saturating_sub(a) * 1024 / clients.max(1))
 }
