@@ -73,8 +73,10 @@ async fn undefined_peer_close_codes_are_counted_as_other() {
             reason: "bye".into(),
         };
         ws.send(Message::Close(Some(frame))).await.unwrap();
-        // The server answers the close; then the connection ends.
-        recv_close(&mut ws, WAIT).await;
+        // The server answers the close (its frame reaches the client before the connection
+        // ends); then the connection ends.
+        let answer = recv_close(&mut ws, WAIT).await;
+        assert_eq!(answer.map(|f| u16::from(f.code)), Some(code), "{client}");
         assert_eq!(next_disconnect(&mut rx).await.0, client);
     }
     let m = metrics(&s).await;

@@ -81,6 +81,10 @@ struct TcpIo<I> {
     /// A message was queued while the socket took no more: flush before accepting another
     /// (kept here, beside the other flags, for the size of the session's future).
     sink_blocked: bool,
+    /// A message is being handed over (`start_send`): its bytes are gathered. Every other write
+    /// (tungstenite's pongs and close replies, the close it sends when the connection ends)
+    /// goes to the socket at once, as tungstenite expects, after whatever was gathered.
+    gathering: bool,
     /// The inbound layer.
     inbound: I,
     /// Bytes accepted from tungstenite and not yet written (at most about [`GATHER`]); boxed so
@@ -134,10 +138,10 @@ impl<I: Inbound> Read for TcpIo<I> {
 
 impl<I> Write for TcpIo<I> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.gathered() + buf.len() > GATHER {
+        if !self.gathering || self.gathered() + buf.len() > GATHER {
             self.write_out()?;
         }
-        if self.gathered() == 0 && buf.len() >= GATHER {
+        if !self.gathering || buf.len() >= GATHER {
             let r = self.tcp.try_write(buf);
             self.write_blocked |= matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
             return r;
@@ -180,6 +184,7 @@ impl<I: Inbound> TcpWs<I> {
             read_blocked: false,
             write_blocked: false,
             sink_blocked: false,
+            gathering: false,
             inbound,
             out: None,
         };
@@ -268,7 +273,10 @@ impl<I: Inbound> Sink<Message> for TcpWs<I> {
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
         let this = self.get_mut();
-        match this.ws.write(item) {
+        this.ws.get_mut().gathering = true;
+        let written = this.ws.write(item);
+        this.ws.get_mut().gathering = false;
+        match written {
             Ok(()) => Ok(()),
             // The message is queued in tungstenite's buffer; poll_ready flushes it first.
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
