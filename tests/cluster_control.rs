@@ -257,6 +257,14 @@ async fn a_full_session_on_another_node_gets_an_error_and_is_not_counted() {
     );
 }
 
+/// Publishes a `post` to `channel` through the API; how many sessions it reached.
+async fn delivered(addr: SocketAddr, channel: &str) -> u64 {
+    let body = json!({"channel": channel, "type": "post"}).to_string();
+    let (status, v) = call(addr, "POST", "/api/v1/publish", &body).await;
+    assert_eq!(status, 200, "{v}");
+    v["delivered"].as_u64().unwrap_or(u64::MAX)
+}
+
 /// A client's channel commands take effect in the order it sent them, although in a cluster a
 /// join waits on Redis while the session goes on reading: `subscribe` then `unsubscribe` sent
 /// back to back leave the session out of the channel, answered in order, with or without
@@ -286,36 +294,14 @@ async fn back_to_back_channel_commands_take_effect_in_order() {
                 "history {history}: {m}"
             );
         }
-        let (status, v) = call(
-            n.addr,
-            "POST",
-            "/api/v1/publish",
-            r#"{"channel":"room","type":"post"}"#,
-        )
-        .await;
-        assert_eq!(
-            (status, v["delivered"].as_u64()),
-            (200, Some(0)),
-            "history {history}: {v}"
-        );
+        assert_eq!(delivered(n.addr, "room").await, 0, "history {history}");
         let (status, v) = call(n.addr, "GET", "/api/v1/channels/room/presence", "").await;
         assert_eq!(
             (status, v["sessions"].as_u64()),
             (200, Some(0)),
             "history {history}: {v}"
         );
-        let (status, v) = call(
-            n.addr,
-            "POST",
-            "/api/v1/publish",
-            r#"{"channel":"news","type":"post"}"#,
-        )
-        .await;
-        assert_eq!(
-            (status, v["delivered"].as_u64()),
-            (200, Some(1)),
-            "history {history}: {v}"
-        );
+        assert_eq!(delivered(n.addr, "news").await, 1, "history {history}");
         let m = recv_json(&mut ws).await;
         assert_eq!(
             (m["type"].as_str(), m["channel"].as_str()),
