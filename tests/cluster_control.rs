@@ -311,3 +311,40 @@ async fn back_to_back_channel_commands_take_effect_in_order() {
         nothing_else(&mut ws).await;
     }
 }
+
+/// While a join waits on Redis (here: Redis paused), a session's later channel commands wait
+/// behind it, at most 64 of them; the rest are refused with `rate_limited` at once, and the
+/// waiting ones are answered in order once Redis answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_commands_waiting_behind_a_join_are_bounded() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let redis = Redis::start();
+    let n = node(&redis, "a", &[SECRET[0]]).await;
+    let (mut ws, _) = connect(n.addr, "alice").await;
+    let paused = redis.command("CLIENT PAUSE 1500 ALL");
+    assert!(
+        paused.as_deref().is_some_and(|r| r.starts_with("+OK")),
+        "{paused:?}"
+    );
+    let total = 80;
+    for i in 0..total {
+        let frame = format!(r#"{{"type":"subscribe","id":{i},"data":{{"channel":"c{i}"}}}}"#);
+        ws.feed(Message::text(frame)).await.expect("feed");
+    }
+    ws.flush().await.expect("flush");
+    let (mut subscribed, mut refused) = (Vec::new(), Vec::new());
+    for _ in 0..total {
+        let m = recv_json(&mut ws).await;
+        let id = m["id"].as_u64().expect("an id");
+        match (m["type"].as_str(), m["data"]["code"].as_str()) {
+            (Some("subscribed"), _) => subscribed.push(id),
+            (Some("error"), Some("rate_limited")) => refused.push(id),
+            _ => panic!("unexpected {m}"),
+        }
+    }
+    // The first one joins, 64 wait behind it, in order; the 15 after them are refused.
+    assert_eq!(subscribed, (0..65).collect::<Vec<u64>>());
+    assert_eq!(refused, (65..total).collect::<Vec<u64>>());
+    nothing_else(&mut ws).await;
+}

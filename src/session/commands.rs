@@ -102,7 +102,7 @@ pub fn on_text(text: &str, outbox: &Arc<Outbox>, shared: &Arc<Shared>, created: 
     r.id = env.id.map(RawValue::get);
     let kind = env.kind.as_deref().unwrap_or_default();
     if matches!(kind, "subscribe" | "unsubscribe" | "refresh" | "presence")
-        && super::join::defer(shared, outbox, kind, text)
+        && super::join::defer(shared, outbox, kind, text, r.id)
     {
         return;
     }

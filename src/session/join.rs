@@ -145,14 +145,34 @@ pub fn client(
 /// that arrives while one is in flight, is queued per session (`Shared::channel_queues`) and
 /// handled by one task in arrival order, each as if it arrived when its turn comes. The queue
 /// exists only while that task runs, so an idle session costs nothing. False when the caller
-/// handles the frame at once.
-pub fn defer(shared: &Arc<Shared>, outbox: &Arc<Outbox>, kind: &str, text: &str) -> bool {
+/// handles the frame at once; `id` is the frame's correlation id, for a refusal.
+pub fn defer(
+    shared: &Arc<Shared>,
+    outbox: &Arc<Outbox>,
+    kind: &str,
+    text: &str,
+    id: Option<&str>,
+) -> bool {
     if !shared.router.waits_on_nodes() {
         return false;
     }
     {
         let mut queues = shared.channel_queues.lock();
         if let Some(q) = queues.get_mut(&outbox.id) {
+            if q.len() >= QUEUED_MAX {
+                drop(queues);
+                let e = error_envelope(
+                    err::RATE_LIMITED,
+                    &format!(
+                        "more than {QUEUED_MAX} channel commands wait for this session's join; \
+                         this one was dropped"
+                    ),
+                    Some(text),
+                    id,
+                );
+                shared.registry.enqueue(outbox, Message::Text(e));
+                return true;
+            }
             q.push_back(Box::from(text));
             return true;
         }
@@ -180,6 +200,10 @@ pub fn defer(shared: &Arc<Shared>, outbox: &Arc<Outbox>, kind: &str, text: &str)
     });
     true
 }
+
+/// Channel commands that may wait behind a session's join (a frame is at most
+/// `max_message_size`): a client that floods them while Redis is slow gets `rate_limited`.
+const QUEUED_MAX: usize = 64;
 
 /// Removes a session's queue when its task panics (only then: once the task ends normally a
 /// new task may own a new queue under the same id).
