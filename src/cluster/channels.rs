@@ -262,9 +262,9 @@ impl Cluster {
     }
 
     /// Takes the queued leaves that are due and still gone; each is taken by one node only,
-    /// in the step that publishes it. Returns the (channel, client id) pairs this node fired. The entries of one read are
-    /// taken concurrently (each is two steps on its own channel's keys), and reads repeat
-    /// while they come back full, a bounded number of times per call.
+    /// in the step that publishes it. Returns the (channel, client id) pairs this node fired.
+    /// The entries of one read are taken concurrently (each is two steps on its own channel's
+    /// keys), and reads repeat while they come back full, a bounded number of times per call.
     pub async fn take_leaves(&self) -> Result<Vec<(Arc<str>, Arc<str>)>, EngineError> {
         let mut fired = Vec::new();
         for _ in 0..DUE_ROUNDS {

@@ -118,10 +118,10 @@ pub(super) async fn run(router: Router, feed: Arc<Feed>, grace: Duration) {
             })
         });
         let mut failed = false;
-        let mut joins = Vec::new();
+        let mut joins = 0;
         for (ch, chunk, written) in join_all(writes).await {
             match written {
-                Ok(decided) => joins.extend(decided.joins.into_iter().map(|c| (Arc::clone(ch), c))),
+                Ok(decided) => joins += decided.joins.len(),
                 Err(e) => {
                     log::debug!("channel presence not written, retrying: {e}");
                     failed = true;
@@ -133,7 +133,7 @@ pub(super) async fn run(router: Router, feed: Arc<Feed>, grace: Duration) {
         // them: a `leave` one node fires and the `join` another decides right after reach
         // every subscriber in that order. Only counted here.
         let metrics = &router.registry().metrics;
-        joins.iter().for_each(|_| metrics.presence_event(true));
+        (0..joins).for_each(|_| metrics.presence_event(true));
         match cluster.take_leaves().await {
             Ok(leaves) => leaves.iter().for_each(|_| metrics.presence_event(false)),
             Err(_) => failed = true,
