@@ -1,5 +1,6 @@
 //! The node's way to Redis, whatever stands behind it (docs/cluster.md): one server
-//! (`redis_url`) or a Sentinel-managed master (`redis_sentinels`). Route, presence, inbox and
+//! (`redis_url`), a Sentinel-managed master (`redis_sentinels`) or a Redis Cluster
+//! (`redis_cluster_nodes`). Route, presence, inbox and
 //! the Redis engine take a [`Conn`] from [`Link::cmd`] and issue commands and scripts on it
 //! without knowing which; subscriptions go through [`Link::subscribe`].
 //!
@@ -8,6 +9,12 @@
 //! ([`Link::trouble`]) asks the sentinels again, at most one lookup at a time; when they name
 //! another master, fresh managers for it replace the old ones. The upkeep then sees Redis back
 //! and resubscribes and rewrites presence, as after any outage.
+//!
+//! On a Redis Cluster one `ClusterConnection` (the crate's `cluster-async`, RESP3) carries
+//! commands and subscriptions: it routes each command to its slot's master, follows `MOVED` /
+//! `ASK` and shard failovers, and resubscribes sharded topics where their slot now lives. A
+//! topic with a hash tag is sharded (`SSUBSCRIBE`, one command per topic, as each may live on
+//! another shard); the untagged `<prefix>:all` is a plain `SUBSCRIBE`, which reaches every node.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +23,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
     Client, Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, Pipeline, ProtocolVersion,
@@ -37,6 +46,8 @@ pub enum Topology {
         /// The monitored master's name.
         master: String,
     },
+    /// `redis_cluster_nodes`: seed nodes of a Redis Cluster.
+    Cluster(Vec<String>),
 }
 
 impl Topology {
@@ -51,7 +62,16 @@ impl Topology {
                 master: config.redis_sentinel_master.clone().unwrap_or_default(),
             });
         }
+        if !config.redis_cluster_nodes.is_empty() {
+            return Some(Topology::Cluster(config.redis_cluster_nodes.clone()));
+        }
         None
+    }
+
+    /// Whether keys and topics are spread over shards: scripts then touch one hash tag and
+    /// route over sharded pub/sub (see `keys.rs`).
+    pub fn sharded(&self) -> bool {
+        matches!(self, Topology::Cluster(_))
     }
 
     /// Whether a failover can lose acknowledged writes, so streams must notice a master
@@ -67,7 +87,16 @@ pub type PushFn = Arc<dyn Fn(PushInfo) + Send + Sync>;
 /// A command connection: a cheap clone. Commands on a node that knows no master yet fail as
 /// refused (certainly not run), which callers treat as Redis unreachable.
 #[derive(Clone)]
-pub struct Conn(Option<ConnectionManager>);
+pub struct Conn(Way);
+
+/// What a [`Conn`] talks through.
+#[derive(Clone)]
+enum Way {
+    /// No master known yet (behind Sentinel, before the first lookup).
+    Nowhere,
+    Manager(ConnectionManager),
+    Cluster(ClusterConnection),
+}
 
 fn no_master() -> RedisError {
     RedisError::from(std::io::Error::new(
@@ -79,8 +108,9 @@ fn no_master() -> RedisError {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.0 {
-            Some(m) => m.req_packed_command(cmd),
-            None => Box::pin(async { Err(no_master()) }),
+            Way::Manager(m) => m.req_packed_command(cmd),
+            Way::Cluster(c) => c.req_packed_command(cmd),
+            Way::Nowhere => Box::pin(async { Err(no_master()) }),
         }
     }
 
@@ -91,13 +121,17 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.0 {
-            Some(m) => m.req_packed_commands(pipeline, offset, count),
-            None => Box::pin(async { Err(no_master()) }),
+            Way::Manager(m) => m.req_packed_commands(pipeline, offset, count),
+            Way::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Way::Nowhere => Box::pin(async { Err(no_master()) }),
         }
     }
 
     fn get_db(&self) -> i64 {
-        self.0.as_ref().map_or(0, |m| m.get_db())
+        match &self.0 {
+            Way::Manager(m) => m.get_db(),
+            _ => 0,
+        }
     }
 }
 
@@ -116,6 +150,8 @@ pub struct Link {
     /// presence even if no call of its own failed.
     generation: AtomicU64,
     sentinel: Option<Sentinel>,
+    /// On a Redis Cluster: the one connection (its pushes reach `push` too).
+    cluster: Option<ClusterConnection>,
     push: PushFn,
 }
 
@@ -138,6 +174,41 @@ fn managers() -> ConnectionManagerConfig {
         .set_number_of_retries(2)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_secs(1))
+}
+
+/// Most sharded (un)subscribe commands in flight at once: a resync of thousands of client
+/// topics goes out in waves rather than as one burst of futures.
+const SUBSCRIBE_WAVE: usize = 256;
+
+/// (Un)subscribes `topics` on a Redis Cluster: tagged topics one `SSUBSCRIBE` each (on their
+/// slot's shard), the others in one plain command.
+async fn on_shards(c: &ClusterConnection, topics: Vec<String>, on: bool) -> Result<(), RedisError> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    let (sharded, plain): (Vec<String>, Vec<String>) =
+        topics.into_iter().partition(|t| t.contains('{'));
+    if !plain.is_empty() {
+        let mut c = c.clone();
+        if on {
+            c.subscribe(plain).await?;
+        } else {
+            c.unsubscribe(plain).await?;
+        }
+    }
+    stream::iter(sharded)
+        .map(|t| {
+            let mut c = c.clone();
+            async move {
+                if on {
+                    c.ssubscribe(t).await
+                } else {
+                    c.sunsubscribe(t).await
+                }
+            }
+        })
+        .buffer_unordered(SUBSCRIBE_WAVE)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
 }
 
 /// Lazy managers for the server at `info`; nothing is dialled until the first call.
@@ -174,6 +245,37 @@ impl Link {
                     current: ArcSwapOption::from_pointee(pair),
                     generation: AtomicU64::new(0),
                     sentinel: None,
+                    cluster: None,
+                    push,
+                })
+            }
+            Topology::Cluster(nodes) => {
+                let bad = |e: RedisError| format!("redis_cluster_nodes: {e}");
+                let urls: Vec<String> = nodes.iter().map(|s| sentinel_url(s)).collect();
+                let to_inbox = Arc::clone(&push);
+                let client = ClusterClientBuilder::new(urls)
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .connection_timeout(Duration::from_millis(500))
+                    .response_timeout(CALL_TIMEOUT)
+                    .retries(2)
+                    .min_retry_wait(50)
+                    .max_retry_wait(1000)
+                    .push_sender(move |info| {
+                        to_inbox(info);
+                        Ok::<(), redis::aio::SendError>(())
+                    })
+                    .build()
+                    .map_err(bad)?;
+                let con = client.get_pending_async_connection_with_config(
+                    ClusterConfig::new()
+                        .set_connection_timeout(Duration::from_millis(500))
+                        .set_response_timeout(CALL_TIMEOUT),
+                );
+                Ok(Link {
+                    current: ArcSwapOption::empty(),
+                    generation: AtomicU64::new(0),
+                    sentinel: None,
+                    cluster: Some(con),
                     push,
                 })
             }
@@ -215,6 +317,7 @@ impl Link {
                         busy: AtomicBool::new(false),
                         last: Mutex::new(None),
                     }),
+                    cluster: None,
                     push,
                 })
             }
@@ -228,11 +331,20 @@ impl Link {
 
     /// A command connection to the current master.
     pub fn cmd(&self) -> Conn {
-        Conn(self.current.load().as_ref().map(|p| p.cmd.clone()))
+        if let Some(c) = &self.cluster {
+            return Conn(Way::Cluster(c.clone()));
+        }
+        Conn(match self.current.load().as_ref() {
+            Some(p) => Way::Manager(p.cmd.clone()),
+            None => Way::Nowhere,
+        })
     }
 
     /// Subscribes the subscriber connection to `topics`.
     pub async fn subscribe(&self, topics: Vec<String>) -> Result<(), RedisError> {
+        if let Some(c) = &self.cluster {
+            return on_shards(c, topics, true).await;
+        }
         let Some(mut sub) = self.current.load().as_ref().map(|p| p.sub.clone()) else {
             return Err(no_master());
         };
@@ -242,6 +354,9 @@ impl Link {
 
     /// Unsubscribes the subscriber connection from `topics`.
     pub async fn unsubscribe(&self, topics: Vec<String>) -> Result<(), RedisError> {
+        if let Some(c) = &self.cluster {
+            return on_shards(c, topics, false).await;
+        }
         let Some(mut sub) = self.current.load().as_ref().map(|p| p.sub.clone()) else {
             return Err(no_master());
         };

@@ -224,7 +224,7 @@ keys! {
         "The master's name the sentinels monitor (with redis_sentinels).";
     #[serde_as(as = "CommaList")]
     redis_cluster_nodes: Vec<String> = Vec::new(), "LIST",
-        "Seed nodes of a Redis Cluster 7 (not supported yet: startup stops with an error).";
+        "Seed nodes (host:port or redis[s]://[user:pass@]host:port) of a Redis Cluster 7 the nodes shard over.";
     #[serde_as(as = "Unset")]
     node_id: Option<String> = None, "ID",
         "This node's name in presence, session listings and webhooks; default: host name and pid.";
@@ -310,6 +310,14 @@ impl Config {
     /// Whether an API key is configured (inline or in a file).
     pub fn api_key_set(&self) -> bool {
         self.api_key.is_some() || self.api_key_file.is_some()
+    }
+
+    /// Whether the node is in a cluster: one of `redis_url`, `redis_sentinels`,
+    /// `redis_cluster_nodes` is set.
+    pub fn clustered(&self) -> bool {
+        self.redis_url.is_some()
+            || !self.redis_sentinels.is_empty()
+            || !self.redis_cluster_nodes.is_empty()
     }
 
     /// Whether messages are numbered and stored (`history_size` above 0).

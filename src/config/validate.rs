@@ -198,13 +198,21 @@ impl Config {
                     "redis_cluster_nodes: set either {other} or redis_cluster_nodes, not both"
                 ));
             }
-            // Refused rather than half-run: the presence, offline and dashboard scripts still
-            // touch keys of many hash tags in one step (docs/cluster.md § Redis Cluster).
-            return err(
-                "redis_cluster_nodes: Redis Cluster is not supported in this release; use \
-                 redis_url (one server) or redis_sentinels (a Sentinel-managed master)"
-                    .into(),
-            );
+            for node in &self.redis_cluster_nodes {
+                let url = crate::config::sentinel_url(node);
+                if redis::IntoConnectionInfo::into_connection_info(url.as_str()).is_err() {
+                    return err(format!(
+                        "redis_cluster_nodes: {node:?} is not host:port or redis[s]://host:port"
+                    ));
+                }
+            }
+            if self.redis_sentinel_master.is_some() {
+                return err(
+                    "redis_sentinel_master: only with redis_sentinels, not redis_cluster_nodes"
+                        .into(),
+                );
+            }
+            return Ok(());
         }
         if sentinels && self.redis_url.is_some() {
             return err(
@@ -326,7 +334,12 @@ mod tests {
             e.contains("redis_url") && e.contains("redis_cluster_nodes"),
             "{e}"
         );
-        let e = Config::with(&[("redis_cluster_nodes", "127.0.0.1:7000")])
+        let ok = Config::with(&[(
+            "redis_cluster_nodes",
+            "127.0.0.1:7000, rediss://u:p@127.0.0.1:7001",
+        )]);
+        assert!(ok.is_ok(), "{ok:?}");
+        let e = Config::with(&[("redis_cluster_nodes", "127.0.0.1:x")])
             .unwrap_err()
             .0;
         assert!(e.starts_with("redis_cluster_nodes:"), "{e}");

@@ -124,7 +124,7 @@ impl Webhooks {
             stats,
             node,
             grace: config.offline_grace,
-            clustered: config.redis_url.is_some(),
+            clustered: config.clustered(),
             sender,
             tasks: Mutex::new(Vec::new()),
             last_warn: AtomicU64::new(0),
