@@ -7,7 +7,8 @@
 //! the one node whose take finds it still gone: so each happens once cluster-wide. The step
 //! that decides an event also publishes it (a message the node sealed beforehand), so every
 //! node hears a client id's `join` and `leave` in the order Redis decided them, whichever
-//! nodes decided them. (On a Redis Cluster the channel's topic will need its hash tag.)
+//! nodes decided them. On a Redis Cluster the channel's topic carries the channel's tag and
+//! `publish` is `SPUBLISH`, so the step stays on the channel's shard.
 
 use redis::Script;
 
@@ -21,7 +22,8 @@ const NOW: &str = "local t = redis.call('TIME')\n\
 /// triples of client id, count and the sealed `join` message published if it joins (empty for
 /// a count of 0). Returns `{entries the node has left on the channel, then triples: client id,
 /// 1 (joined, published) or -1 (leave queued), when the leave is due (ms; 0 for a join)}`.
-pub fn set() -> Script {
+/// `publish`: `PUBLISH`, or `SPUBLISH` on a Redis Cluster.
+pub fn set(publish: &str) -> Script {
     Script::new(&format!(
         "{NOW}
 local out = {{0}}
@@ -41,7 +43,7 @@ for i = 3, #ARGV, 3 do
         table.insert(out, c) table.insert(out, -1) table.insert(out, due)
       end
     elseif before <= 0 and redis.call('ZREM', KEYS[3], c) == 0 then
-      redis.call('PUBLISH', ARGV[2], ARGV[i + 2])
+      redis.call('{publish}', ARGV[2], ARGV[i + 2])
       table.insert(out, c) table.insert(out, 1) table.insert(out, 0)
     end
   end
@@ -83,8 +85,8 @@ return out"
 ///
 /// KEYS: `:pg`, `:pc`. ARGV: client id, the channel's topic, the sealed `leave` message.
 /// Returns -1 (fired: this node took it and published it), 0 (nothing queued, or it came
-/// back) or when it is due (ms, later).
-pub fn take() -> Script {
+/// back) or when it is due (ms, later). `publish` as in [`set`].
+pub fn take(publish: &str) -> Script {
     Script::new(&format!(
         "{NOW}
 local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -93,7 +95,7 @@ due = tonumber(due)
 if due > now then return due end
 redis.call('ZREM', KEYS[1], ARGV[1])
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+redis.call('{publish}', ARGV[2], ARGV[3])
 return -1"
     ))
 }

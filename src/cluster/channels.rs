@@ -171,20 +171,12 @@ impl Cluster {
             }
         }
         // The node's index of its channels, for a survivor that clears it after a crash.
-        let mut pipe = redis::pipe();
+        let mut cmds = Vec::new();
         if left == 0 {
-            pipe.cmd("SREM").arg(&index).arg(channel).ignore();
+            cmds.push(redis::cmd("SREM").arg(&index).arg(channel).clone());
         }
-        self.queue_leaves(&mut pipe, channel, &leaves);
-        if left > 0 && leaves.is_empty() {
-            // Nothing to send (an empty pipeline is not a request).
-            return Ok(decided);
-        }
-        let mut con = self.conn();
-        self.call("channel presence", async move {
-            pipe.query_async::<()>(&mut con).await
-        })
-        .await?;
+        self.queue_leaves(&mut cmds, channel, &leaves);
+        self.run_all("channel presence", cmds).await?;
         Ok(decided)
     }
 
@@ -196,13 +188,13 @@ impl Cluster {
     }
 
     /// Adds queued leaves to the `leaves_due` index.
-    fn queue_leaves(&self, pipe: &mut redis::Pipeline, channel: &str, leaves: &[(String, i64)]) {
+    fn queue_leaves(&self, cmds: &mut Vec<redis::Cmd>, channel: &str, leaves: &[(String, i64)]) {
         for (client, due) in leaves {
-            pipe.cmd("ZADD")
-                .arg(self.keys.leaves_due())
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(self.keys.leaves_due())
                 .arg(*due)
-                .arg(format!("{channel}\n{client}"))
-                .ignore();
+                .arg(format!("{channel}\n{client}"));
+            cmds.push(cmd);
         }
     }
 
@@ -243,15 +235,10 @@ impl Cluster {
             else {
                 return;
             };
-            let mut pipe = redis::pipe();
-            self.queue_leaves(&mut pipe, channel, &flat);
-            pipe.cmd("SREM").arg(&index).arg(channel).ignore();
-            let mut con = self.conn();
-            let _ = self
-                .call("channel presence", async move {
-                    pipe.query_async::<()>(&mut con).await
-                })
-                .await;
+            let mut cmds = Vec::new();
+            self.queue_leaves(&mut cmds, channel, &flat);
+            cmds.push(redis::cmd("SREM").arg(&index).arg(channel).clone());
+            let _ = self.run_all("channel presence", cmds).await;
         }
     }
 

@@ -89,18 +89,7 @@ impl Cluster {
         let body = serde_json::to_vec(order).unwrap_or_default();
         let ticket = self.pending.begin();
         let msg = self.seal(Kind::Control, ticket.req, client_id, &body);
-        let mut con = self.conn();
-        let script = &self.scripts.route_client;
-        let key = self.keys.presence(client_id);
-        let nodes = self
-            .call("order", async move {
-                script
-                    .key(key)
-                    .arg(msg)
-                    .invoke_async::<usize>(&mut con)
-                    .await
-            })
-            .await;
+        let nodes = self.to_client("order", client_id, msg).await;
         match nodes {
             Ok(0) => {
                 self.pending.cancel(ticket);

@@ -166,10 +166,10 @@ pub const NO_REPLY: u64 = 0;
 impl Inbox {
     /// Handles one push from Redis. Never blocks: enqueueing is all it does.
     pub fn push(self: &Arc<Self>, info: PushInfo) {
-        if !matches!(info.kind, PushKind::Message) {
+        if !matches!(info.kind, PushKind::Message | PushKind::SMessage) {
             return;
         }
-        // `message` pushes are [topic, payload].
+        // `message` and `smessage` pushes are [topic, payload].
         let Some(Value::BulkString(payload)) = info.data.into_iter().nth(1) else {
             self.malformed.fetch_add(1, Ordering::Relaxed);
             return;

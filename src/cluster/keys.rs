@@ -1,6 +1,12 @@
 //! Every Redis key and pub/sub topic name of a cluster, under its `redis_prefix` (§13), so two
 //! clusters on one Redis never read each other's keys or hear each other's topics. The Lua
 //! scripts get the same prefix baked in when they are built ([`super::scripts::Set::new`]).
+//!
+//! On a Redis Cluster (`sharded`) the names a step touches together share a hash tag, and the
+//! topics carry the tag of what they route: a client id's (`{c:<id>}:t`), a channel's
+//! (`{h:<channel>}:t`) or a node's (`{n:<node>}:to`), reached with `SSUBSCRIBE` / `SPUBLISH` on
+//! that one shard. A topic with a tag is sharded, one without (`<prefix>:all`) is not: the
+//! connection (`connection.rs`) and [`super::Cluster::publish`] tell them apart by that.
 
 use std::sync::Arc;
 
@@ -12,13 +18,38 @@ pub struct Keys {
     /// `redis_prefix`: validated as 1–64 letters, digits or `- _ .`, so it is safe inside a
     /// Lua string literal and never contains the `{` `}` of a hash tag.
     prefix: Arc<str>,
+    /// On a Redis Cluster: tagged topics, per-node keys under the node's tag, no seed key.
+    sharded: bool,
 }
 
 impl Keys {
-    /// Names under `prefix`.
-    pub fn new(prefix: &str) -> Keys {
+    /// Names under `prefix`; `sharded` on a Redis Cluster.
+    pub fn new(prefix: &str, sharded: bool) -> Keys {
         Keys {
             prefix: Arc::from(prefix),
+            sharded,
+        }
+    }
+
+    /// Whether the names are laid out for a Redis Cluster.
+    pub fn sharded(&self) -> bool {
+        self.sharded
+    }
+
+    /// The topic of one client id on a Redis Cluster: the nodes holding one of its sessions
+    /// listen on it, and a push's step publishes to it on the client's own shard.
+    pub fn client_topic(&self, client_id: &str) -> String {
+        format!("{}:{{c:{client_id}}}:t", self.prefix)
+    }
+
+    /// Where a stream's append publishes: the channel's topic, and on a Redis Cluster the
+    /// client id's; empty for a client stream on one Redis (the script then publishes to each
+    /// node its presence lists).
+    pub fn stream_topic(&self, key: &StreamKey) -> String {
+        match key {
+            StreamKey::Channel(name) => self.channel_topic(name),
+            StreamKey::Client(id) if self.sharded => self.client_topic(id),
+            StreamKey::Client(_) => String::new(),
         }
     }
 
@@ -29,11 +60,17 @@ impl Keys {
 
     /// The topic of one node: pushes to its client ids, replies to its requests.
     pub fn node_topic(&self, node: &str) -> String {
+        if self.sharded {
+            return format!("{}:{{n:{node}}}:to", self.prefix);
+        }
         format!("{}:to:{node}", self.prefix)
     }
 
     /// The topic of one channel, subscribed only while this node has subscribers to it.
     pub fn channel_topic(&self, channel: &str) -> String {
+        if self.sharded {
+            return format!("{}:t", self.tag(&StreamKey::channel(channel)));
+        }
         format!("{}:ch:{channel}", self.prefix)
     }
 
@@ -72,7 +109,21 @@ impl Keys {
 
     /// The client ids a node holds, so a surviving node can clear a dead one's presence.
     pub fn node_clients(&self, node: &str) -> String {
+        if self.sharded {
+            return format!("{}:{{n:{node}}}:clients", self.prefix);
+        }
         format!("{}:n:{node}:clients", self.prefix)
+    }
+
+    /// A client id's migration mark: the node that closed its sessions with 1012.
+    pub fn migrated(&self, client_id: &str) -> String {
+        format!("{}:{{c:{client_id}}}:mig", self.prefix)
+    }
+
+    /// On a Redis Cluster: when a client id's `offline` is due, beside its presence (the
+    /// offline queue only indexes it, see `shard_scripts.rs`).
+    pub fn offline_mark(&self, client_id: &str) -> String {
+        format!("{}:{{c:{client_id}}}:off", self.prefix)
     }
 
     /// Live nodes: node → Redis time (ms) of its last heartbeat.
@@ -85,8 +136,13 @@ impl Keys {
         format!("{}:offline", self.prefix)
     }
 
-    /// The cluster's seed of unborn epochs (see `scripts::read`): one key, never expiring.
-    pub fn seed(&self) -> String {
+    /// The cluster's seed of unborn epochs (see `scripts::read`): one key, never expiring. On
+    /// a Redis Cluster the shard master's replication id is the seed, and the stream's own meta
+    /// key is declared in its place, so the step touches one hash tag.
+    pub fn seed(&self, key: &StreamKey) -> String {
+        if self.sharded {
+            return self.meta(key);
+        }
         format!("{}:seed", self.prefix)
     }
 
@@ -135,7 +191,7 @@ mod tests {
 
     #[test]
     fn every_name_starts_with_the_prefix() {
-        let k = Keys::new("app-2");
+        let k = Keys::new("app-2", false);
         let s = StreamKey::client("alice");
         for name in [
             k.all(),
@@ -147,7 +203,7 @@ mod tests {
             k.node_clients("n"),
             k.nodes(),
             k.offline_due(),
-            k.seed(),
+            k.seed(&s),
             k.dashboard("n"),
             k.subs("alice"),
             k.blocks(),
@@ -162,5 +218,24 @@ mod tests {
         assert_eq!(k.presence("alice"), "app-2:{c:alice}:p");
         assert_eq!(k.subs("alice"), "app-2:{c:alice}:subs");
         assert_eq!(k.chan_presence("lobby", "n")[1], "app-2:{h:lobby}:pc");
+    }
+
+    /// What a Redis Cluster needs: a stream's step touches one tag, topics carry the tag of
+    /// what they route (and only they: the connection takes a tagged topic for a sharded one).
+    #[test]
+    fn sharded_names_keep_a_step_on_one_tag() {
+        let k = Keys::new("app", true);
+        let s = StreamKey::client("alice");
+        assert_eq!(k.seed(&s), k.meta(&s));
+        assert_eq!(k.stream_topic(&s), "app:{c:alice}:t");
+        let ch = StreamKey::channel("lobby");
+        assert_eq!(k.stream_topic(&ch), "app:{h:lobby}:t");
+        assert_eq!(k.chan_presence("lobby", "n")[2], "app:{h:lobby}:pg");
+        assert_eq!(k.node_topic("n1"), "app:{n:n1}:to");
+        assert_eq!(k.node_clients("n1"), "app:{n:n1}:clients");
+        assert!(!k.all().contains('{'));
+        let one = Keys::new("app", false);
+        assert_eq!(one.stream_topic(&s), "");
+        assert!(!one.node_topic("n1").contains('{'));
     }
 }

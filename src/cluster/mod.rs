@@ -42,6 +42,8 @@ mod presence;
 mod replier;
 mod route;
 mod scripts;
+mod shard_presence;
+mod shard_scripts;
 pub mod sign;
 mod views;
 pub mod wire;
@@ -141,6 +143,9 @@ pub struct Cluster {
     reachable: AtomicBool,
     /// Channel topics subscribed; a tokio lock, held across the SUBSCRIBE it guards.
     topics: tokio::sync::Mutex<HashSet<Arc<str>>>,
+    /// On a Redis Cluster: the client ids whose topic this node subscribes (only the presence
+    /// writer changes it, see `shard_presence.rs`).
+    client_topics: Mutex<HashSet<Arc<str>>>,
     dirty: Mutex<Dirty>,
     wake: Notify,
     /// Notified each time the node (re)joins: subscribed to its topics and presence resynced.
@@ -218,6 +223,7 @@ impl Cluster {
             up: AtomicBool::new(false),
             reachable: AtomicBool::new(true),
             topics: tokio::sync::Mutex::new(HashSet::new()),
+            client_topics: Mutex::new(HashSet::new()),
             dirty: Mutex::new(Dirty::default()),
             wake: Notify::new(),
             joined: Notify::new(),
@@ -225,8 +231,8 @@ impl Cluster {
             sample: Mutex::new(None),
             stats: ClusterStats::default(),
             blocks,
-            scripts: scripts::Set::new(&config.redis_prefix),
-            keys: Keys::new(&config.redis_prefix),
+            scripts: scripts::Set::new(&config.redis_prefix, topology.sharded()),
+            keys: Keys::new(&config.redis_prefix, topology.sharded()),
             signer,
         }))
     }
@@ -301,8 +307,8 @@ impl Cluster {
         })
     }
 
-    /// A command connection (a cheap clone of the manager).
-    /// PUBLISHes `msg` on `topic` through [`Cluster::call`]; how many subscribers got it.
+    /// PUBLISHes `msg` on `topic` through [`Cluster::call`]; how many subscribers got it. On a
+    /// Redis Cluster a tagged topic is sharded: `SPUBLISH`, on its shard only.
     pub(crate) async fn publish(
         &self,
         what: &str,
@@ -310,8 +316,13 @@ impl Cluster {
         msg: Vec<u8>,
     ) -> Result<usize, EngineError> {
         let mut con = self.conn();
+        let publish = if self.keys.sharded() && topic.contains('{') {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
         self.call(what, async move {
-            redis::cmd("PUBLISH")
+            redis::cmd(publish)
                 .arg(topic)
                 .arg(msg)
                 .query_async::<usize>(&mut con)
@@ -320,6 +331,7 @@ impl Cluster {
         .await
     }
 
+    /// A command connection (a cheap clone).
     pub(crate) fn conn(&self) -> Conn {
         self.link.cmd()
     }
@@ -414,18 +426,23 @@ impl Cluster {
         // On failure the resync after Redis returns subscribes every local channel.
     }
 
-    /// Resolves once this node's subscriber has handled every message published before the
-    /// call: a marker sent to itself comes back after them (Redis keeps publish order).
-    pub async fn settle(&self) -> Result<(), EngineError> {
+    /// Resolves once this node's subscriber has handled every message of `key` published
+    /// before the call: a marker sent to itself comes back after them (Redis keeps publish
+    /// order on one connection). On a Redis Cluster the marker goes on the stream's own topic,
+    /// the shard its messages come from (other nodes listening there ignore it).
+    pub async fn settle(&self, key: &crate::stream::StreamKey) -> Result<(), EngineError> {
         let ticket = self.pending.begin();
         let req = ticket.req;
         self.pending.cancel(ticket);
         let (tx, rx) = oneshot::channel();
         self.inbox.markers.lock().insert(req, tx);
         let msg = self.seal(Kind::Marker, req, "", b"");
-        let sent = self
-            .publish("settle", self.keys.node_topic(&self.node), msg)
-            .await;
+        let topic = if self.keys.sharded() {
+            self.keys.stream_topic(key)
+        } else {
+            self.keys.node_topic(&self.node)
+        };
+        let sent = self.publish("settle", topic, msg).await;
         let outcome = match sent {
             Ok(_) => match tokio::time::timeout(CALL_TIMEOUT, rx).await {
                 Ok(_) => Ok(()),

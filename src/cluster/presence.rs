@@ -86,6 +86,13 @@ async fn write(
     migrating: &HashSet<Arc<str>>,
     from: &mut HashMap<Arc<str>, Arc<str>>,
 ) -> Result<(), ()> {
+    if c.keys.sharded() {
+        let memory = MIGRATION_MEMORY.as_millis() as u64;
+        return c
+            .write_sharded(clients, migrating, memory, from)
+            .await
+            .map_err(|_| ());
+    }
     let mut invocation = c.scripts.set_presence.prepare_invoke();
     invocation
         .key(c.keys.node_clients(&c.node))
@@ -235,6 +242,9 @@ async fn resync(c: &Cluster) -> Result<(), ()> {
         .map_err(|_| ())?;
     // Blocks set or lifted while this node was away reached no cache here.
     c.load_blocks().await.map_err(|_| ())?;
+    // On a Redis Cluster the client topics go with the presence entries: the writer
+    // subscribes each again as it rewrites it (a repeated SSUBSCRIBE is harmless).
+    c.client_topics.lock().clear();
     let mut d = c.dirty.lock();
     d.clients.extend(c.registry.client_ids());
     d.clients.extend(listed.into_iter().map(Arc::from));
@@ -245,6 +255,12 @@ async fn resync(c: &Cluster) -> Result<(), ()> {
 
 /// Clears a dead node's presence (if no other node did first).
 async fn reap(c: &Cluster, node: &str) {
+    if c.keys.sharded() {
+        if c.reap_sharded(node).await {
+            c.clear_channels(node).await;
+        }
+        return;
+    }
     let mut con = c.conn();
     let script = &c.scripts.reap_node;
     let clients = c.keys.node_clients(node);
@@ -272,6 +288,9 @@ async fn reap(c: &Cluster, node: &str) {
 
 /// Sends `offline` for client ids whose grace is over; each is taken by one node only.
 async fn fire_offline(c: &Cluster) {
+    if c.keys.sharded() {
+        return c.fire_offline_sharded().await;
+    }
     let mut con = c.conn();
     let script = &c.scripts.take_offline;
     let key = c.keys.offline_due();
@@ -324,6 +343,7 @@ async fn share_sample(c: &Cluster) {
     let key = c.keys.dashboard(&c.node);
     let keep = super::scripts::DASH_SAMPLES as i64;
     let ttl = (c.node_ttl * 4).as_millis() as u64;
+    // One key: a pipeline stays in one slot on a Redis Cluster too.
     let mut pipe = redis::pipe();
     pipe.cmd("RPUSH").arg(&key).arg(sample).ignore();
     pipe.cmd("LTRIM").arg(&key).arg(-keep).arg(-1).ignore();
@@ -340,6 +360,9 @@ async fn share_sample(c: &Cluster) {
 impl Cluster {
     /// The live nodes holding sessions of `client_id`, with their session counts.
     pub async fn presence(&self, client_id: &str) -> Result<Vec<(String, u64)>, EngineError> {
+        if self.keys.sharded() {
+            return self.presence_sharded(client_id).await;
+        }
         let mut con = self.conn();
         let script = &self.scripts.read_presence;
         let key = self.keys.presence(client_id);

@@ -19,13 +19,17 @@ pub async fn run(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Outgoing>) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let listed = listed(&cluster, &batch).await;
-        let mut pipe = redis::pipe();
+        let publish = if cluster.keys.sharded() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        let mut cmds = Vec::with_capacity(batch.len());
         for ((node, msg), ok) in batch.drain(..).zip(listed) {
             if ok {
-                pipe.cmd("PUBLISH")
-                    .arg(cluster.keys.node_topic(&node))
-                    .arg(msg)
-                    .ignore();
+                let mut cmd = redis::cmd(publish);
+                cmd.arg(cluster.keys.node_topic(&node)).arg(msg);
+                cmds.push(cmd);
             } else {
                 cluster
                     .inbox
@@ -34,14 +38,8 @@ pub async fn run(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Outgoing>) {
                 log::debug!("no reply to {node}: not a listed node");
             }
         }
-        let mut con = cluster.conn();
         // A lost reply only makes its origin answer `partial`; nothing to retry here.
-        let _ = cluster
-            .call(
-                "reply",
-                async move { pipe.query_async::<()>(&mut con).await },
-            )
-            .await;
+        let _ = cluster.run_all("reply", cmds).await;
     }
 }
 

@@ -46,6 +46,33 @@ impl Cluster {
         }
     }
 
+    /// Sends `msg` to each node holding `client_id`; how many got it. On one Redis a step
+    /// publishes to each node its presence lists; on a Redis Cluster one `SPUBLISH` on the
+    /// client id's topic, which exactly those nodes subscribe (`shard_presence.rs`).
+    pub(super) async fn to_client(
+        &self,
+        what: &str,
+        client_id: &str,
+        msg: Vec<u8>,
+    ) -> Result<usize, EngineError> {
+        if self.keys.sharded() {
+            return self
+                .publish(what, self.keys.client_topic(client_id), msg)
+                .await;
+        }
+        let mut con = self.conn();
+        let script = &self.scripts.route_client;
+        let key = self.keys.presence(client_id);
+        self.call(what, async move {
+            script
+                .key(key)
+                .arg(msg)
+                .invoke_async::<usize>(&mut con)
+                .await
+        })
+        .await
+    }
+
     /// Waits for `expected` answers to `ticket`, counting a short answer as partial.
     pub(crate) async fn gather(&self, ticket: inbox::Ticket, expected: usize) -> Gathered {
         let g = self
@@ -67,18 +94,7 @@ impl Cluster {
     ) -> Result<Option<Routed>, EngineError> {
         let ticket = self.pending.begin();
         let msg = self.seal(Kind::Client, ticket.req, client_id, frame);
-        let mut con = self.conn();
-        let script = &self.scripts.route_client;
-        let key = self.keys.presence(client_id);
-        let nodes = self
-            .call("route", async move {
-                script
-                    .key(key)
-                    .arg(msg)
-                    .invoke_async::<usize>(&mut con)
-                    .await
-            })
-            .await;
+        let nodes = self.to_client("route", client_id, msg).await;
         match nodes {
             Ok(0) => {
                 self.pending.cancel(ticket);

@@ -6,8 +6,9 @@
 //! Key names come from [`super::keys::Keys`]; keys of one stream share a hash tag
 //! (`<prefix>:{c:alice}:…`). The scripts that touch presence of many client ids build key names
 //! inside Lua, with the cluster's prefix baked into their source, which a Redis Cluster would
-//! refuse; a single Redis or a Sentinel-managed master is what is supported, see
-//! docs/cluster.md.
+//! refuse: there their per-client versions in `shard_scripts.rs` run instead, one hash tag per
+//! step, and the scripts that publish use `SPUBLISH` to a topic of their own tag (see
+//! docs/cluster.md § Redis Cluster).
 
 use redis::Script;
 
@@ -41,13 +42,18 @@ pub struct Set {
     pub chan_due: Script,
     /// Channel presence: one due entry settled.
     pub chan_settle: Script,
+    /// On a Redis Cluster: the steps that keep presence per client id
+    /// ([`super::shard_scripts`]).
+    pub shard: super::shard_scripts::Shard,
 }
 
 impl Set {
-    /// All scripts, with the cluster's `prefix` in the key names they build.
-    pub fn new(prefix: &str) -> Set {
+    /// All scripts, with the cluster's `prefix` in the key names they build; `sharded` on a
+    /// Redis Cluster, whose scripts publish with `SPUBLISH`.
+    pub fn new(prefix: &str, sharded: bool) -> Set {
+        let publish = if sharded { "SPUBLISH" } else { "PUBLISH" };
         Set {
-            append: append(prefix),
+            append: append(prefix, publish),
             route_client: route_client(prefix),
             read: read(),
             set_presence: set_presence(prefix),
@@ -56,11 +62,12 @@ impl Set {
             reap_node: reap_node(prefix),
             read_presence: read_presence(),
             read_dashboards: read_dashboards(prefix),
-            chan_set: super::channel_scripts::set(),
+            chan_set: super::channel_scripts::set(publish),
             chan_clear: super::channel_scripts::clear(),
-            chan_take: super::channel_scripts::take(),
+            chan_take: super::channel_scripts::take(publish),
             chan_due: super::channel_scripts::due(),
             chan_settle: super::channel_scripts::settle(),
+            shard: super::shard_scripts::Shard::new(),
         }
     }
 }
@@ -114,8 +121,10 @@ end
 /// `'1'` when a failover can lose writes (see [`MASTER`]): a stream last written under another
 /// master then starts again at seq 1 in a new epoch, its old history dropped.
 /// Both keys live `history_ttl` after the last append: metadata as long as its history.
+/// On a Redis Cluster the topic is the stream's own (a client id's too) and `publish` is
+/// `SPUBLISH`, so the step stays on the stream's shard.
 /// Returns `{epoch, seq, nodes that received it}`.
-pub fn append(p: &str) -> Script {
+pub fn append(p: &str, publish: &str) -> Script {
     Script::new(&format!(
         "{NOW}{unborn}
 local epoch = redis.call('HGET', KEYS[1], 'e')
@@ -145,7 +154,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 local msg = ARGV[6] .. ' ' .. epoch .. ' ' .. seq .. ' ' .. #ARGV[7] .. ' ' .. ARGV[9] .. '\\n' .. ARGV[7] .. frame
 local nodes = 0
 if ARGV[8] ~= '' then
-  nodes = redis.call('PUBLISH', ARGV[8], msg)
+  nodes = redis.call('{publish}', ARGV[8], msg)
 else
   for _, n in ipairs(redis.call('HKEYS', KEYS[3])) do
     if redis.call('PUBLISH', '{p}:to:' .. n, msg) > 0 then nodes = nodes + 1 end

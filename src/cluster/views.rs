@@ -19,6 +19,9 @@ impl Cluster {
 
     /// Every live node's recent dashboard samples, as (node, JSON array) pairs.
     pub async fn dashboards(&self) -> Result<Vec<(String, String)>, EngineError> {
+        if self.keys.sharded() {
+            return self.dashboards_sharded().await;
+        }
         let mut con = self.conn();
         let script = &self.scripts.read_dashboards;
         let nodes = self.keys.nodes();

@@ -54,7 +54,7 @@ impl RedisEngine {
         invocation
             .key(c.keys.meta(key))
             .key(c.keys.log(key))
-            .key(c.keys.seed())
+            .key(c.keys.seed(key))
             .arg(self.ttl_ms())
             .arg(since.map_or(-1, |s| s.min(i64::MAX as u64) as i64))
             .arg(new_seed())
@@ -167,16 +167,10 @@ impl Engine for RedisEngine {
     ) -> EngineFuture<'a, Appended> {
         Box::pin(async move {
             let c = &self.cluster;
-            let (kind, target, topic, presence) = match key {
-                StreamKey::Client(id) => {
-                    (wire::Kind::Client, id, String::new(), c.keys.presence(id))
-                }
-                StreamKey::Channel(name) => (
-                    wire::Kind::Channel,
-                    name,
-                    c.keys.channel_topic(name),
-                    c.keys.meta(key),
-                ),
+            let topic = c.keys.stream_topic(key);
+            let (kind, target, presence) = match key {
+                StreamKey::Client(id) => (wire::Kind::Client, id, c.keys.presence(id)),
+                StreamKey::Channel(name) => (wire::Kind::Channel, name, c.keys.meta(key)),
             };
             let ticket = c.pending.begin();
             let (head, tail) = frame.parts();
@@ -188,7 +182,7 @@ impl Engine for RedisEngine {
                 .key(c.keys.meta(key))
                 .key(c.keys.log(key))
                 .key(presence)
-                .key(c.keys.seed())
+                .key(c.keys.seed(key))
                 .arg(&head[..])
                 .arg(&tail[..])
                 .arg(self.history_size)
@@ -348,8 +342,8 @@ impl Engine for RedisEngine {
         })
     }
 
-    fn settle<'a>(&'a self, _key: &'a StreamKey) -> EngineFuture<'a, ()> {
-        Box::pin(self.cluster.settle())
+    fn settle<'a>(&'a self, key: &'a StreamKey) -> EngineFuture<'a, ()> {
+        Box::pin(self.cluster.settle(key))
     }
 
     fn purge(&self) -> EngineFuture<'_, usize> {
