@@ -7,7 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::redis::{Redis, node};
+use common::redis::{Topology, node};
 use common::*;
 use serde_json::Value;
 
@@ -203,10 +203,8 @@ async fn idempotency_keys_hold_per_command_and_a_repeated_batch_delivers_nothing
     stop(s).await;
 }
 
-#[tokio::test]
-async fn a_batch_on_one_node_reaches_sessions_on_both_nodes_of_a_cluster() {
-    let redis = Redis::start();
-    let (a, b) = (node(&redis, "a", &[]).await, node(&redis, "b", &[]).await);
+async fn a_batch_on_one_node_reaches_sessions_on_both_nodes_of_a_cluster(redis: &impl Topology) {
+    let (a, b) = (node(redis, "a", &[]).await, node(redis, "b", &[]).await);
     let (mut alice, _) = connect(a.addr, "alice").await;
     let (mut bob, _) = connect(b.addr, "bob").await;
     subscribe(&mut bob, "news").await;
@@ -254,3 +252,5 @@ async fn a_batch_on_one_node_reaches_sessions_on_both_nodes_of_a_cluster() {
     stop(a).await;
     stop(b).await;
 }
+
+on_redis_and_cluster!(a_batch_on_one_node_reaches_sessions_on_both_nodes_of_a_cluster,);

@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::redis::{Redis, node, wait_status};
+use common::redis::{Topology, node, wait_status};
 use common::*;
 use serde_json::{Value, json};
 
@@ -271,12 +271,10 @@ const CLUSTER_KEYS: &[(&str, &str)] = &[
     ("cluster_secret", "0123456789abcdef0123456789abcdef"),
 ];
 
-#[tokio::test]
-async fn across_nodes_each_client_id_joins_and_leaves_once() {
-    let redis = Redis::start();
-    let a = node(&redis, "a", CLUSTER_KEYS).await;
-    let b = node(&redis, "b", CLUSTER_KEYS).await;
-    let c = node(&redis, "c", CLUSTER_KEYS).await;
+async fn across_nodes_each_client_id_joins_and_leaves_once(redis: &impl Topology) {
+    let a = node(redis, "a", CLUSTER_KEYS).await;
+    let b = node(redis, "b", CLUSTER_KEYS).await;
+    let c = node(redis, "c", CLUSTER_KEYS).await;
     let quiet = Duration::from_millis(1200);
     let mut obs = Observer::new(a.addr, "obs", "lobby").await;
     obs.until("join", "obs").await;
@@ -339,28 +337,25 @@ async fn across_nodes_each_client_id_joins_and_leaves_once() {
     assert_eq!(clients(&p), pairs(&[("bob", 1), ("obs", 1)]));
 }
 
-#[tokio::test]
-async fn a_killed_node_makes_its_clients_leave() {
-    let redis = Redis::start();
-    let url = redis.url();
-    let a = node(&redis, "a", CLUSTER_KEYS).await;
-    let cmd = tether_cmd(
-        env!("CARGO_BIN_EXE_tether"),
-        &[
-            "--node-id",
-            "doomed",
-            "--node-ttl",
-            "2s",
-            "--presence-channels",
-            "lobby",
-            "--presence-grace",
-            "500ms",
-            "--cluster-secret",
-            "0123456789abcdef0123456789abcdef",
-            "--redis-url",
-            &url,
-        ],
-    );
+async fn a_killed_node_makes_its_clients_leave(redis: &impl Topology) {
+    let a = node(redis, "a", CLUSTER_KEYS).await;
+    let mut args: Vec<String> = [
+        "--node-id",
+        "doomed",
+        "--node-ttl",
+        "2s",
+        "--presence-channels",
+        "lobby",
+        "--presence-grace",
+        "500ms",
+        "--cluster-secret",
+        "0123456789abcdef0123456789abcdef",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(redis.args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cmd = tether_cmd(env!("CARGO_BIN_EXE_tether"), &args);
     let (child, doomed) = spawn(cmd).await;
     wait_status(doomed, "ok").await;
     let mut obs = Observer::new(a.addr, "obs", "lobby").await;
@@ -385,14 +380,12 @@ async fn a_killed_node_makes_its_clients_leave() {
     drop(kate);
 }
 
-#[tokio::test]
-async fn a_node_that_shuts_down_makes_its_clients_leave() {
-    let redis = Redis::start();
+async fn a_node_that_shuts_down_makes_its_clients_leave(redis: &impl Topology) {
     let long_grace = [("presence_channels", "lobby"), ("presence_grace", "2s")];
-    let a = node(&redis, "a", &long_grace).await;
+    let a = node(redis, "a", &long_grace).await;
     let mut keys = long_grace.to_vec();
     keys.push(("shutdown_timeout", "1s"));
-    let b = node(&redis, "b", &keys).await;
+    let b = node(redis, "b", &keys).await;
     let mut obs = Observer::new(a.addr, "obs", "lobby").await;
     let (mut lena, _) = connect(b.addr, "lena").await;
     subscribe(&mut lena, "lobby").await;
@@ -416,3 +409,9 @@ async fn a_node_that_shuts_down_makes_its_clients_leave() {
     let _ = stopping.await;
     drop(lena);
 }
+
+on_redis_and_cluster!(
+    a_killed_node_makes_its_clients_leave,
+    across_nodes_each_client_id_joins_and_leaves_once,
+    a_node_that_shuts_down_makes_its_clients_leave,
+);

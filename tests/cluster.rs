@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::redis::{Redis, Topology, node, wait_status};
+use common::redis_cluster::RedisCluster;
 use common::sentinel::Sentinels;
 use common::*;
 use serde_json::Value;
@@ -415,8 +416,21 @@ macro_rules! on_every_topology {
                 }
             )*
         }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&super::RedisCluster::start()).await
+                }
+            )*
+        }
     };
 }
+
+on_redis_and_cluster!(
+    a_restarted_node_clears_its_stale_presence,
+    a_killed_node_drops_out_and_its_client_resumes_elsewhere,
+);
 
 on_every_topology!(
     three_nodes_deliver_list_and_count_as_one,
@@ -483,19 +497,19 @@ async fn a_redis_outage_degrades_to_local_delivery_and_heals() {
 
 /// A node restarted under the same `node_id` clears what its last run left in presence at
 /// once, without waiting for `node_ttl`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_node_clears_its_stale_presence() {
-    let redis = Redis::start();
-    let url = redis.url();
+async fn a_restarted_node_clears_its_stale_presence(redis: &impl Topology) {
     // node_ttl 60 s everywhere: only the restarted node's own resync can clear the entry in time.
-    let a = node(&redis, "a", &[("node_ttl", "60s")]).await;
-    let run = |url: &str| {
-        tether_cmd(
-            env!("CARGO_BIN_EXE_tether"),
-            &["--node-id", "same", "--node-ttl", "60s", "--redis-url", url],
-        )
-    };
-    let (first, addr) = spawn(run(&url)).await;
+    let a = node(redis, "a", &[("node_ttl", "60s")]).await;
+    let mut args = vec![
+        "--node-id".to_string(),
+        "same".into(),
+        "--node-ttl".into(),
+        "60s".into(),
+    ];
+    args.extend(redis.args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = || tether_cmd(env!("CARGO_BIN_EXE_tether"), &args);
+    let (first, addr) = spawn(run()).await;
     wait_status(addr, "ok").await;
     let (_ws, _) = connect(addr, "ida").await;
     eventually(a.addr, "/api/v1/presence/ida", "ida online", |p| {
@@ -503,7 +517,7 @@ async fn a_restarted_node_clears_its_stale_presence() {
     })
     .await;
     signal(&first, libc::SIGKILL);
-    let (_second, addr) = spawn(run(&url)).await;
+    let (_second, addr) = spawn(run()).await;
     let restarted = Instant::now();
     wait_status(addr, "ok").await;
     eventually(a.addr, "/api/v1/presence/ida", "ida offline", |p| {
@@ -516,31 +530,28 @@ async fn a_restarted_node_clears_its_stale_presence() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_node_drops_out_and_its_client_resumes_elsewhere() {
-    let redis = Redis::start();
-    let url = redis.url();
+async fn a_killed_node_drops_out_and_its_client_resumes_elsewhere(redis: &impl Topology) {
     // Each push to the dead node waits out the reply timeout: keep it short here.
     let reply = Duration::from_secs(1);
     let a = node(
-        &redis,
+        redis,
         "a",
         &[("history_size", "100"), ("cluster_reply_timeout", "1s")],
     )
     .await;
-    let cmd = tether_cmd(
-        env!("CARGO_BIN_EXE_tether"),
-        &[
-            "--node-id",
-            "doomed",
-            "--node-ttl",
-            "2s",
-            "--history-size",
-            "100",
-            "--redis-url",
-            &url,
-        ],
-    );
+    let mut args: Vec<String> = [
+        "--node-id",
+        "doomed",
+        "--node-ttl",
+        "2s",
+        "--history-size",
+        "100",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(redis.args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cmd = tether_cmd(env!("CARGO_BIN_EXE_tether"), &args);
     let (child, doomed) = spawn(cmd).await;
     wait_status(doomed, "ok").await;
 

@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::redis::{Redis, node};
+use common::redis::{Redis, Topology, node};
 use common::*;
 use serde_json::{Value, json};
 
@@ -42,13 +42,11 @@ async fn nothing_else(ws: &mut Ws) {
     assert_eq!(m["type"], "heartbeat_ack", "{m}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_api_subscribe_reaches_every_node_and_later_sessions_anywhere() {
-    let redis = Redis::start();
+async fn an_api_subscribe_reaches_every_node_and_later_sessions_anywhere(redis: &impl Topology) {
     let (a, b, c) = (
-        node(&redis, "a", SECRET).await,
-        node(&redis, "b", SECRET).await,
-        node(&redis, "c", SECRET).await,
+        node(redis, "a", SECRET).await,
+        node(redis, "b", SECRET).await,
+        node(redis, "c", SECRET).await,
     );
     let (mut on_a, _) = connect(a.addr, "alice").await;
     let (mut on_b, _) = connect(b.addr, "alice").await;
@@ -103,11 +101,11 @@ async fn an_api_subscribe_reaches_every_node_and_later_sessions_anywhere() {
     nothing_else(&mut later).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_history_a_server_subscribe_on_another_node_resumes_after_since() {
-    let redis = Redis::start();
+async fn with_history_a_server_subscribe_on_another_node_resumes_after_since(
+    redis: &impl Topology,
+) {
     let h = [SECRET[0], ("history_size", "50")];
-    let (a, b) = (node(&redis, "a", &h).await, node(&redis, "b", &h).await);
+    let (a, b) = (node(redis, "a", &h).await, node(redis, "b", &h).await);
     let (mut bob, _) = connect(a.addr, "bob").await;
     send_json(
         &mut bob,
@@ -170,13 +168,11 @@ async fn until_accepted(addr: SocketAddr, client_id: &str, within: Duration) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kick_closes_every_tab_everywhere_and_a_block_holds_on_every_node() {
-    let redis = Redis::start();
+async fn a_kick_closes_every_tab_everywhere_and_a_block_holds_on_every_node(redis: &impl Topology) {
     let (a, b, c) = (
-        node(&redis, "a", SECRET).await,
-        node(&redis, "b", SECRET).await,
-        node(&redis, "c", SECRET).await,
+        node(redis, "a", SECRET).await,
+        node(redis, "b", SECRET).await,
+        node(redis, "c", SECRET).await,
     );
     let (mut on_a, _) = connect(a.addr, "alice").await;
     let (mut on_b, _) = connect(b.addr, "alice").await;
@@ -202,7 +198,7 @@ async fn a_kick_closes_every_tab_everywhere_and_a_block_holds_on_every_node() {
     // A block set before a node starts holds there too; lifting it holds everywhere.
     let (status, _) = call(a.addr, "DELETE", "/api/v1/clients/carol?block_for=10m", "").await;
     assert_eq!(status, 200);
-    let d = node(&redis, "d", SECRET).await;
+    let d = node(redis, "d", SECRET).await;
     for n in [&b, &d] {
         assert_eq!(
             upgrade_status(n.addr, "/ws?client_id=carol", &[]).await.0,
@@ -348,3 +344,9 @@ async fn channel_commands_waiting_behind_a_join_are_bounded() {
     assert_eq!(refused, (65..total).collect::<Vec<u64>>());
     nothing_else(&mut ws).await;
 }
+
+on_redis_and_cluster!(
+    an_api_subscribe_reaches_every_node_and_later_sessions_anywhere,
+    a_kick_closes_every_tab_everywhere_and_a_block_holds_on_every_node,
+    with_history_a_server_subscribe_on_another_node_resumes_after_since,
+);

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::redis::Topology;
 use common::*;
 use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::{BodyExt, Full};
@@ -382,19 +383,18 @@ async fn events_are_given_up_and_counted_after_webhook_retry_for() {
 /// With Redis, `online` and `offline` are the cluster's: one `online` for a client id's first
 /// session anywhere, one `offline` when its last session anywhere ended and the grace passed —
 /// also when the node that held it was killed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn online_and_offline_fire_once_for_the_whole_cluster() {
+async fn online_and_offline_fire_once_for_the_whole_cluster(redis: &impl Topology) {
     let mut rx = receiver(0, Duration::ZERO).await;
-    let redis = common::redis::Redis::start();
-    let url = redis.url();
+    let topology = redis.keys();
     let node = |id: &'static str| {
-        config(&[
+        let mut keys = vec![
             ("webhook_url", rx.url.as_str()),
             ("offline_grace", "300ms"),
-            ("redis_url", url.as_str()),
             ("node_id", id),
             ("node_ttl", "2s"),
-        ])
+        ];
+        keys.extend(topology.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        config(&keys)
     };
     let (a, b) = (start(node("a")).await, start(node("b")).await);
     let (on_a, _) = connect(a.addr, "hana").await;
@@ -414,21 +414,21 @@ async fn online_and_offline_fire_once_for_the_whole_cluster() {
     );
 
     // The node holding ivan's only session is killed: a survivor sends his `offline`.
-    let cmd = tether_cmd(
-        env!("CARGO_BIN_EXE_tether"),
-        &[
-            "--node-id",
-            "doomed",
-            "--node-ttl",
-            "2s",
-            "--redis-url",
-            &url,
-            "--webhook-url",
-            &rx.url,
-            "--offline-grace",
-            "300ms",
-        ],
-    );
+    let mut args: Vec<String> = [
+        "--node-id",
+        "doomed",
+        "--node-ttl",
+        "2s",
+        "--webhook-url",
+        &rx.url,
+        "--offline-grace",
+        "300ms",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(redis.args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cmd = tether_cmd(env!("CARGO_BIN_EXE_tether"), &args);
     let (child, doomed) = spawn(cmd).await;
     let (ivan, _) = connect(doomed, "ivan").await;
     let mut seen = rx.events(2).await;
@@ -533,3 +533,5 @@ async fn a_session_rotated_by_max_lifetime_connects_elsewhere_as_migrated() {
     assert_eq!(back.body["node"], "steady", "{}", back.body);
     assert_eq!(back.body["migrated_from"], "rot", "{}", back.body);
 }
+
+on_redis_and_cluster!(online_and_offline_fire_once_for_the_whole_cluster);

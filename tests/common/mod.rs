@@ -4,6 +4,7 @@
 
 pub mod deflate;
 pub mod redis;
+pub mod redis_cluster;
 pub mod sentinel;
 
 use std::net::SocketAddr;

@@ -200,6 +200,14 @@ pub fn inline(port: u16, line: &str) -> Option<String> {
 pub trait Topology {
     /// Configuration keys naming this Redis.
     fn keys(&self) -> Vec<(String, String)>;
+
+    /// The same as command-line flags, for a node run as its own process.
+    fn args(&self) -> Vec<String> {
+        self.keys()
+            .into_iter()
+            .flat_map(|(k, v)| [format!("--{}", k.replace('_', "-")), v])
+            .collect()
+    }
 }
 
 impl Topology for Redis {
