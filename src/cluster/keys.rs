@@ -12,6 +12,17 @@ use std::sync::Arc;
 
 use crate::stream::{StreamKey, Target};
 
+/// Whose a sharded topic is (see [`Keys::owner`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// A node's own topic.
+    Node(String),
+    /// A client id's topic.
+    Client(String),
+    /// A channel's topic.
+    Channel(String),
+}
+
 /// The names of one cluster's keys and topics.
 #[derive(Clone, Debug)]
 pub struct Keys {
@@ -79,6 +90,18 @@ impl Keys {
         match key {
             StreamKey::Client(id) => format!("{}:{{c:{id}}}", self.prefix),
             StreamKey::Channel(name) => format!("{}:{{h:{name}}}", self.prefix),
+        }
+    }
+
+    /// Whose sharded topic `topic` is: a node's, a client id's or a channel's.
+    pub fn owner(&self, topic: &str) -> Option<Owner> {
+        let rest = topic.strip_prefix(&*self.prefix)?.strip_prefix(":{")?;
+        let (kind, rest) = rest.split_at_checked(2)?;
+        match kind {
+            "n:" => Some(Owner::Node(rest.strip_suffix("}:to")?.to_string())),
+            "c:" => Some(Owner::Client(rest.strip_suffix("}:t")?.to_string())),
+            "h:" => Some(Owner::Channel(rest.strip_suffix("}:t")?.to_string())),
+            _ => None,
         }
     }
 
@@ -234,6 +257,17 @@ mod tests {
         assert_eq!(k.node_topic("n1"), "app:{n:n1}:to");
         assert_eq!(k.node_clients("n1"), "app:{n:n1}:clients");
         assert!(!k.all().contains('{'));
+        assert_eq!(k.owner(&k.node_topic("n1")), Some(Owner::Node("n1".into())));
+        assert_eq!(
+            k.owner(&k.client_topic("a}b")),
+            Some(Owner::Client("a}b".into()))
+        );
+        assert_eq!(
+            k.owner(&k.channel_topic("lobby")),
+            Some(Owner::Channel("lobby".into()))
+        );
+        assert_eq!(k.owner(&k.all()), None);
+        assert_eq!(k.owner("other:{c:alice}:t"), None);
         let one = Keys::new("app", false);
         assert_eq!(one.stream_topic(&s), "");
         assert!(!one.node_topic("n1").contains('{'));

@@ -40,6 +40,7 @@ mod inbox;
 mod keys;
 mod presence;
 mod replier;
+mod resubscribe;
 mod route;
 mod scripts;
 mod shard_presence;
@@ -152,6 +153,8 @@ pub struct Cluster {
     joined: Notify,
     /// Replies owed to other nodes, until the replier task takes them.
     outgoing: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    /// Sharded topics a shard dropped, until the resubscriber task takes them.
+    dropped: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     /// Names of keys and topics, under `redis_prefix`.
     pub(crate) keys: Keys,
     /// Signs what this node publishes (the inbox checks what arrives).
@@ -204,9 +207,15 @@ impl Cluster {
             orders: OrdersCell::default(),
         });
         let to_inbox = Arc::clone(&inbox);
+        let (lost, dropped) = mpsc::unbounded_channel();
         let link = Arc::new(Link::new(
             topology,
-            Arc::new(move |info| to_inbox.push(info)),
+            Arc::new(move |info| match resubscribe::dropped(&info) {
+                Some(topic) => {
+                    let _ = lost.send(topic);
+                }
+                None => to_inbox.push(info),
+            }),
         )?);
         Ok(Arc::new(Cluster {
             node,
@@ -228,6 +237,7 @@ impl Cluster {
             wake: Notify::new(),
             joined: Notify::new(),
             outgoing: Mutex::new(Some(rx)),
+            dropped: Mutex::new(Some(dropped)),
             sample: Mutex::new(None),
             stats: ClusterStats::default(),
             blocks,
@@ -252,6 +262,10 @@ impl Cluster {
         if let Some(rx) = self.outgoing.lock().take() {
             let replier = replier::run(Arc::clone(self), rx);
             tasks.push(AbortOnDrop(tokio::spawn(replier)));
+        }
+        if let Some(rx) = self.dropped.lock().take() {
+            let again = resubscribe::run(Arc::clone(self), rx);
+            tasks.push(AbortOnDrop(tokio::spawn(again)));
         }
         tasks
     }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod deflate;
+pub mod failover;
 pub mod redis;
 pub mod redis_cluster;
 pub mod sentinel;

@@ -210,6 +210,80 @@ impl RedisCluster {
         t.elapsed()
     }
 
+    /// Moves `slot` and its keys to another master, the way a resharding does (`SETSLOT
+    /// IMPORTING` / `MIGRATING`, `MIGRATE` of its keys, `SETSLOT NODE` on every master), and
+    /// waits (bounded) until every master names the new owner. Returns the new owner's port.
+    pub fn move_slot(&self, slot: u16) -> u16 {
+        let all = nodes(&self.ask(&["CLUSTER", "NODES"]));
+        let owns = |n: &&Node| n.slots.iter().any(|&(a, b)| a <= slot && slot <= b);
+        let from = all
+            .iter()
+            .find(|n| n.master && owns(n))
+            .expect("slot owner");
+        let to = all
+            .iter()
+            .find(|n| n.master && !n.failed && n.id != from.id)
+            .expect("another master");
+        let s = slot.to_string();
+        let ok = |port: u16, args: &[&str]| {
+            let r = request(port, args);
+            assert!(r.is_some(), "{args:?} on {port} failed");
+        };
+        ok(to.port, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from.id]);
+        ok(from.port, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to.id]);
+        let cli = program("redis-cli", &["/usr/bin/redis-cli"]).expect("redis-cli");
+        for _ in 0..100 {
+            let out = std::process::Command::new(&cli)
+                .args([
+                    "-p",
+                    &from.port.to_string(),
+                    "--raw",
+                    "CLUSTER",
+                    "GETKEYSINSLOT",
+                    &s,
+                    "100",
+                ])
+                .output()
+                .expect("redis-cli runs");
+            let keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+            if keys.is_empty() {
+                break;
+            }
+            let port = to.port.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            ok(from.port, &args);
+        }
+        ok(to.port, &["CLUSTER", "SETSLOT", &s, "NODE", &to.id]);
+        ok(from.port, &["CLUSTER", "SETSLOT", &s, "NODE", &to.id]);
+        let masters: Vec<u16> = all
+            .iter()
+            .filter(|n| n.master && !n.failed)
+            .map(|n| n.port)
+            .collect();
+        for port in &masters {
+            let _ = request(*port, &["CLUSTER", "SETSLOT", &s, "NODE", &to.id]);
+        }
+        self.wait(
+            Duration::from_secs(15),
+            "the slot's new owner everywhere",
+            |_| {
+                masters.iter().all(|p| {
+                    request(*p, &["CLUSTER", "NODES"]).is_some_and(|r| {
+                        nodes(&r).iter().any(|n| {
+                            n.id == to.id && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b)
+                        })
+                    })
+                })
+            },
+        );
+        to.port
+    }
+
     fn all_mut(&mut self) -> impl Iterator<Item = &mut Redis> {
         self.masters.iter_mut().chain(&mut self.replicas)
     }
