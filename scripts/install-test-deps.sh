@@ -15,6 +15,8 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)
 # The Sentinel tests (tests/sentinel.rs) run Debian's redis-sentinel.
 command -v redis-sentinel >/dev/null 2>&1 || [ -x /usr/bin/redis-sentinel ] || need+=(redis-sentinel)
+# The Redis Cluster tests (tests/redis_cluster.rs) make the cluster with redis-cli.
+command -v redis-cli >/dev/null 2>&1 || [ -x /usr/bin/redis-cli ] || need+=(redis-tools)
 # scripts/schemathesis.sh: a venv with pip; scripts/deb-test.sh: curl, and dpkg-shlibdeps for
 # the package's computed dependencies.
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
