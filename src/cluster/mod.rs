@@ -3,7 +3,9 @@
 //! - **Routing.** Each node listens on its own topic (`<prefix>:to:<node>`), on `<prefix>:all`, and
 //!   on a channel's topic only while it has local subscribers. A push to a client id goes, in
 //!   one Lua step, to the nodes its presence lists; a publish to the channel's topic; so a node
-//!   only sees messages it has a recipient for. Receivers answer with their delivery counts and
+//!   only sees messages it has a recipient for. On a Redis Cluster the topics carry hash tags
+//!   and a node also listens on the topic of each client id it holds, so a push's step
+//!   `SPUBLISH`es once on its client's shard (`keys.rs`, `shard_presence.rs`). Receivers answer with their delivery counts and
 //!   the origin sums what arrives within `cluster_reply_timeout` (`partial` otherwise).
 //! - **Presence.** One writer task per node keeps `<prefix>:{c:<id>}:p` (node → sessions) equal
 //!   to the registry, in batches; a session that opens waits for its entry, so a push sent
@@ -23,7 +25,9 @@
 //! what arrives; `views.rs`, shared dashboard samples and metrics; `keys.rs`, `scripts.rs`,
 //! `wire.rs`, `sign.rs`, `replier.rs`: keys, Lua, the message format and its signature,
 //! answers; `control.rs`, orders for a client id's sessions, remembered server
-//! subscriptions and blocks (docs/protocol.md §14). It may use the registry, `stream`'s vocabulary, webhooks, outboxes and the bottom;
+//! subscriptions and blocks (docs/protocol.md §14); `shard_presence.rs`, `shard_scripts.rs`
+//! and `resubscribe.rs`, what a Redis Cluster needs besides (presence one hash tag per step,
+//! topics dropped by a moved slot subscribed again). It may use the registry, `stream`'s vocabulary, webhooks, outboxes and the bottom;
 //! never `engine`, whose Redis engine (`engine/redis.rs`) is built on this connection, nor
 //! `delivery` and `state`, which sit above it.
 //!
