@@ -7,30 +7,40 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # A one-shot full run gains nothing from incremental caches, which cost ~2 GB of disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# Each stage's wall time is printed when the next begins and at the end, so a run that nears
+# the 20-minute budget shows where the time went.
+stage_name="" stage_start=$SECONDS
+stage() {
+  if [ -n "$stage_name" ]; then echo "-- $stage_name took $((SECONDS - stage_start)) s (total $SECONDS s)"; fi
+  stage_name="$1" stage_start=$SECONDS
+  if [ -n "$1" ]; then echo "== $1"; fi
+}
+trap 'stage ""' EXIT
 
+stage "install test dependencies"
 bash scripts/install-test-deps.sh
 
-echo "== cargo fmt --check"
+stage "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== module layering (no import cycle between the library's modules)"
+stage "module layering (no import cycle between the library's modules)"
 python3 scripts/module-cycles.py
-echo "== cargo clippy"
+stage "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== cargo test (unit, integration, examples; the server and tether-bench)"
+stage "cargo test (unit, integration, examples; the server and tether-bench)"
 cargo test --workspace
-echo "== autobahn (RFC 6455 conformance, chapters 1-10; RFC 7692 chapters 12-13; against the echo example)"
+stage "autobahn (RFC 6455 conformance, chapters 1-10; RFC 7692 chapters 12-13; against the echo example)"
 bash scripts/autobahn.sh
-echo "== fuzz (cargo-fuzz on the stable toolchain, bounded: FUZZ_SECONDS per target)"
+stage "fuzz (cargo-fuzz on the stable toolchain, bounded: FUZZ_SECONDS per target)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-10} bash scripts/fuzz.sh
-echo "== browser client (node --test; the npm package's types with tsc --strict)"
+stage "browser client (node --test; the npm package's types with tsc --strict)"
 bash scripts/js-client-test.sh
-echo "== python SDK (pytest against a live tether and a two-node cluster)"
+stage "python SDK (pytest against a live tether and a two-node cluster)"
 bash scripts/python-sdk-test.sh
-echo "== schemathesis (every HTTP API operation fuzzed against docs/openapi.json)"
+stage "schemathesis (every HTTP API operation fuzzed against docs/openapi.json)"
 bash scripts/schemathesis.sh
-echo "== Debian package (cargo-deb from the release build; dpkg -i, run, purge)"
+stage "Debian package (cargo-deb from the release build; dpkg -i, run, purge)"
 bash scripts/deb-test.sh
-echo "== cargo package --workspace (the crates as crates.io would get them, built from the package)"
+stage "cargo package --workspace (the crates as crates.io would get them, built from the package)"
 # --allow-dirty: a run on a working tree with uncommitted edits checks those edits too.
 # Both crates are packaged; the server's package is also built from its tarball (16 s), the
 # bench's is not (its dev-dependencies took 1.5 min of a 20-minute budget, for a crate nobody
