@@ -5,6 +5,7 @@
 //! once cluster-wide (see `channel_scripts`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::Cluster;
 use super::inbox::NO_REPLY;
@@ -102,6 +103,53 @@ impl Cluster {
             parts.push(decode_counts(rest));
         }
         Ok((total, presence::merge_counts(parts, limit), !g.complete))
+    }
+
+    /// Subscribes this node to `channel`'s topic if it is not yet; returns once Redis
+    /// confirmed, so a publish from any node reaches the new subscriber.
+    pub async fn watch(&self, channel: &str) {
+        if !self.reachable.load(Ordering::Relaxed) {
+            // The resync after Redis returns subscribes every channel with local subscribers.
+            return;
+        }
+        let mut topics = self.topics.lock().await;
+        if topics.contains(channel) {
+            return;
+        }
+        let topic = self.keys.channel_topic(channel);
+        if self
+            .call("subscribe", self.link.subscribe(vec![topic]))
+            .await
+            .is_ok()
+        {
+            topics.insert(Arc::from(channel));
+        }
+        // On failure the resync after Redis returns subscribes every local channel.
+    }
+
+    /// Unsubscribes the channel topics this node no longer has subscribers for. The check and the
+    /// unsubscribe happen under the topics lock, which `watch` takes too, so a subscriber that
+    /// arrives meanwhile is never left without the topic.
+    pub(super) async fn sweep_topics(&self) {
+        let mut topics = self.topics.lock().await;
+        let idle: Vec<Arc<str>> = topics
+            .iter()
+            .filter(|ch| !self.registry.has_channel(ch))
+            .cloned()
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        let names: Vec<String> = idle.iter().map(|ch| self.keys.channel_topic(ch)).collect();
+        if self
+            .call("unsubscribe", self.link.unsubscribe(names))
+            .await
+            .is_ok()
+        {
+            for ch in idle {
+                topics.remove(&ch);
+            }
+        }
     }
 
     /// Writes this node's session counts of `clients` on presence channel `channel`; which of

@@ -10,7 +10,7 @@
 //! another master, fresh managers for it replace the old ones. The upkeep then sees Redis back
 //! and resubscribes and rewrites presence, as after any outage.
 //!
-//! On a Redis Cluster one `ClusterConnection` (the crate's `cluster-async`, RESP3) carries
+//! On a Redis Cluster (`sharded.rs`) one `ClusterConnection` (the crate's `cluster-async`, RESP3) carries
 //! commands and subscriptions: it routes each command to its slot's master, follows `MOVED` /
 //! `ASK` and shard failovers, and resubscribes sharded topics where their slot now lives. A
 //! topic with a hash tag is sharded (`SSUBSCRIBE`, one command per topic, as each may live on
@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
@@ -176,41 +175,6 @@ fn managers() -> ConnectionManagerConfig {
         .set_max_delay(Duration::from_secs(1))
 }
 
-/// Most sharded (un)subscribe commands in flight at once: a resync of thousands of client
-/// topics goes out in waves rather than as one burst of futures.
-const SUBSCRIBE_WAVE: usize = 256;
-
-/// (Un)subscribes `topics` on a Redis Cluster: tagged topics one `SSUBSCRIBE` each (on their
-/// slot's shard), the others in one plain command.
-async fn on_shards(c: &ClusterConnection, topics: Vec<String>, on: bool) -> Result<(), RedisError> {
-    use futures_util::stream::{self, StreamExt, TryStreamExt};
-    let (sharded, plain): (Vec<String>, Vec<String>) =
-        topics.into_iter().partition(|t| t.contains('{'));
-    if !plain.is_empty() {
-        let mut c = c.clone();
-        if on {
-            c.subscribe(plain).await?;
-        } else {
-            c.unsubscribe(plain).await?;
-        }
-    }
-    stream::iter(sharded)
-        .map(|t| {
-            let mut c = c.clone();
-            async move {
-                if on {
-                    c.ssubscribe(t).await
-                } else {
-                    c.sunsubscribe(t).await
-                }
-            }
-        })
-        .buffer_unordered(SUBSCRIBE_WAVE)
-        .try_collect::<Vec<()>>()
-        .await
-        .map(|_| ())
-}
-
 /// Lazy managers for the server at `info`; nothing is dialled until the first call.
 fn pair(info: redis::ConnectionInfo, push: &PushFn) -> Result<Pair, RedisError> {
     let addr = info.addr().to_string();
@@ -250,27 +214,7 @@ impl Link {
                 })
             }
             Topology::Cluster(nodes) => {
-                let bad = |e: RedisError| format!("redis_cluster_nodes: {e}");
-                let urls: Vec<String> = nodes.iter().map(|s| sentinel_url(s)).collect();
-                let to_inbox = Arc::clone(&push);
-                let client = ClusterClientBuilder::new(urls)
-                    .use_protocol(ProtocolVersion::RESP3)
-                    .connection_timeout(Duration::from_millis(500))
-                    .response_timeout(CALL_TIMEOUT)
-                    .retries(2)
-                    .min_retry_wait(50)
-                    .max_retry_wait(1000)
-                    .push_sender(move |info| {
-                        to_inbox(info);
-                        Ok::<(), redis::aio::SendError>(())
-                    })
-                    .build()
-                    .map_err(bad)?;
-                let con = client.get_pending_async_connection_with_config(
-                    ClusterConfig::new()
-                        .set_connection_timeout(Duration::from_millis(500))
-                        .set_response_timeout(CALL_TIMEOUT),
-                );
+                let con = super::sharded::connection(nodes, &push)?;
                 Ok(Link {
                     current: ArcSwapOption::empty(),
                     generation: AtomicU64::new(0),
@@ -343,7 +287,7 @@ impl Link {
     /// Subscribes the subscriber connection to `topics`.
     pub async fn subscribe(&self, topics: Vec<String>) -> Result<(), RedisError> {
         if let Some(c) = &self.cluster {
-            return on_shards(c, topics, true).await;
+            return super::sharded::on_shards(c, topics, true).await;
         }
         let Some(mut sub) = self.current.load().as_ref().map(|p| p.sub.clone()) else {
             return Err(no_master());
@@ -355,7 +299,7 @@ impl Link {
     /// Unsubscribes the subscriber connection from `topics`.
     pub async fn unsubscribe(&self, topics: Vec<String>) -> Result<(), RedisError> {
         if let Some(c) = &self.cluster {
-            return on_shards(c, topics, false).await;
+            return super::sharded::on_shards(c, topics, false).await;
         }
         let Some(mut sub) = self.current.load().as_ref().map(|p| p.sub.clone()) else {
             return Err(no_master());

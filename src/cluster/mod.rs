@@ -49,6 +49,7 @@ mod route;
 mod scripts;
 mod shard_presence;
 mod shard_scripts;
+mod sharded;
 pub mod sign;
 mod views;
 pub mod wire;
@@ -74,7 +75,6 @@ use connection::{Conn, Link};
 use inbox::{Inbox, Outgoing, Pending};
 use keys::Keys;
 use sign::Signer;
-use wire::Kind;
 
 use crate::net::blocks::Blocks;
 pub use control::{Order, Orders, OrdersCell};
@@ -325,30 +325,6 @@ impl Cluster {
         })
     }
 
-    /// PUBLISHes `msg` on `topic` through [`Cluster::call`]; how many subscribers got it. On a
-    /// Redis Cluster a tagged topic is sharded: `SPUBLISH`, on its shard only.
-    pub(crate) async fn publish(
-        &self,
-        what: &str,
-        topic: String,
-        msg: Vec<u8>,
-    ) -> Result<usize, EngineError> {
-        let mut con = self.conn();
-        let publish = if self.keys.sharded() && topic.contains('{') {
-            "SPUBLISH"
-        } else {
-            "PUBLISH"
-        };
-        self.call(what, async move {
-            redis::cmd(publish)
-                .arg(topic)
-                .arg(msg)
-                .query_async::<usize>(&mut con)
-                .await
-        })
-        .await
-    }
-
     /// A command connection (a cheap clone).
     pub(crate) fn conn(&self) -> Conn {
         self.link.cmd()
@@ -420,57 +396,5 @@ impl Cluster {
                     .await
             })
             .await;
-    }
-
-    /// Subscribes this node to `channel`'s topic if it is not yet; returns once Redis
-    /// confirmed, so a publish from any node reaches the new subscriber.
-    pub async fn watch(&self, channel: &str) {
-        if !self.reachable.load(Ordering::Relaxed) {
-            // The resync after Redis returns subscribes every channel with local subscribers.
-            return;
-        }
-        let mut topics = self.topics.lock().await;
-        if topics.contains(channel) {
-            return;
-        }
-        let topic = self.keys.channel_topic(channel);
-        if self
-            .call("subscribe", self.link.subscribe(vec![topic]))
-            .await
-            .is_ok()
-        {
-            topics.insert(Arc::from(channel));
-        }
-        // On failure the resync after Redis returns subscribes every local channel.
-    }
-
-    /// Resolves once this node's subscriber has handled every message of `key` published
-    /// before the call: a marker sent to itself comes back after them (Redis keeps publish
-    /// order on one connection). On a Redis Cluster the marker goes on the stream's own topic,
-    /// the shard its messages come from (other nodes listening there ignore it).
-    pub async fn settle(&self, key: &crate::stream::StreamKey) -> Result<(), EngineError> {
-        let ticket = self.pending.begin();
-        let req = ticket.req;
-        self.pending.cancel(ticket);
-        let (tx, rx) = oneshot::channel();
-        self.inbox.markers.lock().insert(req, tx);
-        let msg = self.seal(Kind::Marker, req, "", b"");
-        let topic = if self.keys.sharded() {
-            self.keys.stream_topic(key)
-        } else {
-            self.keys.node_topic(&self.node)
-        };
-        let sent = self.publish("settle", topic, msg).await;
-        let outcome = match sent {
-            Ok(_) => match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-                Ok(_) => Ok(()),
-                Err(_) => Err(EngineError::Unavailable(Arc::new(std::io::Error::other(
-                    "redis: settle marker did not come back",
-                )))),
-            },
-            Err(e) => Err(e),
-        };
-        self.inbox.markers.lock().remove(&req);
-        outcome
     }
 }

@@ -176,8 +176,8 @@ pub async fn upkeep(c: Arc<Cluster>) {
             reap(&c, &node).await;
         }
         fire_offline(&c).await;
-        sweep_topics(&c).await;
-        share_sample(&c).await;
+        c.sweep_topics().await;
+        c.upload_sample().await;
     }
 }
 
@@ -308,52 +308,6 @@ async fn fire_offline(c: &Cluster) {
             w.offline(&Arc::from(client));
         }
     }
-}
-
-/// Unsubscribes the channel topics this node no longer has subscribers for. The check and the
-/// unsubscribe happen under the topics lock, which `watch` takes too, so a subscriber that
-/// arrives meanwhile is never left without the topic.
-async fn sweep_topics(c: &Cluster) {
-    let mut topics = c.topics.lock().await;
-    let idle: Vec<Arc<str>> = topics
-        .iter()
-        .filter(|ch| !c.registry.has_channel(ch))
-        .cloned()
-        .collect();
-    if idle.is_empty() {
-        return;
-    }
-    let names: Vec<String> = idle.iter().map(|ch| c.keys.channel_topic(ch)).collect();
-    if c.call("unsubscribe", c.link.unsubscribe(names))
-        .await
-        .is_ok()
-    {
-        for ch in idle {
-            topics.remove(&ch);
-        }
-    }
-}
-
-/// Appends this node's newest dashboard sample to its list in Redis (kept short, and gone a
-/// while after the node stops).
-async fn share_sample(c: &Cluster) {
-    let Some(sample) = c.take_sample() else {
-        return;
-    };
-    let key = c.keys.dashboard(&c.node);
-    let keep = super::scripts::DASH_SAMPLES as i64;
-    let ttl = (c.node_ttl * 4).as_millis() as u64;
-    // One key: a pipeline stays in one slot on a Redis Cluster too.
-    let mut pipe = redis::pipe();
-    pipe.cmd("RPUSH").arg(&key).arg(sample).ignore();
-    pipe.cmd("LTRIM").arg(&key).arg(-keep).arg(-1).ignore();
-    pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
-    let mut con = c.conn();
-    let _ = c
-        .call("dashboard", async move {
-            pipe.query_async::<()>(&mut con).await
-        })
-        .await;
 }
 
 /// Presence as the rest of the node asks it: who holds a client id, and the writer's inputs.

@@ -2,13 +2,15 @@
 //! nodes that hold a recipient, and the answers gathered within `cluster_reply_timeout`: pushes,
 //! publishes, broadcasts, kicks and session listings.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use tokio::sync::oneshot;
 
 use super::inbox::{self, Gathered};
 use super::wire::{Head, Kind};
-use super::{Cluster, Routed};
+use super::{CALL_TIMEOUT, Cluster, Routed};
 use crate::id::SessionId;
 use crate::stream::EngineError;
 
@@ -24,6 +26,60 @@ impl Cluster {
             target,
         };
         self.signer.seal(&head, body)
+    }
+
+    /// PUBLISHes `msg` on `topic` through [`Cluster::call`]; how many subscribers got it. On a
+    /// Redis Cluster a tagged topic is sharded: `SPUBLISH`, on its shard only.
+    pub(crate) async fn publish(
+        &self,
+        what: &str,
+        topic: String,
+        msg: Vec<u8>,
+    ) -> Result<usize, EngineError> {
+        let mut con = self.conn();
+        let publish = if self.keys.sharded() && topic.contains('{') {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        self.call(what, async move {
+            redis::cmd(publish)
+                .arg(topic)
+                .arg(msg)
+                .query_async::<usize>(&mut con)
+                .await
+        })
+        .await
+    }
+
+    /// Resolves once this node's subscriber has handled every message of `key` published
+    /// before the call: a marker sent to itself comes back after them (Redis keeps publish
+    /// order on one connection). On a Redis Cluster the marker goes on the stream's own topic,
+    /// the shard its messages come from (other nodes listening there ignore it).
+    pub async fn settle(&self, key: &crate::stream::StreamKey) -> Result<(), EngineError> {
+        let ticket = self.pending.begin();
+        let req = ticket.req;
+        self.pending.cancel(ticket);
+        let (tx, rx) = oneshot::channel();
+        self.inbox.markers.lock().insert(req, tx);
+        let msg = self.seal(Kind::Marker, req, "", b"");
+        let topic = if self.keys.sharded() {
+            self.keys.stream_topic(key)
+        } else {
+            self.keys.node_topic(&self.node)
+        };
+        let sent = self.publish("settle", topic, msg).await;
+        let outcome = match sent {
+            Ok(_) => match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+                Ok(_) => Ok(()),
+                Err(_) => Err(EngineError::Unavailable(Arc::new(std::io::Error::other(
+                    "redis: settle marker did not come back",
+                )))),
+            },
+            Err(e) => Err(e),
+        };
+        self.inbox.markers.lock().remove(&req);
+        outcome
     }
 
     /// Publishes `msg` to `topic` under `ticket` and gathers the receivers' answers.

@@ -158,27 +158,14 @@ impl Cluster {
             return false;
         }
         let list = self.keys.node_clients(node);
-        let mut con = self.conn();
-        let key = list.clone();
-        let clients: Vec<String> = self
-            .call("reap", async move {
-                redis::cmd("SMEMBERS").arg(key).query_async(&mut con).await
-            })
-            .await
-            .unwrap_or_default();
-        let script = &self.scripts.shard.drop_node;
-        let steps = clients.iter().map(|client| {
-            let mut con = self.conn();
-            let mut inv = script.prepare_invoke();
-            inv.key(self.keys.presence(client))
-                .key(self.keys.offline_mark(client))
-                .arg(node);
-            async move { inv.invoke_async::<i64>(&mut con).await }
-        });
-        let dropped = self
-            .call("reap", async move { try_join_all(steps).await })
-            .await
-            .unwrap_or_default();
+        let Ok((clients, dropped)) = self.clear_node(node, &list).await else {
+            // Listed again as long dead, so the next survivor's round claims it and retries:
+            // its entries must not stay behind, they would hold its client ids online.
+            let mut back = redis::cmd("ZADD");
+            back.arg(self.keys.nodes()).arg(0).arg(node);
+            let _ = self.cmd("reap", back).await;
+            return false;
+        };
         let due: Vec<(Arc<str>, i64)> = clients
             .iter()
             .zip(dropped)
@@ -192,6 +179,35 @@ impl Cluster {
             clients.len()
         );
         true
+    }
+
+    /// Removes dead `node` from the presence of each client id in its list: the client ids,
+    /// and for each when its `offline` is due (-1: another node holds it).
+    async fn clear_node(
+        &self,
+        node: &str,
+        list: &str,
+    ) -> Result<(Vec<String>, Vec<i64>), EngineError> {
+        let mut con = self.conn();
+        let key = list.to_string();
+        let clients: Vec<String> = self
+            .call("reap", async move {
+                redis::cmd("SMEMBERS").arg(key).query_async(&mut con).await
+            })
+            .await?;
+        let script = &self.scripts.shard.drop_node;
+        let steps = clients.iter().map(|client| {
+            let mut con = self.conn();
+            let mut inv = script.prepare_invoke();
+            inv.key(self.keys.presence(client))
+                .key(self.keys.offline_mark(client))
+                .arg(node);
+            async move { inv.invoke_async::<i64>(&mut con).await }
+        });
+        let dropped = self
+            .call("reap", async move { try_join_all(steps).await })
+            .await?;
+        Ok((clients, dropped))
     }
 
     /// Sends `offline` for the client ids whose mark is due; each mark is taken by one node.

@@ -17,6 +17,28 @@ impl Cluster {
         self.sample.lock().take()
     }
 
+    /// Appends this node's newest dashboard sample to its list in Redis (kept short, and gone a
+    /// while after the node stops).
+    pub(super) async fn upload_sample(&self) {
+        let Some(sample) = self.take_sample() else {
+            return;
+        };
+        let key = self.keys.dashboard(&self.node);
+        let keep = super::scripts::DASH_SAMPLES as i64;
+        let ttl = (self.node_ttl * 4).as_millis() as u64;
+        // One key: a pipeline stays in one slot on a Redis Cluster too.
+        let mut pipe = redis::pipe();
+        pipe.cmd("RPUSH").arg(&key).arg(sample).ignore();
+        pipe.cmd("LTRIM").arg(&key).arg(-keep).arg(-1).ignore();
+        pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
+        let mut con = self.conn();
+        let _ = self
+            .call("dashboard", async move {
+                pipe.query_async::<()>(&mut con).await
+            })
+            .await;
+    }
+
     /// Every live node's recent dashboard samples, as (node, JSON array) pairs.
     pub async fn dashboards(&self) -> Result<Vec<(String, String)>, EngineError> {
         if self.keys.sharded() {
