@@ -9,12 +9,37 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 use super::keys::HMAC_KEY;
 use super::*;
 
 const NOW: u64 = 1_800_000_000;
+
+/// A directory of its own under the system temp dir, removed when dropped. (Written here rather
+/// than taken from `tempfile`: that dev-dependency turned on features of crates the server
+/// shares, so the release build of the examples could not be reused for the server's.)
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> std::io::Result<TempDir> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("tether-auth-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir(path))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// Key material generated once per test run; nothing is committed.
 struct Keys {
