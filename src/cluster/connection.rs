@@ -10,11 +10,11 @@
 //! another master, fresh managers for it replace the old ones. The upkeep then sees Redis back
 //! and resubscribes and rewrites presence, as after any outage.
 //!
-//! On a Redis Cluster (`sharded.rs`) one `ClusterConnection` (the crate's `cluster-async`, RESP3) carries
-//! commands and subscriptions: it routes each command to its slot's master, follows `MOVED` /
-//! `ASK` and shard failovers, and resubscribes sharded topics where their slot now lives. A
-//! topic with a hash tag is sharded (`SSUBSCRIBE`, one command per topic, as each may live on
-//! another shard); the untagged `<prefix>:all` is a plain `SUBSCRIBE`, which reaches every node.
+//! On a Redis Cluster (`sharded.rs`) one `ClusterConnection` (the crate's `cluster-async`, RESP3)
+//! carries commands and subscriptions: it routes each command to its slot's master, follows `MOVED`
+//! / `ASK` and shard failovers, and resubscribes sharded topics where their slot now lives. A topic
+//! with a hash tag is sharded (`SSUBSCRIBE`, one command per topic, as each may live on another
+//! shard); the untagged `<prefix>:all` is a plain `SUBSCRIBE`, which reaches every node.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,12 +1,12 @@
 //! The cluster (docs/protocol.md §9): tether nodes that share one Redis behave as one big node.
 //!
 //! - **Routing.** Each node listens on its own topic (`<prefix>:to:<node>`), on `<prefix>:all`, and
-//!   on a channel's topic only while it has local subscribers. A push to a client id goes, in
-//!   one Lua step, to the nodes its presence lists; a publish to the channel's topic; so a node
-//!   only sees messages it has a recipient for. On a Redis Cluster the topics carry hash tags
-//!   and a node also listens on the topic of each client id it holds, so a push's step
-//!   `SPUBLISH`es once on its client's shard (`keys.rs`, `shard_presence.rs`). Receivers answer with their delivery counts and
-//!   the origin sums what arrives within `cluster_reply_timeout` (`partial` otherwise).
+//!   on a channel's topic only while it has local subscribers. A push to a client id goes, in one
+//!   Lua step, to the nodes its presence lists; a publish to the channel's topic; so a node only
+//!   sees messages it has a recipient for. On a Redis Cluster the topics carry hash tags and a node
+//!   also listens on the topic of each client id it holds, so a push's step `SPUBLISH`es once on
+//!   its client's shard (`keys.rs`, `shard_presence.rs`). Receivers answer with their delivery
+//!   counts and the origin sums what arrives within `cluster_reply_timeout` (`partial` otherwise).
 //! - **Presence.** One writer task per node keeps `<prefix>:{c:<id>}:p` (node → sessions) equal
 //!   to the registry, in batches; a session that opens waits for its entry, so a push sent
 //!   once its `welcome` arrived reaches it from any node. Nodes heartbeat into `<prefix>:nodes`;
@@ -20,21 +20,22 @@
 //! - **Trust.** Every key and topic is under `redis_prefix` ([`keys`]); with `cluster_secret`
 //!   every message is signed and checked ([`sign`]), and replies go only to listed nodes.
 //!
-//! Files: `Cluster` here; `connection.rs`, the way to Redis for each topology; `route.rs`, requests to other nodes and their
-//! answers; `presence.rs`, the presence writer, the upkeep and presence queries; `inbox.rs`,
-//! what arrives; `views.rs`, shared dashboard samples and metrics; `keys.rs`, `scripts.rs`,
-//! `wire.rs`, `sign.rs`, `replier.rs`: keys, Lua, the message format and its signature,
-//! answers; `control.rs`, orders for a client id's sessions, remembered server
-//! subscriptions and blocks (docs/protocol.md §14); `shard_presence.rs`, `shard_scripts.rs`
-//! and `resubscribe.rs`, what a Redis Cluster needs besides (presence one hash tag per step,
-//! topics dropped by a moved slot subscribed again). It may use the registry, `stream`'s vocabulary, webhooks, outboxes and the bottom;
-//! never `engine`, whose Redis engine (`engine/redis.rs`) is built on this connection, nor
-//! `delivery` and `state`, which sit above it.
+//! Files: `Cluster` here; `connection.rs`, the way to Redis for each topology; `route.rs`, requests
+//! to other nodes and their answers; `presence.rs`, the presence writer, the upkeep and presence
+//! queries; `inbox.rs`, what arrives; `views.rs`, shared dashboard samples and metrics; `keys.rs`,
+//! `scripts.rs`, `wire.rs`, `sign.rs`, `replier.rs`: keys, Lua, the message format and its
+//! signature, answers; `control.rs`, orders for a client id's sessions, remembered server
+//! subscriptions and blocks (docs/protocol.md §14); `sharded.rs`, `shard_presence.rs`,
+//! `shard_scripts.rs` and `resubscribe.rs`, what a Redis Cluster needs besides (its connection,
+//! presence one hash tag per step, topics dropped by a moved slot subscribed again). It may use
+//! the registry, `stream`'s vocabulary, webhooks, outboxes and the bottom; never `engine`, whose
+//! Redis engine (`engine/redis.rs`) is built on this connection, nor `delivery` and `state`,
+//! which sit above it.
 //!
 //! Crate: `redis` (redis-rs) with its `ConnectionManager`: well kept, tokio-native, reconnects
 //! with backoff by itself and, on RESP3, re-subscribes and hands pub/sub messages to a callback
 //! without a second task hop; its `sentinel` module finds a Sentinel-managed master
-//! (`connection.rs` follows it when it moves).
+//! (`connection.rs` follows it when it moves), and its `cluster-async` talks to a Redis Cluster.
 
 mod channel_scripts;
 mod channels;

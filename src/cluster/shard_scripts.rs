@@ -49,8 +49,9 @@ pub const MARK_KEEP_MS: u64 = 24 * 3600 * 1000;
 /// KEYS: presence, migration mark, offline mark. ARGV: node, count, `1` when a session of it
 /// here was just closed with 1012, offline_grace ms, migration memory ms.
 /// Returns `{r, from, due}`: r 1 (online: its first session anywhere, not a return within the
-/// grace), -1 (its last session ended: the offline mark is set, due at `due`) or 0; `from` the
-/// node it migrated from, or empty.
+/// grace), -1 (its last session ended: the offline mark is set, due at `due`; also when a
+/// mark is pending from an earlier write, so a write retried after its indexing failed indexes
+/// it again) or 0; `from` the node it migrated from, or empty.
 pub fn set_one() -> Script {
     Script::new(&format!(
         "{NOW}
@@ -63,10 +64,18 @@ if n > 0 then
   if before == 0 and redis.call('DEL', KEYS[3]) == 0 then r = 1 end
   local m = redis.call('GET', KEYS[2])
   if m and m ~= ARGV[1] then from = m end
-elseif redis.call('HDEL', KEYS[1], ARGV[1]) == 1 and redis.call('HLEN', KEYS[1]) == 0 then
-  due = now + tonumber(ARGV[4])
-  redis.call('SET', KEYS[3], due, 'PX', tonumber(ARGV[4]) + {MARK_KEEP_MS})
-  r = -1
+else
+  local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+  if redis.call('HLEN', KEYS[1]) == 0 then
+    if removed == 1 then
+      due = now + tonumber(ARGV[4])
+      redis.call('SET', KEYS[3], due, 'PX', tonumber(ARGV[4]) + {MARK_KEEP_MS})
+      r = -1
+    else
+      local m = redis.call('GET', KEYS[3])
+      if m then due = tonumber(m) r = -1 end
+    end
+  end
 end
 return {{r, from, due}}"
     ))
