@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::redis::{Redis, Topology, node, wait_status};
+use common::redis::{Outage, Redis, Topology, node, wait_status};
 use common::redis_cluster::RedisCluster;
 use common::sentinel::Sentinels;
 use common::*;
@@ -427,6 +427,16 @@ macro_rules! on_every_topology {
     };
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_degrades_to_local_delivery_and_heals() {
+    outage_degrades_and_heals(Redis::start()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_outage_degrades_to_local_delivery_and_heals() {
+    outage_degrades_and_heals(RedisCluster::start()).await
+}
+
 on_redis_and_cluster!(
     a_restarted_node_clears_its_stale_presence,
     a_killed_node_drops_out_and_its_client_resumes_elsewhere,
@@ -439,12 +449,10 @@ on_every_topology!(
     history_and_resume_span_nodes,
 );
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_outage_degrades_to_local_delivery_and_heals() {
-    let mut redis = Redis::start();
+async fn outage_degrades_and_heals(mut redis: impl Outage) {
     let (a, b) = (node(&redis, "a", &[]).await, node(&redis, "b", &[]).await);
     let (mut frank, _) = connect(a.addr, "frank").await;
-    redis.stop();
+    redis.down();
     wait_status(a.addr, "degraded").await;
     // Local delivery goes on, flagged partial.
     let (status, v) = post(
@@ -480,7 +488,7 @@ async fn a_redis_outage_degrades_to_local_delivery_and_heals() {
     assert_eq!(recv_json(&mut frank).await["type"], "subscribed");
 
     // Redis comes back empty: nodes resubscribe and rewrite presence by themselves.
-    redis.restart();
+    redis.up();
     wait_status(a.addr, "ok").await;
     wait_status(b.addr, "ok").await;
     push_until_delivered(b.addr, "frank", "back").await;

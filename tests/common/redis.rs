@@ -216,6 +216,23 @@ impl Topology for Redis {
     }
 }
 
+/// A Redis that can go away entirely and come back empty on the same addresses.
+pub trait Outage: Topology {
+    /// Every server killed (SIGKILL).
+    fn down(&mut self);
+    /// Every server started again, empty, once it serves.
+    fn up(&mut self);
+}
+
+impl Outage for Redis {
+    fn down(&mut self) {
+        self.stop();
+    }
+    fn up(&mut self) {
+        self.restart();
+    }
+}
+
 /// A node of the cluster on `redis` (node id `id`, `node_ttl` 2 s, a generous
 /// `cluster_reply_timeout`), with `extra` keys, once its `/health` says `ok`.
 pub async fn node(redis: &impl Topology, id: &str, extra: &[(&str, &str)]) -> super::TestServer {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::redis::{Redis, Topology};
+use super::redis::{Outage, Redis, Topology};
 use super::{Proc, TempDir, free_port, program};
 
 /// Three masters and their replicas, if any.
@@ -428,6 +428,27 @@ pub fn request(port: u16, args: &[&str]) -> Option<String> {
             return None;
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The whole cluster killed, then started again: each server keeps its `nodes.conf` (so the
+/// cluster forms again with the same slots) and nothing else.
+impl Outage for RedisCluster {
+    fn down(&mut self) {
+        for r in self.masters.iter_mut().chain(self.replicas.iter_mut()) {
+            r.stop();
+        }
+    }
+    fn up(&mut self) {
+        for r in self.masters.iter_mut().chain(self.replicas.iter_mut()) {
+            r.restart();
+        }
+        let n = self.masters.len() + self.replicas.len();
+        self.wait(
+            Duration::from_secs(20),
+            "the cluster back after an outage",
+            |c| c.masters.iter().all(|r| cluster_ok(r.port, Some(n))),
+        );
     }
 }
 
